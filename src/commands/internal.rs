@@ -1,0 +1,63 @@
+//! Commands the module writes for itself: `IM.APPLY` carries a primary's
+//! effects to replicas and the AOF; `IM.LOAD` rebuilds a mailbox from an
+//! AOF rewrite. Neither is meant for clients.
+
+use super::{replicated_or_loading, Propagate, Writer};
+use crate::mailbox::{effect, Mailbox};
+use crate::reply::{error, Reply};
+use redis_module::{Context, RedisString};
+
+/// IM.APPLY <user> <effects>
+pub fn apply(ctx: &Context, args: &[RedisString]) -> Reply {
+    let [_, user, blob] = args else {
+        return Reply::WrongArity;
+    };
+    let from_primary = replicated_or_loading(ctx);
+    let Some((now, effects)) = effect::decode(blob.as_slice()) else {
+        // A replica never answers its primary with an error.
+        if from_primary {
+            redis_module::logging::log_warning("im: IM.APPLY with effects that do not decode");
+            return Reply::Simple("OK");
+        }
+        return error("ERR IM.APPLY carries effects written by the module");
+    };
+    let mut w = match Writer::open(ctx, user) {
+        Ok(w) => w,
+        Err(_) if from_primary => return Reply::Simple("OK"),
+        Err(e) => return e,
+    };
+    w.commit(now, &effects, Propagate::Verbatim);
+    Reply::Simple("OK")
+}
+
+/// IM.LOAD <user> HEAD <blob> | IM.LOAD <user> MSGS <blob>
+pub fn load(ctx: &Context, args: &[RedisString]) -> Reply {
+    let [_, user, part, blob] = args else {
+        return Reply::WrongArity;
+    };
+    let mut w = match Writer::open(ctx, user) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    let part = part.as_slice();
+    if part.eq_ignore_ascii_case(b"HEAD") {
+        let Some((mb, _)) = Mailbox::decode_header(blob.as_slice()) else {
+            return error("ERR IM.LOAD HEAD does not decode");
+        };
+        w.replace(mb);
+    } else if part.eq_ignore_ascii_case(b"MSGS") {
+        let Some(mb) = w.mailbox_mut() else {
+            return error("ERR IM.LOAD MSGS needs IM.LOAD HEAD first");
+        };
+        let before = crate::metrics::Gauges::of(mb);
+        let loaded = mb.load_messages(blob.as_slice());
+        before.update(&crate::metrics::Gauges::of(mb));
+        if loaded.is_none() {
+            return error("ERR IM.LOAD MSGS does not decode");
+        }
+    } else {
+        return error("ERR IM.LOAD takes HEAD or MSGS");
+    }
+    ctx.replicate_verbatim();
+    Reply::Simple("OK")
+}

@@ -1,0 +1,194 @@
+//! Command handlers, one file per family. This file holds what they share:
+//! argument parsing, opening a mailbox key, and `commit`, the one place
+//! where effects are applied, replicated and announced.
+
+pub mod internal;
+pub mod offline;
+pub mod session;
+pub mod store;
+
+use crate::datatype::MAILBOX_TYPE;
+use crate::mailbox::{effect, Effect, Mailbox};
+use crate::metrics::{self, Gauges};
+use crate::reply::{self, error, Reply};
+use redis_module::key::RedisKeyWritable;
+use redis_module::{raw, Context, NotifyEvent, RedisResult, RedisString, RedisValue};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+pub const MAX_NAME: usize = 256;
+pub const MAX_ID: usize = 1024;
+pub const MAX_DEVICES: usize = 4096;
+
+pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
+
+pub type Handler = fn(&Context, &[RedisString]) -> Reply;
+
+/// Runs a handler and writes its reply; a panic answers an error instead
+/// of crossing into the server.
+pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> RedisResult {
+    let r = catch_unwind(AssertUnwindSafe(|| handler(ctx, &args)))
+        .unwrap_or_else(|_| error("ERR internal error in redis-im, see the server log"));
+    reply::send(ctx.get_raw(), &r);
+    Ok(RedisValue::NoReply)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn parse_u64(arg: &[u8], what: &str) -> Result<u64, Reply> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| error(format!("ERR {what} must be a non-negative integer")))
+}
+
+pub fn device_name<'a>(arg: &'a [u8]) -> Result<&'a [u8], Reply> {
+    if arg.is_empty() || arg.len() > MAX_NAME {
+        return Err(error(format!(
+            "ERR device name must be 1 to {MAX_NAME} bytes"
+        )));
+    }
+    Ok(arg)
+}
+
+pub fn node_name<'a>(arg: &'a [u8]) -> Result<&'a [u8], Reply> {
+    let ok = !arg.is_empty()
+        && arg.len() <= MAX_NAME
+        && arg
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'));
+    if !ok {
+        return Err(error(format!(
+            "ERR node name must be 1 to {MAX_NAME} bytes of A-Z a-z 0-9 . _ : -"
+        )));
+    }
+    Ok(arg)
+}
+
+pub fn unknown_option(arg: &[u8]) -> Reply {
+    error(format!(
+        "ERR unknown option '{}'",
+        String::from_utf8_lossy(arg)
+    ))
+}
+
+pub fn is(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+/// Opens a key for reading: `Ok(None)` when it does not exist.
+pub fn read<'a>(ctx: &Context, name: &RedisString) -> Result<Option<&'a Mailbox>, Reply> {
+    let key = ctx.open_key(name);
+    let mb = key
+        .get_value::<Mailbox>(&MAILBOX_TYPE)
+        .map_err(|_| error(WRONGTYPE))?;
+    // SAFETY: the value lives in the keyspace, which no one changes while
+    // this command runs; the key handle only closes the lookup.
+    Ok(mb.map(|m| unsafe { &*(m as *const Mailbox) }))
+}
+
+/// A mailbox key opened for writing.
+pub struct Writer<'c> {
+    ctx: &'c Context,
+    name: &'c RedisString,
+    key: RedisKeyWritable,
+    mb: Option<&'c mut Mailbox>,
+}
+
+/// How a committed change reaches replicas and the AOF.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Propagate {
+    /// As one `IM.APPLY` of the effects (commands on the primary).
+    Effects,
+    /// As the command was given (`IM.APPLY` itself).
+    Verbatim,
+}
+
+impl<'c> Writer<'c> {
+    pub fn open(ctx: &'c Context, name: &'c RedisString) -> Result<Writer<'c>, Reply> {
+        let key = ctx.open_key_writable(name);
+        let mb = key
+            .get_value::<Mailbox>(&MAILBOX_TYPE)
+            .map_err(|_| error(WRONGTYPE))?;
+        Ok(Writer { ctx, name, key, mb })
+    }
+
+    pub fn mailbox(&self) -> Option<&Mailbox> {
+        self.mb.as_deref()
+    }
+
+    /// Replaces the key's value (`IM.LOAD ... HEAD`).
+    pub fn replace(&mut self, mb: Mailbox) {
+        metrics::mailbox_added(&mb);
+        self.mb = None;
+        if self.key.set_value(&MAILBOX_TYPE, mb).is_ok() {
+            self.mb = self.key.get_value::<Mailbox>(&MAILBOX_TYPE).ok().flatten();
+        }
+    }
+
+    pub fn mailbox_mut(&mut self) -> Option<&mut Mailbox> {
+        self.mb.as_deref_mut()
+    }
+
+    /// Applies the effects at `now`, propagates and announces them, and
+    /// deletes the key when nothing is left in it. Answers each effect's
+    /// count.
+    pub fn commit(&mut self, now: i64, effects: &[Effect<'_>], propagate: Propagate) -> Vec<u64> {
+        let Some(last) = effects.last() else {
+            return Vec::new();
+        };
+        if self.mb.is_none() {
+            let next_seq = match effects.first() {
+                Some(Effect::Create { next_seq }) => *next_seq,
+                _ => 0,
+            };
+            self.replace(Mailbox::new(next_seq, now));
+        }
+        let Some(mb) = self.mb.as_deref_mut() else {
+            return Vec::new();
+        };
+        let before = Gauges::of(mb);
+        let counts: Vec<u64> = effects.iter().map(|e| mb.apply(now, e)).collect();
+        before.update(&Gauges::of(mb));
+        let empty = mb.is_empty();
+        match propagate {
+            Propagate::Effects => {
+                let blob = effect::encode(now, effects);
+                self.ctx
+                    .replicate("IM.APPLY", &[self.name.as_slice(), blob.as_slice()][..]);
+            }
+            Propagate::Verbatim => {
+                self.ctx.replicate_verbatim();
+            }
+        }
+        self.ctx
+            .notify_keyspace_event(NotifyEvent::MODULE, event_name(last), self.name);
+        if empty {
+            self.mb = None;
+            let _ = self.key.delete();
+        }
+        counts
+    }
+}
+
+/// The keyspace event announcing a change.
+fn event_name(e: &Effect<'_>) -> &'static str {
+    match e {
+        Effect::Create { .. } | Effect::Register { .. } => "im.register",
+        Effect::Connect { .. } => "im.connect",
+        Effect::Disconnect { .. } => "im.disconnect",
+        Effect::Forget { .. } => "im.forget",
+        Effect::Store { .. } => "im.store",
+        Effect::Ack { .. } | Effect::AckUpto { .. } => "im.ack",
+        Effect::Drop { .. } => "im.drop",
+    }
+}
+
+/// True while the command comes from the primary or the AOF.
+pub fn replicated_or_loading(ctx: &Context) -> bool {
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.get_raw())) } as u32;
+    flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+}

@@ -1,0 +1,144 @@
+//! IM.CONNECT, IM.DISCONNECT, IM.DEVICES, IM.FORGET.
+
+use super::{
+    device_name, is, node_name, now_ms, read, unknown_option, Propagate, Writer, MAX_DEVICES,
+};
+use crate::mailbox::{Effect, Mailbox, OfflineInfo, DEFAULT_NODE};
+use crate::reply::{error, Reply};
+use redis_module::{Context, RedisString};
+
+pub fn offline_info_reply(info: &OfflineInfo) -> Vec<(&'static str, Reply)> {
+    vec![
+        ("count", info.count.into()),
+        ("bytes", info.bytes.into()),
+        ("first", info.first.into()),
+        ("last", info.last.into()),
+    ]
+}
+
+/// The effect that creates the mailbox when the key is new.
+pub fn create_if_new(mb: Option<&Mailbox>, now: i64, effects: &mut Vec<Effect<'_>>) {
+    if mb.is_none() {
+        effects.push(Effect::Create {
+            next_seq: (now.max(0) as u64).saturating_mul(1000),
+        });
+    }
+}
+
+/// Refuses a new device when the mailbox already has the most it may hold.
+pub fn check_room(mb: Option<&Mailbox>, device: &[u8]) -> Result<(), Reply> {
+    match mb {
+        Some(m) if m.devices.len() >= MAX_DEVICES && m.device_index(device).is_none() => Err(
+            error(format!("ERR a mailbox holds at most {MAX_DEVICES} devices")),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// IM.CONNECT <user> <device> [NODE <node>]
+pub fn connect(ctx: &Context, args: &[RedisString]) -> Reply {
+    let (user, device, opts) = match args {
+        [_, u, d, rest @ ..] => (u, d, rest),
+        _ => return Reply::WrongArity,
+    };
+    let device = match device_name(device.as_slice()) {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    let mut node: &[u8] = DEFAULT_NODE;
+    let mut it = opts.iter();
+    while let Some(o) = it.next() {
+        if is(o.as_slice(), "NODE") {
+            let Some(n) = it.next() else {
+                return error("ERR NODE needs a node name");
+            };
+            node = match node_name(n.as_slice()) {
+                Ok(n) => n,
+                Err(e) => return e,
+            };
+        } else {
+            return unknown_option(o.as_slice());
+        }
+    }
+    let mut w = match Writer::open(ctx, user) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    if let Err(e) = check_room(w.mailbox(), device) {
+        return e;
+    }
+    let now = now_ms();
+    let mut effects = Vec::new();
+    create_if_new(w.mailbox(), now, &mut effects);
+    effects.push(Effect::Connect { device, node });
+    w.commit(now, &effects, Propagate::Effects);
+    let info = w
+        .mailbox()
+        .map(|m| m.offline_info(device))
+        .unwrap_or_default();
+    Reply::Map(offline_info_reply(&info))
+}
+
+/// IM.DISCONNECT <user> <device>
+pub fn disconnect(ctx: &Context, args: &[RedisString]) -> Reply {
+    let [_, user, device] = args else {
+        return Reply::WrongArity;
+    };
+    let device = device.as_slice();
+    let mut w = match Writer::open(ctx, user) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    if w.mailbox().and_then(|m| m.device_index(device)).is_none() {
+        return Reply::Int(0);
+    }
+    let counts = w.commit(
+        now_ms(),
+        &[Effect::Disconnect { device }],
+        Propagate::Effects,
+    );
+    counts.first().copied().unwrap_or(0).into()
+}
+
+/// IM.FORGET <user> <device>
+pub fn forget(ctx: &Context, args: &[RedisString]) -> Reply {
+    let [_, user, device] = args else {
+        return Reply::WrongArity;
+    };
+    let device = device.as_slice();
+    let mut w = match Writer::open(ctx, user) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    if w.mailbox().and_then(|m| m.device_index(device)).is_none() {
+        return Reply::Int(0);
+    }
+    let counts = w.commit(now_ms(), &[Effect::Forget { device }], Propagate::Effects);
+    counts.first().copied().unwrap_or(0).into()
+}
+
+/// IM.DEVICES <user>
+pub fn devices(ctx: &Context, args: &[RedisString]) -> Reply {
+    let [_, user] = args else {
+        return Reply::WrongArity;
+    };
+    let mb = match read(ctx, user) {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    let list = mb.map_or(&[][..], |m| &m.devices[..]);
+    Reply::Array(
+        list.iter()
+            .map(|d| {
+                Reply::Map(vec![
+                    ("device", Reply::Bulk(d.name.to_vec())),
+                    ("online", Reply::Int(i64::from(d.online))),
+                    ("node", Reply::Bulk(d.node.to_vec())),
+                    ("last_seen", Reply::Int(d.last_seen)),
+                    ("pending", (d.pending.len() as u64).into()),
+                    ("offline", d.offline_count.into()),
+                ])
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,275 @@
+//! IM.STORE and IM.ACK.
+
+use super::session::{check_room, create_if_new};
+use super::{device_name, is, now_ms, parse_u64, unknown_option, Propagate, Writer, MAX_ID};
+use crate::config::{self, QuotaPolicy};
+use crate::mailbox::log::{IdSpec, HAS_DELAY, VOLATILE};
+use crate::mailbox::{Effect, Mailbox};
+use crate::metrics;
+use crate::reply::{error, Reply};
+use crate::stanza;
+use redis_module::{Context, RedisString};
+
+struct StoreArgs<'a> {
+    stanza: &'a [u8],
+    id: Option<&'a [u8]>,
+    devices: Option<Vec<&'a [u8]>>,
+    force: bool,
+}
+
+fn parse_store(opts: &[RedisString]) -> Result<StoreArgs<'_>, Reply> {
+    let (stanza, mut rest) = match opts {
+        [s, rest @ ..] => (s.as_slice(), rest),
+        [] => return Err(Reply::WrongArity),
+    };
+    let mut a = StoreArgs {
+        stanza,
+        id: None,
+        devices: None,
+        force: false,
+    };
+    while let [o, tail @ ..] = rest {
+        let o = o.as_slice();
+        rest = tail;
+        if is(o, "ID") {
+            let [id, tail @ ..] = rest else {
+                return Err(error("ERR ID needs a value"));
+            };
+            let id = id.as_slice();
+            if id.is_empty() || id.len() > MAX_ID {
+                return Err(error(format!("ERR ID must be 1 to {MAX_ID} bytes")));
+            }
+            a.id = Some(id);
+            rest = tail;
+        } else if is(o, "DEVICES") {
+            let [n, tail @ ..] = rest else {
+                return Err(error("ERR DEVICES needs a count"));
+            };
+            let n = parse_u64(n.as_slice(), "DEVICES count")? as usize;
+            if tail.len() < n {
+                return Err(error("ERR DEVICES count is larger than the devices given"));
+            }
+            let mut list: Vec<&[u8]> = Vec::with_capacity(n);
+            for d in &tail[..n] {
+                let d = device_name(d.as_slice())?;
+                if !list.contains(&d) {
+                    list.push(d);
+                }
+            }
+            a.devices = Some(list);
+            rest = &tail[n..];
+        } else if is(o, "FORCE") {
+            a.force = true;
+        } else {
+            return Err(unknown_option(o));
+        }
+    }
+    Ok(a)
+}
+
+fn stored_reply(seq: u64, id: &[u8], pending: &[&[u8]]) -> Reply {
+    Reply::Array(vec![
+        seq.into(),
+        id.into(),
+        Reply::Array(pending.iter().map(|&d| d.into()).collect()),
+    ])
+}
+
+/// Oldest messages to drop so that one more of `size` bytes fits; `None`
+/// when it cannot fit at all.
+fn make_room(mb: &Mailbox, size: u64, max_messages: u64, max_bytes: u64) -> Option<Vec<u64>> {
+    if size > max_bytes || max_messages == 0 {
+        return None;
+    }
+    let (mut count, mut bytes) = (mb.log.len(), mb.log.bytes());
+    let mut drop = Vec::new();
+    for m in mb.log.iter_from(0) {
+        if count < max_messages && bytes + size <= max_bytes {
+            break;
+        }
+        drop.push(m.seq);
+        count -= 1;
+        bytes -= m.stanza.len() as u64;
+    }
+    Some(drop)
+}
+
+/// IM.STORE <user> <stanza> [ID <id>] [DEVICES <n> <device> ...] [FORCE]
+pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
+    let (user, opts) = match args {
+        [_, u, rest @ ..] if !rest.is_empty() => (u, rest),
+        _ => return Reply::WrongArity,
+    };
+    let a = match parse_store(opts) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let max_stanza = config::get(&config::MAX_STANZA_BYTES).max(0) as usize;
+    if a.stanza.len() > max_stanza {
+        return error(format!(
+            "ERR stanza is {} bytes, more than max-stanza-bytes ({max_stanza})",
+            a.stanza.len()
+        ));
+    }
+    let parsed = match stanza::parse(a.stanza) {
+        Ok(s) => s,
+        Err(e) => return error(e),
+    };
+    let mut w = match Writer::open(ctx, user) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    let now = now_ms();
+    let mb = w.mailbox();
+
+    // The id, and where it is kept: inside the stanza when it is the
+    // stanza's own attribute, verbatim.
+    let generated;
+    let (id, id_spec): (&[u8], IdSpec<'_>) = match (a.id, &parsed.id) {
+        (Some(id), Some(attr)) if attr.value == id && attr.verbatim_at.is_some() => (
+            id,
+            IdSpec::InStanza {
+                off: attr.verbatim_at.unwrap_or(0),
+                len: id.len(),
+            },
+        ),
+        (Some(id), _) => (id, IdSpec::Own(id)),
+        (None, Some(attr)) if !attr.value.is_empty() && attr.value.len() <= MAX_ID => {
+            match attr.verbatim_at {
+                Some(off) => (
+                    &a.stanza[off..off + attr.value.len()],
+                    IdSpec::InStanza {
+                        off,
+                        len: attr.value.len(),
+                    },
+                ),
+                None => (&attr.value[..], IdSpec::Own(&attr.value[..])),
+            }
+        }
+        _ => {
+            let seq = mb.map_or(0, |m| m.next_seq);
+            generated = format!("im-{seq:x}-{now:x}").into_bytes();
+            (&generated[..], IdSpec::Own(&generated[..]))
+        }
+    };
+
+    if let Some(m) = mb {
+        if let Some(seq) = m.find_id(id) {
+            return stored_reply(seq, id, &m.pending_on(seq));
+        }
+    }
+
+    let volatile = !(a.force || parsed.keep_offline(&config::offline_types()));
+    let pending_names: Vec<Vec<u8>> = match &a.devices {
+        Some(list) => list.iter().map(|d| d.to_vec()).collect(),
+        None => mb.map_or(Vec::new(), |m| {
+            m.devices
+                .iter()
+                .filter(|d| d.online)
+                .map(|d| d.name.to_vec())
+                .collect()
+        }),
+    };
+    let pending: Vec<&[u8]> = pending_names.iter().map(|d| d.as_slice()).collect();
+    for d in &pending {
+        if let Err(e) = check_room(mb, d) {
+            return e;
+        }
+    }
+    if volatile && pending.is_empty() {
+        metrics::add(&metrics::DROPPED, 1);
+        return Reply::Nil;
+    }
+
+    let mut effects = Vec::new();
+    create_if_new(mb, now, &mut effects);
+    if let Some(m) = mb {
+        let max_messages = config::get(&config::MAX_MESSAGES).max(0) as u64;
+        let max_bytes = config::get(&config::MAX_BYTES).max(0) as u64;
+        let size = a.stanza.len() as u64;
+        if m.log.len() + 1 > max_messages || m.log.bytes() + size > max_bytes {
+            let room = match config::quota_policy() {
+                QuotaPolicy::Reject => None,
+                QuotaPolicy::DropOldest => make_room(m, size, max_messages, max_bytes),
+            };
+            let Some(victims) = room else {
+                metrics::add(&metrics::REJECTED, 1);
+                return error(format!(
+                    "IMFULL mailbox holds {} messages and {} bytes (max-messages {max_messages}, max-bytes {max_bytes})",
+                    m.log.len(),
+                    m.log.bytes()
+                ));
+            };
+            metrics::add(&metrics::DROPPED, victims.len() as i64);
+            effects.extend(victims.into_iter().map(|seq| Effect::Drop { seq }));
+        }
+    }
+    let seq = match (mb, effects.first()) {
+        (Some(m), _) => m.next_seq,
+        (None, Some(Effect::Create { next_seq })) => *next_seq,
+        (None, _) => 0,
+    };
+    let mut flags = 0;
+    if volatile {
+        flags |= VOLATILE;
+    }
+    if parsed.has_delay {
+        flags |= HAS_DELAY;
+    }
+    effects.push(Effect::Store {
+        seq,
+        ts: now,
+        flags,
+        id: id_spec,
+        stanza: a.stanza,
+        pending: pending.clone(),
+    });
+    w.commit(now, &effects, Propagate::Effects);
+    metrics::add(&metrics::STORED, 1);
+    stored_reply(seq, id, &pending)
+}
+
+/// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
+pub fn ack(ctx: &Context, args: &[RedisString]) -> Reply {
+    let (user, device, ids) = match args {
+        [_, u, d, rest @ ..] if !rest.is_empty() => (u, d, rest),
+        _ => return Reply::WrongArity,
+    };
+    let device = match device_name(device.as_slice()) {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    let upto = match ids {
+        [w, n] if is(w.as_slice(), "UPTO") => match parse_u64(n.as_slice(), "UPTO") {
+            Ok(n) => Some(n),
+            Err(e) => return e,
+        },
+        _ => None,
+    };
+    let mut w = match Writer::open(ctx, user) {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    if let Err(e) = check_room(w.mailbox(), device) {
+        return e;
+    }
+    let now = now_ms();
+    let mut effects = Vec::new();
+    create_if_new(w.mailbox(), now, &mut effects);
+    effects.push(match upto {
+        Some(upto) => Effect::AckUpto { device, upto },
+        None => {
+            let mut seqs: Vec<u64> = ids
+                .iter()
+                .filter_map(|id| w.mailbox().and_then(|m| m.find_id(id.as_slice())))
+                .collect();
+            seqs.sort_unstable();
+            seqs.dedup();
+            Effect::Ack { device, seqs }
+        }
+    });
+    let counts = w.commit(now, &effects, Propagate::Effects);
+    let acked = counts.last().copied().unwrap_or(0);
+    metrics::add(&metrics::ACKED, acked as i64);
+    acked.into()
+}

@@ -1,0 +1,196 @@
+//! The mailbox data type: the `unsafe extern "C"` callbacks Redis calls to
+//! save, load, rewrite, digest, measure, copy and free a mailbox. Each
+//! catches panics so none crosses into the server.
+
+use crate::mailbox::persist::ENCODING_VERSION;
+use crate::mailbox::Mailbox;
+use crate::metrics;
+use redis_module::native_types::RedisType;
+use redis_module::raw;
+use std::ffi::CString;
+use std::os::raw::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+
+/// Messages per RDB buffer / AOF command, in bytes of encoding.
+const BATCH: usize = 256 * 1024;
+
+pub static MAILBOX_TYPE: RedisType = RedisType::new(
+    "imMailbox",
+    ENCODING_VERSION,
+    raw::RedisModuleTypeMethods {
+        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
+        rdb_load: Some(rdb_load),
+        rdb_save: Some(rdb_save),
+        aof_rewrite: Some(aof_rewrite),
+        mem_usage: Some(mem_usage),
+        digest: Some(digest),
+        free: Some(free),
+        aux_load: None,
+        aux_save: None,
+        aux_save2: None,
+        aux_save_triggers: 0,
+        free_effort: None,
+        unlink: None,
+        copy: Some(copy),
+        defrag: None,
+        copy2: None,
+        free_effort2: None,
+        mem_usage2: None,
+        unlink2: None,
+    },
+);
+
+fn log_warning(msg: &str) {
+    redis_module::logging::log_warning(msg);
+}
+
+/// Reads a mailbox written by [`rdb_save`]; `None` on a short read or
+/// data that does not decode.
+fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Option<Mailbox> {
+    if encver != ENCODING_VERSION {
+        log_warning(&format!(
+            "im: mailbox encoding version {encver} is not supported (this module reads {ENCODING_VERSION})"
+        ));
+        return None;
+    }
+    let header = raw::load_string_buffer(rdb).ok()?;
+    let (mut mb, n) = Mailbox::decode_header(header.as_ref())?;
+    while mb.log.len() < n {
+        let buf = raw::load_string_buffer(rdb).ok()?;
+        if mb.load_messages(buf.as_ref())? == 0 {
+            return None;
+        }
+    }
+    (mb.log.len() == n).then_some(mb)
+}
+
+/// # Safety
+/// Called by Redis with a valid IO handle while loading an RDB.
+unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    match catch_unwind(AssertUnwindSafe(|| load(rdb, encver))) {
+        Ok(Some(mb)) => {
+            metrics::mailbox_added(&mb);
+            Box::into_raw(Box::new(mb)).cast()
+        }
+        Ok(None) => {
+            log_warning("im: a mailbox in the RDB is truncated or corrupt");
+            ptr::null_mut()
+        }
+        Err(_) => ptr::null_mut(),
+    }
+}
+
+/// # Safety
+/// `value` is a mailbox created by this module.
+unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    let mb = &*value.cast::<Mailbox>();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        raw::save_slice(rdb, &mb.encode_header());
+        mb.encode_messages(BATCH, |b| raw::save_slice(rdb, b));
+    }));
+}
+
+/// Rewrites a mailbox as `IM.LOAD <key> HEAD <blob>` followed by
+/// `IM.LOAD <key> MSGS <blob>` commands.
+///
+/// # Safety
+/// `value` is a mailbox created by this module; `key` is its name.
+unsafe extern "C" fn aof_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    let mb = &*value.cast::<Mailbox>();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let Some(emit) = raw::RedisModule_EmitAOF else {
+            return;
+        };
+        let cmd = CString::new("IM.LOAD").unwrap_or_default();
+        let fmt = CString::new("scb").unwrap_or_default();
+        let head = CString::new("HEAD").unwrap_or_default();
+        let msgs = CString::new("MSGS").unwrap_or_default();
+        let h = mb.encode_header();
+        emit(
+            aof,
+            cmd.as_ptr(),
+            fmt.as_ptr(),
+            key,
+            head.as_ptr(),
+            h.as_ptr().cast::<c_char>(),
+            h.len(),
+        );
+        mb.encode_messages(BATCH, |b| {
+            emit(
+                aof,
+                cmd.as_ptr(),
+                fmt.as_ptr(),
+                key,
+                msgs.as_ptr(),
+                b.as_ptr().cast::<c_char>(),
+                b.len(),
+            );
+        });
+    }));
+}
+
+/// # Safety
+/// `value` is a mailbox created by this module.
+unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
+    let mb = &*value.cast::<Mailbox>();
+    catch_unwind(AssertUnwindSafe(|| mb.mem_usage())).unwrap_or(0)
+}
+
+/// The digest covers the canonical encoding, so a primary, its replica and
+/// an AOF replay agree whatever their in-memory layout.
+///
+/// # Safety
+/// `value` is a mailbox created by this module.
+unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    let mb = &*value.cast::<Mailbox>();
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let (Some(add), Some(end)) = (
+            raw::RedisModule_DigestAddStringBuffer,
+            raw::RedisModule_DigestEndSequence,
+        ) else {
+            return;
+        };
+        let h = mb.encode_header();
+        add(md, h.as_ptr().cast::<c_char>(), h.len());
+        mb.encode_messages(BATCH, |b| add(md, b.as_ptr().cast::<c_char>(), b.len()));
+        end(md);
+    }));
+}
+
+/// # Safety
+/// `value` is a mailbox created by this module, freed exactly once.
+unsafe extern "C" fn free(value: *mut c_void) {
+    let mb = Box::from_raw(value.cast::<Mailbox>());
+    metrics::mailbox_removed(&mb);
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(mb)));
+}
+
+/// Copies through the canonical encoding (used by `COPY`).
+pub fn clone_mailbox(mb: &Mailbox) -> Option<Mailbox> {
+    let (mut out, n) = Mailbox::decode_header(&mb.encode_header())?;
+    let mut ok = true;
+    mb.encode_messages(BATCH, |b| ok &= out.load_messages(b).is_some());
+    (ok && out.log.len() == n).then_some(out)
+}
+
+/// # Safety
+/// `value` is a mailbox created by this module.
+unsafe extern "C" fn copy(
+    _from: *mut raw::RedisModuleString,
+    _to: *mut raw::RedisModuleString,
+    value: *const c_void,
+) -> *mut c_void {
+    let mb = &*value.cast::<Mailbox>();
+    match catch_unwind(AssertUnwindSafe(|| clone_mailbox(mb))) {
+        Ok(Some(c)) => {
+            metrics::mailbox_added(&c);
+            Box::into_raw(Box::new(c)).cast()
+        }
+        _ => ptr::null_mut(),
+    }
+}

@@ -1,0 +1,140 @@
+//! redis-im: a Redis module that keeps an instant-messaging server's
+//! messages until every device of the recipient has acknowledged them.
+//!
+//! This file is the registration table only: commands, the data type,
+//! settings and the `INFO im` section. Each handler is one line that hands
+//! over to `commands/`.
+
+pub mod codec;
+pub mod commands;
+pub mod config;
+pub mod datatype;
+pub mod mailbox;
+pub mod metrics;
+pub mod reply;
+pub mod stanza;
+
+use commands::{internal, offline, run, session, store};
+use config::*;
+use datatype::MAILBOX_TYPE;
+use redis_module::configuration::ConfigurationFlags;
+use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+
+/// IM.CONNECT <user> <device> [NODE <node>]
+fn im_connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, session::connect)
+}
+/// IM.DISCONNECT <user> <device>
+fn im_disconnect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, session::disconnect)
+}
+/// IM.DEVICES <user>
+fn im_devices(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, session::devices)
+}
+/// IM.FORGET <user> <device>
+fn im_forget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, session::forget)
+}
+/// IM.STORE <user> <stanza> [ID <id>] [DEVICES <n> <device> ...] [FORCE]
+fn im_store(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, store::store)
+}
+/// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
+fn im_ack(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, store::ack)
+}
+/// IM.OFFLINE.INFO <user> <device> [IDS [LIMIT <n>]]
+fn im_offline_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, offline::offline_info)
+}
+/// IM.OFFLINE.PAGE <user> <device> [AFTER <seq>] [COUNT <n>] [DELAY <from>]
+fn im_offline_page(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, offline::offline_page)
+}
+/// IM.INFO <user>
+fn im_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, offline::info)
+}
+/// IM.APPLY <user> <effects> (replication and AOF)
+fn im_apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, internal::apply)
+}
+/// IM.LOAD <user> HEAD|MSGS <blob> (AOF rewrite)
+fn im_load(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    run(ctx, args, internal::load)
+}
+
+fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    unsafe {
+        if let Some(set) = raw::RedisModule_SetModuleOptions {
+            set(
+                ctx.get_raw(),
+                raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32,
+            );
+        }
+    }
+    Status::Ok
+}
+
+const MS: i64 = i64::MAX / 4;
+
+/// The registration itself; left out of unit tests, which run on the
+/// system allocator rather than the server's.
+#[cfg(not(test))]
+mod registration {
+    use super::*;
+
+    redis_module! {
+        name: "im",
+        version: 1,
+        allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
+        data_types: [MAILBOX_TYPE],
+        init: init,
+        info: metrics_info,
+        commands: [
+            ["im.connect", im_connect, "write deny-oom", 1, 1, 1, ""],
+            ["im.disconnect", im_disconnect, "write", 1, 1, 1, ""],
+            ["im.devices", im_devices, "readonly", 1, 1, 1, ""],
+            ["im.forget", im_forget, "write", 1, 1, 1, ""],
+            ["im.store", im_store, "write deny-oom", 1, 1, 1, ""],
+            ["im.ack", im_ack, "write", 1, 1, 1, ""],
+            ["im.offline.info", im_offline_info, "readonly", 1, 1, 1, ""],
+            ["im.offline.page", im_offline_page, "readonly", 1, 1, 1, ""],
+            ["im.info", im_info, "readonly", 1, 1, 1, ""],
+            ["im.apply", im_apply, "write", 1, 1, 1, ""],
+            ["im.load", im_load, "write", 1, 1, 1, ""],
+        ],
+        configurations: [
+            i64: [
+                ["resend-interval", &RESEND_INTERVAL, 3000, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["ack-timeout", &ACK_TIMEOUT, 10_000, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["max-pending", &MAX_PENDING, 1000, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["sweep-interval", &SWEEP_INTERVAL, 100, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["sweep-budget", &SWEEP_BUDGET, 1000, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["max-stanza-bytes", &MAX_STANZA_BYTES, 65536, 16, 512 * 1024 * 1024, ConfigurationFlags::MEMORY, None],
+                ["max-messages", &MAX_MESSAGES, 10_000, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["max-bytes", &MAX_BYTES, 16 * 1024 * 1024, 1, MS, ConfigurationFlags::MEMORY, None],
+                ["retention", &RETENTION, 7 * DAY_MS, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["mailbox-idle", &MAILBOX_IDLE, 30 * DAY_MS, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["device-idle", &DEVICE_IDLE, 30 * DAY_MS, 0, MS, ConfigurationFlags::DEFAULT, None],
+            ],
+            string: [
+                ["offline-types", &*OFFLINE_TYPES, "chat normal", ConfigurationFlags::DEFAULT, None],
+                ["event-prefix", &*EVENT_PREFIX, "im:events:", ConfigurationFlags::DEFAULT, None],
+                ["delay-from", &DELAY_FROM, "", ConfigurationFlags::DEFAULT, None],
+            ],
+            bool: [
+                ["archive", &ARCHIVE, false, ConfigurationFlags::DEFAULT, None],
+            ],
+            enum: [
+                ["quota-policy", &QUOTA_POLICY, QuotaPolicy::Reject, ConfigurationFlags::DEFAULT, None],
+            ],
+            module_args_as_configuration: true,
+        ]
+    }
+}
+
+fn metrics_info(ctx: &InfoContext, for_crash_report: bool) {
+    metrics::info(ctx, for_crash_report);
+}

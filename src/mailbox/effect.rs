@@ -1,0 +1,246 @@
+//! Effects: the changes a command makes to a mailbox, fully specified (time,
+//! seq, id, which devices) so that applying them is deterministic. The
+//! primary applies them and replicates them as one `IM.APPLY` blob; replicas
+//! and AOF replay decode and apply the same list.
+
+use super::log::IdSpec;
+use crate::codec::{put_bytes, put_i64, put_u64, Reader};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect<'a> {
+    /// The key is new: the mailbox starts its seq counter here.
+    Create {
+        next_seq: u64,
+    },
+    /// Registers the device if new and marks it seen.
+    Register {
+        device: &'a [u8],
+    },
+    Connect {
+        device: &'a [u8],
+        node: &'a [u8],
+    },
+    Disconnect {
+        device: &'a [u8],
+    },
+    Forget {
+        device: &'a [u8],
+    },
+    Store {
+        seq: u64,
+        ts: i64,
+        flags: u8,
+        id: IdSpec<'a>,
+        stanza: &'a [u8],
+        pending: Vec<&'a [u8]>,
+    },
+    Ack {
+        device: &'a [u8],
+        seqs: Vec<u64>,
+    },
+    AckUpto {
+        device: &'a [u8],
+        upto: u64,
+    },
+    /// Removes a message for every device (quota, retention).
+    Drop {
+        seq: u64,
+    },
+}
+
+const VERSION: u8 = 1;
+
+/// Encodes `now` and the effects into one blob.
+pub fn encode(now: i64, effects: &[Effect<'_>]) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    put_i64(&mut out, now);
+    for e in effects {
+        match e {
+            Effect::Create { next_seq } => {
+                out.push(1);
+                put_u64(&mut out, *next_seq);
+            }
+            Effect::Register { device } => {
+                out.push(2);
+                put_bytes(&mut out, device);
+            }
+            Effect::Connect { device, node } => {
+                out.push(3);
+                put_bytes(&mut out, device);
+                put_bytes(&mut out, node);
+            }
+            Effect::Disconnect { device } => {
+                out.push(4);
+                put_bytes(&mut out, device);
+            }
+            Effect::Forget { device } => {
+                out.push(5);
+                put_bytes(&mut out, device);
+            }
+            Effect::Store {
+                seq,
+                ts,
+                flags,
+                id,
+                stanza,
+                pending,
+            } => {
+                out.push(6);
+                put_u64(&mut out, *seq);
+                put_i64(&mut out, *ts);
+                out.push(*flags);
+                match id {
+                    IdSpec::InStanza { off, len } => {
+                        out.push(1);
+                        put_u64(&mut out, *off as u64);
+                        put_u64(&mut out, *len as u64);
+                    }
+                    IdSpec::Own(b) => {
+                        out.push(0);
+                        put_bytes(&mut out, b);
+                    }
+                }
+                put_bytes(&mut out, stanza);
+                put_u64(&mut out, pending.len() as u64);
+                for d in pending {
+                    put_bytes(&mut out, d);
+                }
+            }
+            Effect::Ack { device, seqs } => {
+                out.push(7);
+                put_bytes(&mut out, device);
+                put_u64(&mut out, seqs.len() as u64);
+                for s in seqs {
+                    put_u64(&mut out, *s);
+                }
+            }
+            Effect::AckUpto { device, upto } => {
+                out.push(8);
+                put_bytes(&mut out, device);
+                put_u64(&mut out, *upto);
+            }
+            Effect::Drop { seq } => {
+                out.push(9);
+                put_u64(&mut out, *seq);
+            }
+        }
+    }
+    out
+}
+
+/// Decodes a blob made by [`encode`]; `None` when it is not one.
+pub fn decode(blob: &[u8]) -> Option<(i64, Vec<Effect<'_>>)> {
+    let mut r = Reader::new(blob);
+    if r.u8()? != VERSION {
+        return None;
+    }
+    let now = r.i64()?;
+    let mut effects = Vec::new();
+    while !r.is_empty() {
+        let e = match r.u8()? {
+            1 => Effect::Create { next_seq: r.u64()? },
+            2 => Effect::Register { device: r.bytes()? },
+            3 => Effect::Connect {
+                device: r.bytes()?,
+                node: r.bytes()?,
+            },
+            4 => Effect::Disconnect { device: r.bytes()? },
+            5 => Effect::Forget { device: r.bytes()? },
+            6 => {
+                let seq = r.u64()?;
+                let ts = r.i64()?;
+                let flags = r.u8()?;
+                let id = match r.u8()? {
+                    1 => IdSpec::InStanza {
+                        off: usize::try_from(r.u64()?).ok()?,
+                        len: usize::try_from(r.u64()?).ok()?,
+                    },
+                    0 => IdSpec::Own(r.bytes()?),
+                    _ => return None,
+                };
+                let stanza = r.bytes()?;
+                if let IdSpec::InStanza { off, len } = id {
+                    stanza.get(off..off.checked_add(len)?)?;
+                }
+                let n = r.count()?;
+                let mut pending = Vec::with_capacity(n);
+                for _ in 0..n {
+                    pending.push(r.bytes()?);
+                }
+                Effect::Store {
+                    seq,
+                    ts,
+                    flags,
+                    id,
+                    stanza,
+                    pending,
+                }
+            }
+            7 => {
+                let device = r.bytes()?;
+                let n = r.count()?;
+                let mut seqs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    seqs.push(r.u64()?);
+                }
+                Effect::Ack { device, seqs }
+            }
+            8 => Effect::AckUpto {
+                device: r.bytes()?,
+                upto: r.u64()?,
+            },
+            9 => Effect::Drop { seq: r.u64()? },
+            _ => return None,
+        };
+        effects.push(e);
+    }
+    Some((now, effects))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        let effects = vec![
+            Effect::Create { next_seq: 17 },
+            Effect::Register { device: b"d" },
+            Effect::Connect {
+                device: b"d",
+                node: b"n1",
+            },
+            Effect::Disconnect { device: b"d" },
+            Effect::Forget { device: b"e" },
+            Effect::Store {
+                seq: 17,
+                ts: 99,
+                flags: 4,
+                id: IdSpec::InStanza { off: 13, len: 1 },
+                stanza: b"<message id='x'/>",
+                pending: vec![b"d", b"f"],
+            },
+            Effect::Store {
+                seq: 18,
+                ts: -1,
+                flags: 0,
+                id: IdSpec::Own(b"gen"),
+                stanza: b"<iq/>",
+                pending: vec![],
+            },
+            Effect::Ack {
+                device: b"d",
+                seqs: vec![17, 18],
+            },
+            Effect::AckUpto {
+                device: b"d",
+                upto: 18,
+            },
+            Effect::Drop { seq: 17 },
+        ];
+        let blob = encode(1234, &effects);
+        assert_eq!(decode(&blob), Some((1234, effects)));
+        assert_eq!(decode(&blob[..blob.len() - 1]), None);
+        assert_eq!(decode(b""), None);
+    }
+}

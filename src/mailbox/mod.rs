@@ -1,0 +1,444 @@
+//! The domain core: one user's mailbox, its devices and what each device is
+//! owed. Plain Rust, no server: every change is an [`Effect`], applied the
+//! same way on the primary, on a replica and when the AOF is replayed.
+
+pub mod effect;
+pub mod log;
+pub mod persist;
+pub mod rangeset;
+
+use hashbrown::HashTable;
+use log::{IdSpec, Log, Msg, ACKED, VOLATILE};
+use rangeset::RangeSet;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
+pub use effect::Effect;
+
+/// A message handed to a device's live session, waiting for its ack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    /// When it became pending (expiry counts from here).
+    pub since: i64,
+    /// When it was last sent (resends count from here).
+    pub last_send: i64,
+    /// How many times it was sent.
+    pub attempts: u32,
+}
+
+/// One client installation of the user.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Device {
+    pub name: Box<[u8]>,
+    pub node: Box<[u8]>,
+    pub online: bool,
+    pub last_seen: i64,
+    pub pending: BTreeMap<u64, Pending>,
+    pub offline: RangeSet,
+    pub offline_count: u64,
+    pub offline_bytes: u64,
+}
+
+pub const DEFAULT_NODE: &[u8] = b"default";
+
+impl Device {
+    fn new(name: &[u8], now: i64) -> Device {
+        Device {
+            name: name.into(),
+            node: DEFAULT_NODE.into(),
+            online: false,
+            last_seen: now,
+            pending: BTreeMap::new(),
+            offline: RangeSet::default(),
+            offline_count: 0,
+            offline_bytes: 0,
+        }
+    }
+
+    fn add_offline(&mut self, seq: u64, size: usize) {
+        if self.offline.insert(seq) {
+            self.offline_count += 1;
+            self.offline_bytes += size as u64;
+        }
+    }
+
+    fn remove_offline(&mut self, seq: u64, size: usize) -> bool {
+        let had = self.offline.remove(seq);
+        if had {
+            self.offline_count = self.offline_count.saturating_sub(1);
+            self.offline_bytes = self.offline_bytes.saturating_sub(size as u64);
+        }
+        had
+    }
+
+    /// Every seq this device still owes (pending, then offline).
+    fn owed(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.pending.keys().copied().collect();
+        v.extend(self.offline.ranges().flat_map(|(s, e)| s..=e));
+        v
+    }
+}
+
+/// A device's offline summary (`IM.OFFLINE.INFO`).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct OfflineInfo {
+    pub count: u64,
+    pub bytes: u64,
+    pub first: u64,
+    pub last: u64,
+}
+
+fn hasher() -> &'static std::collections::hash_map::RandomState {
+    static H: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    H.get_or_init(Default::default)
+}
+
+fn hash_id(id: &[u8]) -> u64 {
+    hasher().hash_one(id)
+}
+
+/// One user's mailbox.
+pub struct Mailbox {
+    /// The seq the next stored message gets.
+    pub next_seq: u64,
+    /// Last time a command changed the mailbox (ms).
+    pub touched: i64,
+    pub devices: Vec<Device>,
+    pub log: Log,
+    /// seqs by hash of their id, for duplicate detection and acks by id.
+    ids: HashTable<u64>,
+}
+
+impl Mailbox {
+    pub fn new(next_seq: u64, now: i64) -> Mailbox {
+        Mailbox {
+            next_seq,
+            touched: now,
+            devices: Vec::new(),
+            log: Log::default(),
+            ids: HashTable::new(),
+        }
+    }
+
+    /// Nothing left to keep: the key can go.
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty() && self.devices.is_empty()
+    }
+
+    pub fn device_index(&self, name: &[u8]) -> Option<usize> {
+        self.devices.iter().position(|d| &*d.name == name)
+    }
+
+    pub fn device(&self, name: &[u8]) -> Option<&Device> {
+        self.devices.iter().find(|d| &*d.name == name)
+    }
+
+    /// The seq of the live message with this id.
+    pub fn find_id(&self, id: &[u8]) -> Option<u64> {
+        let log = &self.log;
+        self.ids
+            .find(hash_id(id), |&seq| log.get(seq).is_some_and(|m| m.id == id))
+            .copied()
+    }
+
+    pub fn pending_total(&self) -> u64 {
+        self.devices.iter().map(|d| d.pending.len() as u64).sum()
+    }
+
+    /// Devices on which message `seq` is pending.
+    pub fn pending_on(&self, seq: u64) -> Vec<&[u8]> {
+        self.devices
+            .iter()
+            .filter(|d| d.pending.contains_key(&seq))
+            .map(|d| &*d.name)
+            .collect()
+    }
+
+    /// Heap bytes held by the mailbox (for `MEMORY USAGE`).
+    pub fn mem_usage(&self) -> usize {
+        let devices: usize = self
+            .devices
+            .iter()
+            .map(|d| {
+                std::mem::size_of::<Device>()
+                    + d.name.len()
+                    + d.node.len()
+                    + d.pending.len() * 48
+                    + d.offline.range_count() * 40
+            })
+            .sum();
+        std::mem::size_of::<Mailbox>() + self.log.mem_usage() + self.ids.capacity() * 9 + devices
+    }
+
+    // ---- reads -------------------------------------------------------
+
+    /// What `device` has not received, or would be owed if it connected now.
+    pub fn offline_info(&self, device: &[u8]) -> OfflineInfo {
+        match self.device(device) {
+            Some(d) => OfflineInfo {
+                count: d.offline_count,
+                bytes: d.offline_bytes,
+                first: d.offline.first().unwrap_or(0),
+                last: d.offline.last().unwrap_or(0),
+            },
+            None if self.devices.is_empty() => OfflineInfo {
+                count: self.log.len(),
+                bytes: self.log.bytes(),
+                first: self.log.first().map_or(0, |m| m.seq),
+                last: self.log.last().map_or(0, |m| m.seq),
+            },
+            None => OfflineInfo::default(),
+        }
+    }
+
+    /// The device's offline messages with `seq > after`, in order, at most
+    /// `limit`; the flag says whether more follow.
+    pub fn offline_page<'a>(
+        &'a self,
+        device: &[u8],
+        after: u64,
+        limit: usize,
+    ) -> (Vec<Msg<'a>>, bool) {
+        let from = after.saturating_add(1);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        let mut push = |m: Msg<'a>| -> bool {
+            if out.len() == limit {
+                more = true;
+                return false;
+            }
+            out.push(m);
+            true
+        };
+        match self.device(device) {
+            Some(d) => {
+                'outer: for (s, e) in d.offline.ranges_from(from) {
+                    for m in self.log.range(s, e) {
+                        if !push(m) {
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+            None if self.devices.is_empty() => {
+                for m in self.log.iter_from(from) {
+                    if !push(m) {
+                        break;
+                    }
+                }
+            }
+            None => {}
+        }
+        (out, more)
+    }
+
+    // ---- changes -----------------------------------------------------
+
+    /// Registers `name` if new. The first device of a mailbox is owed
+    /// everything the mailbox holds; a later one only what comes next.
+    fn register(&mut self, name: &[u8], now: i64) -> usize {
+        if let Some(i) = self.device_index(name) {
+            return i;
+        }
+        let mut d = Device::new(name, now);
+        if self.devices.is_empty() {
+            let owed: Vec<(u64, usize, u8, u16)> = self
+                .log
+                .iter_from(0)
+                .filter(|m| m.flags & VOLATILE == 0)
+                .map(|m| (m.seq, m.stanza.len(), m.flags, m.owers))
+                .collect();
+            for (seq, size, flags, owers) in owed {
+                d.add_offline(seq, size);
+                self.log.set_header(seq, flags, owers.saturating_add(1));
+            }
+        }
+        self.devices.push(d);
+        self.devices.len() - 1
+    }
+
+    /// One device no longer owes `seq`: the message goes once nobody owes
+    /// it and someone acked it (or the policy forbids keeping it).
+    fn unowe(&mut self, seq: u64, acked: bool) -> bool {
+        let Some(m) = self.log.get(seq) else {
+            return false;
+        };
+        let flags = if acked { m.flags | ACKED } else { m.flags };
+        let owers = m.owers.saturating_sub(1);
+        if owers == 0 && flags & (ACKED | VOLATILE) != 0 {
+            self.delete_message(seq);
+            true
+        } else {
+            self.log.set_header(seq, flags, owers);
+            false
+        }
+    }
+
+    fn delete_message(&mut self, seq: u64) {
+        if let Some(m) = self.log.get(seq) {
+            let h = hash_id(m.id);
+            if let Ok(e) = self.ids.find_entry(h, |&s| s == seq) {
+                e.remove();
+            }
+            self.log.remove(seq);
+        }
+    }
+
+    fn stanza_size(&self, seq: u64) -> usize {
+        self.log.get(seq).map_or(0, |m| m.stanza.len())
+    }
+
+    /// The device's pending messages leave its session: kept messages go
+    /// offline, those the policy forbids keeping are dropped for it.
+    /// Answers how many went offline.
+    fn pending_to_offline(&mut self, di: usize) -> u64 {
+        let pending = std::mem::take(&mut self.devices[di].pending);
+        let mut moved = 0;
+        for seq in pending.into_keys() {
+            let Some(m) = self.log.get(seq) else { continue };
+            if m.flags & VOLATILE != 0 {
+                self.unowe(seq, false);
+            } else {
+                let size = m.stanza.len();
+                self.devices[di].add_offline(seq, size);
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    fn ack_one(&mut self, di: usize, seq: u64) -> bool {
+        let size = self.stanza_size(seq);
+        let d = &mut self.devices[di];
+        let owed = d.pending.remove(&seq).is_some() || d.remove_offline(seq, size);
+        if owed {
+            self.unowe(seq, true);
+        }
+        owed
+    }
+
+    /// Applies one effect at time `now`; answers the count the command
+    /// reports (messages moved, deleted or acked).
+    pub fn apply(&mut self, now: i64, effect: &Effect<'_>) -> u64 {
+        self.touched = now;
+        match *effect {
+            Effect::Create { .. } => 0,
+            Effect::Register { device } => {
+                let i = self.register(device, now);
+                self.devices[i].last_seen = now;
+                0
+            }
+            Effect::Connect { device, node } => {
+                let i = self.register(device, now);
+                let moved = if self.devices[i].online {
+                    self.pending_to_offline(i)
+                } else {
+                    0
+                };
+                let d = &mut self.devices[i];
+                d.online = true;
+                d.node = node.into();
+                d.last_seen = now;
+                moved
+            }
+            Effect::Disconnect { device } => {
+                let Some(i) = self.device_index(device) else {
+                    return 0;
+                };
+                let moved = self.pending_to_offline(i);
+                let d = &mut self.devices[i];
+                d.online = false;
+                d.last_seen = now;
+                moved
+            }
+            Effect::Forget { device } => {
+                let Some(i) = self.device_index(device) else {
+                    return 0;
+                };
+                let d = self.devices.remove(i);
+                let before = self.log.len();
+                for seq in d.owed() {
+                    self.unowe(seq, false);
+                }
+                before - self.log.len()
+            }
+            Effect::Store {
+                seq,
+                ts,
+                flags,
+                id,
+                stanza,
+                ref pending,
+            } => {
+                if self.log.get(seq).is_some() {
+                    return 0;
+                }
+                let on: Vec<usize> = pending.iter().map(|n| self.register(n, now)).collect();
+                let volatile = flags & VOLATILE != 0;
+                let mut owers: u16 = 0;
+                for (i, d) in self.devices.iter_mut().enumerate() {
+                    if on.contains(&i) {
+                        d.pending.insert(
+                            seq,
+                            Pending {
+                                since: ts,
+                                last_send: ts,
+                                attempts: 1,
+                            },
+                        );
+                    } else if volatile {
+                        continue;
+                    } else {
+                        d.add_offline(seq, stanza.len());
+                    }
+                    owers = owers.saturating_add(1);
+                }
+                self.log.insert(seq, ts, flags, owers, id, stanza);
+                let log = &self.log;
+                let h = match id {
+                    IdSpec::Own(b) => hash_id(b),
+                    IdSpec::InStanza { off, len } => {
+                        hash_id(stanza.get(off..off + len).unwrap_or(b""))
+                    }
+                };
+                self.ids
+                    .insert_unique(h, seq, |&s| log.get(s).map_or(0, |m| hash_id(m.id)));
+                self.next_seq = self.next_seq.max(seq.saturating_add(1));
+                1
+            }
+            Effect::Ack { device, ref seqs } => {
+                let i = self.register(device, now);
+                self.devices[i].last_seen = now;
+                seqs.iter().filter(|&&s| self.ack_one(i, s)).count() as u64
+            }
+            Effect::AckUpto { device, upto } => {
+                let i = self.register(device, now);
+                self.devices[i].last_seen = now;
+                let d = &self.devices[i];
+                let mut seqs: Vec<u64> = d.pending.range(..=upto).map(|(&s, _)| s).collect();
+                for (s, e) in d.offline.ranges() {
+                    if s > upto {
+                        break;
+                    }
+                    seqs.extend(s..=e.min(upto));
+                }
+                seqs.into_iter().filter(|&s| self.ack_one(i, s)).count() as u64
+            }
+            Effect::Drop { seq } => {
+                let size = self.stanza_size(seq);
+                for d in &mut self.devices {
+                    if d.pending.remove(&seq).is_none() {
+                        d.remove_offline(seq, size);
+                    }
+                }
+                let had = self.log.get(seq).is_some();
+                self.delete_message(seq);
+                u64::from(had)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

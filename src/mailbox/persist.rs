@@ -1,0 +1,176 @@
+//! The logical, canonical encoding of a mailbox, shared by RDB, AOF
+//! rewrite and the digest: a header (counter, devices and their states)
+//! followed by the messages in seq order. Two mailboxes with the same
+//! content encode to the same bytes, whatever their chunk layout.
+
+use super::log::{IdSpec, Msg, PERSISTED_FLAGS};
+use super::rangeset::RangeSet;
+use super::{hash_id, Device, Mailbox, Pending};
+use crate::codec::{put_bytes, put_i64, put_u64, Reader};
+use std::collections::BTreeMap;
+
+/// The encoding version of the mailbox type (RDB `encver`).
+pub const ENCODING_VERSION: i32 = 1;
+
+impl Mailbox {
+    /// Everything but the messages.
+    pub fn encode_header(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.devices.len() * 64);
+        put_u64(&mut out, self.next_seq);
+        put_i64(&mut out, self.touched);
+        put_u64(&mut out, self.log.len());
+        put_u64(&mut out, self.devices.len() as u64);
+        for d in &self.devices {
+            put_bytes(&mut out, &d.name);
+            put_bytes(&mut out, &d.node);
+            out.push(u8::from(d.online));
+            put_i64(&mut out, d.last_seen);
+            put_u64(&mut out, d.pending.len() as u64);
+            for (&seq, p) in &d.pending {
+                put_u64(&mut out, seq);
+                put_i64(&mut out, p.since);
+                put_i64(&mut out, p.last_send);
+                put_u64(&mut out, u64::from(p.attempts));
+            }
+            put_u64(&mut out, d.offline_count);
+            put_u64(&mut out, d.offline_bytes);
+            put_u64(&mut out, d.offline.range_count() as u64);
+            for (s, e) in d.offline.ranges() {
+                put_u64(&mut out, s);
+                put_u64(&mut out, e - s);
+            }
+        }
+        out
+    }
+
+    /// A mailbox with the header's state and no messages yet; also answers
+    /// how many messages the header announces.
+    pub fn decode_header(blob: &[u8]) -> Option<(Mailbox, u64)> {
+        let mut r = Reader::new(blob);
+        let next_seq = r.u64()?;
+        let touched = r.i64()?;
+        let messages = r.u64()?;
+        let mut mb = Mailbox::new(next_seq, touched);
+        let n = r.count()?;
+        for _ in 0..n {
+            let name = r.bytes()?;
+            let node = r.bytes()?;
+            let online = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return None,
+            };
+            let last_seen = r.i64()?;
+            let np = r.count()?;
+            let mut pending = BTreeMap::new();
+            for _ in 0..np {
+                let seq = r.u64()?;
+                let p = Pending {
+                    since: r.i64()?,
+                    last_send: r.i64()?,
+                    attempts: u32::try_from(r.u64()?).ok()?,
+                };
+                pending.insert(seq, p);
+            }
+            let offline_count = r.u64()?;
+            let offline_bytes = r.u64()?;
+            let nr = r.count()?;
+            let mut ranges = Vec::with_capacity(nr);
+            for _ in 0..nr {
+                let s = r.u64()?;
+                let e = s.checked_add(r.u64()?)?;
+                ranges.push((s, e));
+            }
+            if mb.device_index(name).is_some() {
+                return None;
+            }
+            mb.devices.push(Device {
+                name: name.into(),
+                node: node.into(),
+                online,
+                last_seen,
+                pending,
+                offline: RangeSet::from_ranges(ranges)?,
+                offline_count,
+                offline_bytes,
+            });
+        }
+        r.is_empty().then_some((mb, messages))
+    }
+
+    /// Appends one message in the logical encoding.
+    pub fn encode_message(out: &mut Vec<u8>, m: &Msg<'_>) {
+        put_u64(out, m.seq);
+        put_i64(out, m.ts);
+        out.push(m.flags & PERSISTED_FLAGS);
+        put_u64(out, u64::from(m.owers));
+        match m.id_spec() {
+            IdSpec::InStanza { off, len } => {
+                put_u64(out, off as u64);
+                put_u64(out, len as u64);
+            }
+            IdSpec::Own(b) => put_bytes(out, b),
+        }
+        put_bytes(out, m.stanza);
+    }
+
+    /// Loads a run of encoded messages, which must follow the messages
+    /// already held in seq order; answers how many it loaded.
+    pub fn load_messages(&mut self, blob: &[u8]) -> Option<u64> {
+        let mut r = Reader::new(blob);
+        let mut n = 0;
+        while !r.is_empty() {
+            let seq = r.u64()?;
+            let ts = r.i64()?;
+            let flags = r.u8()?;
+            if flags & !PERSISTED_FLAGS != 0 {
+                return None;
+            }
+            let owers = u16::try_from(r.u64()?).ok()?;
+            let in_stanza = flags & super::log::ID_IN_STANZA != 0;
+            let (own, off, len) = if in_stanza {
+                (
+                    None,
+                    usize::try_from(r.u64()?).ok()?,
+                    usize::try_from(r.u64()?).ok()?,
+                )
+            } else {
+                (Some(r.bytes()?), 0, 0)
+            };
+            let stanza = r.bytes()?;
+            let (id, id_bytes) = match own {
+                Some(b) => (IdSpec::Own(b), b),
+                None => (
+                    IdSpec::InStanza { off, len },
+                    stanza.get(off..off.checked_add(len)?)?,
+                ),
+            };
+            if self.log.last().is_some_and(|m| m.seq >= seq) {
+                return None;
+            }
+            self.log.insert(seq, ts, flags, owers, id, stanza);
+            let log = &self.log;
+            self.ids.insert_unique(hash_id(id_bytes), seq, |&s| {
+                log.get(s).map_or(0, |m| hash_id(m.id))
+            });
+            self.next_seq = self.next_seq.max(seq.saturating_add(1));
+            n += 1;
+        }
+        Some(n)
+    }
+
+    /// The messages in batches of about `batch` bytes of encoding.
+    pub fn encode_messages(&self, batch: usize, mut emit: impl FnMut(&[u8])) {
+        let mut out = Vec::with_capacity(batch + 1024);
+        for m in self.log.iter_from(0) {
+            Mailbox::encode_message(&mut out, &m);
+            if out.len() >= batch {
+                emit(&out);
+                out.clear();
+            }
+        }
+        if !out.is_empty() {
+            emit(&out);
+        }
+    }
+}
