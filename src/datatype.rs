@@ -37,7 +37,7 @@ pub static MAILBOX_TYPE: RedisType = RedisType::new(
         copy2: None,
         free_effort2: None,
         mem_usage2: None,
-        unlink2: None,
+        unlink2: Some(unlink),
     },
 );
 
@@ -193,4 +193,25 @@ unsafe extern "C" fn copy(
         }
         _ => ptr::null_mut(),
     }
+}
+
+/// A mailbox leaves the keyspace (DEL, expiry, eviction, overwrite,
+/// RENAME's old name): its schedule entry goes with it.
+///
+/// # Safety
+/// Called by Redis with a valid key option context.
+unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        let (Some(name), Some(db)) = (
+            raw::RedisModule_GetKeyNameFromOptCtx,
+            raw::RedisModule_GetDbIdFromOptCtx,
+        ) else {
+            return;
+        };
+        let key = name(ctx);
+        if key.is_null() {
+            return;
+        }
+        crate::sweep::forget_key(db(ctx), redis_module::RedisString::string_as_slice(key));
+    }));
 }

@@ -12,78 +12,83 @@ pub mod datatype;
 pub mod mailbox;
 pub mod metrics;
 pub mod reply;
+pub mod schedule;
 pub mod stanza;
+pub mod sweep;
 
-use commands::{internal, offline, run, session, store};
-use config::*;
-use datatype::MAILBOX_TYPE;
-use redis_module::configuration::ConfigurationFlags;
-use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisString, Status};
-
-/// IM.CONNECT <user> <device> [NODE <node>]
-fn im_connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, session::connect)
-}
-/// IM.DISCONNECT <user> <device>
-fn im_disconnect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, session::disconnect)
-}
-/// IM.DEVICES <user>
-fn im_devices(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, session::devices)
-}
-/// IM.FORGET <user> <device>
-fn im_forget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, session::forget)
-}
-/// IM.STORE <user> <stanza> [ID <id>] [DEVICES <n> <device> ...] [FORCE]
-fn im_store(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, store::store)
-}
-/// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
-fn im_ack(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, store::ack)
-}
-/// IM.OFFLINE.INFO <user> <device> [IDS [LIMIT <n>]]
-fn im_offline_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, offline::offline_info)
-}
-/// IM.OFFLINE.PAGE <user> <device> [AFTER <seq>] [COUNT <n>] [DELAY <from>]
-fn im_offline_page(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, offline::offline_page)
-}
-/// IM.INFO <user>
-fn im_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, offline::info)
-}
-/// IM.APPLY <user> <effects> (replication and AOF)
-fn im_apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, internal::apply)
-}
-/// IM.LOAD <user> HEAD|MSGS <blob> (AOF rewrite)
-fn im_load(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    run(ctx, args, internal::load)
-}
-
-fn init(ctx: &Context, _args: &[RedisString]) -> Status {
-    unsafe {
-        if let Some(set) = raw::RedisModule_SetModuleOptions {
-            set(
-                ctx.get_raw(),
-                raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32,
-            );
-        }
-    }
-    Status::Ok
-}
-
-const MS: i64 = i64::MAX / 4;
-
-/// The registration itself; left out of unit tests, which run on the
-/// system allocator rather than the server's.
+/// The registration: left out of unit tests, which run on the system
+/// allocator rather than the server's.
 #[cfg(not(test))]
 mod registration {
-    use super::*;
+    use crate::commands::{internal, offline, run, session, store};
+    use crate::config::*;
+    use crate::datatype::MAILBOX_TYPE;
+    use redis_module::configuration::ConfigurationFlags;
+    use redis_module::server_events::{FlushSubevent, LoadingSubevent, ServerRole};
+    use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+
+    /// IM.CONNECT <user> <device> [NODE <node>]
+    fn im_connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, session::connect)
+    }
+    /// IM.DISCONNECT <user> <device>
+    fn im_disconnect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, session::disconnect)
+    }
+    /// IM.DEVICES <user>
+    fn im_devices(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, session::devices)
+    }
+    /// IM.FORGET <user> <device>
+    fn im_forget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, session::forget)
+    }
+    /// IM.STORE <user> <stanza> [ID <id>] [DEVICES <n> <device> ...] [FORCE]
+    fn im_store(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, store::store)
+    }
+    /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
+    fn im_ack(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, store::ack)
+    }
+    /// IM.OFFLINE.INFO <user> <device> [IDS [LIMIT <n>]]
+    fn im_offline_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, offline::offline_info)
+    }
+    /// IM.OFFLINE.PAGE <user> <device> [AFTER <seq>] [COUNT <n>] [DELAY <from>]
+    fn im_offline_page(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, offline::offline_page)
+    }
+    /// IM.INFO <user>
+    fn im_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, offline::info)
+    }
+    /// IM.SWEEP [LIMIT <n>]
+    fn im_sweep(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, crate::commands::sweep::sweep)
+    }
+    /// IM.APPLY <user> <effects> (replication and AOF)
+    fn im_apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, internal::apply)
+    }
+    /// IM.LOAD <user> HEAD|MSGS <blob> (AOF rewrite)
+    fn im_load(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+        run(ctx, args, internal::load)
+    }
+
+    fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+        unsafe {
+            if let Some(set) = raw::RedisModule_SetModuleOptions {
+                set(
+                    ctx.get_raw(),
+                    raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32,
+                );
+            }
+        }
+        Status::Ok
+    }
+
+    const MS: i64 = i64::MAX / 4;
 
     redis_module! {
         name: "im",
@@ -102,10 +107,14 @@ mod registration {
             ["im.offline.info", im_offline_info, "readonly", 1, 1, 1, ""],
             ["im.offline.page", im_offline_page, "readonly", 1, 1, 1, ""],
             ["im.info", im_info, "readonly", 1, 1, 1, ""],
-            ["im.apply", im_apply, "write", 1, 1, 1, ""],
+            ["im.sweep", im_sweep, "write", 0, 0, 0, ""],
+        ["im.apply", im_apply, "write", 1, 1, 1, ""],
             ["im.load", im_load, "write", 1, 1, 1, ""],
         ],
-        configurations: [
+        event_handlers: [
+        [@GENERIC: on_keyspace_event],
+    ],
+    configurations: [
             i64: [
                 ["resend-interval", &RESEND_INTERVAL, 3000, 0, MS, ConfigurationFlags::DEFAULT, None],
                 ["ack-timeout", &ACK_TIMEOUT, 10_000, 1, MS, ConfigurationFlags::DEFAULT, None],
@@ -133,8 +142,55 @@ mod registration {
             module_args_as_configuration: true,
         ]
     }
-}
 
-fn metrics_info(ctx: &InfoContext, for_crash_report: bool) {
-    metrics::info(ctx, for_crash_report);
+    fn metrics_info(ctx: &InfoContext, for_crash_report: bool) {
+        crate::metrics::info(ctx, for_crash_report);
+    }
+
+    /// A mailbox that arrives under a new name keeps its deadlines.
+    fn on_keyspace_event(ctx: &Context, _kind: redis_module::NotifyEvent, event: &str, key: &[u8]) {
+        if matches!(event, "rename_to" | "move_to" | "copy_to" | "restore") {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::sweep::key_arrived(ctx, key)
+            }));
+        }
+    }
+
+    #[redis_module_macros::loading_event_handler]
+    fn on_loading(ctx: &Context, e: LoadingSubevent) {
+        if matches!(e, LoadingSubevent::Ended) {
+            crate::sweep::rebuild(ctx);
+        }
+    }
+
+    #[redis_module_macros::flush_event_handler]
+    fn on_flush(ctx: &Context, e: FlushSubevent) {
+        if matches!(e, FlushSubevent::Ended) {
+            crate::sweep::rebuild(ctx);
+        }
+    }
+
+    #[redis_module_macros::role_changed_event_handler]
+    fn on_role_changed(ctx: &Context, role: ServerRole) {
+        match role {
+            ServerRole::Primary => crate::sweep::arm(ctx),
+            ServerRole::Replica => crate::sweep::disarm(ctx),
+        }
+    }
+
+    #[redis_module_macros::config_changed_event_handler]
+    fn on_config_changed(ctx: &Context, names: &[&str]) {
+        const TIMER_SETTINGS: &[&str] = &[
+            "im.resend-interval",
+            "im.ack-timeout",
+            "im.device-idle",
+            "im.retention",
+            "im.archive",
+        ];
+        if names.iter().any(|n| TIMER_SETTINGS.contains(n)) {
+            crate::sweep::rebuild(ctx);
+        } else if names.contains(&"im.sweep-interval") {
+            crate::sweep::arm(ctx);
+        }
+    }
 }

@@ -35,7 +35,8 @@ pub fn error(msg: impl Into<String>) -> Reply {
     Reply::Error(msg.into())
 }
 
-pub fn send(ctx: *mut raw::RedisModuleCtx, r: &Reply) {
+pub fn send(context: &redis_module::Context, r: &Reply) {
+    let ctx = context.get_raw();
     match r {
         Reply::Int(v) => {
             raw::reply_with_long_long(ctx, *v);
@@ -49,14 +50,14 @@ pub fn send(ctx: *mut raw::RedisModuleCtx, r: &Reply) {
         Reply::Array(items) => {
             raw::reply_with_array(ctx, items.len() as c_long);
             for i in items {
-                send(ctx, i);
+                send(context, i);
             }
         }
         Reply::Map(fields) => {
             raw::reply_with_map(ctx, fields.len() as c_long);
             for (k, v) in fields {
                 raw::reply_with_string_buffer(ctx, k.as_ptr().cast::<c_char>(), k.len());
-                send(ctx, v);
+                send(context, v);
             }
         }
         Reply::Simple(s) => {

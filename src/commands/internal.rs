@@ -58,6 +58,7 @@ pub fn load(ctx: &Context, args: &[RedisString]) -> Reply {
     } else {
         return error("ERR IM.LOAD takes HEAD or MSGS");
     }
+    crate::sweep::reschedule(ctx, user.as_slice(), w.mailbox());
     ctx.replicate_verbatim();
     Reply::Simple("OK")
 }

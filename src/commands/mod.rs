@@ -6,6 +6,7 @@ pub mod internal;
 pub mod offline;
 pub mod session;
 pub mod store;
+pub mod sweep;
 
 use crate::datatype::MAILBOX_TYPE;
 use crate::mailbox::{effect, Effect, Mailbox};
@@ -28,7 +29,7 @@ pub type Handler = fn(&Context, &[RedisString]) -> Reply;
 pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> RedisResult {
     let r = catch_unwind(AssertUnwindSafe(|| handler(ctx, &args)))
         .unwrap_or_else(|_| error("ERR internal error in redis-im, see the server log"));
-    reply::send(ctx.get_raw(), &r);
+    reply::send(ctx, &r);
     Ok(RedisValue::NoReply)
 }
 
@@ -45,7 +46,7 @@ pub fn parse_u64(arg: &[u8], what: &str) -> Result<u64, Reply> {
         .ok_or_else(|| error(format!("ERR {what} must be a non-negative integer")))
 }
 
-pub fn device_name<'a>(arg: &'a [u8]) -> Result<&'a [u8], Reply> {
+pub fn device_name(arg: &[u8]) -> Result<&[u8], Reply> {
     if arg.is_empty() || arg.len() > MAX_NAME {
         return Err(error(format!(
             "ERR device name must be 1 to {MAX_NAME} bytes"
@@ -54,7 +55,7 @@ pub fn device_name<'a>(arg: &'a [u8]) -> Result<&'a [u8], Reply> {
     Ok(arg)
 }
 
-pub fn node_name<'a>(arg: &'a [u8]) -> Result<&'a [u8], Reply> {
+pub fn node_name(arg: &[u8]) -> Result<&[u8], Reply> {
     let ok = !arg.is_empty()
         && arg.len() <= MAX_NAME
         && arg
@@ -170,6 +171,7 @@ impl<'c> Writer<'c> {
             self.mb = None;
             let _ = self.key.delete();
         }
+        crate::sweep::reschedule(self.ctx, self.name.as_slice(), self.mb.as_deref());
         counts
     }
 }
@@ -184,6 +186,8 @@ fn event_name(e: &Effect<'_>) -> &'static str {
         Effect::Store { .. } => "im.store",
         Effect::Ack { .. } | Effect::AckUpto { .. } => "im.ack",
         Effect::Drop { .. } => "im.drop",
+        Effect::Resend { .. } => "im.resend",
+        Effect::Expire { .. } => "im.expire",
     }
 }
 

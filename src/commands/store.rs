@@ -8,6 +8,7 @@ use crate::mailbox::{Effect, Mailbox};
 use crate::metrics;
 use crate::reply::{error, Reply};
 use crate::stanza;
+use crate::sweep;
 use redis_module::{Context, RedisString};
 
 struct StoreArgs<'a> {
@@ -224,7 +225,24 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
         stanza: a.stanza,
         pending: pending.clone(),
     });
+    // A session with more than max-pending unacked messages is given up.
+    let max_pending = config::get(&config::MAX_PENDING).max(1) as usize;
+    let mut kicks = Vec::new();
+    if let Some(m) = mb {
+        for &d in &pending {
+            if let Some(i) = m
+                .device_index(d)
+                .filter(|&i| m.devices[i].pending.len() >= max_pending)
+            {
+                kicks.push(sweep::kick_event(m, user.as_slice(), i, "max-pending"));
+                metrics::add(&metrics::EXPIRED, m.devices[i].pending.len() as i64 + 1);
+                effects.push(Effect::Expire { device: d });
+            }
+        }
+    }
+    metrics::add(&metrics::KICKED, kicks.len() as i64);
     w.commit(now, &effects, Propagate::Effects);
+    sweep::publish(ctx, &kicks);
     metrics::add(&metrics::STORED, 1);
     stored_reply(seq, id, &pending)
 }

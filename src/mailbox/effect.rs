@@ -46,6 +46,16 @@ pub enum Effect<'a> {
     Drop {
         seq: u64,
     },
+    /// The timer sent these pending messages to the device again.
+    Resend {
+        device: &'a [u8],
+        seqs: Vec<u64>,
+    },
+    /// The device's session is given up (ack timeout, too many pending):
+    /// its pending messages go offline and it is marked offline.
+    Expire {
+        device: &'a [u8],
+    },
 }
 
 const VERSION: u8 = 1;
@@ -123,9 +133,30 @@ pub fn encode(now: i64, effects: &[Effect<'_>]) -> Vec<u8> {
                 out.push(9);
                 put_u64(&mut out, *seq);
             }
+            Effect::Resend { device, seqs } => {
+                out.push(10);
+                put_bytes(&mut out, device);
+                put_u64(&mut out, seqs.len() as u64);
+                for s in seqs {
+                    put_u64(&mut out, *s);
+                }
+            }
+            Effect::Expire { device } => {
+                out.push(11);
+                put_bytes(&mut out, device);
+            }
         }
     }
     out
+}
+
+fn seqs(r: &mut Reader<'_>) -> Option<Vec<u64>> {
+    let n = r.count()?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(r.u64()?);
+    }
+    Some(v)
 }
 
 /// Decodes a blob made by [`encode`]; `None` when it is not one.
@@ -178,18 +209,24 @@ pub fn decode(blob: &[u8]) -> Option<(i64, Vec<Effect<'_>>)> {
             }
             7 => {
                 let device = r.bytes()?;
-                let n = r.count()?;
-                let mut seqs = Vec::with_capacity(n);
-                for _ in 0..n {
-                    seqs.push(r.u64()?);
+                Effect::Ack {
+                    device,
+                    seqs: seqs(&mut r)?,
                 }
-                Effect::Ack { device, seqs }
             }
             8 => Effect::AckUpto {
                 device: r.bytes()?,
                 upto: r.u64()?,
             },
             9 => Effect::Drop { seq: r.u64()? },
+            10 => {
+                let device = r.bytes()?;
+                Effect::Resend {
+                    device,
+                    seqs: seqs(&mut r)?,
+                }
+            }
+            11 => Effect::Expire { device: r.bytes()? },
             _ => return None,
         };
         effects.push(e);
@@ -237,6 +274,11 @@ mod tests {
                 upto: 18,
             },
             Effect::Drop { seq: 17 },
+            Effect::Resend {
+                device: b"d",
+                seqs: vec![1, 2],
+            },
+            Effect::Expire { device: b"d" },
         ];
         let blob = encode(1234, &effects);
         assert_eq!(decode(&blob), Some((1234, effects)));

@@ -105,6 +105,7 @@ fn decode(data: &[u8], pos: usize, base: u64, base_ts: i64) -> Option<(Msg<'_>, 
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn encode(
     out: &mut Vec<u8>,
     base: u64,
@@ -369,6 +370,7 @@ impl Log {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new_chunk(
         &mut self,
         seq: u64,

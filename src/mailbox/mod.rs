@@ -4,28 +4,19 @@
 
 pub mod effect;
 pub mod log;
+pub mod pending;
 pub mod persist;
 pub mod rangeset;
+pub mod timer;
 
 use hashbrown::HashTable;
 use log::{IdSpec, Log, Msg, ACKED, VOLATILE};
+pub use pending::{Deliveries, Pending};
 use rangeset::RangeSet;
-use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
 pub use effect::Effect;
-
-/// A message handed to a device's live session, waiting for its ack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Pending {
-    /// When it became pending (expiry counts from here).
-    pub since: i64,
-    /// When it was last sent (resends count from here).
-    pub last_send: i64,
-    /// How many times it was sent.
-    pub attempts: u32,
-}
 
 /// One client installation of the user.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,7 +25,7 @@ pub struct Device {
     pub node: Box<[u8]>,
     pub online: bool,
     pub last_seen: i64,
-    pub pending: BTreeMap<u64, Pending>,
+    pub pending: Deliveries,
     pub offline: RangeSet,
     pub offline_count: u64,
     pub offline_bytes: u64,
@@ -49,7 +40,7 @@ impl Device {
             node: DEFAULT_NODE.into(),
             online: false,
             last_seen: now,
-            pending: BTreeMap::new(),
+            pending: Deliveries::default(),
             offline: RangeSet::default(),
             offline_count: 0,
             offline_bytes: 0,
@@ -74,7 +65,7 @@ impl Device {
 
     /// Every seq this device still owes (pending, then offline).
     fn owed(&self) -> Vec<u64> {
-        let mut v: Vec<u64> = self.pending.keys().copied().collect();
+        let mut v: Vec<u64> = self.pending.iter().map(|(s, _)| s).collect();
         v.extend(self.offline.ranges().flat_map(|(s, e)| s..=e));
         v
     }
@@ -150,7 +141,7 @@ impl Mailbox {
     pub fn pending_on(&self, seq: u64) -> Vec<&[u8]> {
         self.devices
             .iter()
-            .filter(|d| d.pending.contains_key(&seq))
+            .filter(|d| d.pending.contains(seq))
             .map(|d| &*d.name)
             .collect()
     }
@@ -293,9 +284,9 @@ impl Mailbox {
     /// offline, those the policy forbids keeping are dropped for it.
     /// Answers how many went offline.
     fn pending_to_offline(&mut self, di: usize) -> u64 {
-        let pending = std::mem::take(&mut self.devices[di].pending);
+        let pending = self.devices[di].pending.take();
         let mut moved = 0;
-        for seq in pending.into_keys() {
+        for seq in pending {
             let Some(m) = self.log.get(seq) else { continue };
             if m.flags & VOLATILE != 0 {
                 self.unowe(seq, false);
@@ -311,7 +302,7 @@ impl Mailbox {
     fn ack_one(&mut self, di: usize, seq: u64) -> bool {
         let size = self.stanza_size(seq);
         let d = &mut self.devices[di];
-        let owed = d.pending.remove(&seq).is_some() || d.remove_offline(seq, size);
+        let owed = d.pending.remove(seq).is_some() || d.remove_offline(seq, size);
         if owed {
             self.unowe(seq, true);
         }
@@ -416,7 +407,7 @@ impl Mailbox {
                 let i = self.register(device, now);
                 self.devices[i].last_seen = now;
                 let d = &self.devices[i];
-                let mut seqs: Vec<u64> = d.pending.range(..=upto).map(|(&s, _)| s).collect();
+                let mut seqs: Vec<u64> = d.pending.seqs_upto(upto).collect();
                 for (s, e) in d.offline.ranges() {
                     if s > upto {
                         break;
@@ -428,13 +419,31 @@ impl Mailbox {
             Effect::Drop { seq } => {
                 let size = self.stanza_size(seq);
                 for d in &mut self.devices {
-                    if d.pending.remove(&seq).is_none() {
+                    if d.pending.remove(seq).is_none() {
                         d.remove_offline(seq, size);
                     }
                 }
                 let had = self.log.get(seq).is_some();
                 self.delete_message(seq);
                 u64::from(had)
+            }
+            Effect::Resend { device, ref seqs } => {
+                let Some(i) = self.device_index(device) else {
+                    return 0;
+                };
+                let d = &mut self.devices[i];
+                seqs.iter()
+                    .filter(|&&s| d.pending.resent(s, now).is_some())
+                    .count() as u64
+            }
+            Effect::Expire { device } => {
+                let Some(i) = self.device_index(device) else {
+                    return 0;
+                };
+                let expired = self.devices[i].pending.len() as u64;
+                self.pending_to_offline(i);
+                self.devices[i].online = false;
+                expired
             }
         }
     }

@@ -5,9 +5,8 @@
 
 use super::log::{IdSpec, Msg, PERSISTED_FLAGS};
 use super::rangeset::RangeSet;
-use super::{hash_id, Device, Mailbox, Pending};
+use super::{hash_id, Deliveries, Device, Mailbox, Pending};
 use crate::codec::{put_bytes, put_i64, put_u64, Reader};
-use std::collections::BTreeMap;
 
 /// The encoding version of the mailbox type (RDB `encver`).
 pub const ENCODING_VERSION: i32 = 1;
@@ -26,7 +25,7 @@ impl Mailbox {
             out.push(u8::from(d.online));
             put_i64(&mut out, d.last_seen);
             put_u64(&mut out, d.pending.len() as u64);
-            for (&seq, p) in &d.pending {
+            for (seq, p) in d.pending.iter() {
                 put_u64(&mut out, seq);
                 put_i64(&mut out, p.since);
                 put_i64(&mut out, p.last_send);
@@ -62,7 +61,7 @@ impl Mailbox {
             };
             let last_seen = r.i64()?;
             let np = r.count()?;
-            let mut pending = BTreeMap::new();
+            let mut pending = Deliveries::default();
             for _ in 0..np {
                 let seq = r.u64()?;
                 let p = Pending {

@@ -1,0 +1,199 @@
+//! What the timer owes a mailbox: when its next piece of work is due and,
+//! at a given time, which resends, expiries, idle devices and expired
+//! messages are due. Pure decisions; the sweep turns them into effects.
+
+use super::Mailbox;
+
+/// The settings the timer's decisions depend on.
+#[derive(Clone, Copy, Debug)]
+pub struct TimerSettings {
+    /// 0: no resends.
+    pub resend_interval: i64,
+    pub ack_timeout: i64,
+    /// 0: devices are never forgotten.
+    pub device_idle: i64,
+    /// 0: messages are kept forever.
+    pub retention: i64,
+    /// Retention hands messages to the archive queue instead of deleting
+    /// them; while no archive queue exists they stay.
+    pub archive: bool,
+}
+
+/// The work due in one mailbox.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DueWork {
+    /// Devices whose oldest pending delivery is older than the ack
+    /// timeout: `(device index, that delivery's seq)`.
+    pub expire: Vec<(usize, u64)>,
+    /// Deliveries to send again, per device.
+    pub resend: Vec<(usize, Vec<u64>)>,
+    /// Offline devices not seen for `device_idle`.
+    pub forget: Vec<usize>,
+    /// Messages older than `retention`.
+    pub drop: Vec<u64>,
+}
+
+impl DueWork {
+    pub fn is_empty(&self) -> bool {
+        self.expire.is_empty()
+            && self.resend.is_empty()
+            && self.forget.is_empty()
+            && self.drop.is_empty()
+    }
+}
+
+fn min_opt(a: Option<i64>, b: i64) -> Option<i64> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+impl Mailbox {
+    /// When the next piece of timer work in this mailbox is due.
+    pub fn next_due(&self, s: &TimerSettings) -> Option<i64> {
+        let mut due = None;
+        for d in &self.devices {
+            if let Some((since, _)) = d.pending.oldest() {
+                due = min_opt(due, since.saturating_add(s.ack_timeout));
+            }
+            if s.resend_interval > 0 {
+                if let Some((sent, _)) = d.pending.least_recently_sent() {
+                    due = min_opt(due, sent.saturating_add(s.resend_interval));
+                }
+            }
+            if s.device_idle > 0 && !d.online {
+                due = min_opt(due, d.last_seen.saturating_add(s.device_idle));
+            }
+        }
+        if s.retention > 0 && !s.archive {
+            if let Some(m) = self.log.first() {
+                due = min_opt(due, m.ts.saturating_add(s.retention));
+            }
+        }
+        due
+    }
+
+    /// The work due at `now`, at most about `limit` items of it.
+    pub fn due_work(&self, now: i64, s: &TimerSettings, limit: usize) -> DueWork {
+        let mut w = DueWork::default();
+        let mut budget = limit.max(1);
+        for (i, d) in self.devices.iter().enumerate() {
+            if budget == 0 {
+                break;
+            }
+            let expired = d
+                .pending
+                .oldest()
+                .filter(|(since, _)| since.saturating_add(s.ack_timeout) <= now);
+            if let Some((_, seq)) = expired {
+                w.expire.push((i, seq));
+                budget = budget.saturating_sub(d.pending.len());
+            } else if s.resend_interval > 0 && !d.pending.is_empty() {
+                let seqs = d.pending.sent_by(now - s.resend_interval, budget);
+                if !seqs.is_empty() {
+                    budget -= seqs.len();
+                    w.resend.push((i, seqs));
+                }
+            }
+            let offline_after = !d.online || expired.is_some();
+            if s.device_idle > 0
+                && offline_after
+                && d.last_seen.saturating_add(s.device_idle) <= now
+            {
+                w.forget.push(i);
+            }
+        }
+        if s.retention > 0 && !s.archive {
+            for m in self.log.iter_from(0) {
+                if budget == 0 || m.ts.saturating_add(s.retention) > now {
+                    break;
+                }
+                w.drop.push(m.seq);
+                budget -= 1;
+            }
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::log::IdSpec;
+    use super::super::Effect;
+    use super::*;
+
+    const S: TimerSettings = TimerSettings {
+        resend_interval: 100,
+        ack_timeout: 1000,
+        device_idle: 10_000,
+        retention: 100_000,
+        archive: false,
+    };
+
+    fn stored(now: i64) -> Mailbox {
+        let mut mb = Mailbox::new(1, now);
+        mb.apply(
+            now,
+            &Effect::Connect {
+                device: b"p",
+                node: b"n",
+            },
+        );
+        for (i, id) in ["a", "b"].iter().enumerate() {
+            let ts = now + i as i64 * 10;
+            mb.apply(
+                ts,
+                &Effect::Store {
+                    seq: mb.next_seq,
+                    ts,
+                    flags: 0,
+                    id: IdSpec::Own(id.as_bytes()),
+                    stanza: b"<message/>",
+                    pending: vec![b"p"],
+                },
+            );
+        }
+        mb
+    }
+
+    #[test]
+    fn resend_then_expire() {
+        let mut mb = stored(0);
+        assert_eq!(mb.next_due(&S), Some(100));
+        assert!(mb.due_work(99, &S, 100).is_empty());
+        let w = mb.due_work(105, &S, 100);
+        assert_eq!(w.resend, vec![(0, vec![1])]);
+        mb.apply(
+            105,
+            &Effect::Resend {
+                device: b"p",
+                seqs: vec![1],
+            },
+        );
+        assert_eq!(mb.next_due(&S), Some(110));
+        assert_eq!(mb.devices[0].pending.get(1).unwrap().attempts, 2);
+        let w = mb.due_work(1000, &S, 100);
+        assert_eq!(w.expire, vec![(0, 1)]);
+        assert!(w.resend.is_empty());
+        assert_eq!(mb.apply(1000, &Effect::Expire { device: b"p" }), 2);
+        assert!(!mb.devices[0].online);
+        assert_eq!(mb.offline_info(b"p").count, 2);
+        // Now offline: next is the idle deadline, from its last sighting.
+        assert_eq!(mb.next_due(&S), Some(10_000));
+        let w = mb.due_work(10_000, &S, 100);
+        assert_eq!(w.forget, vec![0]);
+    }
+
+    #[test]
+    fn retention_and_limits() {
+        let mb = stored(0);
+        let s = TimerSettings {
+            resend_interval: 0,
+            ack_timeout: 1_000_000,
+            ..S
+        };
+        assert_eq!(mb.next_due(&s), Some(100_000));
+        assert_eq!(mb.due_work(100_005, &s, 100).drop, vec![1]);
+        assert_eq!(mb.due_work(200_000, &s, 1).drop, vec![1]);
+        let keep = TimerSettings { archive: true, ..s };
+        assert!(mb.due_work(200_000, &keep, 100).drop.is_empty());
+    }
+}
