@@ -6,6 +6,7 @@ use super::{
 use crate::mailbox::{Effect, Mailbox, OfflineInfo, DEFAULT_NODE};
 use crate::reply::{error, Reply};
 use redis_module::{Context, RedisString};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub fn offline_info_reply(info: &OfflineInfo) -> Vec<(&'static str, Reply)> {
     vec![
@@ -16,12 +17,23 @@ pub fn offline_info_reply(info: &OfflineInfo) -> Vec<(&'static str, Reply)> {
     ]
 }
 
-/// The effect that creates the mailbox when the key is new.
+/// The highest seq this server has handed out, in any mailbox.
+static HIGHEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Notes a seq handed out, so that no new mailbox starts below it.
+pub fn seq_issued(seq: u64) {
+    HIGHEST_SEQ.fetch_max(seq, Ordering::Relaxed);
+}
+
+/// The effect that creates the mailbox when the key is new. Its counter
+/// starts from the clock (ms x 1000), and above every seq handed out
+/// since the server started, so that a mailbox deleted and created again
+/// in the same millisecond never hands out a seq twice.
 pub fn create_if_new(mb: Option<&Mailbox>, now: i64, effects: &mut Vec<Effect<'_>>) {
     if mb.is_none() {
-        effects.push(Effect::Create {
-            next_seq: (now.max(0) as u64).saturating_mul(1000),
-        });
+        let clock = (now.max(0) as u64).saturating_mul(1000);
+        let next_seq = clock.max(HIGHEST_SEQ.load(Ordering::Relaxed).saturating_add(1));
+        effects.push(Effect::Create { next_seq });
     }
 }
 

@@ -1,6 +1,6 @@
 //! IM.STORE and IM.ACK.
 
-use super::session::{check_room, create_if_new};
+use super::session::{check_room, create_if_new, seq_issued};
 use super::{device_name, is, now_ms, parse_u64, unknown_option, Propagate, Writer, MAX_ID};
 use crate::config::{self, QuotaPolicy};
 use crate::mailbox::log::{IdSpec, HAS_DELAY, VOLATILE};
@@ -210,6 +210,7 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
         (None, Some(Effect::Create { next_seq })) => *next_seq,
         (None, _) => 0,
     };
+    seq_issued(seq);
     let mut flags = 0;
     if volatile {
         flags |= VOLATILE;
