@@ -76,7 +76,38 @@ mod registration {
         run(ctx, args, internal::load)
     }
 
-    fn init(ctx: &Context, _args: &[RedisString]) -> Status {
+    /// The settings that may follow the module's path at load time.
+    const SETTINGS: &[&str] = &[
+        "resend-interval",
+        "ack-timeout",
+        "max-pending",
+        "sweep-interval",
+        "sweep-budget",
+        "max-stanza-bytes",
+        "max-messages",
+        "max-bytes",
+        "retention",
+        "mailbox-idle",
+        "device-idle",
+        "offline-types",
+        "event-prefix",
+        "delay-from",
+        "archive",
+        "quota-policy",
+    ];
+
+    fn init(ctx: &Context, args: &[RedisString]) -> Status {
+        if args.len() % 2 != 0 {
+            ctx.log_warning("im: load arguments are <setting> <value> pairs; one value is missing");
+            return Status::Err;
+        }
+        for name in args.iter().step_by(2) {
+            let name = name.to_string_lossy();
+            if !SETTINGS.contains(&name.as_str()) {
+                ctx.log_warning(&format!("im: unknown setting '{name}' at load time"));
+                return Status::Err;
+            }
+        }
         unsafe {
             if let Some(set) = raw::RedisModule_SetModuleOptions {
                 set(
