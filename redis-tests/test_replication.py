@@ -1,0 +1,107 @@
+"""Every write replicates so that the replica's value is the primary's
+(SPEC §8): DEBUG DIGEST-VALUE equal on both, key by key."""
+
+from helpers import (
+    RawError, Workload, all_keys, as_map, diff_snapshots, message, snapshot, wait_for,
+    wait_replica_synced,
+)
+
+USERS = [f"u{i}@example.com" for i in range(60)]
+REPL = {"repl-diskless-sync-delay": 0}
+
+
+def start_pair(make_server, module_args, replica_args=None):
+    primary = make_server(module_args=module_args, extra_conf=REPL, name="primary")
+    return primary, lambda: attach(make_server, primary, replica_args or module_args)
+
+
+def attach(make_server, primary, module_args):
+    replica = make_server(module_args=module_args, extra_conf=REPL, replicaof=primary, name="replica")
+    rc = replica.client()
+    wait_for(lambda: rc.info("replication").get("master_link_status") == "up", timeout=30,
+             what="the replica to attach")
+    return replica
+
+
+def assert_replica_equal(primary, replica):
+    wait_replica_synced(primary, replica)
+    p, r = primary.client(), replica.client()
+    keys = all_keys(p)
+    assert keys == all_keys(r)
+    a, b = snapshot(p), snapshot(r)
+    assert a == b, "replica differs:\n" + diff_snapshots(a, b)
+    return keys
+
+
+def test_mixed_workload(make_server):
+    # max-messages small enough that some mailboxes fill up (IMFULL: nothing
+    # replicated), timer off so that the comparison is of commands only
+    args = {"sweep-interval": 0, "max-messages": 25}
+    primary, make_replica = start_pair(make_server, args)
+    p = primary.client()
+    w = Workload(USERS, seed=42)
+    w.run(p, 1500)                      # before the replica: reaches it by full sync
+    replica = make_replica()
+    w.run(p, 3500)                      # after: reaches it as a command stream
+    assert not w.errors, w.errors[:5]
+    keys = assert_replica_equal(primary, replica)
+    assert len(keys) >= 40
+    assert sum(len(v) for v in w.stored.values()) > 500
+    assert w.rejected > 0, "the workload should fill some mailboxes"
+
+
+def test_replica_refuses_writes_and_answers_reads(make_server):
+    primary, make_replica = start_pair(make_server, {"sweep-interval": 0})
+    replica = make_replica()
+    p = primary.client()
+    p.execute_command("IM.CONNECT", "alice", "phone")
+    p.execute_command("IM.STORE", "alice", message("m1"))
+    wait_replica_synced(primary, replica)
+    raw = replica.raw()
+    for cmd in (["IM.STORE", "alice", message("m2")], ["IM.ACK", "alice", "phone", "m1"],
+                ["IM.CONNECT", "alice", "laptop"], ["IM.DISCONNECT", "alice", "phone"],
+                ["IM.FORGET", "alice", "phone"]):
+        reply = raw.call(*cmd)
+        assert isinstance(reply, RawError) and str(reply).startswith("READONLY"), (cmd, reply)
+    rc = replica.client()
+    assert as_map(rc.execute_command("IM.INFO", "alice"))["messages"] == 1
+    assert rc.execute_command("IM.OFFLINE.PAGE", "alice", "phone") == [0, []]
+    assert_replica_equal(primary, replica)
+
+
+def test_replica_with_other_local_limits(make_server):
+    """The replica applies what the primary decided, whatever its own settings."""
+    primary, make_replica = start_pair(
+        make_server, {"sweep-interval": 0, "max-messages": 20, "quota-policy": "drop-oldest",
+                      "offline-types": "chat normal headline"},
+        replica_args={"sweep-interval": 0, "max-messages": 5, "quota-policy": "reject",
+                      "max-stanza-bytes": 200})
+    replica = make_replica()
+    w = Workload(USERS[:10], seed=5, deletes=False)
+    w.run(primary.client(), 1500)
+    assert not w.errors, w.errors[:5]
+    assert_replica_equal(primary, replica)
+
+
+def test_timer_changes_replicate(make_server):
+    """Resends and expiry run on the primary only, and reach the replica."""
+    args = {"sweep-interval": 10, "resend-interval": 50, "ack-timeout": 400}
+    primary, make_replica = start_pair(make_server, args)
+    replica = make_replica()
+    p = primary.client()
+    pipe = p.pipeline(transaction=False)
+    for u in USERS[:20]:
+        pipe.execute_command("IM.CONNECT", u, "phone")
+        pipe.execute_command("IM.CONNECT", u, "laptop")
+        for i in range(5):
+            pipe.execute_command("IM.STORE", u, message(f"m{i}"))
+        pipe.execute_command("IM.ACK", u, "laptop", "m0", "m1")
+    pipe.execute()
+
+    def expired():
+        return all(as_map(p.execute_command("IM.INFO", u))["pending"] == 0 for u in USERS[:20])
+
+    wait_for(expired, timeout=30, what="pending messages to expire")
+    u = as_map(p.execute_command("IM.DEVICES", USERS[0])[0])
+    assert (u["online"], u["offline"]) == (0, 5), "expiry moves pending offline and marks the device offline"
+    assert_replica_equal(primary, replica)
