@@ -1,0 +1,377 @@
+//! What is compared: redis-im's commands, the seed's key layout driven from
+//! the client, the same layout as Lua scripts, and a stream per user. All
+//! use the same stanza (`STANZA_BYTES` bytes, its own unique id as the
+//! `id` attribute), the same user names and the same device.
+
+use crate::load::Workload;
+use crate::resp::{pad12, Conn, Val};
+
+pub const STANZA_BYTES: usize = 190;
+const PREFIX: &str = "<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' type='chat' id='";
+const MID: &str = "'><body>";
+const SUFFIX: &str = "</body></message>";
+const TEXT: &str =
+    "Are we still on for lunch tomorrow? I booked the table by the window at noon, see you there!";
+/// Message ids: `x<12 digits>-<12 digits>`, the form redis-benchmark gives
+/// `x__rand_int__-__rand_int__`.
+pub const ID_LEN: usize = 26;
+pub const DEVICE: &str = "phone";
+
+fn body_len() -> usize {
+    STANZA_BYTES - PREFIX.len() - ID_LEN - MID.len() - SUFFIX.len()
+}
+
+/// The stanza with `id` (any length) as its id attribute, padded to
+/// `STANZA_BYTES` when `id` is `ID_LEN` bytes long.
+pub fn stanza(id: &str) -> String {
+    let n = body_len();
+    let mut body = String::new();
+    while body.len() < n {
+        body.push_str(TEXT);
+        body.push(' ');
+    }
+    body.truncate(n);
+    format!("{PREFIX}{id}{MID}{body}{SUFFIX}")
+}
+
+/// The Lua variant of the seed layout (the same keys as from the client).
+pub const LUA_STORE: &str = "redis.call('SADD', KEYS[1], string.sub(KEYS[2], 5)) \
+redis.call('HSET', KEYS[2], 'STANZA', ARGV[1], 'CREATIONDATE', ARGV[2]) return 1";
+pub const LUA_STORE_OFFLINE: &str = "redis.call('ZADD', KEYS[1], ARGV[2], string.sub(KEYS[2], 11)) \
+redis.call('HSET', KEYS[2], 'STANZA', ARGV[1], 'CREATIONDATE', ARGV[2], 'MESSAGESIZ', string.len(ARGV[1])) return 1";
+pub const LUA_ACK: &str = "redis.call('SREM', KEYS[1], string.sub(KEYS[2], 5)) \
+return redis.call('DEL', KEYS[2])";
+
+#[derive(Clone, Default)]
+pub struct Shas {
+    pub store: String,
+    pub store_offline: String,
+    pub ack: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Ping,
+    /// `HSET OGM:<id> STANZA <xml> CREATIONDATE <ms>`: the ceiling.
+    Hset,
+    ImStore,
+    /// SADD SOGU + HMSET OGM (online) or ZADD + HMSET OFOFFLINE (offline).
+    SeedStore,
+    LuaStore,
+    Xadd,
+    ImCycle,
+    SeedCycle,
+    LuaCycle,
+    StreamCycle,
+}
+
+#[derive(Clone)]
+pub struct Traffic {
+    pub kind: Kind,
+    /// Store for an online device (pending) rather than an offline one.
+    pub online: bool,
+    /// Users on each connection (connection c has users c*n .. c*n+n-1).
+    pub users_per_conn: u64,
+    pub user_prefix: String,
+    /// Every operation goes to this user (loaders).
+    pub fixed_user: Option<String>,
+    /// Connections (for unique offline scores).
+    pub conns: u64,
+    /// CREATIONDATE / ts field.
+    pub ts: String,
+    /// First score of the seed's offline sorted set.
+    pub score_base: u64,
+    pub shas: Shas,
+    /// Added to the operation's number in its message id (a second load
+    /// into the same mailboxes must not repeat the ids of the first).
+    pub id_base: u64,
+    /// Keep the reply of operation `mark` on connection 0.
+    pub mark: Option<u64>,
+    pub marked: Option<Val>,
+    user: Vec<u8>,
+    id: Vec<u8>,
+    xml: Vec<u8>,
+    k1: Vec<u8>,
+    k2: Vec<u8>,
+}
+
+fn expect_int(v: &Val, want: i64, what: &str) -> Result<(), String> {
+    match v.int() {
+        Some(i) if i == want => Ok(()),
+        _ => Err(format!("{what}: expected {want}, got {}", v.show())),
+    }
+}
+
+impl Traffic {
+    pub fn new(kind: Kind, online: bool, users_per_conn: u64, conns: usize) -> Traffic {
+        let xml = stanza(&"x".repeat(ID_LEN)).into_bytes();
+        Traffic {
+            kind,
+            online,
+            users_per_conn: users_per_conn.max(1),
+            user_prefix: "user:".into(),
+            fixed_user: None,
+            conns: conns as u64,
+            ts: crate::now_ms().to_string(),
+            score_base: crate::now_ms() as u64,
+            shas: Shas::default(),
+            id_base: 0,
+            mark: None,
+            marked: None,
+            user: Vec::new(),
+            id: vec![0; ID_LEN],
+            xml,
+            k1: Vec::new(),
+            k2: Vec::new(),
+        }
+    }
+
+    /// Names the user, the id and the stanza of operation `k` on `c`.
+    fn name(&mut self, c: usize, k: u64) {
+        self.user.clear();
+        match &self.fixed_user {
+            Some(u) => self.user.extend_from_slice(u.as_bytes()),
+            None => {
+                self.user.extend_from_slice(self.user_prefix.as_bytes());
+                let at = self.user.len();
+                self.user.resize(at + 12, b'0');
+                let u = c as u64 * self.users_per_conn + k % self.users_per_conn;
+                pad12(&mut self.user[at..], u);
+            }
+        }
+        self.id[0] = b'x';
+        pad12(&mut self.id[1..13], c as u64);
+        self.id[13] = b'-';
+        pad12(&mut self.id[14..26], self.id_base + k);
+        let at = PREFIX.len();
+        self.xml[at..at + ID_LEN].copy_from_slice(&self.id);
+    }
+
+    fn key(buf: &mut Vec<u8>, prefix: &str, rest: &[u8]) {
+        buf.clear();
+        buf.extend_from_slice(prefix.as_bytes());
+        buf.extend_from_slice(rest);
+    }
+
+    fn seed_store(&mut self, c: usize, k: u64, out: &mut Conn) -> usize {
+        if self.online {
+            Self::key(&mut self.k1, "SOGU:", &self.user);
+            Self::key(&mut self.k2, "OGM:", &self.id);
+            out.cmd(&[b"SADD", &self.k1, &self.id]);
+            out.cmd(&[
+                b"HMSET",
+                &self.k2,
+                b"STANZA",
+                &self.xml,
+                b"CREATIONDATE",
+                self.ts.as_bytes(),
+            ]);
+        } else {
+            Self::key(&mut self.k1, "OFOFFLINE:", &self.user);
+            Self::key(&mut self.k2, "OFOFFLINE:", &self.id);
+            let score = (self.score_base + k * self.conns + c as u64).to_string();
+            let size = self.xml.len().to_string();
+            out.cmd(&[b"ZADD", &self.k1, score.as_bytes(), &self.id]);
+            out.cmd(&[
+                b"HMSET",
+                &self.k2,
+                b"STANZA",
+                &self.xml,
+                b"CREATIONDATE",
+                self.ts.as_bytes(),
+                b"MESSAGESIZ",
+                size.as_bytes(),
+            ]);
+        }
+        2
+    }
+
+    fn lua_store(&mut self, out: &mut Conn) -> usize {
+        if self.online {
+            Self::key(&mut self.k1, "SOGU:", &self.user);
+            Self::key(&mut self.k2, "OGM:", &self.id);
+            out.cmd(&[
+                b"EVALSHA",
+                self.shas.store.as_bytes(),
+                b"2",
+                &self.k1,
+                &self.k2,
+                &self.xml,
+                self.ts.as_bytes(),
+            ]);
+        } else {
+            Self::key(&mut self.k1, "OFOFFLINE:", &self.user);
+            Self::key(&mut self.k2, "OFOFFLINE:", &self.id);
+            out.cmd(&[
+                b"EVALSHA",
+                self.shas.store_offline.as_bytes(),
+                b"2",
+                &self.k1,
+                &self.k2,
+                &self.xml,
+                self.ts.as_bytes(),
+            ]);
+        }
+        1
+    }
+}
+
+/// The stream key of a user.
+pub fn stream_key(user: &[u8]) -> Vec<u8> {
+    let mut k = b"im:s:".to_vec();
+    k.extend_from_slice(user);
+    k
+}
+
+impl Workload for Traffic {
+    fn start(&mut self, c: usize, k: u64, out: &mut Conn) -> usize {
+        self.name(c, k);
+        match self.kind {
+            Kind::Ping => {
+                out.cmd(&[b"PING"]);
+                1
+            }
+            Kind::Hset => {
+                Self::key(&mut self.k2, "OGM:", &self.id);
+                out.cmd(&[
+                    b"HSET",
+                    &self.k2,
+                    b"STANZA",
+                    &self.xml,
+                    b"CREATIONDATE",
+                    self.ts.as_bytes(),
+                ]);
+                1
+            }
+            Kind::ImStore | Kind::ImCycle => {
+                out.cmd(&[b"IM.STORE", &self.user, &self.xml]);
+                1
+            }
+            Kind::SeedStore | Kind::SeedCycle => self.seed_store(c, k, out),
+            Kind::LuaStore | Kind::LuaCycle => self.lua_store(out),
+            Kind::Xadd | Kind::StreamCycle => {
+                self.k1 = stream_key(&self.user);
+                out.cmd(&[
+                    b"XADD",
+                    &self.k1,
+                    b"*",
+                    b"stanza",
+                    &self.xml,
+                    b"ts",
+                    self.ts.as_bytes(),
+                ]);
+                if self.kind == Kind::StreamCycle {
+                    out.cmd(&[
+                        b"XREADGROUP",
+                        b"GROUP",
+                        DEVICE.as_bytes(),
+                        DEVICE.as_bytes(),
+                        b"COUNT",
+                        b"1",
+                        b"STREAMS",
+                        &self.k1,
+                        b">",
+                    ]);
+                    2
+                } else {
+                    1
+                }
+            }
+        }
+    }
+
+    fn started(&mut self, c: usize, k: u64, r: &[Val]) -> Result<Option<Vec<u8>>, String> {
+        if c == 0 && self.mark == Some(k) {
+            self.marked = r.first().cloned();
+        }
+        match self.kind {
+            Kind::Ping | Kind::Hset | Kind::Xadd => Ok(None),
+            Kind::ImStore | Kind::ImCycle => {
+                let pending = r[0]
+                    .arr()
+                    .filter(|a| a.len() == 3)
+                    .and_then(|a| a[2].arr())
+                    .ok_or_else(|| format!("IM.STORE answered {}", r[0].show()))?;
+                let on_device = pending.iter().any(|d| d.bytes() == Some(DEVICE.as_bytes()));
+                if on_device != self.online {
+                    return Err(format!("IM.STORE pending on {}", r[0].show()));
+                }
+                Ok((self.kind == Kind::ImCycle).then(Vec::new))
+            }
+            Kind::SeedStore | Kind::LuaStore => Ok(None),
+            Kind::SeedCycle | Kind::LuaCycle => Ok(Some(Vec::new())),
+            Kind::StreamCycle => {
+                let id = r[0]
+                    .bytes()
+                    .ok_or_else(|| format!("XADD answered {}", r[0].show()))?;
+                // [[stream, [[id, fields]]]]
+                let got = r[1]
+                    .arr()
+                    .and_then(|s| s.first())
+                    .and_then(|s| s.arr())
+                    .and_then(|s| s.get(1))
+                    .and_then(|e| e.arr())
+                    .and_then(|e| e.first())
+                    .and_then(|e| e.arr())
+                    .and_then(|e| e.first())
+                    .and_then(|e| e.bytes());
+                if got != Some(id) {
+                    return Err(format!(
+                        "XREADGROUP read {} after XADD {}",
+                        r[1].show(),
+                        r[0].show()
+                    ));
+                }
+                Ok(Some(id.to_vec()))
+            }
+        }
+    }
+
+    fn finish(&mut self, c: usize, k: u64, data: &[u8], out: &mut Conn) -> usize {
+        self.name(c, k);
+        match self.kind {
+            Kind::ImCycle => {
+                out.cmd(&[b"IM.ACK", &self.user, DEVICE.as_bytes(), &self.id]);
+                1
+            }
+            Kind::SeedCycle => {
+                Self::key(&mut self.k1, "SOGU:", &self.user);
+                Self::key(&mut self.k2, "OGM:", &self.id);
+                out.cmd(&[b"SREM", &self.k1, &self.id]);
+                out.cmd(&[b"DEL", &self.k2]);
+                2
+            }
+            Kind::LuaCycle => {
+                Self::key(&mut self.k1, "SOGU:", &self.user);
+                Self::key(&mut self.k2, "OGM:", &self.id);
+                out.cmd(&[
+                    b"EVALSHA",
+                    self.shas.ack.as_bytes(),
+                    b"2",
+                    &self.k1,
+                    &self.k2,
+                ]);
+                1
+            }
+            Kind::StreamCycle => {
+                self.k1 = stream_key(&self.user);
+                out.cmd(&[b"XACK", &self.k1, DEVICE.as_bytes(), data]);
+                1
+            }
+            _ => 0,
+        }
+    }
+
+    fn finished(&mut self, _c: usize, _k: u64, r: &[Val]) -> Result<(), String> {
+        match self.kind {
+            Kind::ImCycle => expect_int(&r[0], 1, "IM.ACK"),
+            Kind::SeedCycle => {
+                expect_int(&r[0], 1, "SREM")?;
+                expect_int(&r[1], 1, "DEL")
+            }
+            Kind::LuaCycle => expect_int(&r[0], 1, "EVALSHA ack"),
+            Kind::StreamCycle => expect_int(&r[0], 1, "XACK"),
+            _ => Ok(()),
+        }
+    }
+}
