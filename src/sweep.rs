@@ -20,7 +20,7 @@ use std::time::Instant;
 
 /// Most work items taken from one mailbox per visit; the rest waits for
 /// the next visit, so that one mailbox cannot blow the budget.
-const ITEMS_PER_VISIT: usize = 128;
+const ITEMS_PER_VISIT: usize = 32;
 
 static SCHEDULE: LazyLock<Mutex<Schedule>> = LazyLock::new(Default::default);
 /// The armed timer: its id and when it fires (ms).
@@ -128,11 +128,13 @@ unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void)
     let ctx = Context::new(ctx);
     let _ = catch_unwind(AssertUnwindSafe(|| {
         *TIMER.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // Noted first: the run's own changes re-arm the timer, which must
+        // then wait a whole interval.
+        LAST_RUN.store(now_ms(), Relaxed);
         if is_primary(&ctx) && config::get(&config::SWEEP_INTERVAL) > 0 {
             let budget = config::get(&config::SWEEP_BUDGET).max(1) as u64;
             run(&ctx, Some(budget), None);
         }
-        LAST_RUN.store(now_ms(), Relaxed);
         arm(&ctx);
     }));
 }
@@ -158,10 +160,12 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
     let db_before = selected_db(ctx);
     let mut r = Report::default();
     let mut visited = 0usize;
+    // The longest visit so far: a visit starts only if one that long
+    // still fits in the budget.
+    let mut longest_visit = 0u64;
     loop {
-        if budget_us.is_some_and(|b| start.elapsed().as_micros() as u64 >= b)
-            || limit.is_some_and(|l| visited >= l)
-        {
+        let spent = start.elapsed().as_micros() as u64;
+        if budget_us.is_some_and(|b| spent + longest_visit > b) || limit.is_some_and(|l| visited >= l) {
             break;
         }
         let now = now_ms();
@@ -173,6 +177,7 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
         if select_db(ctx, db) {
             visit(ctx, key, now, &s, &mut r);
         }
+        longest_visit = longest_visit.max(start.elapsed().as_micros() as u64 - spent);
     }
     select_db(ctx, db_before);
     metrics::SCHEDULE_SIZE.store(sched().len() as i64, Relaxed);
