@@ -4,7 +4,7 @@
 use redis_module::configuration::EnumConfigurationValue;
 use redis_module::RedisError;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -73,13 +73,25 @@ pub fn quota_policy() -> QuotaPolicy {
         .unwrap_or(QuotaPolicy::Reject)
 }
 
-/// Message types kept offline.
-pub fn offline_types() -> Vec<Vec<u8>> {
-    text(&OFFLINE_TYPES)
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.as_bytes().to_vec())
-        .collect()
+/// Message types kept offline (parsed once per value of the setting).
+pub fn offline_types() -> Arc<Vec<Vec<u8>>> {
+    static PARSED: Mutex<Option<(String, Arc<Vec<Vec<u8>>>)>> = Mutex::new(None);
+    let setting = OFFLINE_TYPES.lock().unwrap_or_else(|e| e.into_inner());
+    let mut parsed = PARSED.lock().unwrap_or_else(|e| e.into_inner());
+    match &*parsed {
+        Some((text, types)) if *text == *setting => types.clone(),
+        _ => {
+            let types: Arc<Vec<Vec<u8>>> = Arc::new(
+                setting
+                    .split(|c: char| c.is_whitespace() || c == ',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect(),
+            );
+            *parsed = Some((setting.clone(), types.clone()));
+            types
+        }
+    }
 }
 
 pub fn event_prefix() -> String {

@@ -73,6 +73,22 @@ pub fn reschedule(ctx: &Context, key: &[u8], mb: Option<&Mailbox>) {
     arm(ctx);
 }
 
+/// After a command changed mailbox `key`: as [`reschedule`], skipped when
+/// the mailbox's due time is the one the schedule already holds.
+pub fn changed(ctx: &Context, key: &[u8], mb: Option<&mut Mailbox>) {
+    match mb {
+        Some(m) => {
+            let due = m.next_due(&settings());
+            if m.scheduled != Some(due) {
+                set_due(&schedule::slot(selected_db(ctx), key), due);
+                m.scheduled = Some(due);
+                arm(ctx);
+            }
+        }
+        None => reschedule(ctx, key, None),
+    }
+}
+
 /// A mailbox left the keyspace (`unlink` callback).
 pub fn forget_key(db: i32, key: &[u8]) {
     set_due(&schedule::slot(db, key), None);
@@ -165,7 +181,9 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
     let mut longest_visit = 0u64;
     loop {
         let spent = start.elapsed().as_micros() as u64;
-        if budget_us.is_some_and(|b| spent + longest_visit > b) || limit.is_some_and(|l| visited >= l) {
+        if budget_us.is_some_and(|b| spent + longest_visit > b)
+            || limit.is_some_and(|l| visited >= l)
+        {
             break;
         }
         let now = now_ms();
@@ -265,9 +283,12 @@ fn visit(ctx: &Context, key: &[u8], now: i64, s: &TimerSettings, r: &mut Report)
     let Ok(mut w) = Writer::open(ctx, &name) else {
         return;
     };
-    let Some(mb) = w.mailbox() else {
+    let Some(mb) = w.mailbox_mut() else {
         return;
     };
+    // Its entry was just popped from the schedule.
+    mb.scheduled = None;
+    let mb = &*mb;
     let work = mb.due_work(now, s, ITEMS_PER_VISIT);
     if work.is_empty() {
         reschedule(ctx, key, Some(mb));
@@ -352,7 +373,8 @@ pub fn rebuild(ctx: &Context) {
         if get_type(key) != *MAILBOX_TYPE.raw_type.borrow() {
             return;
         }
-        let mb = &*get_value(key).cast::<Mailbox>();
+        let mb = &mut *get_value(key).cast::<Mailbox>();
+        mb.scheduled = None;
         let key_name = redis_module::RedisString::string_as_slice(name);
         scan.found.push((
             schedule::slot(scan.db, key_name),

@@ -171,7 +171,7 @@ impl<'c> Writer<'c> {
             self.mb = None;
             let _ = self.key.delete();
         }
-        crate::sweep::reschedule(self.ctx, self.name.as_slice(), self.mb.as_deref());
+        crate::sweep::changed(self.ctx, self.name.as_slice(), self.mb.as_deref_mut());
         counts
     }
 }

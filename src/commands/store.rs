@@ -218,9 +218,12 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     if parsed.has_delay {
         flags |= HAS_DELAY;
     }
+    // Time never goes back within a mailbox: messages are in time order
+    // as in seq order, which the expiry of pending deliveries relies on.
+    let ts = mb.and_then(|m| m.log.last()).map_or(now, |m| m.ts.max(now));
     effects.push(Effect::Store {
         seq,
-        ts: now,
+        ts,
         flags,
         id: id_spec,
         stanza: a.stanza,

@@ -3,8 +3,10 @@
 //! Messages are packed back to back into chunks of at most `CHUNK_BYTES`
 //! (a larger stanza gets a chunk of its own), and the chunks sit in a
 //! `BTreeMap` under the lowest seq they may hold. A message therefore costs
-//! its stanza bytes plus a header of about ten bytes, with no allocation of
-//! its own: the layout that keeps a stored message near its stanza's size.
+//! its stanza bytes plus a header of about ten bytes and a two-byte offset,
+//! with no allocation of its own: the layout that keeps a stored message
+//! near its stanza's size. A chunk grows through the allocator's size
+//! classes, so the memory it holds is the memory it uses.
 //!
 //! A record is
 //! `flags:u8 owers:u16le varint(seq-base) zigzag(ts-base_ts) varint(len)
@@ -29,8 +31,6 @@ pub const HAS_DELAY: u8 = 16;
 /// Flags that describe the message (kept through persistence).
 pub const PERSISTED_FLAGS: u8 = ACKED | VOLATILE | ID_IN_STANZA | HAS_DELAY;
 
-const CHUNK_BYTES: usize = 4096;
-
 /// Where a message's id is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdSpec<'a> {
@@ -49,8 +49,20 @@ pub struct Msg<'a> {
     pub stanza: &'a [u8],
 }
 
-impl Msg<'_> {
-    pub fn id_spec(&self) -> IdSpec<'_> {
+impl<'a> Msg<'a> {
+    /// The message as something to insert again (a copy, a split).
+    pub fn to_new(&self) -> NewMsg<'a> {
+        NewMsg {
+            seq: self.seq,
+            ts: self.ts,
+            flags: self.flags,
+            owers: self.owers,
+            id: self.id_spec(),
+            stanza: self.stanza,
+        }
+    }
+
+    pub fn id_spec(&self) -> IdSpec<'a> {
         if self.flags & ID_IN_STANZA != 0 {
             let off = self.id.as_ptr() as usize - self.stanza.as_ptr() as usize;
             IdSpec::InStanza {
@@ -63,9 +75,36 @@ impl Msg<'_> {
     }
 }
 
+/// The most bytes a chunk holds (unless one record alone is larger).
+const CHUNK_BYTES: usize = 16 * 1024;
+
+/// The allocation size jemalloc gives for `n` bytes: four size classes per
+/// power of two. Growing a buffer straight to its class wastes nothing.
+pub fn size_class(n: usize) -> usize {
+    if n <= 16 {
+        return 16;
+    }
+    let k = usize::BITS - (n - 1).leading_zeros(); // 2^(k-1) < n <= 2^k
+    let step = (1usize << k.saturating_sub(3)).max(16);
+    n.div_ceil(step) * step
+}
+
+/// A message to add to the log.
+#[derive(Clone, Copy, Debug)]
+pub struct NewMsg<'a> {
+    pub seq: u64,
+    pub ts: i64,
+    pub flags: u8,
+    pub owers: u16,
+    pub id: IdSpec<'a>,
+    pub stanza: &'a [u8],
+}
+
 struct Chunk {
     base_ts: i64,
     data: Vec<u8>,
+    /// Where each record (live or dead) starts, in seq order.
+    offsets: Vec<u16>,
     live: u32,
     dead_bytes: u32,
 }
@@ -105,38 +144,48 @@ fn decode(data: &[u8], pos: usize, base: u64, base_ts: i64) -> Option<(Msg<'_>, 
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn encode(
-    out: &mut Vec<u8>,
-    base: u64,
-    base_ts: i64,
-    seq: u64,
-    ts: i64,
-    flags: u8,
-    owers: u16,
-    id: IdSpec<'_>,
-    stanza: &[u8],
-) {
-    let flags = match id {
-        IdSpec::InStanza { .. } => flags | ID_IN_STANZA,
-        IdSpec::Own(_) => flags & !ID_IN_STANZA,
+/// The seq of the record at `pos`, without decoding the rest.
+fn seq_at(data: &[u8], pos: usize, base: u64) -> Option<u64> {
+    Reader::new(data.get(pos + 3..)?)
+        .u64()
+        .and_then(|d| base.checked_add(d))
+}
+
+fn encode(out: &mut Vec<u8>, base: u64, base_ts: i64, m: &NewMsg<'_>) {
+    let flags = match m.id {
+        IdSpec::InStanza { .. } => m.flags | ID_IN_STANZA,
+        IdSpec::Own(_) => m.flags & !ID_IN_STANZA,
     };
     out.push(flags);
-    out.extend_from_slice(&owers.to_le_bytes());
-    put_u64(out, seq - base);
-    put_i64(out, ts.wrapping_sub(base_ts));
-    put_u64(out, stanza.len() as u64);
-    match id {
+    out.extend_from_slice(&m.owers.to_le_bytes());
+    put_u64(out, m.seq - base);
+    put_i64(out, m.ts.wrapping_sub(base_ts));
+    put_u64(out, m.stanza.len() as u64);
+    match m.id {
         IdSpec::InStanza { off, len } => {
             put_u64(out, off as u64);
             put_u64(out, len as u64);
         }
         IdSpec::Own(b) => put_bytes(out, b),
     }
-    out.extend_from_slice(stanza);
+    out.extend_from_slice(m.stanza);
 }
 
 impl Chunk {
+    fn new(base: u64, m: &NewMsg<'_>) -> Chunk {
+        let mut data = Vec::new();
+        encode(&mut data, base, m.ts, m);
+        let mut exact = Vec::with_capacity(size_class(data.len()));
+        exact.extend_from_slice(&data);
+        Chunk {
+            base_ts: m.ts,
+            data: exact,
+            offsets: vec![0],
+            live: 1,
+            dead_bytes: 0,
+        }
+    }
+
     fn records(&self, base: u64) -> ChunkIter<'_> {
         ChunkIter {
             data: &self.data,
@@ -146,32 +195,56 @@ impl Chunk {
         }
     }
 
-    /// Position of the live record `seq`.
-    fn find(&self, base: u64, seq: u64) -> Option<usize> {
-        let mut it = self.records(base);
-        loop {
-            let pos = it.pos;
-            let m = it.next()?;
-            if m.seq == seq && m.flags & DEAD == 0 {
-                return Some(pos);
-            }
-            if m.seq > seq {
-                return None;
-            }
-        }
+    fn record(&self, base: u64, idx: usize) -> Option<(Msg<'_>, usize)> {
+        let pos = *self.offsets.get(idx)? as usize;
+        decode(&self.data, pos, base, self.base_ts)
     }
 
+    /// Index of the first record whose seq is `>= seq`.
+    fn lower_bound(&self, base: u64, seq: u64) -> usize {
+        self.offsets
+            .partition_point(|&p| seq_at(&self.data, p as usize, base).is_some_and(|s| s < seq))
+    }
+
+    /// Index of the live record `seq`.
+    fn find(&self, base: u64, seq: u64) -> Option<usize> {
+        let idx = self.lower_bound(base, seq);
+        let (m, _) = self.record(base, idx)?;
+        (m.seq == seq && m.flags & DEAD == 0).then_some(idx)
+    }
+
+    /// Appends an encoded record, growing through size classes.
+    fn push_record(&mut self, at: usize, rec: &[u8]) {
+        let need = self.data.len() + rec.len();
+        if self.data.capacity() < need {
+            let want = size_class(need);
+            self.data.reserve_exact(want - self.data.len());
+        }
+        let idx = self.offsets.partition_point(|&p| (p as usize) < at);
+        self.data.splice(at..at, rec.iter().copied());
+        for o in &mut self.offsets[idx..] {
+            *o += rec.len() as u16;
+        }
+        self.offsets.reserve_exact(1);
+        self.offsets.insert(idx, at as u16);
+        self.live += 1;
+    }
+
+    /// Drops dead records; the base stays, so live records keep their bytes.
     fn compact(&mut self, base: u64) {
-        let mut data = Vec::with_capacity(self.data.len() - self.dead_bytes as usize);
+        let mut data = Vec::with_capacity(size_class(self.data.len() - self.dead_bytes as usize));
+        let mut offsets = Vec::with_capacity(self.live as usize);
         let mut it = self.records(base);
         loop {
             let pos = it.pos;
             let Some(m) = it.next() else { break };
             if m.flags & DEAD == 0 {
+                offsets.push(data.len() as u16);
                 data.extend_from_slice(&self.data[pos..it.pos]);
             }
         }
         self.data = data;
+        self.offsets = offsets;
         self.dead_bytes = 0;
     }
 }
@@ -204,6 +277,8 @@ pub struct Log {
     chunks: BTreeMap<u64, Chunk>,
     len: u64,
     bytes: u64,
+    /// The highest seq ever inserted: a larger one appends at the end.
+    max_seq: Option<u64>,
 }
 
 impl Log {
@@ -225,14 +300,28 @@ impl Log {
     pub fn mem_usage(&self) -> usize {
         self.chunks
             .values()
-            .map(|c| c.data.capacity() + std::mem::size_of::<Chunk>() + 16)
+            .map(|c| {
+                c.data.capacity() + c.offsets.capacity() * 2 + std::mem::size_of::<Chunk>() + 16
+            })
             .sum()
     }
 
-    pub fn get(&self, seq: u64) -> Option<Msg<'_>> {
+    fn locate(&self, seq: u64) -> Option<(u64, &Chunk, usize)> {
         let (&base, chunk) = self.chunks.range(..=seq).next_back()?;
-        let pos = chunk.find(base, seq)?;
-        decode(&chunk.data, pos, base, chunk.base_ts).map(|(m, _)| m)
+        let idx = chunk.find(base, seq)?;
+        Some((base, chunk, idx))
+    }
+
+    pub fn get(&self, seq: u64) -> Option<Msg<'_>> {
+        if self.max_seq.is_none_or(|m| seq > m) {
+            return None;
+        }
+        let (base, chunk, idx) = self.locate(seq)?;
+        chunk.record(base, idx).map(|(m, _)| m)
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        self.get(seq).is_some()
     }
 
     /// Rewrites the flags and the owing-device count of message `seq`.
@@ -240,9 +329,10 @@ impl Log {
         let Some((&base, chunk)) = self.chunks.range_mut(..=seq).next_back() else {
             return false;
         };
-        let Some(pos) = chunk.find(base, seq) else {
+        let Some(idx) = chunk.find(base, seq) else {
             return false;
         };
+        let pos = chunk.offsets[idx] as usize;
         let keep = chunk.data[pos] & ID_IN_STANZA;
         chunk.data[pos] = (flags & !(ID_IN_STANZA | DEAD)) | keep;
         chunk.data[pos + 1..pos + 3].copy_from_slice(&owers.to_le_bytes());
@@ -256,22 +346,26 @@ impl Log {
     pub fn last(&self) -> Option<Msg<'_>> {
         // The last chunk always holds a live record: empty chunks are dropped.
         let (&base, chunk) = self.chunks.iter().next_back()?;
-        chunk.records(base).filter(|m| m.flags & DEAD == 0).last()
+        (0..chunk.offsets.len())
+            .rev()
+            .filter_map(|i| chunk.record(base, i).map(|(m, _)| m))
+            .find(|m| m.flags & DEAD == 0)
     }
 
     /// Live messages with `seq >= from`, in order.
     pub fn iter_from(&self, from: u64) -> LogIter<'_> {
-        let start = self
-            .chunks
-            .range(..=from)
-            .next_back()
-            .map(|(&k, _)| k)
-            .unwrap_or(from);
-        LogIter {
-            chunks: self.chunks.range(start..),
-            current: None,
-            from,
-        }
+        let mut chunks = match self.chunks.range(..=from).next_back() {
+            Some((&k, _)) => self.chunks.range(k..),
+            None => self.chunks.range(from..),
+        };
+        // Start inside the first chunk at the first record >= from.
+        let current = chunks.next().map(|(&base, c)| {
+            let idx = c.lower_bound(base, from);
+            let mut it = c.records(base);
+            it.pos = c.offsets.get(idx).map_or(c.data.len(), |&p| p as usize);
+            it
+        });
+        LogIter { chunks, current }
     }
 
     /// Live messages with `from <= seq <= to`, in order.
@@ -279,119 +373,45 @@ impl Log {
         self.iter_from(from).take_while(move |m| m.seq <= to)
     }
 
-    /// Adds a message. `seq` must not be held already.
-    #[allow(clippy::too_many_arguments)]
-    pub fn insert(
-        &mut self,
-        seq: u64,
-        ts: i64,
-        flags: u8,
-        owers: u16,
-        id: IdSpec<'_>,
-        stanza: &[u8],
-    ) {
-        let flags = flags & PERSISTED_FLAGS;
+    /// Adds a message. `m.seq` must not be held already.
+    pub fn insert(&mut self, m: &NewMsg<'_>) {
+        let m = NewMsg {
+            flags: m.flags & PERSISTED_FLAGS,
+            ..*m
+        };
         self.len += 1;
-        self.bytes += stanza.len() as u64;
-        let last_base = self.chunks.keys().next_back().copied();
-        let fits_last = match self.chunks.iter_mut().next_back() {
-            Some((&base, chunk)) if seq >= base => {
-                let after_all = chunk.records(base).last().is_none_or(|m| m.seq < seq);
-                let room = chunk.data.len() + stanza.len() + 24 <= CHUNK_BYTES;
-                if after_all && room {
-                    let mut rec = Vec::with_capacity(stanza.len() + 24);
-                    encode(
-                        &mut rec,
-                        base,
-                        chunk.base_ts,
-                        seq,
-                        ts,
-                        flags,
-                        owers,
-                        id,
-                        stanza,
-                    );
-                    let need = chunk.data.len() + rec.len();
-                    if chunk.data.capacity() < need {
-                        let grown =
-                            (chunk.data.capacity() * 3 / 2).clamp(need, CHUNK_BYTES.max(need));
-                        chunk.data.reserve_exact(grown - chunk.data.len());
-                    }
-                    chunk.data.extend_from_slice(&rec);
-                    chunk.live += 1;
-                    true
-                } else {
-                    false
+        self.bytes += m.stanza.len() as u64;
+        let appends = self.max_seq.is_none_or(|x| m.seq > x);
+        self.max_seq = Some(self.max_seq.map_or(m.seq, |x| x.max(m.seq)));
+        if appends {
+            if let Some((&base, chunk)) = self.chunks.iter_mut().next_back() {
+                let mut rec = Vec::with_capacity(m.stanza.len() + 32);
+                encode(&mut rec, base, chunk.base_ts, &m);
+                if chunk.data.len() + rec.len() <= CHUNK_BYTES {
+                    let at = chunk.data.len();
+                    chunk.push_record(at, &rec);
+                    return;
                 }
             }
-            _ => false,
-        };
-        if fits_last {
-            return;
-        }
-        if last_base.is_none_or(|b| seq > b) && self.last().is_none_or(|m| m.seq < seq) {
-            self.new_chunk(seq, ts, flags, owers, id, stanza);
+            self.chunks.insert(m.seq, Chunk::new(m.seq, &m));
             return;
         }
         // In the middle (an import keeping an old seq): insert in order.
-        let Some((&base, chunk)) = self.chunks.range_mut(..=seq).next_back() else {
-            self.new_chunk(seq, ts, flags, owers, id, stanza);
+        let Some((&base, chunk)) = self.chunks.range_mut(..=m.seq).next_back() else {
+            self.chunks.insert(m.seq, Chunk::new(m.seq, &m));
             return;
         };
-        let mut it = chunk.records(base);
-        let mut at = chunk.data.len();
-        loop {
-            let pos = it.pos;
-            match it.next() {
-                Some(m) if m.seq > seq => {
-                    at = pos;
-                    break;
-                }
-                Some(_) => {}
-                None => break,
-            }
-        }
+        let idx = chunk.lower_bound(base, m.seq);
+        let at = chunk
+            .offsets
+            .get(idx)
+            .map_or(chunk.data.len(), |&p| p as usize);
         let mut rec = Vec::new();
-        encode(
-            &mut rec,
-            base,
-            chunk.base_ts,
-            seq,
-            ts,
-            flags,
-            owers,
-            id,
-            stanza,
-        );
-        chunk.data.splice(at..at, rec);
-        chunk.live += 1;
+        encode(&mut rec, base, chunk.base_ts, &m);
+        chunk.push_record(at, &rec);
         if chunk.data.len() > 2 * CHUNK_BYTES && chunk.live > 1 {
             self.split(base);
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn new_chunk(
-        &mut self,
-        seq: u64,
-        ts: i64,
-        flags: u8,
-        owers: u16,
-        id: IdSpec<'_>,
-        stanza: &[u8],
-    ) {
-        let mut data = Vec::new();
-        encode(&mut data, seq, ts, seq, ts, flags, owers, id, stanza);
-        data.shrink_to_fit();
-        self.chunks.insert(
-            seq,
-            Chunk {
-                base_ts: ts,
-                data,
-                live: 1,
-                dead_bytes: 0,
-            },
-        );
     }
 
     /// Splits an oversized chunk in two halves of live records.
@@ -406,37 +426,22 @@ impl Log {
         let half = live.len() / 2;
         for part in [&live[..half], &live[half..]] {
             let Some(first) = part.first() else { continue };
-            let mut data = Vec::new();
-            for m in part {
-                encode(
-                    &mut data,
-                    first.seq,
-                    first.ts,
-                    m.seq,
-                    m.ts,
-                    m.flags,
-                    m.owers,
-                    m.id_spec(),
-                    m.stanza,
-                );
+            let mut c = Chunk::new(first.seq, &first.to_new());
+            for m in &part[1..] {
+                let mut rec = Vec::new();
+                encode(&mut rec, first.seq, c.base_ts, &m.to_new());
+                let at = c.data.len();
+                c.push_record(at, &rec);
             }
-            data.shrink_to_fit();
-            self.chunks.insert(
-                first.seq,
-                Chunk {
-                    base_ts: first.ts,
-                    data,
-                    live: part.len() as u32,
-                    dead_bytes: 0,
-                },
-            );
+            self.chunks.insert(first.seq, c);
         }
     }
 
     /// Removes message `seq`; answers its stanza size when it was there.
     pub fn remove(&mut self, seq: u64) -> Option<usize> {
         let (&base, chunk) = self.chunks.range_mut(..=seq).next_back()?;
-        let pos = chunk.find(base, seq)?;
+        let idx = chunk.find(base, seq)?;
+        let pos = chunk.offsets[idx] as usize;
         let (m, next) = decode(&chunk.data, pos, base, chunk.base_ts)?;
         let size = m.stanza.len();
         chunk.data[pos] |= DEAD;
@@ -457,7 +462,6 @@ impl Log {
 pub struct LogIter<'a> {
     chunks: std::collections::btree_map::Range<'a, u64, Chunk>,
     current: Option<ChunkIter<'a>>,
-    from: u64,
 }
 
 impl<'a> Iterator for LogIter<'a> {
@@ -466,7 +470,7 @@ impl<'a> Iterator for LogIter<'a> {
         loop {
             if let Some(it) = &mut self.current {
                 for m in it.by_ref() {
-                    if m.flags & DEAD == 0 && m.seq >= self.from {
+                    if m.flags & DEAD == 0 {
                         return Some(m);
                     }
                 }
@@ -482,14 +486,14 @@ mod tests {
     use super::*;
 
     fn add(log: &mut Log, seq: u64, s: &str) {
-        log.insert(
+        log.insert(&NewMsg {
             seq,
-            1000 + seq as i64,
-            0,
-            1,
-            IdSpec::Own(format!("id{seq}").as_bytes()),
-            s.as_bytes(),
-        );
+            ts: 1000 + seq as i64,
+            flags: 0,
+            owers: 1,
+            id: IdSpec::Own(format!("id{seq}").as_bytes()),
+            stanza: s.as_bytes(),
+        });
     }
 
     #[test]
@@ -503,7 +507,7 @@ mod tests {
         assert_eq!(m.id, b"id77");
         assert_eq!(m.ts, 1077);
         assert_eq!(m.stanza.len(), 77 % 50 + 100);
-        assert!(log.chunks.len() > 10);
+        assert!(log.chunks.len() > 3);
         for seq in (10..500u64).filter(|s| s % 3 != 0) {
             assert!(log.remove(seq).is_some());
         }
@@ -548,10 +552,28 @@ mod tests {
     }
 
     #[test]
+    fn size_classes() {
+        assert_eq!(size_class(1), 16);
+        assert_eq!(size_class(17), 32);
+        assert_eq!(size_class(190), 192);
+        assert_eq!(size_class(206), 224);
+        assert_eq!(size_class(4096), 4096);
+        assert_eq!(size_class(4097), 5120);
+        assert_eq!(size_class(16000), 16384);
+    }
+
+    #[test]
     fn id_in_stanza() {
         let mut log = Log::default();
         let s = b"<message id='abc'/>";
-        log.insert(1, 5, 0, 0, IdSpec::InStanza { off: 13, len: 3 }, s);
+        log.insert(&NewMsg {
+            seq: 1,
+            ts: 5,
+            flags: 0,
+            owers: 0,
+            id: IdSpec::InStanza { off: 13, len: 3 },
+            stanza: s,
+        });
         let m = log.get(1).unwrap();
         assert_eq!(m.id, b"abc");
         assert_eq!(m.id_spec(), IdSpec::InStanza { off: 13, len: 3 });

@@ -10,7 +10,7 @@ pub mod rangeset;
 pub mod timer;
 
 use hashbrown::HashTable;
-use log::{IdSpec, Log, Msg, ACKED, VOLATILE};
+use log::{IdSpec, Log, Msg, NewMsg, ACKED, VOLATILE};
 pub use pending::{Deliveries, Pending};
 use rangeset::RangeSet;
 use std::hash::BuildHasher;
@@ -95,6 +95,9 @@ pub struct Mailbox {
     pub next_seq: u64,
     /// Last time a command changed the mailbox (ms).
     pub touched: i64,
+    /// The due time last given to the timer's schedule, when known (kept
+    /// in memory only: it saves the schedule a lookup on every command).
+    pub scheduled: Option<Option<i64>>,
     pub devices: Vec<Device>,
     pub log: Log,
     /// seqs by hash of their id, for duplicate detection and acks by id.
@@ -106,6 +109,7 @@ impl Mailbox {
         Mailbox {
             next_seq,
             touched: now,
+            scheduled: None,
             devices: Vec::new(),
             log: Log::default(),
             ids: HashTable::new(),
@@ -245,6 +249,8 @@ impl Mailbox {
                 self.log.set_header(seq, flags, owers.saturating_add(1));
             }
         }
+        // Devices are few: grow one at a time rather than by doubling.
+        self.devices.reserve_exact(1);
         self.devices.push(d);
         self.devices.len() - 1
     }
@@ -362,7 +368,7 @@ impl Mailbox {
                 stanza,
                 ref pending,
             } => {
-                if self.log.get(seq).is_some() {
+                if self.log.contains(seq) {
                     return 0;
                 }
                 let on: Vec<usize> = pending.iter().map(|n| self.register(n, now)).collect();
@@ -385,7 +391,14 @@ impl Mailbox {
                     }
                     owers = owers.saturating_add(1);
                 }
-                self.log.insert(seq, ts, flags, owers, id, stanza);
+                self.log.insert(&NewMsg {
+                    seq,
+                    ts,
+                    flags,
+                    owers,
+                    id,
+                    stanza,
+                });
                 let log = &self.log;
                 let h = match id {
                     IdSpec::Own(b) => hash_id(b),

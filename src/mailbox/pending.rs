@@ -1,6 +1,7 @@
-//! A device's pending deliveries, indexed three ways: by seq (acks), by
-//! when each became pending (expiry) and by when each was last sent
-//! (resends), so the timer finds what is due without walking the rest.
+//! A device's pending deliveries, indexed by seq (acks, and expiry: a
+//! mailbox's messages are stored in time order, so the lowest seq is the
+//! one pending longest) and by when each was last sent (resends), so the
+//! timer finds what is due without walking the rest.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,7 +19,6 @@ pub struct Pending {
 #[derive(Default, Debug, PartialEq, Eq)]
 pub struct Deliveries {
     by_seq: BTreeMap<u64, Pending>,
-    by_since: BTreeSet<(i64, u64)>,
     by_send: BTreeSet<(i64, u64)>,
 }
 
@@ -48,29 +48,27 @@ impl Deliveries {
     }
 
     pub fn insert(&mut self, seq: u64, p: Pending) {
-        self.remove(seq);
-        self.by_since.insert((p.since, seq));
+        if let Some(old) = self.by_seq.insert(seq, p) {
+            self.by_send.remove(&(old.last_send, seq));
+        }
         self.by_send.insert((p.last_send, seq));
-        self.by_seq.insert(seq, p);
     }
 
     pub fn remove(&mut self, seq: u64) -> Option<Pending> {
         let p = self.by_seq.remove(&seq)?;
-        self.by_since.remove(&(p.since, seq));
         self.by_send.remove(&(p.last_send, seq));
         Some(p)
     }
 
     /// Empties the set; answers the seqs it held, in order.
     pub fn take(&mut self) -> Vec<u64> {
-        self.by_since.clear();
         self.by_send.clear();
         std::mem::take(&mut self.by_seq).into_keys().collect()
     }
 
     /// The delivery pending longest: `(since, seq)`.
     pub fn oldest(&self) -> Option<(i64, u64)> {
-        self.by_since.first().copied()
+        self.by_seq.first_key_value().map(|(&s, p)| (p.since, s))
     }
 
     /// The earliest last send: `(last_send, seq)`.

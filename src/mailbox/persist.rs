@@ -3,7 +3,7 @@
 //! followed by the messages in seq order. Two mailboxes with the same
 //! content encode to the same bytes, whatever their chunk layout.
 
-use super::log::{IdSpec, Msg, PERSISTED_FLAGS};
+use super::log::{IdSpec, Msg, NewMsg, PERSISTED_FLAGS};
 use super::rangeset::RangeSet;
 use super::{hash_id, Deliveries, Device, Mailbox, Pending};
 use crate::codec::{put_bytes, put_i64, put_u64, Reader};
@@ -51,6 +51,7 @@ impl Mailbox {
         let messages = r.u64()?;
         let mut mb = Mailbox::new(next_seq, touched);
         let n = r.count()?;
+        mb.devices.reserve_exact(n);
         for _ in 0..n {
             let name = r.bytes()?;
             let node = r.bytes()?;
@@ -147,7 +148,14 @@ impl Mailbox {
             if self.log.last().is_some_and(|m| m.seq >= seq) {
                 return None;
             }
-            self.log.insert(seq, ts, flags, owers, id, stanza);
+            self.log.insert(&NewMsg {
+                seq,
+                ts,
+                flags,
+                owers,
+                id,
+                stanza,
+            });
             let log = &self.log;
             self.ids.insert_unique(hash_id(id_bytes), seq, |&s| {
                 log.get(s).map_or(0, |m| hash_id(m.id))

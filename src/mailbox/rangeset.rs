@@ -1,119 +1,200 @@
 //! A set of seqs kept as disjoint inclusive ranges. A device's offline
 //! messages are nearly always one run of consecutive seqs, so the set costs
-//! a few bytes however many messages it names.
+//! a few bytes however many messages it names. Up to `SMALL` ranges sit in
+//! a sorted vector (one small allocation); beyond that in a B-tree, so that
+//! every operation stays logarithmic however scattered the set becomes.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map, BTreeMap};
 
-#[derive(Default, Clone, Debug, PartialEq, Eq)]
-pub struct RangeSet {
-    /// start -> end (inclusive), disjoint and not adjacent.
-    ranges: BTreeMap<u64, u64>,
+const SMALL: usize = 16;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RangeSet {
+    /// start, end (inclusive): sorted, disjoint and not adjacent.
+    Small(Vec<(u64, u64)>),
+    /// start -> end, same rules.
+    Big(BTreeMap<u64, u64>),
+}
+
+impl Default for RangeSet {
+    fn default() -> Self {
+        RangeSet::Small(Vec::new())
+    }
+}
+
+/// The ranges of a set, in order.
+pub enum Ranges<'a> {
+    Small(std::slice::Iter<'a, (u64, u64)>),
+    Big(btree_map::Range<'a, u64, u64>),
+}
+
+impl Iterator for Ranges<'_> {
+    type Item = (u64, u64);
+    fn next(&mut self) -> Option<(u64, u64)> {
+        match self {
+            Ranges::Small(it) => it.next().copied(),
+            Ranges::Big(it) => it.next().map(|(&s, &e)| (s, e)),
+        }
+    }
 }
 
 impl RangeSet {
     pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
+        self.range_count() == 0
+    }
+
+    pub fn range_count(&self) -> usize {
+        match self {
+            RangeSet::Small(v) => v.len(),
+            RangeSet::Big(m) => m.len(),
+        }
+    }
+
+    /// The range starting at or before `v`, if any.
+    fn at_or_before(&self, v: u64) -> Option<(u64, u64)> {
+        match self {
+            RangeSet::Small(r) => {
+                let i = r.partition_point(|&(s, _)| s <= v);
+                i.checked_sub(1).map(|i| r[i])
+            }
+            RangeSet::Big(m) => m.range(..=v).next_back().map(|(&s, &e)| (s, e)),
+        }
+    }
+
+    fn starting_at(&self, v: u64) -> Option<u64> {
+        match self {
+            RangeSet::Small(r) => r.binary_search_by_key(&v, |&(s, _)| s).ok().map(|i| r[i].1),
+            RangeSet::Big(m) => m.get(&v).copied(),
+        }
+    }
+
+    fn put(&mut self, s: u64, e: u64) {
+        match self {
+            RangeSet::Small(r) => match r.binary_search_by_key(&s, |&(x, _)| x) {
+                Ok(i) => r[i].1 = e,
+                Err(i) => {
+                    if r.len() == r.capacity() {
+                        r.reserve_exact((r.len() / 2).max(1));
+                    }
+                    r.insert(i, (s, e))
+                }
+            },
+            RangeSet::Big(m) => {
+                m.insert(s, e);
+            }
+        }
+        if let RangeSet::Small(r) = self {
+            if r.len() > SMALL {
+                *self = RangeSet::Big(r.iter().copied().collect());
+            }
+        }
+    }
+
+    fn take(&mut self, s: u64) {
+        match self {
+            RangeSet::Small(r) => {
+                if let Ok(i) = r.binary_search_by_key(&s, |&(x, _)| x) {
+                    r.remove(i);
+                }
+            }
+            RangeSet::Big(m) => {
+                m.remove(&s);
+            }
+        }
     }
 
     pub fn contains(&self, v: u64) -> bool {
-        self.ranges
-            .range(..=v)
-            .next_back()
-            .is_some_and(|(_, &e)| e >= v)
+        self.at_or_before(v).is_some_and(|(_, e)| e >= v)
     }
 
     /// Adds `v`; answers false when it was there already.
     pub fn insert(&mut self, v: u64) -> bool {
-        let before = self.ranges.range(..=v).next_back().map(|(&s, &e)| (s, e));
-        if let Some((_, e)) = before {
-            if e >= v {
-                return false;
-            }
+        let before = self.at_or_before(v);
+        if before.is_some_and(|(_, e)| e >= v) {
+            return false;
         }
-        let after = v.checked_add(1).and_then(|n| self.ranges.get(&n).copied());
+        let after = v.checked_add(1).and_then(|n| self.starting_at(n));
         match (before, after) {
             (Some((s, e)), Some(ae)) if e.checked_add(1) == Some(v) => {
-                self.ranges.remove(&(v + 1));
-                self.ranges.insert(s, ae);
+                self.take(v + 1);
+                self.put(s, ae);
             }
-            (Some((s, e)), _) if e.checked_add(1) == Some(v) => {
-                self.ranges.insert(s, v);
-            }
+            (Some((s, e)), _) if e.checked_add(1) == Some(v) => self.put(s, v),
             (_, Some(ae)) => {
-                self.ranges.remove(&(v + 1));
-                self.ranges.insert(v, ae);
+                self.take(v + 1);
+                self.put(v, ae);
             }
-            _ => {
-                self.ranges.insert(v, v);
-            }
+            _ => self.put(v, v),
         }
         true
     }
 
     /// Removes `v`; answers false when it was not there.
     pub fn remove(&mut self, v: u64) -> bool {
-        let Some((s, e)) = self.ranges.range(..=v).next_back().map(|(&s, &e)| (s, e)) else {
+        let Some((s, e)) = self.at_or_before(v) else {
             return false;
         };
         if e < v {
             return false;
         }
         if s == v {
-            self.ranges.remove(&s);
+            self.take(s);
         } else {
-            self.ranges.insert(s, v - 1);
+            self.put(s, v - 1);
         }
         if e > v {
-            self.ranges.insert(v + 1, e);
+            self.put(v + 1, e);
         }
         true
     }
 
     pub fn first(&self) -> Option<u64> {
-        self.ranges.keys().next().copied()
+        match self {
+            RangeSet::Small(r) => r.first().map(|&(s, _)| s),
+            RangeSet::Big(m) => m.keys().next().copied(),
+        }
     }
 
     pub fn last(&self) -> Option<u64> {
-        self.ranges.values().next_back().copied()
+        match self {
+            RangeSet::Small(r) => r.last().map(|&(_, e)| e),
+            RangeSet::Big(m) => m.values().next_back().copied(),
+        }
+    }
+
+    fn ranges_starting_from(&self, from: u64) -> Ranges<'_> {
+        match self {
+            RangeSet::Small(r) => Ranges::Small(r[r.partition_point(|&(s, _)| s < from)..].iter()),
+            RangeSet::Big(m) => Ranges::Big(m.range(from..)),
+        }
     }
 
     /// The ranges, clipped to start at `from`, in order.
     pub fn ranges_from(&self, from: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
         let head = self
-            .ranges
-            .range(..from)
-            .next_back()
-            .filter(|(_, &e)| e >= from)
-            .map(|(_, &e)| (from, e));
-        head.into_iter()
-            .chain(self.ranges.range(from..).map(|(&s, &e)| (s, e)))
+            .at_or_before(from)
+            .filter(|&(s, e)| s < from && e >= from)
+            .map(|(_, e)| (from, e));
+        head.into_iter().chain(self.ranges_starting_from(from))
     }
 
     /// Every range, in order.
-    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.ranges.iter().map(|(&s, &e)| (s, e))
-    }
-
-    pub fn range_count(&self) -> usize {
-        self.ranges.len()
+    pub fn ranges(&self) -> Ranges<'_> {
+        self.ranges_starting_from(0)
     }
 
     /// Rebuilds from persisted ranges; refuses overlapping or unordered ones.
     pub fn from_ranges(list: impl IntoIterator<Item = (u64, u64)>) -> Option<RangeSet> {
-        let mut ranges = BTreeMap::new();
+        let mut set = RangeSet::default();
         let mut prev: Option<u64> = None;
         for (s, e) in list {
             if e < s || prev.is_some_and(|p| s <= p.saturating_add(1)) {
                 return None;
             }
-            ranges.insert(s, e);
+            set.put(s, e);
             prev = Some(e);
         }
-        Some(RangeSet { ranges })
-    }
-
-    pub fn clear(&mut self) {
-        self.ranges.clear();
+        Some(set)
     }
 }
 
@@ -147,7 +228,14 @@ mod tests {
         for v in 0..300 {
             assert_eq!(rs.contains(v), model.contains(&v));
         }
-        assert_eq!(RangeSet::from_ranges(rs.ranges()), Some(rs.clone()));
+        assert_eq!(
+            RangeSet::from_ranges(rs.ranges()).map(|r| r.ranges().collect::<Vec<_>>()),
+            Some(rs.ranges().collect())
+        );
+        assert!(
+            matches!(rs, RangeSet::Big(_)),
+            "scattered sets move to the tree"
+        );
         assert_eq!(RangeSet::from_ranges([(5, 3)]), None);
         assert_eq!(RangeSet::from_ranges([(1, 3), (4, 5)]), None);
     }
@@ -161,5 +249,6 @@ mod tests {
         assert_eq!(rs.range_count(), 1);
         rs.remove(1500);
         assert_eq!(rs.range_count(), 2);
+        assert!(matches!(rs, RangeSet::Small(_)));
     }
 }
