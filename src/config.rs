@@ -73,15 +73,18 @@ pub fn quota_policy() -> QuotaPolicy {
         .unwrap_or(QuotaPolicy::Reject)
 }
 
+/// A list of message types.
+pub type Types = Arc<Vec<Vec<u8>>>;
+
 /// Message types kept offline (parsed once per value of the setting).
-pub fn offline_types() -> Arc<Vec<Vec<u8>>> {
-    static PARSED: Mutex<Option<(String, Arc<Vec<Vec<u8>>>)>> = Mutex::new(None);
+pub fn offline_types() -> Types {
+    static PARSED: Mutex<Option<(String, Types)>> = Mutex::new(None);
     let setting = OFFLINE_TYPES.lock().unwrap_or_else(|e| e.into_inner());
     let mut parsed = PARSED.lock().unwrap_or_else(|e| e.into_inner());
     match &*parsed {
         Some((text, types)) if *text == *setting => types.clone(),
         _ => {
-            let types: Arc<Vec<Vec<u8>>> = Arc::new(
+            let types: Types = Arc::new(
                 setting
                     .split(|c: char| c.is_whitespace() || c == ',')
                     .filter(|s| !s.is_empty())

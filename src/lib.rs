@@ -97,7 +97,7 @@ mod registration {
     ];
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
-        if args.len() % 2 != 0 {
+        if !args.len().is_multiple_of(2) {
             ctx.log_warning("im: load arguments are <setting> <value> pairs; one value is missing");
             return Status::Err;
         }
