@@ -3,6 +3,7 @@
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
+use std::borrow::Cow;
 
 pub const NS_CHATSTATES: &[u8] = b"http://jabber.org/protocol/chatstates";
 pub const NS_HINTS: &[u8] = b"urn:xmpp:hints";
@@ -17,19 +18,19 @@ pub enum Kind {
 
 /// The stanza's `id` attribute.
 #[derive(Debug, PartialEq, Eq)]
-pub struct IdAttr {
+pub struct IdAttr<'a> {
     /// The value with entities resolved.
-    pub value: Vec<u8>,
+    pub value: Cow<'a, [u8]>,
     /// Where the raw value sits in the stanza, when it needed no unescaping.
     pub verbatim_at: Option<usize>,
 }
 
 /// What the module reads from a stanza.
 #[derive(Debug)]
-pub struct Stanza {
+pub struct Stanza<'a> {
     pub kind: Kind,
-    pub type_attr: Option<Vec<u8>>,
-    pub id: Option<IdAttr>,
+    pub type_attr: Option<Cow<'a, [u8]>>,
+    pub id: Option<IdAttr<'a>>,
     pub has_body: bool,
     pub chat_state: bool,
     pub no_store: bool,
@@ -37,7 +38,7 @@ pub struct Stanza {
     pub has_delay: bool,
 }
 
-impl Stanza {
+impl Stanza<'_> {
     /// XEP-0160/XEP-0334: may this stanza be kept for an offline device?
     pub fn keep_offline(&self, offline_types: &[Vec<u8>]) -> bool {
         if self.store_hint {
@@ -54,11 +55,18 @@ impl Stanza {
     }
 }
 
-fn xmlns(e: &BytesStart<'_>) -> Option<Vec<u8>> {
-    e.attributes()
-        .flatten()
-        .find(|a| a.key.as_ref() == b"xmlns")
-        .map(|a| a.value.into_owned())
+/// An attribute value with entities resolved, borrowed when it has none.
+fn unescaped<'a>(v: Cow<'a, [u8]>) -> Result<Cow<'a, [u8]>, String> {
+    if !v.contains(&b'&') {
+        return Ok(v);
+    }
+    let text = std::str::from_utf8(&v).map_err(err)?;
+    Ok(Cow::Owned(
+        quick_xml::escape::unescape(text)
+            .map_err(err)?
+            .into_owned()
+            .into_bytes(),
+    ))
 }
 
 fn err(msg: impl std::fmt::Display) -> String {
@@ -67,7 +75,7 @@ fn err(msg: impl std::fmt::Display) -> String {
 
 /// Checks that `raw` is exactly one well-formed `message`, `iq` or
 /// `presence` element and reads what the policy needs.
-pub fn parse(raw: &[u8]) -> Result<Stanza, String> {
+pub fn parse(raw: &[u8]) -> Result<Stanza<'_>, String> {
     if raw.is_empty() {
         return Err("ERR stanza is empty".into());
     }
@@ -82,18 +90,17 @@ pub fn parse(raw: &[u8]) -> Result<Stanza, String> {
         match ev {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let empty = matches!(ev, Event::Empty(_));
-                for a in e.attributes() {
-                    let a = a.map_err(err)?;
-                    a.unescape_value().map_err(err)?;
-                }
                 if depth == 0 {
                     if root_done {
                         return Err("ERR stanza has more than one root element".into());
                     }
                     stanza = Some(root(e, raw)?);
-                } else if depth == 1 {
-                    if let Some(s) = stanza.as_mut() {
-                        child(s, e);
+                } else {
+                    let ns = check_attributes(e)?;
+                    if depth == 1 {
+                        if let Some(s) = stanza.as_mut() {
+                            child(s, e, ns);
+                        }
                     }
                 }
                 if empty {
@@ -136,7 +143,47 @@ pub fn parse(raw: &[u8]) -> Result<Stanza, String> {
     stanza.ok_or_else(|| "ERR stanza has no element".into())
 }
 
-fn root(e: &BytesStart<'_>, raw: &[u8]) -> Result<Stanza, String> {
+/// The namespaces the offline policy looks at.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ns {
+    ChatStates,
+    Hints,
+    Delay,
+}
+
+/// Checks every attribute of a child element; answers its namespace when
+/// it is one the policy looks at.
+fn check_attributes(e: &BytesStart<'_>) -> Result<Option<Ns>, String> {
+    let mut ns = None;
+    for a in e.attributes() {
+        let a = a.map_err(err)?;
+        let is_ns = a.key.as_ref() == b"xmlns";
+        let v = unescaped(a.value)?;
+        if is_ns {
+            ns = match &*v {
+                NS_CHATSTATES => Some(Ns::ChatStates),
+                NS_HINTS => Some(Ns::Hints),
+                NS_DELAY => Some(Ns::Delay),
+                _ => None,
+            };
+        }
+    }
+    Ok(ns)
+}
+
+/// `v` as a slice of `raw` when it lies inside it (the reader borrows the
+/// input), so that it outlives the event it was read from.
+fn within<'a>(raw: &'a [u8], v: &[u8]) -> Option<(usize, &'a [u8])> {
+    let base = raw.as_ptr() as usize;
+    let at = v.as_ptr() as usize;
+    if at < base || at + v.len() > base + raw.len() {
+        return None;
+    }
+    let off = at - base;
+    Some((off, &raw[off..off + v.len()]))
+}
+
+fn root<'a>(e: &BytesStart<'a>, raw: &'a [u8]) -> Result<Stanza<'a>, String> {
     let kind = match e.local_name().as_ref() {
         b"message" => Kind::Message,
         b"iq" => Kind::Iq,
@@ -150,20 +197,20 @@ fn root(e: &BytesStart<'_>, raw: &[u8]) -> Result<Stanza, String> {
     };
     let mut type_attr = None;
     let mut id = None;
-    for a in e.attributes().flatten() {
-        match a.key.as_ref() {
-            b"type" => type_attr = Some(a.unescape_value().map_err(err)?.as_bytes().to_vec()),
-            b"id" => {
-                let value = a.unescape_value().map_err(err)?.as_bytes().to_vec();
-                let base = raw.as_ptr() as usize;
-                let at = a.value.as_ptr() as usize;
-                let verbatim_at = (a.value.as_ref() == value.as_slice()
-                    && at >= base
-                    && at + value.len() <= base + raw.len())
-                .then(|| at - base);
-                id = Some(IdAttr { value, verbatim_at });
-            }
-            _ => {}
+    for a in e.attributes() {
+        let a = a.map_err(err)?;
+        let (is_type, is_id) = (a.key.as_ref() == b"type", a.key.as_ref() == b"id");
+        let place = within(raw, &a.value);
+        let value = unescaped(a.value)?;
+        // Borrowed from the input when it needed no unescaping.
+        let (value, verbatim_at) = match (&value, place) {
+            (Cow::Borrowed(_), Some((off, slice))) => (Cow::Borrowed(slice), Some(off)),
+            _ => (Cow::Owned(value.into_owned()), None),
+        };
+        if is_type {
+            type_attr = Some(value);
+        } else if is_id {
+            id = Some(IdAttr { value, verbatim_at });
         }
     }
     Ok(Stanza {
@@ -178,18 +225,16 @@ fn root(e: &BytesStart<'_>, raw: &[u8]) -> Result<Stanza, String> {
     })
 }
 
-fn child(s: &mut Stanza, e: &BytesStart<'_>) {
+fn child(s: &mut Stanza<'_>, e: &BytesStart<'_>, ns: Option<Ns>) {
     let name = e.local_name();
-    let ns = xmlns(e);
-    let ns = ns.as_deref();
     match name.as_ref() {
         b"body" => s.has_body = true,
-        b"no-store" | b"no-permanent-store" if ns == Some(NS_HINTS) => s.no_store = true,
-        b"store" if ns == Some(NS_HINTS) => s.store_hint = true,
-        b"delay" if ns == Some(NS_DELAY) => s.has_delay = true,
+        b"no-store" | b"no-permanent-store" if ns == Some(Ns::Hints) => s.no_store = true,
+        b"store" if ns == Some(Ns::Hints) => s.store_hint = true,
+        b"delay" if ns == Some(Ns::Delay) => s.has_delay = true,
         _ => {}
     }
-    if ns == Some(NS_CHATSTATES) {
+    if ns == Some(Ns::ChatStates) {
         s.chat_state = true;
     }
 }
@@ -257,7 +302,7 @@ mod tests {
         let s = parse(raw).unwrap();
         assert_eq!(s.kind, Kind::Message);
         let id = s.id.as_ref().unwrap();
-        assert_eq!(id.value, b"m1");
+        assert_eq!(&*id.value, b"m1");
         let at = id.verbatim_at.unwrap();
         assert_eq!(&raw[at..at + 2], b"m1");
         assert!(s.has_body && s.keep_offline(&chat()));
@@ -267,7 +312,7 @@ mod tests {
     fn escaped_id_is_not_verbatim() {
         let s = parse(b"<message id='a&amp;b'/>").unwrap();
         let id = s.id.unwrap();
-        assert_eq!(id.value, b"a&b");
+        assert_eq!(&*id.value, b"a&b");
         assert_eq!(id.verbatim_at, None);
     }
 

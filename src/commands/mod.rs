@@ -13,12 +13,14 @@ use crate::mailbox::{effect, Effect, Mailbox};
 use crate::metrics::{self, Gauges};
 use crate::reply::{self, error, Reply};
 use redis_module::key::RedisKeyWritable;
-use redis_module::{raw, Context, NotifyEvent, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
+use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub const MAX_NAME: usize = 256;
 pub const MAX_ID: usize = 1024;
-pub const MAX_DEVICES: usize = 4096;
+/// Devices per mailbox (a message records how many owe it in 11 bits).
+pub const MAX_DEVICES: usize = 2000;
 
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
 
@@ -158,15 +160,13 @@ impl<'c> Writer<'c> {
         match propagate {
             Propagate::Effects => {
                 let blob = effect::encode(now, effects);
-                self.ctx
-                    .replicate("IM.APPLY", &[self.name.as_slice(), blob.as_slice()][..]);
+                replicate_apply(self.ctx, self.name, &blob);
             }
             Propagate::Verbatim => {
                 self.ctx.replicate_verbatim();
             }
         }
-        self.ctx
-            .notify_keyspace_event(NotifyEvent::MODULE, event_name(last), self.name);
+        notify(self.ctx, event_name(last), self.name);
         if empty {
             self.mb = None;
             let _ = self.key.delete();
@@ -177,17 +177,47 @@ impl<'c> Writer<'c> {
 }
 
 /// The keyspace event announcing a change.
-fn event_name(e: &Effect<'_>) -> &'static str {
+fn event_name(e: &Effect<'_>) -> &'static CStr {
     match e {
-        Effect::Create { .. } | Effect::Register { .. } => "im.register",
-        Effect::Connect { .. } => "im.connect",
-        Effect::Disconnect { .. } => "im.disconnect",
-        Effect::Forget { .. } => "im.forget",
-        Effect::Store { .. } => "im.store",
-        Effect::Ack { .. } | Effect::AckUpto { .. } => "im.ack",
-        Effect::Drop { .. } => "im.drop",
-        Effect::Resend { .. } => "im.resend",
-        Effect::Expire { .. } => "im.expire",
+        Effect::Create { .. } | Effect::Register { .. } => c"im.register",
+        Effect::Connect { .. } => c"im.connect",
+        Effect::Disconnect { .. } => c"im.disconnect",
+        Effect::Forget { .. } => c"im.forget",
+        Effect::Store { .. } => c"im.store",
+        Effect::Ack { .. } | Effect::AckUpto { .. } => c"im.ack",
+        Effect::Drop { .. } => c"im.drop",
+        Effect::Resend { .. } => c"im.resend",
+        Effect::Expire { .. } => c"im.expire",
+    }
+}
+
+/// Propagates `IM.APPLY <key> <effects>` to replicas and the AOF.
+fn replicate_apply(ctx: &Context, key: &RedisString, blob: &[u8]) {
+    if let Some(replicate) = unsafe { raw::RedisModule_Replicate } {
+        unsafe {
+            replicate(
+                ctx.get_raw(),
+                c"IM.APPLY".as_ptr(),
+                c"sb".as_ptr(),
+                key.inner,
+                blob.as_ptr().cast::<std::os::raw::c_char>(),
+                blob.len(),
+            );
+        }
+    }
+}
+
+/// A keyspace notification of class module.
+fn notify(ctx: &Context, event: &CStr, key: &RedisString) {
+    if let Some(notify) = unsafe { raw::RedisModule_NotifyKeyspaceEvent } {
+        unsafe {
+            notify(
+                ctx.get_raw(),
+                raw::NotifyEvent::MODULE.bits(),
+                event.as_ptr(),
+                key.inner,
+            );
+        }
     }
 }
 

@@ -62,7 +62,18 @@ const VERSION: u8 = 1;
 
 /// Encodes `now` and the effects into one blob.
 pub fn encode(now: i64, effects: &[Effect<'_>]) -> Vec<u8> {
-    let mut out = vec![VERSION];
+    let room: usize = effects
+        .iter()
+        .map(|e| match e {
+            Effect::Store {
+                stanza, pending, ..
+            } => stanza.len() + 64 + pending.len() * 32,
+            Effect::Ack { seqs, .. } | Effect::Resend { seqs, .. } => 300 + seqs.len() * 10,
+            _ => 300,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(room + 16);
+    out.push(VERSION);
     put_i64(&mut out, now);
     for e in effects {
         match e {

@@ -9,8 +9,8 @@
 //! classes, so the memory it holds is the memory it uses.
 //!
 //! A record is
-//! `flags:u8 owers:u16le varint(seq-base) zigzag(ts-base_ts) varint(len)
-//!  id stanza`, where the id is either an offset/length into the stanza
+//! `flags:5 bits|owers:11 bits (u16le) varint(seq-base) zigzag(ts-base_ts)
+//!  varint(len) id stanza`, where the id is either an offset/length into the stanza
 //! (when it is the stanza's own `id` attribute, verbatim) or its own bytes.
 //! Removal marks a record dead; a chunk is dropped when nothing in it lives
 //! and compacted when more than half of it is dead.
@@ -30,6 +30,15 @@ pub const ID_IN_STANZA: u8 = 8;
 pub const HAS_DELAY: u8 = 16;
 /// Flags that describe the message (kept through persistence).
 pub const PERSISTED_FLAGS: u8 = ACKED | VOLATILE | ID_IN_STANZA | HAS_DELAY;
+/// The most devices that may owe one message (11 bits of the header).
+pub const MAX_OWERS: u16 = (1 << 11) - 1;
+
+/// Bytes of a record's fixed header (flags and owing-device count).
+const HEADER: usize = 2;
+
+fn header(flags: u8, owers: u16) -> [u8; HEADER] {
+    ((u16::from(flags) & 0x1f) | (owers.min(MAX_OWERS) << 5)).to_le_bytes()
+}
 
 /// Where a message's id is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,10 +120,10 @@ struct Chunk {
 
 /// Decodes the record at `pos`; returns it and the position after it.
 fn decode(data: &[u8], pos: usize, base: u64, base_ts: i64) -> Option<(Msg<'_>, usize)> {
-    let head = data.get(pos..pos.checked_add(3)?)?;
-    let flags = head[0];
-    let owers = u16::from_le_bytes([head[1], head[2]]);
-    let mut r = Reader::new(data.get(pos + 3..)?);
+    let head = data.get(pos..pos.checked_add(HEADER)?)?;
+    let h = u16::from_le_bytes([head[0], head[1]]);
+    let (flags, owers) = ((h & 0x1f) as u8, h >> 5);
+    let mut r = Reader::new(data.get(pos + HEADER..)?);
     let seq = base.checked_add(r.u64()?)?;
     let ts = base_ts.checked_add(r.i64()?)?;
     let len = usize::try_from(r.u64()?).ok()?;
@@ -130,7 +139,7 @@ fn decode(data: &[u8], pos: usize, base: u64, base_ts: i64) -> Option<(Msg<'_>, 
         Some(id) => id,
         None => stanza.get(id_off..id_off.checked_add(id_len)?)?,
     };
-    let next = pos + 3 + r.pos();
+    let next = pos + HEADER + r.pos();
     Some((
         Msg {
             seq,
@@ -146,7 +155,7 @@ fn decode(data: &[u8], pos: usize, base: u64, base_ts: i64) -> Option<(Msg<'_>, 
 
 /// The seq of the record at `pos`, without decoding the rest.
 fn seq_at(data: &[u8], pos: usize, base: u64) -> Option<u64> {
-    Reader::new(data.get(pos + 3..)?)
+    Reader::new(data.get(pos + HEADER..)?)
         .u64()
         .and_then(|d| base.checked_add(d))
 }
@@ -156,8 +165,7 @@ fn encode(out: &mut Vec<u8>, base: u64, base_ts: i64, m: &NewMsg<'_>) {
         IdSpec::InStanza { .. } => m.flags | ID_IN_STANZA,
         IdSpec::Own(_) => m.flags & !ID_IN_STANZA,
     };
-    out.push(flags);
-    out.extend_from_slice(&m.owers.to_le_bytes());
+    out.extend_from_slice(&header(flags, m.owers));
     put_u64(out, m.seq - base);
     put_i64(out, m.ts.wrapping_sub(base_ts));
     put_u64(out, m.stanza.len() as u64);
@@ -202,6 +210,9 @@ impl Chunk {
 
     /// Index of the first record whose seq is `>= seq`.
     fn lower_bound(&self, base: u64, seq: u64) -> usize {
+        if seq <= base {
+            return 0;
+        }
         self.offsets
             .partition_point(|&p| seq_at(&self.data, p as usize, base).is_some_and(|s| s < seq))
     }
@@ -334,13 +345,15 @@ impl Log {
         };
         let pos = chunk.offsets[idx] as usize;
         let keep = chunk.data[pos] & ID_IN_STANZA;
-        chunk.data[pos] = (flags & !(ID_IN_STANZA | DEAD)) | keep;
-        chunk.data[pos + 1..pos + 3].copy_from_slice(&owers.to_le_bytes());
+        let h = header((flags & !(ID_IN_STANZA | DEAD)) | keep, owers);
+        chunk.data[pos..pos + HEADER].copy_from_slice(&h);
         true
     }
 
     pub fn first(&self) -> Option<Msg<'_>> {
-        self.iter_from(0).next()
+        // The first chunk always holds a live record: empty chunks are dropped.
+        let (&base, chunk) = self.chunks.iter().next()?;
+        chunk.records(base).find(|m| m.flags & DEAD == 0)
     }
 
     pub fn last(&self) -> Option<Msg<'_>> {
@@ -578,5 +591,32 @@ mod tests {
         assert_eq!(m.id, b"abc");
         assert_eq!(m.id_spec(), IdSpec::InStanza { off: 13, len: 3 });
         assert_ne!(m.flags & ID_IN_STANZA, 0);
+    }
+}
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn big_base_in_stanza_ids() {
+        let mut log = Log::default();
+        let base = 1_795_766_874_806_000u64;
+        let stanzas: Vec<String> = (0..3)
+            .map(|i| format!("<message id='m{i}' type='chat'><body>x</body></message>"))
+            .collect();
+        for (i, s) in stanzas.iter().enumerate() {
+            log.insert(&NewMsg {
+                seq: base + i as u64,
+                ts: 1_795_766_874_806,
+                flags: 0,
+                owers: 1,
+                id: IdSpec::InStanza { off: 13, len: 2 },
+                stanza: s.as_bytes(),
+            });
+        }
+        for i in 0..3 {
+            let m = log.get(base + i).unwrap_or_else(|| panic!("{i}"));
+            assert_eq!(m.id, format!("m{i}").as_bytes());
+        }
     }
 }

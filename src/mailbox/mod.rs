@@ -3,20 +3,19 @@
 //! same way on the primary, on a replica and when the AOF is replayed.
 
 pub mod effect;
+pub mod ids;
 pub mod log;
 pub mod pending;
 pub mod persist;
 pub mod rangeset;
 pub mod timer;
 
-use hashbrown::HashTable;
 use log::{IdSpec, Log, Msg, NewMsg, ACKED, VOLATILE};
 pub use pending::{Deliveries, Pending};
 use rangeset::RangeSet;
-use std::hash::BuildHasher;
-use std::sync::OnceLock;
 
 pub use effect::Effect;
+use ids::IdIndex;
 
 /// One client installation of the user.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,15 +79,6 @@ pub struct OfflineInfo {
     pub last: u64,
 }
 
-fn hasher() -> &'static std::collections::hash_map::RandomState {
-    static H: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    H.get_or_init(Default::default)
-}
-
-fn hash_id(id: &[u8]) -> u64 {
-    hasher().hash_one(id)
-}
-
 /// One user's mailbox.
 pub struct Mailbox {
     /// The seq the next stored message gets.
@@ -100,8 +90,8 @@ pub struct Mailbox {
     pub scheduled: Option<Option<i64>>,
     pub devices: Vec<Device>,
     pub log: Log,
-    /// seqs by hash of their id, for duplicate detection and acks by id.
-    ids: HashTable<u64>,
+    /// Messages by id, for duplicate detection and acks by id.
+    ids: IdIndex,
 }
 
 impl Mailbox {
@@ -112,7 +102,7 @@ impl Mailbox {
             scheduled: None,
             devices: Vec::new(),
             log: Log::default(),
-            ids: HashTable::new(),
+            ids: IdIndex::new(next_seq),
         }
     }
 
@@ -131,10 +121,7 @@ impl Mailbox {
 
     /// The seq of the live message with this id.
     pub fn find_id(&self, id: &[u8]) -> Option<u64> {
-        let log = &self.log;
-        self.ids
-            .find(hash_id(id), |&seq| log.get(seq).is_some_and(|m| m.id == id))
-            .copied()
+        self.ids.find(&self.log, id)
     }
 
     pub fn pending_total(&self) -> u64 {
@@ -163,7 +150,7 @@ impl Mailbox {
                     + d.offline.range_count() * 40
             })
             .sum();
-        std::mem::size_of::<Mailbox>() + self.log.mem_usage() + self.ids.capacity() * 9 + devices
+        std::mem::size_of::<Mailbox>() + self.log.mem_usage() + self.ids.capacity() * 5 + devices
     }
 
     // ---- reads -------------------------------------------------------
@@ -274,10 +261,7 @@ impl Mailbox {
 
     fn delete_message(&mut self, seq: u64) {
         if let Some(m) = self.log.get(seq) {
-            let h = hash_id(m.id);
-            if let Ok(e) = self.ids.find_entry(h, |&s| s == seq) {
-                e.remove();
-            }
+            self.ids.remove(seq, m.id);
             self.log.remove(seq);
         }
     }
@@ -399,15 +383,11 @@ impl Mailbox {
                     id,
                     stanza,
                 });
-                let log = &self.log;
-                let h = match id {
-                    IdSpec::Own(b) => hash_id(b),
-                    IdSpec::InStanza { off, len } => {
-                        hash_id(stanza.get(off..off + len).unwrap_or(b""))
-                    }
+                let id_bytes = match id {
+                    IdSpec::Own(b) => b,
+                    IdSpec::InStanza { off, len } => stanza.get(off..off + len).unwrap_or(b""),
                 };
-                self.ids
-                    .insert_unique(h, seq, |&s| log.get(s).map_or(0, |m| hash_id(m.id)));
+                self.ids.insert(&self.log, seq, id_bytes);
                 self.next_seq = self.next_seq.max(seq.saturating_add(1));
                 1
             }

@@ -5,7 +5,7 @@
 
 use super::log::{IdSpec, Msg, NewMsg, PERSISTED_FLAGS};
 use super::rangeset::RangeSet;
-use super::{hash_id, Deliveries, Device, Mailbox, Pending};
+use super::{Deliveries, Device, Mailbox, Pending};
 use crate::codec::{put_bytes, put_i64, put_u64, Reader};
 
 /// The encoding version of the mailbox type (RDB `encver`).
@@ -156,10 +156,7 @@ impl Mailbox {
                 id,
                 stanza,
             });
-            let log = &self.log;
-            self.ids.insert_unique(hash_id(id_bytes), seq, |&s| {
-                log.get(s).map_or(0, |m| hash_id(m.id))
-            });
+            self.ids.insert(&self.log, seq, id_bytes);
             self.next_seq = self.next_seq.max(seq.saturating_add(1));
             n += 1;
         }

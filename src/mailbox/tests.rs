@@ -242,3 +242,57 @@ fn drop_removes_for_everyone() {
     assert_eq!(mb.offline_info(b"l"), OfflineInfo::default());
     assert!(mb.log.is_empty());
 }
+
+#[test]
+fn disconnect_moves_every_pending_message() {
+    let mut mb = Mailbox::new(100, 0);
+    mb.apply(
+        1,
+        &Effect::Connect {
+            device: b"phone",
+            node: b"n",
+        },
+    );
+    for id in ["a", "b", "c"] {
+        store(&mut mb, id, vec![b"phone"], 0);
+    }
+    assert_eq!(mb.pending_total(), 3);
+    for s in 100..103 {
+        assert!(mb.log.get(s).is_some(), "{s}");
+    }
+    assert_eq!(mb.apply(2, &Effect::Disconnect { device: b"phone" }), 3);
+    assert_eq!(mb.offline_info(b"phone").count, 3);
+}
+
+#[test]
+fn disconnect_with_ids_in_stanza() {
+    let base = 1_795_766_898_801_000u64;
+    let mut mb = Mailbox::new(base, 0);
+    mb.apply(
+        1,
+        &Effect::Connect {
+            device: b"phone",
+            node: b"n",
+        },
+    );
+    let stanzas: Vec<String> = (0..3)
+        .map(|i| format!("<message id='m{i}' type='chat'><body>x</body></message>"))
+        .collect();
+    for (i, s) in stanzas.iter().enumerate() {
+        mb.apply(
+            1_795_766_898_801 + i as i64 * 3,
+            &Effect::Store {
+                seq: base + i as u64,
+                ts: 1_795_766_898_801 + i as i64 * 3,
+                flags: 0,
+                id: IdSpec::InStanza { off: 13, len: 2 },
+                stanza: s.as_bytes(),
+                pending: vec![b"phone"],
+            },
+        );
+    }
+    for s in base..base + 3 {
+        assert!(mb.log.get(s).is_some(), "{s}");
+    }
+    assert_eq!(mb.apply(2, &Effect::Disconnect { device: b"phone" }), 3);
+}

@@ -1,0 +1,89 @@
+//! Finds a message by its id: a hash table of seqs, each kept as a 32-bit
+//! offset from a base seq (four bytes a message); the id itself is compared
+//! in the log, so the table holds no copy of it.
+
+use super::log::Log;
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
+fn hash(id: &[u8]) -> u64 {
+    static H: OnceLock<DefaultHashBuilder> = OnceLock::new();
+    H.get_or_init(Default::default).hash_one(id)
+}
+
+pub struct IdIndex {
+    table: HashTable<u32>,
+    base: u64,
+}
+
+impl IdIndex {
+    pub fn new(base: u64) -> IdIndex {
+        IdIndex {
+            table: HashTable::new(),
+            base,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
+    fn offset(&self, seq: u64) -> Option<u32> {
+        seq.checked_sub(self.base)
+            .and_then(|d| u32::try_from(d).ok())
+    }
+
+    /// The seq of the live message with this id.
+    pub fn find(&self, log: &Log, id: &[u8]) -> Option<u64> {
+        let base = self.base;
+        self.table
+            .find(hash(id), |&o| {
+                log.get(base + u64::from(o)).is_some_and(|m| m.id == id)
+            })
+            .map(|&o| base + u64::from(o))
+    }
+
+    /// Indexes message `seq`, which `log` already holds.
+    pub fn insert(&mut self, log: &Log, seq: u64, id: &[u8]) {
+        if self.offset(seq).is_none() {
+            self.rebase(log, seq);
+        }
+        let Some(o) = self.offset(seq) else {
+            return;
+        };
+        let base = self.base;
+        self.table.insert_unique(hash(id), o, |&o| {
+            log.get(base + u64::from(o)).map_or(0, |m| hash(m.id))
+        });
+    }
+
+    /// Rebuilds the table around a base that covers `seq` and every live
+    /// message (an import below the base, or a counter run past 2^32).
+    fn rebase(&mut self, log: &Log, seq: u64) {
+        let first = log.first().map_or(seq, |m| m.seq);
+        self.base = first.min(seq);
+        self.table.clear();
+        let base = self.base;
+        for m in log.iter_from(0) {
+            if m.seq == seq {
+                continue;
+            }
+            if let Ok(o) = u32::try_from(m.seq - base) {
+                self.table.insert_unique(hash(m.id), o, |&o| {
+                    log.get(base + u64::from(o)).map_or(0, |m| hash(m.id))
+                });
+            }
+        }
+    }
+
+    /// Forgets message `seq` with this id.
+    pub fn remove(&mut self, seq: u64, id: &[u8]) {
+        let Some(o) = self.offset(seq) else {
+            return;
+        };
+        if let Ok(e) = self.table.find_entry(hash(id), |&x| x == o) {
+            e.remove();
+        }
+    }
+}
