@@ -137,11 +137,11 @@ impl<'c> Writer<'c> {
     }
 
     /// Applies the effects at `now`, propagates and announces them, and
-    /// deletes the key when nothing is left in it. Answers each effect's
-    /// count.
-    pub fn commit(&mut self, now: i64, effects: &[Effect<'_>], propagate: Propagate) -> Vec<u64> {
+    /// deletes the key when nothing is left in it. Answers the last
+    /// effect's count (messages moved, deleted or acked).
+    pub fn commit(&mut self, now: i64, effects: &[Effect<'_>], propagate: Propagate) -> u64 {
         let Some(last) = effects.last() else {
-            return Vec::new();
+            return 0;
         };
         if self.mb.is_none() {
             let next_seq = match effects.first() {
@@ -151,10 +151,10 @@ impl<'c> Writer<'c> {
             self.replace(Mailbox::new(next_seq, now));
         }
         let Some(mb) = self.mb.as_deref_mut() else {
-            return Vec::new();
+            return 0;
         };
         let before = Gauges::of(mb);
-        let counts: Vec<u64> = effects.iter().map(|e| mb.apply(now, e)).collect();
+        let count = effects.iter().fold(0, |_, e| mb.apply(now, e));
         before.update(&Gauges::of(mb));
         let empty = mb.is_empty();
         match propagate {
@@ -172,7 +172,7 @@ impl<'c> Writer<'c> {
             let _ = self.key.delete();
         }
         crate::sweep::changed(self.ctx, self.name.as_slice(), self.mb.as_deref_mut());
-        counts
+        count
     }
 }
 

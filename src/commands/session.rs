@@ -104,12 +104,12 @@ pub fn disconnect(ctx: &Context, args: &[RedisString]) -> Reply {
     if w.mailbox().and_then(|m| m.device_index(device)).is_none() {
         return Reply::Int(0);
     }
-    let counts = w.commit(
+    w.commit(
         now_ms(),
         &[Effect::Disconnect { device }],
         Propagate::Effects,
-    );
-    counts.first().copied().unwrap_or(0).into()
+    )
+    .into()
 }
 
 /// IM.FORGET <user> <device>
@@ -125,8 +125,8 @@ pub fn forget(ctx: &Context, args: &[RedisString]) -> Reply {
     if w.mailbox().and_then(|m| m.device_index(device)).is_none() {
         return Reply::Int(0);
     }
-    let counts = w.commit(now_ms(), &[Effect::Forget { device }], Propagate::Effects);
-    counts.first().copied().unwrap_or(0).into()
+    w.commit(now_ms(), &[Effect::Forget { device }], Propagate::Effects)
+        .into()
 }
 
 /// IM.DEVICES <user>

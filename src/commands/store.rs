@@ -220,7 +220,7 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     }
     // Time never goes back within a mailbox: messages are in time order
     // as in seq order, which the expiry of pending deliveries relies on.
-    let ts = mb.and_then(|m| m.log.last()).map_or(now, |m| m.ts.max(now));
+    let ts = mb.map_or(now, |m| m.log.max_ts().max(now));
     effects.push(Effect::Store {
         seq,
         ts,
@@ -290,8 +290,7 @@ pub fn ack(ctx: &Context, args: &[RedisString]) -> Reply {
             Effect::Ack { device, seqs }
         }
     });
-    let counts = w.commit(now, &effects, Propagate::Effects);
-    let acked = counts.last().copied().unwrap_or(0);
+    let acked = w.commit(now, &effects, Propagate::Effects);
     metrics::add(&metrics::ACKED, acked as i64);
     acked.into()
 }

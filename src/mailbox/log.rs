@@ -15,7 +15,7 @@
 //! Removal marks a record dead; a chunk is dropped when nothing in it lives
 //! and compacted when more than half of it is dead.
 
-use crate::codec::{put_bytes, put_i64, put_u64, Reader};
+use crate::codec::{put_bytes, put_i64, put_u64, u64_len, Reader};
 use std::collections::BTreeMap;
 
 /// The record is removed and waits for compaction.
@@ -160,6 +160,24 @@ fn seq_at(data: &[u8], pos: usize, base: u64) -> Option<u64> {
         .and_then(|d| base.checked_add(d))
 }
 
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// How many bytes `encode` writes for `m`.
+fn encoded_len(base: u64, base_ts: i64, m: &NewMsg<'_>) -> usize {
+    let id = match m.id {
+        IdSpec::InStanza { off, len } => u64_len(off as u64) + u64_len(len as u64),
+        IdSpec::Own(b) => u64_len(b.len() as u64) + b.len(),
+    };
+    HEADER
+        + u64_len(m.seq - base)
+        + u64_len(zigzag(m.ts.wrapping_sub(base_ts)))
+        + u64_len(m.stanza.len() as u64)
+        + id
+        + m.stanza.len()
+}
+
 fn encode(out: &mut Vec<u8>, base: u64, base_ts: i64, m: &NewMsg<'_>) {
     let flags = match m.id {
         IdSpec::InStanza { .. } => m.flags | ID_IN_STANZA,
@@ -217,9 +235,19 @@ impl Chunk {
             .partition_point(|&p| seq_at(&self.data, p as usize, base).is_some_and(|s| s < seq))
     }
 
-    /// Index of the live record `seq`.
+    /// Index of the live record `seq`. A chunk filled by appends holds
+    /// consecutive seqs, so record `seq - base` is tried first.
     fn find(&self, base: u64, seq: u64) -> Option<usize> {
-        let idx = self.lower_bound(base, seq);
+        let guess = usize::try_from(seq.wrapping_sub(base)).unwrap_or(usize::MAX);
+        let dense = self
+            .offsets
+            .get(guess)
+            .is_some_and(|&p| seq_at(&self.data, p as usize, base) == Some(seq));
+        let idx = if dense {
+            guess
+        } else {
+            self.lower_bound(base, seq)
+        };
         let (m, _) = self.record(base, idx)?;
         (m.seq == seq && m.flags & DEAD == 0).then_some(idx)
     }
@@ -239,6 +267,23 @@ impl Chunk {
         self.offsets.reserve_exact(1);
         self.offsets.insert(idx, at as u16);
         self.live += 1;
+    }
+
+    /// Appends a record after every other when it fits in the chunk.
+    fn append(&mut self, base: u64, m: &NewMsg<'_>) -> bool {
+        let len = encoded_len(base, self.base_ts, m);
+        let at = self.data.len();
+        if at + len > CHUNK_BYTES {
+            return false;
+        }
+        if self.data.capacity() < at + len {
+            self.data.reserve_exact(size_class(at + len) - at);
+        }
+        encode(&mut self.data, base, self.base_ts, m);
+        self.offsets.reserve_exact(1);
+        self.offsets.push(at as u16);
+        self.live += 1;
+        true
     }
 
     /// Drops dead records; the base stays, so live records keep their bytes.
@@ -290,6 +335,11 @@ pub struct Log {
     bytes: u64,
     /// The highest seq ever inserted: a larger one appends at the end.
     max_seq: Option<u64>,
+    /// The highest time ever inserted.
+    max_ts: i64,
+    /// The first live message's seq and time (the timer's retention
+    /// deadline), kept here so that reading it touches no chunk.
+    head: Option<(u64, i64)>,
 }
 
 impl Log {
@@ -350,6 +400,16 @@ impl Log {
         true
     }
 
+    /// The first live message's seq and time.
+    pub fn head(&self) -> Option<(u64, i64)> {
+        self.head
+    }
+
+    /// The highest time of any message stored (live or not); 0 when none.
+    pub fn max_ts(&self) -> i64 {
+        self.max_ts
+    }
+
     pub fn first(&self) -> Option<Msg<'_>> {
         // The first chunk always holds a live record: empty chunks are dropped.
         let (&base, chunk) = self.chunks.iter().next()?;
@@ -396,13 +456,13 @@ impl Log {
         self.bytes += m.stanza.len() as u64;
         let appends = self.max_seq.is_none_or(|x| m.seq > x);
         self.max_seq = Some(self.max_seq.map_or(m.seq, |x| x.max(m.seq)));
+        self.max_ts = self.max_ts.max(m.ts);
+        if self.head.is_none_or(|(s, _)| m.seq < s) {
+            self.head = Some((m.seq, m.ts));
+        }
         if appends {
             if let Some((&base, chunk)) = self.chunks.iter_mut().next_back() {
-                let mut rec = Vec::with_capacity(m.stanza.len() + 32);
-                encode(&mut rec, base, chunk.base_ts, &m);
-                if chunk.data.len() + rec.len() <= CHUNK_BYTES {
-                    let at = chunk.data.len();
-                    chunk.push_record(at, &rec);
+                if chunk.append(base, &m) {
                     return;
                 }
             }
@@ -467,6 +527,9 @@ impl Log {
         } else if chunk.dead_bytes as usize * 2 > chunk.data.len() {
             chunk.compact(base);
         }
+        if self.head.is_some_and(|(s, _)| s == seq) {
+            self.head = self.first().map(|m| (m.seq, m.ts));
+        }
         Some(size)
     }
 }
@@ -530,6 +593,7 @@ mod tests {
         assert_eq!(left, want);
         assert_eq!(log.len(), want.len() as u64);
         assert_eq!(log.first().unwrap().seq, 12);
+        assert_eq!(log.head(), Some((12, 1012)));
         assert_eq!(log.last().unwrap().seq, 498);
         let r: Vec<u64> = log.range(100, 120).map(|m| m.seq).collect();
         assert_eq!(r, vec![102, 105, 108, 111, 114, 117, 120]);

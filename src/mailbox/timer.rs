@@ -64,8 +64,8 @@ impl Mailbox {
             }
         }
         if s.retention > 0 && !s.archive {
-            if let Some(m) = self.log.first() {
-                due = min_opt(due, m.ts.saturating_add(s.retention));
+            if let Some((_, ts)) = self.log.head() {
+                due = min_opt(due, ts.saturating_add(s.retention));
             }
         }
         due
