@@ -85,7 +85,7 @@ impl<'a> Msg<'a> {
 }
 
 /// The most bytes a chunk holds (unless one record alone is larger).
-const CHUNK_BYTES: usize = 16 * 1024;
+const CHUNK_BYTES: usize = 8 * 1024;
 
 /// The allocation size jemalloc gives for `n` bytes: four size classes per
 /// power of two. Growing a buffer straight to its class wastes nothing.
@@ -96,6 +96,15 @@ pub fn size_class(n: usize) -> usize {
     let k = usize::BITS - (n - 1).leading_zeros(); // 2^(k-1) < n <= 2^k
     let step = (1usize << k.saturating_sub(3)).max(16);
     n.div_ceil(step) * step
+}
+
+/// Makes room for one more offset, growing through size classes: one
+/// reallocation every few records rather than one per record.
+fn grow_offsets(offsets: &mut Vec<u16>) {
+    if offsets.len() == offsets.capacity() {
+        let want = size_class((offsets.len() + 1) * 2) / 2;
+        offsets.reserve_exact(want - offsets.len());
+    }
 }
 
 /// A message to add to the log.
@@ -264,7 +273,7 @@ impl Chunk {
         for o in &mut self.offsets[idx..] {
             *o += rec.len() as u16;
         }
-        self.offsets.reserve_exact(1);
+        grow_offsets(&mut self.offsets);
         self.offsets.insert(idx, at as u16);
         self.live += 1;
     }
@@ -280,7 +289,7 @@ impl Chunk {
             self.data.reserve_exact(size_class(at + len) - at);
         }
         encode(&mut self.data, base, self.base_ts, m);
-        self.offsets.reserve_exact(1);
+        grow_offsets(&mut self.offsets);
         self.offsets.push(at as u16);
         self.live += 1;
         true
