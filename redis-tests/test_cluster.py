@@ -1,0 +1,90 @@
+"""Redis Cluster: every command that names a user declares it as its key,
+so a cluster client routes it to the node that owns the user's slot; the
+keyless IM.SWEEP acts on the node it is sent to."""
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+from conftest import free_port
+from helpers import as_map, message, wait_for
+
+
+def make_cluster(make_server, n=3):
+    bus = [free_port() for _ in range(n)]
+    nodes = [
+        make_server(
+            module_args={"sweep-interval": 0},
+            extra_conf={
+                "cluster-enabled": "yes",
+                "cluster-node-timeout": 2000,
+                "cluster-port": bus[i],
+            },
+            name=f"node{i}",
+        )
+        for i in range(n)
+    ]
+    # Slots split evenly, nodes introduced to each other.
+    per = 16384 // n
+    for i, s in enumerate(nodes):
+        c = s.client()
+        first, last = i * per, (16383 if i == n - 1 else (i + 1) * per - 1)
+        c.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+    for s, b in zip(nodes[1:], bus[1:]):
+        nodes[0].client().execute_command("CLUSTER", "MEET", "127.0.0.1", s.port, b)
+
+    def ready():
+        return all(s.client().execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") >= 0 for s in nodes)
+
+    wait_for(ready, timeout=30, what="cluster state ok")
+    return nodes
+
+
+def test_key_positions_are_declared(server):
+    c = server.raw()
+    for cmd in (
+        ["IM.STORE", "alice", "<message/>"],
+        ["IM.ACK", "alice", "phone", "m1"],
+        ["IM.CONNECT", "alice", "phone", "NODE", "n1"],
+        ["IM.OFFLINE.PAGE", "alice", "phone", "COUNT", "5"],
+        ["IM.INFO", "alice"],
+    ):
+        assert c.call("COMMAND", "GETKEYS", *cmd) == [b"alice"]
+
+
+def test_commands_route_in_a_real_cluster(make_server):
+    nodes = make_cluster(make_server)
+    rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", nodes[0].port)])
+    users = [f"user{i}@example.com" for i in range(30)]
+    for u in users:
+        rc.execute_command("IM.CONNECT", u, "phone", "NODE", "xmpp1")
+        rc.execute_command("IM.DISCONNECT", u, "phone")
+        rc.execute_command("IM.STORE", u, message(f"m-{u}"))
+    # Each mailbox lives on the node that owns its slot, and only there.
+    owners = {}
+    for s in nodes:
+        for k in s.client().keys("*"):
+            owners[k.decode()] = s.port
+    assert sorted(owners) == sorted(users)
+    assert len(set(owners.values())) == len(nodes), "users spread over every node"
+    for u in users:
+        slot = rc.keyslot(u)
+        assert rc.get_node_from_key(u).port == owners[u], (u, slot)
+        # redis-py's cluster client refuses command names with two dots,
+        # so these go to the owning node's own connection.
+        owner = next(s for s in nodes if s.port == owners[u]).client()
+        info = as_map(owner.execute_command("IM.OFFLINE.INFO", u, "phone"))
+        assert info["count"] == 1
+        cursor, page = owner.execute_command("IM.OFFLINE.PAGE", u, "phone")
+        assert cursor == 0 and page[0][1] == f"m-{u}".encode()
+        assert rc.execute_command("IM.ACK", u, "phone", f"m-{u}") == 1
+    # A node answers a user it does not own with a redirection.
+    u = users[0]
+    other = next(s for s in nodes if s.port != owners[u])
+    try:
+        other.client().execute_command("IM.INFO", u)
+        raise AssertionError("a node answered for a slot it does not own")
+    except redis.exceptions.MovedError as e:
+        assert str(e).split()[1] == f"127.0.0.1:{owners[u]}"
+    # The keyless IM.SWEEP runs on the node it is sent to.
+    for s in nodes:
+        assert as_map(s.client().execute_command("IM.SWEEP"))["next"] >= -1
