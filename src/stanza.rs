@@ -143,6 +143,41 @@ pub fn parse(raw: &[u8]) -> Result<Stanza<'_>, String> {
     stanza.ok_or_else(|| "ERR stanza has no element".into())
 }
 
+/// Attribute names seen on one element, to refuse a repeated one without
+/// allocating for the few attributes a stanza's elements carry.
+struct Seen<'a> {
+    few: [&'a [u8]; 8],
+    n: usize,
+    more: Vec<&'a [u8]>,
+}
+
+impl<'a> Seen<'a> {
+    fn new() -> Self {
+        Seen {
+            few: [&[]; 8],
+            n: 0,
+            more: Vec::new(),
+        }
+    }
+
+    /// Notes `name`; refuses it when the element already had it.
+    fn add(&mut self, name: &'a [u8]) -> Result<(), String> {
+        if self.few[..self.n].contains(&name) || self.more.contains(&name) {
+            return Err(err(format_args!(
+                "duplicate attribute '{}'",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        if self.n < self.few.len() {
+            self.few[self.n] = name;
+            self.n += 1;
+        } else {
+            self.more.push(name);
+        }
+        Ok(())
+    }
+}
+
 /// The namespaces the offline policy looks at.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Ns {
@@ -155,8 +190,10 @@ enum Ns {
 /// it is one the policy looks at.
 fn check_attributes(e: &BytesStart<'_>) -> Result<Option<Ns>, String> {
     let mut ns = None;
-    for a in e.attributes() {
+    let mut seen = Seen::new();
+    for a in e.attributes().with_checks(false) {
         let a = a.map_err(err)?;
+        seen.add(a.key.into_inner())?;
         let is_ns = a.key.as_ref() == b"xmlns";
         let v = unescaped(a.value)?;
         if is_ns {
@@ -197,8 +234,10 @@ fn root<'a>(e: &BytesStart<'a>, raw: &'a [u8]) -> Result<Stanza<'a>, String> {
     };
     let mut type_attr = None;
     let mut id = None;
-    for a in e.attributes() {
+    let mut seen = Seen::new();
+    for a in e.attributes().with_checks(false) {
         let a = a.map_err(err)?;
+        seen.add(a.key.into_inner())?;
         let (is_type, is_id) = (a.key.as_ref() == b"type", a.key.as_ref() == b"id");
         let place = within(raw, &a.value);
         let value = unescaped(a.value)?;

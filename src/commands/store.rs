@@ -227,13 +227,13 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
         flags,
         id: id_spec,
         stanza: a.stanza,
-        pending: pending.clone(),
+        pending,
     });
     // A session with more than max-pending unacked messages is given up.
     let max_pending = config::get(&config::MAX_PENDING).max(1) as usize;
     let mut kicks = Vec::new();
     if let Some(m) = mb {
-        for &d in &pending {
+        for d in &pending_names {
             if let Some(i) = m
                 .device_index(d)
                 .filter(|&i| m.devices[i].pending.len() >= max_pending)
@@ -248,7 +248,11 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     w.commit(now, &effects, Propagate::Effects);
     sweep::publish(ctx, &kicks);
     metrics::add(&metrics::STORED, 1);
-    stored_reply(seq, id, &pending)
+    Reply::Array(vec![
+        seq.into(),
+        id.into(),
+        Reply::Array(pending_names.into_iter().map(Reply::Bulk).collect()),
+    ])
 }
 
 /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
