@@ -28,7 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from helpers import RawClient, wait_for
+from helpers import EVENT_PREFIX, Events, RawClient, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE = Path(os.environ.get("IM_MODULE", REPO / "target" / "release" / "libredis_im.so")).resolve()
@@ -309,3 +309,19 @@ def r(server):
 def raw(server):
     """A raw RESP2 client that returns error replies verbatim (RawError)."""
     return server.raw()
+
+
+@pytest.fixture
+def subscribe():
+    """subscribe(server, node, ...) -> Events on those nodes' channels;
+    closed when the test ends."""
+    subs = []
+
+    def make(server, *nodes, prefix=EVENT_PREFIX):
+        e = Events(server, *nodes, prefix=prefix)
+        subs.append(e)
+        return e
+
+    yield make
+    for e in subs:
+        e.close()

@@ -2,8 +2,11 @@
 RESP client that keeps error replies exactly as the server sent them, stanza
 builders and polling with a deadline."""
 
+import json
 import socket
 import time
+
+import redis
 
 # Field names, in the order SPEC.md lists them.
 OFFLINE_INFO_FIELDS = ["count", "bytes", "first", "last"]
@@ -343,3 +346,97 @@ def diff_snapshots(a, b):
         if a.get(k) != b.get(k):
             out.append(f"{k!r}: {repr(a.get(k))[:200]} != {repr(b.get(k))[:200]}")
     return "\n".join(out[:20])
+
+
+EVENT_PREFIX = "im:events:"
+
+
+class Events:
+    """A subscriber on the channels of some nodes. Keeps every event it
+    received as a dict (the JSON fields, plus `_node`: the node whose channel
+    carried it, and `_t`: time.time() at arrival)."""
+
+    def __init__(self, server, *nodes, prefix=EVENT_PREFIX):
+        self.prefix = prefix
+        self.conn = redis.Redis(port=server.port, socket_timeout=30)
+        self.ps = self.conn.pubsub()
+        self.channels = channels = [prefix + n for n in nodes]
+        self.ps.subscribe(*channels)
+        # wait for the confirmations, so that nothing published after this
+        # returns can be missed
+        confirmed = 0
+        deadline = time.monotonic() + 10
+        while confirmed < len(channels):
+            assert time.monotonic() < deadline, "SUBSCRIBE not confirmed"
+            m = self.ps.get_message(timeout=1.0)
+            if m and m["type"] == "subscribe":
+                confirmed += 1
+        self.got = []
+
+    def close(self):
+        try:
+            self.ps.close()
+            self.conn.close()
+        except Exception:
+            pass
+
+    def _read(self, timeout):
+        m = self.ps.get_message(timeout=timeout)
+        while m is not None:
+            if m["type"] == "message":
+                e = json.loads(m["data"])
+                channel = m["channel"].decode()
+                e["_node"] = channel[len(self.prefix):]
+                e["_t"] = time.time()
+                self.got.append(e)
+            m = self.ps.get_message(timeout=0)
+
+    def mark(self, r):
+        """Publishes a marker on the first channel through client `r` and
+        reads up to it: answers how many events came before it. Everything
+        published after a command `r` ran (on any connection of that server)
+        comes after the marker, whenever it is read."""
+        self.marks = getattr(self, "marks", 0) + 1
+        token = f"mark-{self.marks}"
+        r.publish(self.channels[0], json.dumps({"event": "_mark", "token": token}))
+        n = len(self.got)
+        deadline = time.monotonic() + 10
+        while True:
+            for i in range(n, len(self.got)):
+                if self.got[i].get("token") == token:
+                    del self.got[i]
+                    return i
+            n = len(self.got)
+            assert time.monotonic() < deadline, "the marker did not come back"
+            self._read(0.05)
+
+    def wait(self, cond, timeout=5.0, what="events"):
+        """Read until cond(self.got) is truthy; fail after timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._read(0)
+            if cond(self.got):
+                return self.got
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}; got {self.got!r}")
+            self._read(min(left, 0.05))
+
+    def watch(self, seconds):
+        """Read for `seconds`; answer the events that arrived meanwhile."""
+        n = len(self.got)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._read(min(left, 0.05))
+        self._read(0)
+        return self.got[n:]
+
+    def of(self, event=None, user=None, device=None, node=None):
+        return [e for e in self.got
+                if (event is None or e["event"] == event)
+                and (user is None or e["user"] == user)
+                and (device is None or e["device"] == device)
+                and (node is None or e["_node"] == node)]
+
+    def has(self, event, user=None, device=None, n=1):
+        return lambda got: len(self.of(event, user, device)) >= n

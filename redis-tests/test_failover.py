@@ -9,7 +9,6 @@ Intervals are tens or hundreds of ms, set at load time; waits poll with a
 deadline.
 """
 
-import json
 import time
 
 import pytest
@@ -17,109 +16,11 @@ import redis
 
 from helpers import as_map, digest, message, wait_for, wait_replica_synced
 
-PREFIX = "im:events:"
 SLACK = 0.015
 SWEEP_FIELDS = {"resent", "expired", "kicked", "archived", "dropped", "forgotten", "next"}
 
 
 # ---------------------------------------------------------------- helpers
-
-class Events:
-    """A subscriber on the channels of some nodes. Keeps every event it
-    received as a dict (the JSON fields, plus `_node` and `_t`, the
-    time.time() of arrival)."""
-
-    def __init__(self, server, *nodes, prefix=PREFIX):
-        self.prefix = prefix
-        self.conn = redis.Redis(port=server.port, socket_timeout=30)
-        self.ps = self.conn.pubsub()
-        self.channels = channels = [prefix + n for n in nodes]
-        self.ps.subscribe(*channels)
-        confirmed = 0
-        deadline = time.monotonic() + 10
-        while confirmed < len(channels):
-            assert time.monotonic() < deadline, "SUBSCRIBE not confirmed"
-            m = self.ps.get_message(timeout=1.0)
-            if m and m["type"] == "subscribe":
-                confirmed += 1
-        self.got = []
-
-    def close(self):
-        try:
-            self.ps.close()
-            self.conn.close()
-        except Exception:
-            pass
-
-    def _read(self, timeout):
-        m = self.ps.get_message(timeout=timeout)
-        while m is not None:
-            if m["type"] == "message":
-                e = json.loads(m["data"])
-                e["_node"] = m["channel"].decode()[len(self.prefix):]
-                e["_t"] = time.time()
-                self.got.append(e)
-            m = self.ps.get_message(timeout=0)
-
-    def mark(self, r):
-        """Publishes a marker on the first channel through client `r` and
-        reads up to it: answers how many events came before it. Everything
-        published after a command `r` ran (on any connection of that server)
-        comes after the marker, whenever it is read."""
-        self.marks = getattr(self, "marks", 0) + 1
-        token = f"mark-{self.marks}"
-        r.publish(self.channels[0], json.dumps({"event": "_mark", "token": token}))
-        n = len(self.got)
-        deadline = time.monotonic() + 10
-        while True:
-            for i in range(n, len(self.got)):
-                if self.got[i].get("token") == token:
-                    del self.got[i]
-                    return i
-            n = len(self.got)
-            assert time.monotonic() < deadline, "the marker did not come back"
-            self._read(0.05)
-
-    def wait(self, cond, timeout=5.0, what="events"):
-        deadline = time.monotonic() + timeout
-        while True:
-            self._read(0)
-            if cond(self.got):
-                return self.got
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}; got {self.got!r}")
-            self._read(min(left, 0.05))
-
-    def watch(self, seconds):
-        n = len(self.got)
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            self._read(min(left, 0.05))
-        self._read(0)
-        return self.got[n:]
-
-    def of(self, event=None, user=None):
-        return [e for e in self.got
-                if (event is None or e["event"] == event) and (user is None or e["user"] == user)]
-
-    def has(self, event, user=None, n=1):
-        return lambda got: len(self.of(event, user)) >= n
-
-
-@pytest.fixture
-def subscribe():
-    subs = []
-
-    def make(server, *nodes):
-        e = Events(server, *nodes)
-        subs.append(e)
-        return e
-
-    yield make
-    for e in subs:
-        e.close()
-
 
 def devices(r, user):
     return {as_map(d)["device"].decode(): as_map(d) for d in r.execute_command("IM.DEVICES", user)}

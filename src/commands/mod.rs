@@ -57,6 +57,15 @@ pub fn device_name(arg: &[u8]) -> Result<&[u8], Reply> {
     Ok(arg)
 }
 
+/// `<command> <user> <device> [...]`: the user, the checked device name
+/// and the arguments after them.
+pub fn user_device(args: &[RedisString]) -> Result<(&RedisString, &[u8], &[RedisString]), Reply> {
+    let [_, user, device, rest @ ..] = args else {
+        return Err(Reply::WrongArity);
+    };
+    Ok((user, device_name(device.as_slice())?, rest))
+}
+
 pub fn node_name(arg: &[u8]) -> Result<&[u8], Reply> {
     let ok = !arg.is_empty()
         && arg.len() <= MAX_NAME

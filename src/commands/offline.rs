@@ -1,7 +1,7 @@
 //! IM.OFFLINE.INFO, IM.OFFLINE.PAGE and IM.INFO: reads only.
 
 use super::session::offline_info_reply;
-use super::{device_name, is, parse_u64, read, unknown_option};
+use super::{is, parse_u64, read, unknown_option, user_device};
 use crate::config;
 use crate::mailbox::log::HAS_DELAY;
 use crate::reply::{error, Reply};
@@ -15,12 +15,8 @@ pub const MAX_PAGE: u64 = 1000;
 
 /// IM.OFFLINE.INFO <user> <device> [IDS [LIMIT <n>]]
 pub fn offline_info(ctx: &Context, args: &[RedisString]) -> Reply {
-    let (user, device, opts) = match args {
-        [_, u, d, rest @ ..] => (u, d, rest),
-        _ => return Reply::WrongArity,
-    };
-    let device = match device_name(device.as_slice()) {
-        Ok(d) => d,
+    let (user, device, opts) = match user_device(args) {
+        Ok(parts) => parts,
         Err(e) => return e,
     };
     let mut ids: Option<u64> = None;
@@ -63,12 +59,8 @@ pub fn offline_info(ctx: &Context, args: &[RedisString]) -> Reply {
 
 /// IM.OFFLINE.PAGE <user> <device> [AFTER <seq>] [COUNT <n>] [DELAY <from>]
 pub fn offline_page(ctx: &Context, args: &[RedisString]) -> Reply {
-    let (user, device, opts) = match args {
-        [_, u, d, rest @ ..] => (u, d, rest),
-        _ => return Reply::WrongArity,
-    };
-    let device = match device_name(device.as_slice()) {
-        Ok(d) => d,
+    let (user, device, opts) = match user_device(args) {
+        Ok(parts) => parts,
         Err(e) => return e,
     };
     let mut after = 0;

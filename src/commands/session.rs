@@ -1,7 +1,7 @@
 //! IM.CONNECT, IM.DISCONNECT, IM.DEVICES, IM.FORGET.
 
 use super::{
-    device_name, is, node_name, now_ms, read, unknown_option, Propagate, Writer, MAX_DEVICES,
+    is, node_name, now_ms, read, unknown_option, user_device, Propagate, Writer, MAX_DEVICES,
 };
 use crate::mailbox::{Effect, Mailbox, OfflineInfo, DEFAULT_NODE};
 use crate::reply::{error, Reply};
@@ -49,12 +49,8 @@ pub fn check_room(mb: Option<&Mailbox>, device: &[u8]) -> Result<(), Reply> {
 
 /// IM.CONNECT <user> <device> [NODE <node>]
 pub fn connect(ctx: &Context, args: &[RedisString]) -> Reply {
-    let (user, device, opts) = match args {
-        [_, u, d, rest @ ..] => (u, d, rest),
-        _ => return Reply::WrongArity,
-    };
-    let device = match device_name(device.as_slice()) {
-        Ok(d) => d,
+    let (user, device, opts) = match user_device(args) {
+        Ok(parts) => parts,
         Err(e) => return e,
     };
     let mut node: &[u8] = DEFAULT_NODE;
@@ -93,27 +89,21 @@ pub fn connect(ctx: &Context, args: &[RedisString]) -> Reply {
 
 /// IM.DISCONNECT <user> <device>
 pub fn disconnect(ctx: &Context, args: &[RedisString]) -> Reply {
-    let [_, user, device] = args else {
-        return Reply::WrongArity;
-    };
-    let device = device.as_slice();
-    let mut w = match Writer::open(ctx, user) {
-        Ok(w) => w,
-        Err(e) => return e,
-    };
-    if w.mailbox().and_then(|m| m.device_index(device)).is_none() {
-        return Reply::Int(0);
-    }
-    w.commit(
-        now_ms(),
-        &[Effect::Disconnect { device }],
-        Propagate::Effects,
-    )
-    .into()
+    for_registered(ctx, args, |device| Effect::Disconnect { device })
 }
 
 /// IM.FORGET <user> <device>
 pub fn forget(ctx: &Context, args: &[RedisString]) -> Reply {
+    for_registered(ctx, args, |device| Effect::Forget { device })
+}
+
+/// `<command> <user> <device>`: applies the device's effect when the device
+/// is registered and answers its count; 0, changing nothing, otherwise.
+fn for_registered(
+    ctx: &Context,
+    args: &[RedisString],
+    effect: for<'a> fn(&'a [u8]) -> Effect<'a>,
+) -> Reply {
     let [_, user, device] = args else {
         return Reply::WrongArity;
     };
@@ -125,7 +115,7 @@ pub fn forget(ctx: &Context, args: &[RedisString]) -> Reply {
     if w.mailbox().and_then(|m| m.device_index(device)).is_none() {
         return Reply::Int(0);
     }
-    w.commit(now_ms(), &[Effect::Forget { device }], Propagate::Effects)
+    w.commit(now_ms(), &[effect(device)], Propagate::Effects)
         .into()
 }
 

@@ -1,7 +1,9 @@
 //! IM.STORE and IM.ACK.
 
 use super::session::{check_room, create_if_new, seq_issued};
-use super::{device_name, is, now_ms, parse_u64, unknown_option, Propagate, Writer, MAX_ID};
+use super::{
+    device_name, is, now_ms, parse_u64, unknown_option, user_device, Propagate, Writer, MAX_ID,
+};
 use crate::config::{self, QuotaPolicy};
 use crate::mailbox::log::{IdSpec, HAS_DELAY, VOLATILE};
 use crate::mailbox::{Effect, Mailbox};
@@ -257,12 +259,9 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
 
 /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
 pub fn ack(ctx: &Context, args: &[RedisString]) -> Reply {
-    let (user, device, ids) = match args {
-        [_, u, d, rest @ ..] if !rest.is_empty() => (u, d, rest),
-        _ => return Reply::WrongArity,
-    };
-    let device = match device_name(device.as_slice()) {
-        Ok(d) => d,
+    let (user, device, ids) = match user_device(args) {
+        Ok((_, _, [])) => return Reply::WrongArity,
+        Ok(parts) => parts,
         Err(e) => return e,
     };
     let upto = match ids {
