@@ -254,3 +254,14 @@ def test_server_survives_a_burst_of_bad_input(r, raw):
     replies = pipe.execute(raise_on_error=False)
     assert all(isinstance(x, Exception) for x in replies)
     assert state(r) == before
+
+
+@pytest.mark.parametrize("args", [
+    ["IM.APPLY", "USER", b"\x01\x02"],
+    ["IM.LOAD", "USER", "HEAD", b"\x00\x00\x00\x00"],
+    ["IM.LOAD", "USER", "MSGS", b""],
+], ids=["apply", "load-head", "load-msgs"])
+def test_internal_commands_are_refused_to_clients(r, raw, args):
+    """IM.APPLY and IM.LOAD carry what the module writes for replicas and the
+    AOF; a client sending them gets an error and changes nothing."""
+    check_unchanged(r, raw, args, lambda err: (starts_err(err), "not sent by clients" in err))

@@ -7,24 +7,24 @@ use crate::mailbox::{effect, Mailbox};
 use crate::reply::{error, Reply};
 use redis_module::{Context, RedisString};
 
+const INTERNAL: &str =
+    "ERR this command is written by the module for replicas and the AOF, not sent by clients";
+
 /// IM.APPLY <user> <effects>
 pub fn apply(ctx: &Context, args: &[RedisString]) -> Reply {
     let [_, user, blob] = args else {
         return Reply::WrongArity;
     };
-    let from_primary = replicated_or_loading(ctx);
+    if !replicated_or_loading(ctx) {
+        return error(INTERNAL);
+    }
+    // From here on, never an error: a replica does not answer its primary.
     let Some((now, effects)) = effect::decode(blob.as_slice()) else {
-        // A replica never answers its primary with an error.
-        if from_primary {
-            redis_module::logging::log_warning("im: IM.APPLY with effects that do not decode");
-            return Reply::Simple("OK");
-        }
-        return error("ERR IM.APPLY carries effects written by the module");
+        redis_module::logging::log_warning("im: IM.APPLY with effects that do not decode");
+        return Reply::Simple("OK");
     };
-    let mut w = match Writer::open(ctx, user) {
-        Ok(w) => w,
-        Err(_) if from_primary => return Reply::Simple("OK"),
-        Err(e) => return e,
+    let Ok(mut w) = Writer::open(ctx, user) else {
+        return Reply::Simple("OK");
     };
     w.commit(now, &effects, Propagate::Verbatim);
     Reply::Simple("OK")
@@ -35,6 +35,9 @@ pub fn load(ctx: &Context, args: &[RedisString]) -> Reply {
     let [_, user, part, blob] = args else {
         return Reply::WrongArity;
     };
+    if !replicated_or_loading(ctx) {
+        return error(INTERNAL);
+    }
     let mut w = match Writer::open(ctx, user) {
         Ok(w) => w,
         Err(e) => return e,

@@ -665,10 +665,6 @@ mod tests {
         assert_eq!(m.id_spec(), IdSpec::InStanza { off: 13, len: 3 });
         assert_ne!(m.flags & ID_IN_STANZA, 0);
     }
-}
-#[cfg(test)]
-mod more_tests {
-    use super::*;
 
     #[test]
     fn big_base_in_stanza_ids() {
