@@ -251,7 +251,8 @@ impl Mailbox {
         let flags = if acked { m.flags | ACKED } else { m.flags };
         let owers = m.owers.saturating_sub(1);
         if owers == 0 && flags & (ACKED | VOLATILE) != 0 {
-            self.delete_message(seq);
+            self.ids.remove(seq, m.id);
+            self.log.remove(seq);
             true
         } else {
             self.log.set_header(seq, flags, owers);
@@ -290,9 +291,13 @@ impl Mailbox {
     }
 
     fn ack_one(&mut self, di: usize, seq: u64) -> bool {
-        let size = self.stanza_size(seq);
-        let d = &mut self.devices[di];
-        let owed = d.pending.remove(seq).is_some() || d.remove_offline(seq, size);
+        // A pending delivery needs no look into the log; an offline one
+        // needs the stanza's size for the device's byte count.
+        let owed = self.devices[di].pending.remove(seq).is_some()
+            || (self.devices[di].offline.contains(seq) && {
+                let size = self.stanza_size(seq);
+                self.devices[di].remove_offline(seq, size)
+            });
         if owed {
             self.unowe(seq, true);
         }
