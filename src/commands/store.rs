@@ -70,11 +70,12 @@ fn parse_store(opts: &[RedisString]) -> Result<StoreArgs<'_>, Reply> {
     Ok(a)
 }
 
-fn stored_reply(seq: u64, id: &[u8], pending: &[&[u8]]) -> Reply {
+/// `[seq, id, [devices it is pending on]]`.
+fn stored_reply(seq: u64, id: &[u8], pending: Vec<Vec<u8>>) -> Reply {
     Reply::Array(vec![
         seq.into(),
         id.into(),
-        Reply::Array(pending.iter().map(|&d| d.into()).collect()),
+        Reply::Array(pending.into_iter().map(Reply::Bulk).collect()),
     ])
 }
 
@@ -158,7 +159,11 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
 
     if let Some(m) = mb {
         if let Some(seq) = m.find_id(id) {
-            return stored_reply(seq, id, &m.pending_on(seq));
+            return stored_reply(
+                seq,
+                id,
+                m.pending_on(seq).into_iter().map(<[u8]>::to_vec).collect(),
+            );
         }
     }
 
@@ -250,11 +255,7 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     w.commit(now, &effects, Propagate::Effects);
     sweep::publish(ctx, &kicks);
     metrics::add(&metrics::STORED, 1);
-    Reply::Array(vec![
-        seq.into(),
-        id.into(),
-        Reply::Array(pending_names.into_iter().map(Reply::Bulk).collect()),
-    ])
+    stored_reply(seq, id, pending_names)
 }
 
 /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>

@@ -260,6 +260,17 @@ impl Mailbox {
         }
     }
 
+    /// Puts a message in the log and the id index; the counter moves past it.
+    fn add_message(&mut self, m: &NewMsg<'_>) {
+        self.log.insert(m);
+        let id = match m.id {
+            IdSpec::Own(b) => b,
+            IdSpec::InStanza { off, len } => m.stanza.get(off..off + len).unwrap_or_default(),
+        };
+        self.ids.insert(&self.log, m.seq, id);
+        self.next_seq = self.next_seq.max(m.seq.saturating_add(1));
+    }
+
     fn delete_message(&mut self, seq: u64) {
         if let Some(m) = self.log.get(seq) {
             self.ids.remove(seq, m.id);
@@ -380,7 +391,7 @@ impl Mailbox {
                     }
                     owers = owers.saturating_add(1);
                 }
-                self.log.insert(&NewMsg {
+                self.add_message(&NewMsg {
                     seq,
                     ts,
                     flags,
@@ -388,12 +399,6 @@ impl Mailbox {
                     id,
                     stanza,
                 });
-                let id_bytes = match id {
-                    IdSpec::Own(b) => b,
-                    IdSpec::InStanza { off, len } => stanza.get(off..off + len).unwrap_or(b""),
-                };
-                self.ids.insert(&self.log, seq, id_bytes);
-                self.next_seq = self.next_seq.max(seq.saturating_add(1));
                 1
             }
             Effect::Ack { device, ref seqs } => {

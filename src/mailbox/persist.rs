@@ -138,17 +138,17 @@ impl Mailbox {
                 (Some(r.bytes()?), 0, 0)
             };
             let stanza = r.bytes()?;
-            let (id, id_bytes) = match own {
-                Some(b) => (IdSpec::Own(b), b),
-                None => (
-                    IdSpec::InStanza { off, len },
-                    stanza.get(off..off.checked_add(len)?)?,
-                ),
+            let id = match own {
+                Some(b) => IdSpec::Own(b),
+                None => {
+                    stanza.get(off..off.checked_add(len)?)?;
+                    IdSpec::InStanza { off, len }
+                }
             };
             if self.log.last().is_some_and(|m| m.seq >= seq) {
                 return None;
             }
-            self.log.insert(&NewMsg {
+            self.add_message(&NewMsg {
                 seq,
                 ts,
                 flags,
@@ -156,8 +156,6 @@ impl Mailbox {
                 id,
                 stanza,
             });
-            self.ids.insert(&self.log, seq, id_bytes);
-            self.next_seq = self.next_seq.max(seq.saturating_add(1));
             n += 1;
         }
         Some(n)

@@ -845,20 +845,26 @@ fn panel(
     h + 16.0
 }
 
-pub fn svg(r: &Results) -> String {
-    let mut body = String::new();
-    let mut y = 40.0;
-    let rb: Vec<Bar> = r
-        .measures
+/// One bar per measure that `keep` selects: its median rate.
+fn rate_bars(r: &Results, keep: impl Fn(&Measure) -> bool) -> Vec<Bar> {
+    r.measures
         .iter()
-        .filter(|m| m.section == Section::Store && m.tool == TOOL_RB && m.label != L_PING)
+        .filter(|m| keep(m))
         .map(|m| Bar {
             label: m.label.clone(),
             value: m.median(),
             text: thousands(m.median()),
             color: color_of(&m.label),
         })
-        .collect();
+        .collect()
+}
+
+pub fn svg(r: &Results) -> String {
+    let mut body = String::new();
+    let mut y = 40.0;
+    let rb = rate_bars(r, |m| {
+        m.section == Section::Store && m.tool == TOOL_RB && m.label != L_PING
+    });
     y += panel(
         &mut body,
         y,
@@ -866,17 +872,9 @@ pub fn svg(r: &Results) -> String {
         &rb,
         None,
     );
-    let drv: Vec<Bar> = r
-        .measures
-        .iter()
-        .filter(|m| m.section == Section::Store && m.tool == TOOL_DRIVER && m.label != L_PING)
-        .map(|m| Bar {
-            label: m.label.clone(),
-            value: m.median(),
-            text: thousands(m.median()),
-            color: color_of(&m.label),
-        })
-        .collect();
+    let drv = rate_bars(r, |m| {
+        m.section == Section::Store && m.tool == TOOL_DRIVER && m.label != L_PING
+    });
     y += panel(
         &mut body,
         y,
@@ -884,17 +882,7 @@ pub fn svg(r: &Results) -> String {
         &drv,
         None,
     );
-    let cyc: Vec<Bar> = r
-        .measures
-        .iter()
-        .filter(|m| m.section == Section::Cycle)
-        .map(|m| Bar {
-            label: m.label.clone(),
-            value: m.median(),
-            text: thousands(m.median()),
-            color: color_of(&m.label),
-        })
-        .collect();
+    let cyc = rate_bars(r, |m| m.section == Section::Cycle);
     y += panel(
         &mut body,
         y,
@@ -902,17 +890,7 @@ pub fn svg(r: &Results) -> String {
         &cyc,
         None,
     );
-    let cyc_sync: Vec<Bar> = r
-        .measures
-        .iter()
-        .filter(|m| m.section == Section::CycleSync)
-        .map(|m| Bar {
-            label: m.label.clone(),
-            value: m.median(),
-            text: thousands(m.median()),
-            color: color_of(&m.label),
-        })
-        .collect();
+    let cyc_sync = rate_bars(r, |m| m.section == Section::CycleSync);
     y += panel(
         &mut body,
         y,
