@@ -146,7 +146,7 @@ impl Mailbox {
                 std::mem::size_of::<Device>()
                     + d.name.len()
                     + d.node.len()
-                    + d.pending.len() * 48
+                    + d.pending.heap_bytes()
                     + d.offline.range_count() * 40
             })
             .sum();

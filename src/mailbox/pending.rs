@@ -2,8 +2,13 @@
 //! mailbox's messages are stored in time order, so the lowest seq is the
 //! one pending longest) and by when each was last sent (resends), so the
 //! timer finds what is due without walking the rest.
+//!
+//! Both indexes are sorted deques: a new delivery has the highest seq and
+//! the latest send time, and a resend moves the least recently sent one to
+//! the back, so the common changes happen at the ends; an ack in the middle
+//! shifts the shorter side.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::VecDeque;
 
 /// A message handed to a device's live session, waiting for its ack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,8 +23,35 @@ pub struct Pending {
 
 #[derive(Default, Debug, PartialEq, Eq)]
 pub struct Deliveries {
-    by_seq: BTreeMap<u64, Pending>,
-    by_send: BTreeSet<(i64, u64)>,
+    /// Sorted by seq.
+    by_seq: VecDeque<(u64, Pending)>,
+    /// Sorted by `(last_send, seq)`.
+    by_send: VecDeque<(i64, u64)>,
+}
+
+/// Inserts `v` into the sorted deque `q` (at the back when it goes last);
+/// answers false when it was there already.
+fn insert_sorted<T: Ord + Copy>(q: &mut VecDeque<T>, v: T) -> bool {
+    match q.back() {
+        Some(last) if *last >= v => match q.binary_search(&v) {
+            Ok(_) => false,
+            Err(i) => {
+                q.insert(i, v);
+                true
+            }
+        },
+        _ => {
+            q.push_back(v);
+            true
+        }
+    }
+}
+
+/// Gives memory back once a deque holds a quarter of what it could.
+fn shrink<T>(q: &mut VecDeque<T>) {
+    if q.capacity() > 16 && q.len() * 4 < q.capacity() {
+        q.shrink_to(q.len() * 2);
+    }
 }
 
 impl Deliveries {
@@ -31,49 +63,83 @@ impl Deliveries {
         self.by_seq.is_empty()
     }
 
+    /// Heap bytes held (for `MEMORY USAGE`).
+    pub fn heap_bytes(&self) -> usize {
+        self.by_seq.capacity() * std::mem::size_of::<(u64, Pending)>()
+            + self.by_send.capacity() * std::mem::size_of::<(i64, u64)>()
+    }
+
+    fn index(&self, seq: u64) -> Option<usize> {
+        self.by_seq.binary_search_by_key(&seq, |&(s, _)| s).ok()
+    }
+
     pub fn contains(&self, seq: u64) -> bool {
-        self.by_seq.contains_key(&seq)
+        self.index(seq).is_some()
     }
 
     pub fn get(&self, seq: u64) -> Option<&Pending> {
-        self.by_seq.get(&seq)
+        self.index(seq).map(|i| &self.by_seq[i].1)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u64, &Pending)> + '_ {
-        self.by_seq.iter().map(|(&s, p)| (s, p))
+        self.by_seq.iter().map(|(s, p)| (*s, p))
     }
 
     pub fn seqs_upto(&self, upto: u64) -> impl Iterator<Item = u64> + '_ {
-        self.by_seq.range(..=upto).map(|(&s, _)| s)
+        self.by_seq
+            .iter()
+            .map(|&(s, _)| s)
+            .take_while(move |&s| s <= upto)
+    }
+
+    fn remove_send(&mut self, last_send: i64, seq: u64) {
+        if let Ok(i) = self.by_send.binary_search(&(last_send, seq)) {
+            self.by_send.remove(i);
+        }
     }
 
     pub fn insert(&mut self, seq: u64, p: Pending) {
-        if let Some(old) = self.by_seq.insert(seq, p) {
-            self.by_send.remove(&(old.last_send, seq));
+        match self.by_seq.back() {
+            Some(&(last, _)) if last >= seq => {
+                match self.by_seq.binary_search_by_key(&seq, |&(s, _)| s) {
+                    Ok(i) => {
+                        let old = std::mem::replace(&mut self.by_seq[i].1, p);
+                        self.remove_send(old.last_send, seq);
+                    }
+                    Err(i) => self.by_seq.insert(i, (seq, p)),
+                }
+            }
+            _ => self.by_seq.push_back((seq, p)),
         }
-        self.by_send.insert((p.last_send, seq));
+        insert_sorted(&mut self.by_send, (p.last_send, seq));
     }
 
     pub fn remove(&mut self, seq: u64) -> Option<Pending> {
-        let p = self.by_seq.remove(&seq)?;
-        self.by_send.remove(&(p.last_send, seq));
+        let i = self.index(seq)?;
+        let (_, p) = self.by_seq.remove(i)?;
+        self.remove_send(p.last_send, seq);
+        shrink(&mut self.by_seq);
+        shrink(&mut self.by_send);
         Some(p)
     }
 
     /// Empties the set; answers the seqs it held, in order.
     pub fn take(&mut self) -> Vec<u64> {
-        self.by_send.clear();
-        std::mem::take(&mut self.by_seq).into_keys().collect()
+        self.by_send = VecDeque::new();
+        std::mem::take(&mut self.by_seq)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
     }
 
     /// The delivery pending longest: `(since, seq)`.
     pub fn oldest(&self) -> Option<(i64, u64)> {
-        self.by_seq.first_key_value().map(|(&s, p)| (p.since, s))
+        self.by_seq.front().map(|&(s, p)| (p.since, s))
     }
 
     /// The earliest last send: `(last_send, seq)`.
     pub fn least_recently_sent(&self) -> Option<(i64, u64)> {
-        self.by_send.first().copied()
+        self.by_send.front().copied()
     }
 
     /// Seqs last sent at or before `sent_by`, least recent first.
@@ -88,12 +154,15 @@ impl Deliveries {
 
     /// Records a resend at `now`; answers the attempt number.
     pub fn resent(&mut self, seq: u64, now: i64) -> Option<u32> {
-        let p = self.by_seq.get_mut(&seq)?;
-        self.by_send.remove(&(p.last_send, seq));
+        let i = self.index(seq)?;
+        let p = &mut self.by_seq[i].1;
+        let old = p.last_send;
         p.last_send = now;
         p.attempts = p.attempts.saturating_add(1);
-        self.by_send.insert((now, seq));
-        Some(p.attempts)
+        let attempts = p.attempts;
+        self.remove_send(old, seq);
+        insert_sorted(&mut self.by_send, (now, seq));
+        Some(attempts)
     }
 }
 
@@ -125,5 +194,52 @@ mod tests {
         assert_eq!(d.seqs_upto(3).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(d.take(), vec![2, 3, 4, 5]);
         assert!(d.is_empty() && d.oldest().is_none() && d.least_recently_sent().is_none());
+    }
+
+    /// Random inserts (in and out of order), removes and resends agree
+    /// with a plain ordered model.
+    #[test]
+    fn matches_a_model() {
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut d = Deliveries::default();
+        let mut by_seq: BTreeMap<u64, Pending> = BTreeMap::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for step in 0..20_000i64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let seq = if x % 3 == 0 { x % 500 } else { 500 + step as u64 };
+            match x % 7 {
+                0..=3 => {
+                    let p = Pending {
+                        since: step,
+                        last_send: step - (x % 50) as i64,
+                        attempts: 1,
+                    };
+                    d.insert(seq, p);
+                    by_seq.insert(seq, p);
+                }
+                4 | 5 => {
+                    let victim = by_seq.keys().nth((x % 97) as usize).copied().unwrap_or(seq);
+                    assert_eq!(d.remove(victim), by_seq.remove(&victim));
+                }
+                _ => {
+                    let s = by_seq.keys().next().copied().unwrap_or(seq);
+                    let want = by_seq.get_mut(&s).map(|p| {
+                        p.last_send = step;
+                        p.attempts += 1;
+                        p.attempts
+                    });
+                    assert_eq!(d.resent(s, step), want);
+                }
+            }
+        }
+        let by_send: BTreeSet<(i64, u64)> = by_seq.iter().map(|(&s, p)| (p.last_send, s)).collect();
+        assert_eq!(d.len(), by_seq.len());
+        assert!(d.iter().map(|(s, p)| (s, *p)).eq(by_seq.iter().map(|(&s, &p)| (s, p))));
+        assert_eq!(d.least_recently_sent(), by_send.first().copied());
+        let cut = by_send.iter().nth(by_send.len() / 2).map_or(0, |&(t, _)| t);
+        let want: Vec<u64> = by_send.iter().take_while(|(t, _)| *t <= cut).map(|&(_, s)| s).collect();
+        assert_eq!(d.sent_by(cut, usize::MAX), want);
     }
 }
