@@ -16,6 +16,8 @@ pub enum Reply {
     Error(String),
     /// `ERR wrong number of arguments for '<command>' command`.
     WrongArity,
+    /// The handler wrote its reply itself (the last thing it did).
+    Sent,
 }
 
 impl From<u64> for Reply {
@@ -73,5 +75,24 @@ pub fn send(context: &redis_module::Context, r: &Reply) {
                 f(ctx);
             }
         },
+        Reply::Sent => {}
     }
+}
+
+/// Writes `[seq, id, [device, ...]]` (IM.STORE) without building it first.
+pub fn send_stored<'a>(
+    context: &redis_module::Context,
+    seq: u64,
+    id: &[u8],
+    devices: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Reply {
+    let ctx = context.get_raw();
+    raw::reply_with_array(ctx, 3);
+    raw::reply_with_long_long(ctx, i64::try_from(seq).unwrap_or(i64::MAX));
+    raw::reply_with_string_buffer(ctx, id.as_ptr().cast::<c_char>(), id.len());
+    raw::reply_with_array(ctx, devices.len() as c_long);
+    for d in devices {
+        raw::reply_with_string_buffer(ctx, d.as_ptr().cast::<c_char>(), d.len());
+    }
+    Reply::Sent
 }

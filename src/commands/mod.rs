@@ -168,8 +168,14 @@ impl<'c> Writer<'c> {
         let empty = mb.is_empty();
         match propagate {
             Propagate::Effects => {
-                let blob = effect::encode(now, effects);
-                replicate_apply(self.ctx, self.name, &blob);
+                BLOB.with_borrow_mut(|blob| {
+                    effect::encode(blob, now, effects);
+                    replicate_apply(self.ctx, self.name, blob);
+                    // A rare large blob does not stay.
+                    if blob.capacity() > 64 * 1024 {
+                        *blob = Vec::new();
+                    }
+                });
             }
             Propagate::Verbatim => {
                 self.ctx.replicate_verbatim();
@@ -183,6 +189,11 @@ impl<'c> Writer<'c> {
         crate::sweep::changed(self.ctx, self.name.as_slice(), self.mb.as_deref_mut());
         count
     }
+}
+
+thread_local! {
+    /// The replication blob, reused from command to command.
+    static BLOB: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The keyspace event announcing a change.

@@ -29,11 +29,11 @@ pub fn seq_issued(seq: u64) {
 /// starts from the clock (ms x 1000), and above every seq handed out
 /// since the server started, so that a mailbox deleted and created again
 /// in the same millisecond never hands out a seq twice.
-pub fn create_if_new(mb: Option<&Mailbox>, now: i64, effects: &mut Vec<Effect<'_>>) {
+pub fn create_if_new<'a>(mb: Option<&Mailbox>, now: i64, effects: &mut impl Extend<Effect<'a>>) {
     if mb.is_none() {
         let clock = (now.max(0) as u64).saturating_mul(1000);
         let next_seq = clock.max(HIGHEST_SEQ.load(Ordering::Relaxed).saturating_add(1));
-        effects.push(Effect::Create { next_seq });
+        effects.extend([Effect::Create { next_seq }]);
     }
 }
 

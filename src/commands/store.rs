@@ -5,13 +5,15 @@ use super::{
     device_name, is, now_ms, parse_u64, unknown_option, user_device, Propagate, Writer, MAX_ID,
 };
 use crate::config::{self, QuotaPolicy};
+use crate::mailbox::effect::{Devices, Seqs};
 use crate::mailbox::log::{IdSpec, HAS_DELAY, VOLATILE};
 use crate::mailbox::{Effect, Mailbox};
 use crate::metrics;
-use crate::reply::{error, Reply};
+use crate::reply::{self, error, Reply};
 use crate::stanza;
 use crate::sweep;
 use redis_module::{Context, RedisString};
+use smallvec::SmallVec;
 
 struct StoreArgs<'a> {
     stanza: &'a [u8],
@@ -70,13 +72,26 @@ fn parse_store(opts: &[RedisString]) -> Result<StoreArgs<'_>, Reply> {
     Ok(a)
 }
 
-/// `[seq, id, [devices it is pending on]]`.
-fn stored_reply(seq: u64, id: &[u8], pending: Vec<Vec<u8>>) -> Reply {
-    Reply::Array(vec![
-        seq.into(),
-        id.into(),
-        Reply::Array(pending.into_iter().map(Reply::Bulk).collect()),
-    ])
+/// Device names copied out of the mailbox (the command changes it while
+/// they are in use), on the stack for the usual few.
+#[derive(Default)]
+struct Names {
+    buf: SmallVec<[u8; 96]>,
+    ends: SmallVec<[usize; 4]>,
+}
+
+impl Names {
+    fn push(&mut self, name: &[u8]) {
+        self.buf.extend_from_slice(name);
+        self.ends.push(self.buf.len());
+    }
+
+    fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.ends.iter().enumerate().map(|(i, &end)| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            &self.buf[start..end]
+        })
+    }
 }
 
 /// Oldest messages to drop so that one more of `size` bytes fits; `None`
@@ -159,26 +174,22 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
 
     if let Some(m) = mb {
         if let Some(seq) = m.find_id(id) {
-            return stored_reply(
-                seq,
-                id,
-                m.pending_on(seq).into_iter().map(<[u8]>::to_vec).collect(),
-            );
+            let on = m.pending_on(seq);
+            return reply::send_stored(ctx, seq, id, on.into_iter());
         }
     }
 
     let volatile = !(a.force || parsed.keep_offline(&config::offline_types()));
-    let pending_names: Vec<Vec<u8>> = match &a.devices {
-        Some(list) => list.iter().map(|d| d.to_vec()).collect(),
-        None => mb.map_or(Vec::new(), |m| {
-            m.devices
-                .iter()
-                .filter(|d| d.online)
-                .map(|d| d.name.to_vec())
-                .collect()
-        }),
-    };
-    let pending: Vec<&[u8]> = pending_names.iter().map(|d| d.as_slice()).collect();
+    let mut pending_names = Names::default();
+    match &a.devices {
+        Some(list) => list.iter().for_each(|d| pending_names.push(d)),
+        None => {
+            for d in mb.iter().flat_map(|m| &m.devices).filter(|d| d.online) {
+                pending_names.push(&d.name);
+            }
+        }
+    }
+    let pending: Devices<'_> = pending_names.iter().collect();
     for d in &pending {
         if let Err(e) = check_room(mb, d) {
             return e;
@@ -189,7 +200,7 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
         return Reply::Nil;
     }
 
-    let mut effects = Vec::new();
+    let mut effects: SmallVec<[Effect<'_>; 3]> = SmallVec::new();
     create_if_new(mb, now, &mut effects);
     if let Some(m) = mb {
         let max_messages = config::get(&config::MAX_MESSAGES).max(0) as u64;
@@ -240,7 +251,7 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     let max_pending = config::get(&config::MAX_PENDING).max(1) as usize;
     let mut kicks = Vec::new();
     if let Some(m) = mb {
-        for d in &pending_names {
+        for d in pending_names.iter() {
             if let Some(i) = m
                 .device_index(d)
                 .filter(|&i| m.devices[i].pending.len() >= max_pending)
@@ -255,7 +266,7 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     w.commit(now, &effects, Propagate::Effects);
     sweep::publish(ctx, &kicks);
     metrics::add(&metrics::STORED, 1);
-    stored_reply(seq, id, pending_names)
+    reply::send_stored(ctx, seq, id, pending_names.iter())
 }
 
 /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
@@ -280,12 +291,12 @@ pub fn ack(ctx: &Context, args: &[RedisString]) -> Reply {
         return e;
     }
     let now = now_ms();
-    let mut effects = Vec::new();
+    let mut effects: SmallVec<[Effect<'_>; 2]> = SmallVec::new();
     create_if_new(w.mailbox(), now, &mut effects);
     effects.push(match upto {
         Some(upto) => Effect::AckUpto { device, upto },
         None => {
-            let mut seqs: Vec<u64> = ids
+            let mut seqs: Seqs = ids
                 .iter()
                 .filter_map(|id| w.mailbox().and_then(|m| m.find_id(id.as_slice())))
                 .collect();

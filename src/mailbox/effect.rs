@@ -5,6 +5,12 @@
 
 use super::log::IdSpec;
 use crate::codec::{put_bytes, put_i64, put_u64, Reader};
+use smallvec::SmallVec;
+
+/// The devices a stored message is pending on (usually one or two).
+pub type Devices<'a> = SmallVec<[&'a [u8]; 2]>;
+/// The seqs one ack names (usually a few).
+pub type Seqs = SmallVec<[u64; 4]>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect<'a> {
@@ -32,11 +38,11 @@ pub enum Effect<'a> {
         flags: u8,
         id: IdSpec<'a>,
         stanza: &'a [u8],
-        pending: Vec<&'a [u8]>,
+        pending: Devices<'a>,
     },
     Ack {
         device: &'a [u8],
-        seqs: Vec<u64>,
+        seqs: Seqs,
     },
     AckUpto {
         device: &'a [u8],
@@ -60,43 +66,45 @@ pub enum Effect<'a> {
 
 const VERSION: u8 = 1;
 
-/// Encodes `now` and the effects into one blob.
-pub fn encode(now: i64, effects: &[Effect<'_>]) -> Vec<u8> {
+/// Encodes `now` and the effects into one blob, in `out` (emptied first).
+pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>]) {
     let room: usize = effects
         .iter()
         .map(|e| match e {
             Effect::Store {
                 stanza, pending, ..
             } => stanza.len() + 64 + pending.len() * 32,
-            Effect::Ack { seqs, .. } | Effect::Resend { seqs, .. } => 300 + seqs.len() * 10,
+            Effect::Ack { seqs, .. } => 300 + seqs.len() * 10,
+            Effect::Resend { seqs, .. } => 300 + seqs.len() * 10,
             _ => 300,
         })
         .sum();
-    let mut out = Vec::with_capacity(room + 16);
+    out.clear();
+    out.reserve(room + 16);
     out.push(VERSION);
-    put_i64(&mut out, now);
+    put_i64(out, now);
     for e in effects {
         match e {
             Effect::Create { next_seq } => {
                 out.push(1);
-                put_u64(&mut out, *next_seq);
+                put_u64(out, *next_seq);
             }
             Effect::Register { device } => {
                 out.push(2);
-                put_bytes(&mut out, device);
+                put_bytes(out, device);
             }
             Effect::Connect { device, node } => {
                 out.push(3);
-                put_bytes(&mut out, device);
-                put_bytes(&mut out, node);
+                put_bytes(out, device);
+                put_bytes(out, node);
             }
             Effect::Disconnect { device } => {
                 out.push(4);
-                put_bytes(&mut out, device);
+                put_bytes(out, device);
             }
             Effect::Forget { device } => {
                 out.push(5);
-                put_bytes(&mut out, device);
+                put_bytes(out, device);
             }
             Effect::Store {
                 seq,
@@ -107,65 +115,64 @@ pub fn encode(now: i64, effects: &[Effect<'_>]) -> Vec<u8> {
                 pending,
             } => {
                 out.push(6);
-                put_u64(&mut out, *seq);
-                put_i64(&mut out, *ts);
+                put_u64(out, *seq);
+                put_i64(out, *ts);
                 out.push(*flags);
                 match id {
                     IdSpec::InStanza { off, len } => {
                         out.push(1);
-                        put_u64(&mut out, *off as u64);
-                        put_u64(&mut out, *len as u64);
+                        put_u64(out, *off as u64);
+                        put_u64(out, *len as u64);
                     }
                     IdSpec::Own(b) => {
                         out.push(0);
-                        put_bytes(&mut out, b);
+                        put_bytes(out, b);
                     }
                 }
-                put_bytes(&mut out, stanza);
-                put_u64(&mut out, pending.len() as u64);
+                put_bytes(out, stanza);
+                put_u64(out, pending.len() as u64);
                 for d in pending {
-                    put_bytes(&mut out, d);
+                    put_bytes(out, d);
                 }
             }
             Effect::Ack { device, seqs } => {
                 out.push(7);
-                put_bytes(&mut out, device);
-                put_u64(&mut out, seqs.len() as u64);
+                put_bytes(out, device);
+                put_u64(out, seqs.len() as u64);
                 for s in seqs {
-                    put_u64(&mut out, *s);
+                    put_u64(out, *s);
                 }
             }
             Effect::AckUpto { device, upto } => {
                 out.push(8);
-                put_bytes(&mut out, device);
-                put_u64(&mut out, *upto);
+                put_bytes(out, device);
+                put_u64(out, *upto);
             }
             Effect::Drop { seq } => {
                 out.push(9);
-                put_u64(&mut out, *seq);
+                put_u64(out, *seq);
             }
             Effect::Resend { device, seqs } => {
                 out.push(10);
-                put_bytes(&mut out, device);
-                put_u64(&mut out, seqs.len() as u64);
+                put_bytes(out, device);
+                put_u64(out, seqs.len() as u64);
                 for s in seqs {
-                    put_u64(&mut out, *s);
+                    put_u64(out, *s);
                 }
             }
             Effect::Expire { device } => {
                 out.push(11);
-                put_bytes(&mut out, device);
+                put_bytes(out, device);
             }
         }
     }
-    out
 }
 
-fn seqs(r: &mut Reader<'_>) -> Option<Vec<u64>> {
+fn seqs<C: Default + Extend<u64>>(r: &mut Reader<'_>) -> Option<C> {
     let n = r.count()?;
-    let mut v = Vec::with_capacity(n);
+    let mut v = C::default();
     for _ in 0..n {
-        v.push(r.u64()?);
+        v.extend([r.u64()?]);
     }
     Some(v)
 }
@@ -205,7 +212,7 @@ pub fn decode(blob: &[u8]) -> Option<(i64, Vec<Effect<'_>>)> {
                     stanza.get(off..off.checked_add(len)?)?;
                 }
                 let n = r.count()?;
-                let mut pending = Vec::with_capacity(n);
+                let mut pending = Devices::with_capacity(n);
                 for _ in 0..n {
                     pending.push(r.bytes()?);
                 }
@@ -251,6 +258,7 @@ mod tests {
 
     #[test]
     fn roundtrip() {
+        let mut blob = Vec::new();
         let effects = vec![
             Effect::Create { next_seq: 17 },
             Effect::Register { device: b"d" },
@@ -266,7 +274,7 @@ mod tests {
                 flags: 4,
                 id: IdSpec::InStanza { off: 13, len: 1 },
                 stanza: b"<message id='x'/>",
-                pending: vec![b"d", b"f"],
+                pending: smallvec::smallvec![&b"d"[..], &b"f"[..]],
             },
             Effect::Store {
                 seq: 18,
@@ -274,11 +282,11 @@ mod tests {
                 flags: 0,
                 id: IdSpec::Own(b"gen"),
                 stanza: b"<iq/>",
-                pending: vec![],
+                pending: Devices::new(),
             },
             Effect::Ack {
                 device: b"d",
-                seqs: vec![17, 18],
+                seqs: smallvec::smallvec![17, 18],
             },
             Effect::AckUpto {
                 device: b"d",
@@ -291,7 +299,7 @@ mod tests {
             },
             Effect::Expire { device: b"d" },
         ];
-        let blob = encode(1234, &effects);
+        encode(&mut blob, 1234, &effects);
         assert_eq!(decode(&blob), Some((1234, effects)));
         assert_eq!(decode(&blob[..blob.len() - 1]), None);
         assert_eq!(decode(b""), None);

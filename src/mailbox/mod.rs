@@ -371,7 +371,8 @@ impl Mailbox {
                 if self.log.contains(seq) {
                     return 0;
                 }
-                let on: Vec<usize> = pending.iter().map(|n| self.register(n, now)).collect();
+                let on: smallvec::SmallVec<[usize; 4]> =
+                    pending.iter().map(|n| self.register(n, now)).collect();
                 let volatile = flags & VOLATILE != 0;
                 let mut owers: u16 = 0;
                 for (i, d) in self.devices.iter_mut().enumerate() {

@@ -208,7 +208,11 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let seq = if x % 3 == 0 { x % 500 } else { 500 + step as u64 };
+            let seq = if x.is_multiple_of(3) {
+                x % 500
+            } else {
+                500 + step as u64
+            };
             match x % 7 {
                 0..=3 => {
                     let p = Pending {
@@ -236,10 +240,17 @@ mod tests {
         }
         let by_send: BTreeSet<(i64, u64)> = by_seq.iter().map(|(&s, p)| (p.last_send, s)).collect();
         assert_eq!(d.len(), by_seq.len());
-        assert!(d.iter().map(|(s, p)| (s, *p)).eq(by_seq.iter().map(|(&s, &p)| (s, p))));
+        assert!(d
+            .iter()
+            .map(|(s, p)| (s, *p))
+            .eq(by_seq.iter().map(|(&s, &p)| (s, p))));
         assert_eq!(d.least_recently_sent(), by_send.first().copied());
         let cut = by_send.iter().nth(by_send.len() / 2).map_or(0, |&(t, _)| t);
-        let want: Vec<u64> = by_send.iter().take_while(|(t, _)| *t <= cut).map(|&(_, s)| s).collect();
+        let want: Vec<u64> = by_send
+            .iter()
+            .take_while(|(t, _)| *t <= cut)
+            .map(|&(_, s)| s)
+            .collect();
         assert_eq!(d.sent_by(cut, usize::MAX), want);
     }
 }

@@ -12,7 +12,7 @@ fn store<'a>(mb: &mut Mailbox, id: &'a str, pending: Vec<&'a [u8]>, flags: u8) -
             flags,
             id: IdSpec::Own(id.as_bytes()),
             stanza: stanza.as_bytes(),
-            pending,
+            pending: pending.into(),
         },
     );
     seq
@@ -61,7 +61,7 @@ fn phone_online_laptop_offline() {
             2,
             &Effect::Ack {
                 device: b"phone",
-                seqs: vec![seq]
+                seqs: smallvec::smallvec![seq]
             }
         ),
         1
@@ -76,7 +76,7 @@ fn phone_online_laptop_offline() {
             3,
             &Effect::Ack {
                 device: b"laptop",
-                seqs: vec![seq]
+                seqs: smallvec::smallvec![seq]
             }
         ),
         1
@@ -129,7 +129,7 @@ fn first_device_rule_and_forget() {
             2,
             &Effect::Ack {
                 device: b"phone",
-                seqs: vec![c, a]
+                seqs: smallvec::smallvec![c, a]
             }
         ),
         1
@@ -287,7 +287,7 @@ fn disconnect_with_ids_in_stanza() {
                 flags: 0,
                 id: IdSpec::InStanza { off: 13, len: 2 },
                 stanza: s.as_bytes(),
-                pending: vec![b"phone"],
+                pending: smallvec::smallvec![&b"phone"[..]],
             },
         );
     }

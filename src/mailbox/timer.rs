@@ -147,7 +147,7 @@ mod tests {
                     flags: 0,
                     id: IdSpec::Own(id.as_bytes()),
                     stanza: b"<message/>",
-                    pending: vec![b"p"],
+                    pending: smallvec::smallvec![&b"p"[..]],
                 },
             );
         }
