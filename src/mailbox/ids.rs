@@ -46,10 +46,9 @@ impl IdIndex {
 
     /// Indexes message `seq`, which `log` already holds.
     pub fn insert(&mut self, log: &Log, seq: u64, id: &[u8]) {
-        if self.offset(seq).is_none() {
-            self.rebase(log, seq);
-        }
-        let Some(o) = self.offset(seq) else {
+        let full = self.table.len() >= self.table.capacity();
+        let Some(o) = self.offset(seq).filter(|_| !full) else {
+            self.rebuild(log, seq);
             return;
         };
         let base = self.base;
@@ -58,23 +57,29 @@ impl IdIndex {
         });
     }
 
-    /// Rebuilds the table around a base that covers `seq` and every live
-    /// message (an import below the base, or a counter run past 2^32).
-    fn rebase(&mut self, log: &Log, seq: u64) {
+    /// Builds the table afresh from the log, which holds `seq` already: to
+    /// grow it (the ids are hashed reading the log in order, which costs
+    /// far less than looking up every entry a rehash moves), or around a
+    /// base that covers `seq` and every live message (an import below the
+    /// base, or a counter run past 2^32).
+    fn rebuild(&mut self, log: &Log, seq: u64) {
         let first = log.first().map_or(seq, |m| m.seq);
-        self.base = first.min(seq);
-        self.table.clear();
-        let base = self.base;
+        let base = first.min(seq);
+        // Room for at least one more: a full table doubles, as it would
+        // growing by itself.
+        let live = usize::try_from(log.len())
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        let mut table = HashTable::with_capacity(live.max(8));
         for m in log.iter_from(0) {
-            if m.seq == seq {
-                continue;
-            }
             if let Ok(o) = u32::try_from(m.seq - base) {
-                self.table.insert_unique(hash(m.id), o, |&o| {
+                table.insert_unique(hash(m.id), o, |&o| {
                     log.get(base + u64::from(o)).map_or(0, |m| hash(m.id))
                 });
             }
         }
+        self.table = table;
+        self.base = base;
     }
 
     /// Forgets message `seq` with this id.

@@ -1,8 +1,9 @@
 //! The message log of one mailbox: every stored message, ordered by `seq`.
 //!
 //! Messages are packed back to back into chunks of at most `CHUNK_BYTES`
-//! (a larger stanza gets a chunk of its own), and the chunks sit in a
-//! `BTreeMap` under the lowest seq they may hold. A message therefore costs
+//! (a larger stanza gets a chunk of its own), and the chunks sit in a deque
+//! ordered by the lowest seq they may hold (chunks empty at the front as
+//! messages are acked, and fill at the back). A message therefore costs
 //! its stanza bytes plus a header of about ten bytes and a two-byte offset,
 //! with no allocation of its own: the layout that keeps a stored message
 //! near its stanza's size. A chunk grows through the allocator's size
@@ -16,7 +17,7 @@
 //! and compacted when more than half of it is dead.
 
 use crate::codec::{put_bytes, put_i64, put_u64, u64_len, Reader};
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 /// The record is removed and waits for compaction.
 pub const DEAD: u8 = 1;
@@ -96,6 +97,20 @@ pub fn size_class(n: usize) -> usize {
     let k = usize::BITS - (n - 1).leading_zeros(); // 2^(k-1) < n <= 2^k
     let step = (1usize << k.saturating_sub(3)).max(16);
     n.div_ceil(step) * step
+}
+
+/// A coarser size class, two per power of two (also jemalloc classes): a
+/// chunk being appended to grows in fewer, larger steps.
+pub fn growth_class(n: usize) -> usize {
+    if n <= 32 {
+        return size_class(n);
+    }
+    let half = 1usize << (usize::BITS - (n - 1).leading_zeros() - 1); // half < n <= 2*half
+    if n <= half + half / 2 {
+        half + half / 2
+    } else {
+        half * 2
+    }
 }
 
 /// Makes room for one more offset, growing through size classes: one
@@ -286,7 +301,7 @@ impl Chunk {
             return false;
         }
         if self.data.capacity() < at + len {
-            self.data.reserve_exact(size_class(at + len) - at);
+            self.data.reserve_exact(growth_class(at + len) - at);
         }
         encode(&mut self.data, base, self.base_ts, m);
         grow_offsets(&mut self.offsets);
@@ -339,7 +354,8 @@ impl<'a> Iterator for ChunkIter<'a> {
 /// The ordered log of a mailbox's messages.
 #[derive(Default)]
 pub struct Log {
-    chunks: BTreeMap<u64, Chunk>,
+    /// `(base seq, chunk)`, ordered by base.
+    chunks: VecDeque<(u64, Chunk)>,
     len: u64,
     bytes: u64,
     /// The highest seq ever inserted: a larger one appends at the end.
@@ -368,18 +384,50 @@ impl Log {
 
     /// Heap bytes held by the log.
     pub fn mem_usage(&self) -> usize {
+        self.chunks.capacity() * std::mem::size_of::<(u64, Chunk)>()
+            + self
+                .chunks
+                .iter()
+                .map(|(_, c)| c.data.capacity() + c.offsets.capacity() * 2)
+                .sum::<usize>()
+    }
+
+    /// The index of the chunk that would hold `seq`: the last one whose
+    /// base is at most `seq`.
+    fn slot(&self, seq: u64) -> Option<usize> {
         self.chunks
-            .values()
-            .map(|c| {
-                c.data.capacity() + c.offsets.capacity() * 2 + std::mem::size_of::<Chunk>() + 16
-            })
-            .sum()
+            .partition_point(|(b, _)| *b <= seq)
+            .checked_sub(1)
+    }
+
+    /// Puts a chunk in its place in base order; the deque grows one slot at
+    /// a time while small (most mailboxes hold one or two chunks).
+    fn put_chunk(&mut self, base: u64, chunk: Chunk) {
+        if self.chunks.len() == self.chunks.capacity() {
+            self.chunks
+                .reserve_exact(self.chunks.len().clamp(1, 1 << 20));
+        }
+        match self.chunks.back() {
+            Some((last, _)) if *last > base => {
+                let at = self.chunks.partition_point(|(b, _)| *b < base);
+                self.chunks.insert(at, (base, chunk));
+            }
+            _ => self.chunks.push_back((base, chunk)),
+        }
+    }
+
+    fn drop_chunk(&mut self, i: usize) -> Option<(u64, Chunk)> {
+        let c = self.chunks.remove(i);
+        if self.chunks.capacity() > 8 && self.chunks.len() * 4 < self.chunks.capacity() {
+            self.chunks.shrink_to(self.chunks.len() * 2);
+        }
+        c
     }
 
     fn locate(&self, seq: u64) -> Option<(u64, &Chunk, usize)> {
-        let (&base, chunk) = self.chunks.range(..=seq).next_back()?;
-        let idx = chunk.find(base, seq)?;
-        Some((base, chunk, idx))
+        let (base, chunk) = self.chunks.get(self.slot(seq)?)?;
+        let idx = chunk.find(*base, seq)?;
+        Some((*base, chunk, idx))
     }
 
     pub fn get(&self, seq: u64) -> Option<Msg<'_>> {
@@ -396,10 +444,10 @@ impl Log {
 
     /// Rewrites the flags and the owing-device count of message `seq`.
     pub fn set_header(&mut self, seq: u64, flags: u8, owers: u16) -> bool {
-        let Some((&base, chunk)) = self.chunks.range_mut(..=seq).next_back() else {
+        let Some((base, chunk)) = self.slot(seq).and_then(|i| self.chunks.get_mut(i)) else {
             return false;
         };
-        let Some(idx) = chunk.find(base, seq) else {
+        let Some(idx) = chunk.find(*base, seq) else {
             return false;
         };
         let pos = chunk.offsets[idx] as usize;
@@ -421,29 +469,26 @@ impl Log {
 
     pub fn first(&self) -> Option<Msg<'_>> {
         // The first chunk always holds a live record: empty chunks are dropped.
-        let (&base, chunk) = self.chunks.iter().next()?;
-        chunk.records(base).find(|m| m.flags & DEAD == 0)
+        let (base, chunk) = self.chunks.front()?;
+        chunk.records(*base).find(|m| m.flags & DEAD == 0)
     }
 
     pub fn last(&self) -> Option<Msg<'_>> {
         // The last chunk always holds a live record: empty chunks are dropped.
-        let (&base, chunk) = self.chunks.iter().next_back()?;
+        let (base, chunk) = self.chunks.back()?;
         (0..chunk.offsets.len())
             .rev()
-            .filter_map(|i| chunk.record(base, i).map(|(m, _)| m))
+            .filter_map(|i| chunk.record(*base, i).map(|(m, _)| m))
             .find(|m| m.flags & DEAD == 0)
     }
 
     /// Live messages with `seq >= from`, in order.
     pub fn iter_from(&self, from: u64) -> LogIter<'_> {
-        let mut chunks = match self.chunks.range(..=from).next_back() {
-            Some((&k, _)) => self.chunks.range(k..),
-            None => self.chunks.range(from..),
-        };
+        let mut chunks = self.chunks.range(self.slot(from).unwrap_or(0)..);
         // Start inside the first chunk at the first record >= from.
-        let current = chunks.next().map(|(&base, c)| {
-            let idx = c.lower_bound(base, from);
-            let mut it = c.records(base);
+        let current = chunks.next().map(|(base, c)| {
+            let idx = c.lower_bound(*base, from);
+            let mut it = c.records(*base);
             it.pos = c.offsets.get(idx).map_or(c.data.len(), |&p| p as usize);
             it
         });
@@ -470,19 +515,21 @@ impl Log {
             self.head = Some((m.seq, m.ts));
         }
         if appends {
-            if let Some((&base, chunk)) = self.chunks.iter_mut().next_back() {
-                if chunk.append(base, &m) {
+            if let Some((base, chunk)) = self.chunks.back_mut() {
+                if chunk.append(*base, &m) {
                     return;
                 }
             }
-            self.chunks.insert(m.seq, Chunk::new(m.seq, &m));
+            self.put_chunk(m.seq, Chunk::new(m.seq, &m));
             return;
         }
         // In the middle (an import keeping an old seq): insert in order.
-        let Some((&base, chunk)) = self.chunks.range_mut(..=m.seq).next_back() else {
-            self.chunks.insert(m.seq, Chunk::new(m.seq, &m));
+        let Some(i) = self.slot(m.seq) else {
+            self.put_chunk(m.seq, Chunk::new(m.seq, &m));
             return;
         };
+        let (base, chunk) = &mut self.chunks[i];
+        let base = *base;
         let idx = chunk.lower_bound(base, m.seq);
         let at = chunk
             .offsets
@@ -492,13 +539,13 @@ impl Log {
         encode(&mut rec, base, chunk.base_ts, &m);
         chunk.push_record(at, &rec);
         if chunk.data.len() > 2 * CHUNK_BYTES && chunk.live > 1 {
-            self.split(base);
+            self.split(i);
         }
     }
 
     /// Splits an oversized chunk in two halves of live records.
-    fn split(&mut self, base: u64) {
-        let Some(chunk) = self.chunks.remove(&base) else {
+    fn split(&mut self, i: usize) {
+        let Some((base, chunk)) = self.drop_chunk(i) else {
             return;
         };
         let live: Vec<Msg<'_>> = chunk
@@ -515,13 +562,15 @@ impl Log {
                 let at = c.data.len();
                 c.push_record(at, &rec);
             }
-            self.chunks.insert(first.seq, c);
+            self.put_chunk(first.seq, c);
         }
     }
 
     /// Removes message `seq`; answers its stanza size when it was there.
     pub fn remove(&mut self, seq: u64) -> Option<usize> {
-        let (&base, chunk) = self.chunks.range_mut(..=seq).next_back()?;
+        let i = self.slot(seq)?;
+        let (base, chunk) = self.chunks.get_mut(i)?;
+        let base = *base;
         let idx = chunk.find(base, seq)?;
         let pos = chunk.offsets[idx] as usize;
         let (m, next) = decode(&chunk.data, pos, base, chunk.base_ts)?;
@@ -532,7 +581,7 @@ impl Log {
         self.len -= 1;
         self.bytes -= size as u64;
         if chunk.live == 0 {
-            self.chunks.remove(&base);
+            self.drop_chunk(i);
         } else if chunk.dead_bytes as usize * 2 > chunk.data.len() {
             chunk.compact(base);
         }
@@ -545,7 +594,7 @@ impl Log {
 
 /// Iterator over live messages from a seq on.
 pub struct LogIter<'a> {
-    chunks: std::collections::btree_map::Range<'a, u64, Chunk>,
+    chunks: std::collections::vec_deque::Iter<'a, (u64, Chunk)>,
     current: Option<ChunkIter<'a>>,
 }
 
@@ -560,8 +609,8 @@ impl<'a> Iterator for LogIter<'a> {
                     }
                 }
             }
-            let (&base, chunk) = self.chunks.next()?;
-            self.current = Some(chunk.records(base));
+            let (base, chunk) = self.chunks.next()?;
+            self.current = Some(chunk.records(*base));
         }
     }
 }
@@ -633,8 +682,13 @@ mod tests {
         assert_eq!(all, want);
         assert!(log
             .chunks
-            .values()
-            .all(|c| c.data.len() <= 2 * CHUNK_BYTES + 200));
+            .iter()
+            .all(|(_, c)| c.data.len() <= 2 * CHUNK_BYTES + 200));
+        assert!(log
+            .chunks
+            .iter()
+            .zip(log.chunks.iter().skip(1))
+            .all(|(a, b)| a.0 < b.0));
     }
 
     #[test]
