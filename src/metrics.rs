@@ -34,9 +34,29 @@ metrics! {
     SCHEDULE_SIZE => "schedule_size",
 }
 
+/// Adds to a counter or gauge. Only the server's main thread (commands,
+/// the timer, loading) calls this: a plain load and store, with no locked
+/// instruction on the command path. Mailboxes freed on a lazy-free thread
+/// are counted apart, in `FREED`, with atomic adds.
 pub fn add(m: &AtomicI64, v: i64) {
-    m.fetch_add(v, Relaxed);
+    if v != 0 {
+        m.store(m.load(Relaxed).wrapping_add(v), Relaxed);
+    }
 }
+
+/// What mailboxes freed on any thread took away from each gauge, in the
+/// order of `Gauges::fields`.
+static FREED: [AtomicI64; 6] = [const { AtomicI64::new(0) }; 6];
+
+/// The gauges' statics, in the order of `Gauges::fields`.
+const GAUGE_STATICS: [&AtomicI64; 6] = [
+    &MAILBOXES,
+    &MESSAGES,
+    &BYTES,
+    &PENDING,
+    &OFFLINE,
+    &ONLINE_DEVICES,
+];
 
 /// The gauges one mailbox contributes.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -63,40 +83,56 @@ impl Gauges {
         g
     }
 
-    /// Adds `sign` times these gauges to the totals.
-    pub fn apply(&self, sign: i64) {
-        add(&MESSAGES, sign * self.messages);
-        add(&BYTES, sign * self.bytes);
-        add(&PENDING, sign * self.pending);
-        add(&OFFLINE, sign * self.offline);
-        add(&ONLINE_DEVICES, sign * self.online);
+    /// One mailbox's share of each gauge, `MAILBOXES` first.
+    fn fields(&self) -> [i64; 6] {
+        [
+            1,
+            self.messages,
+            self.bytes,
+            self.pending,
+            self.offline,
+            self.online,
+        ]
     }
 
-    /// Moves the totals from `self` (before) to `after`.
+    /// Moves the totals from `self` (before) to `after` (main thread).
     pub fn update(&self, after: &Gauges) {
         if self != after {
-            self.apply(-1);
-            after.apply(1);
+            for ((m, a), b) in GAUGE_STATICS.iter().zip(after.fields()).zip(self.fields()) {
+                add(m, a - b);
+            }
         }
     }
 }
 
-/// A mailbox value came into the keyspace.
+/// A mailbox value came into the keyspace (main thread: load, copy).
 pub fn mailbox_added(mb: &Mailbox) {
-    add(&MAILBOXES, 1);
-    Gauges::of(mb).apply(1);
+    for (m, v) in GAUGE_STATICS.iter().zip(Gauges::of(mb).fields()) {
+        add(m, v);
+    }
 }
 
-/// A mailbox value left the keyspace.
+/// A mailbox value left the keyspace (on any thread: it may be freed
+/// lazily).
 pub fn mailbox_removed(mb: &Mailbox) {
-    add(&MAILBOXES, -1);
-    Gauges::of(mb).apply(-1);
+    for (m, v) in FREED.iter().zip(Gauges::of(mb).fields()) {
+        m.fetch_add(v, Relaxed);
+    }
+}
+
+/// A gauge's value, or a counter's.
+fn value(m: &AtomicI64) -> i64 {
+    let freed = GAUGE_STATICS
+        .iter()
+        .position(|g| std::ptr::eq(*g, m))
+        .map_or(0, |i| FREED[i].load(Relaxed));
+    m.load(Relaxed) - freed
 }
 
 #[allow(deprecated)]
 pub fn info(ctx: &InfoContext, _for_crash_report: bool) {
     ctx.add_info_section(None);
     for (name, v) in FIELDS {
-        ctx.add_info_field_long_long(name, v.load(Relaxed));
+        ctx.add_info_field_long_long(name, value(v));
     }
 }
