@@ -268,6 +268,9 @@ pub fn publish(ctx: &Context, events: &[Event]) {
     let Some(publish) = (unsafe { raw::RedisModule_PublishMessage }) else {
         return;
     };
+    if events.is_empty() {
+        return;
+    }
     let prefix = config::event_prefix();
     for e in events {
         let mut channel = prefix.as_bytes().to_vec();

@@ -163,6 +163,7 @@ impl<'c> Writer<'c> {
             return 0;
         };
         let before = Gauges::of(mb);
+        let keeps_due = keeps_due(mb, effects);
         let count = effects.iter().fold(0, |_, e| mb.apply(now, e));
         before.update(&Gauges::of(mb));
         let empty = mb.is_empty();
@@ -186,9 +187,36 @@ impl<'c> Writer<'c> {
             self.mb = None;
             let _ = self.key.delete();
         }
-        crate::sweep::changed(self.ctx, self.name.as_slice(), self.mb.as_deref_mut());
+        if !keeps_due {
+            crate::sweep::changed(self.ctx, self.name.as_slice(), self.mb.as_deref_mut());
+        }
         count
     }
+}
+
+/// True when applying `effects` cannot move the mailbox's next deadline
+/// from the one the schedule holds: stores appended to a non-empty log,
+/// each pending only on devices that already wait for an older message.
+/// A new delivery goes behind those (its seq and time are the highest),
+/// so the oldest and least recently sent ones stay; the log's head and
+/// every device's last-seen time stay as well.
+fn keeps_due(mb: &Mailbox, effects: &[Effect<'_>]) -> bool {
+    mb.scheduled.is_some()
+        && !mb.log.is_empty()
+        && effects.iter().all(|e| match e {
+            Effect::Store {
+                seq, ts, pending, ..
+            } => {
+                // Every last send is a store's time (at most the log's
+                // latest) or a resend's (at most the last change's time).
+                *seq >= mb.next_seq
+                    && *ts >= mb.touched
+                    && pending
+                        .iter()
+                        .all(|n| mb.device(n).is_some_and(|d| !d.pending.is_empty()))
+            }
+            _ => false,
+        })
 }
 
 thread_local! {
