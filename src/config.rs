@@ -1,10 +1,13 @@
 //! Settings (spec §7): each one is `im.<name>` in `CONFIG GET/SET` and may
 //! be given as `<name> <value>` after the module's path at load time.
 
-use redis_module::configuration::EnumConfigurationValue;
-use redis_module::RedisError;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use redis_module::configuration::{
+    ConfigurationContext, ConfigurationValue, EnumConfigurationValue,
+};
+use redis_module::{RedisError, RedisString};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -22,8 +25,10 @@ pub static DEVICE_IDLE: AtomicI64 = AtomicI64::new(30 * DAY_MS);
 pub static ARCHIVE: AtomicBool = AtomicBool::new(false);
 
 pub static QUOTA_POLICY: Mutex<QuotaPolicy> = Mutex::new(QuotaPolicy::Reject);
-pub static OFFLINE_TYPES: LazyLock<Mutex<String>> =
-    LazyLock::new(|| Mutex::new("chat normal".into()));
+pub static OFFLINE_TYPES: TypesSetting = TypesSetting {
+    text: Mutex::new(String::new()),
+    generation: AtomicU64::new(0),
+};
 pub static EVENT_PREFIX: LazyLock<Mutex<String>> =
     LazyLock::new(|| Mutex::new("im:events:".into()));
 pub static DELAY_FROM: Mutex<String> = Mutex::new(String::new());
@@ -73,28 +78,48 @@ pub fn quota_policy() -> QuotaPolicy {
         .unwrap_or(QuotaPolicy::Reject)
 }
 
-/// A list of message types.
-pub type Types = Arc<Vec<Vec<u8>>>;
+/// A setting that holds a list of message types: its text, and a
+/// generation that moves on every change so that readers can keep their
+/// parsed copy until then.
+pub struct TypesSetting {
+    text: Mutex<String>,
+    generation: AtomicU64,
+}
 
-/// Message types kept offline (parsed once per value of the setting).
-pub fn offline_types() -> Types {
-    static PARSED: Mutex<Option<(String, Types)>> = Mutex::new(None);
-    let setting = OFFLINE_TYPES.lock().unwrap_or_else(|e| e.into_inner());
-    let mut parsed = PARSED.lock().unwrap_or_else(|e| e.into_inner());
-    match &*parsed {
-        Some((text, types)) if *text == *setting => types.clone(),
-        _ => {
-            let types: Types = Arc::new(
-                setting
-                    .split(|c: char| c.is_whitespace() || c == ',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.as_bytes().to_vec())
-                    .collect(),
-            );
-            *parsed = Some((setting.clone(), types.clone()));
-            types
-        }
+impl ConfigurationValue<RedisString> for TypesSetting {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(
+            None,
+            self.text.lock().unwrap_or_else(|e| e.into_inner()).as_str(),
+        )
     }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
+        *self.text.lock().unwrap_or_else(|e| e.into_inner()) = val.try_as_str()?.to_string();
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Is `t` one of the message types kept offline? The setting is parsed
+/// once per value (commands run on the main thread; the copy is its own).
+pub fn is_offline_type(t: &[u8]) -> bool {
+    thread_local! {
+        static PARSED: RefCell<(u64, Vec<Vec<u8>>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+    }
+    PARSED.with_borrow_mut(|(generation, types)| {
+        let now = OFFLINE_TYPES.generation.load(Ordering::Relaxed);
+        if *generation != now {
+            let text = OFFLINE_TYPES.text.lock().unwrap_or_else(|e| e.into_inner());
+            *types = text
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
+            *generation = now;
+        }
+        types.iter().any(|k| k.as_slice() == t)
+    })
 }
 
 pub fn event_prefix() -> String {

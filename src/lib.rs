@@ -160,7 +160,7 @@ mod registration {
                 ["device-idle", &DEVICE_IDLE, 30 * DAY_MS, 0, MS, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
-                ["offline-types", &*OFFLINE_TYPES, "chat normal", ConfigurationFlags::DEFAULT, None],
+                ["offline-types", &OFFLINE_TYPES, "chat normal", ConfigurationFlags::DEFAULT, None],
                 ["event-prefix", &*EVENT_PREFIX, "im:events:", ConfigurationFlags::DEFAULT, None],
                 ["delay-from", &DELAY_FROM, "", ConfigurationFlags::DEFAULT, None],
             ],

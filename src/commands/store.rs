@@ -179,7 +179,7 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
         }
     }
 
-    let volatile = !(a.force || parsed.keep_offline(&config::offline_types()));
+    let volatile = !(a.force || parsed.keep_offline(config::is_offline_type));
     let mut pending_names = Names::default();
     match &a.devices {
         Some(list) => list.iter().for_each(|d| pending_names.push(d)),
