@@ -20,60 +20,68 @@ pub mod sweep;
 /// allocator rather than the server's.
 #[cfg(not(test))]
 mod registration {
-    use crate::commands::{internal, offline, run, session, store};
+    use crate::commands::{dispatch, internal, offline, session, store};
     use crate::config::*;
     use crate::datatype::MAILBOX_TYPE;
     use redis_module::configuration::ConfigurationFlags;
     use redis_module::server_events::{FlushSubevent, LoadingSubevent, ServerRole};
     use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisString, Status};
+    use std::os::raw::c_int;
 
-    /// IM.CONNECT <user> <device> [NODE <node>]
-    fn im_connect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, session::connect)
+    /// Registers each command with a handler of its own that goes
+    /// straight to [`dispatch`] (no argument vector is built per call).
+    macro_rules! commands {
+        ($($(#[doc = $doc:literal])* $name:literal => $handler:path, $flags:literal, $first:literal, $last:literal, $step:literal;)*) => {
+            fn register_commands(ctx: &Context) -> Status {
+                $({
+                    $(#[doc = $doc])*
+                    unsafe extern "C" fn command(
+                        ctx: *mut raw::RedisModuleCtx,
+                        argv: *mut *mut raw::RedisModuleString,
+                        argc: c_int,
+                    ) -> c_int {
+                        dispatch(ctx, argv, argc, $handler)
+                    }
+                    let created = unsafe {
+                        raw::RedisModule_CreateCommand.map_or(raw::REDISMODULE_ERR as c_int, |f| {
+                            f(ctx.get_raw(), $name.as_ptr(), Some(command), $flags.as_ptr(), $first, $last, $step)
+                        })
+                    };
+                    if created != raw::REDISMODULE_OK as c_int {
+                        ctx.log_warning(&format!("im: could not register {:?}", $name));
+                        return Status::Err;
+                    }
+                })*
+                Status::Ok
+            }
+        };
     }
-    /// IM.DISCONNECT <user> <device>
-    fn im_disconnect(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, session::disconnect)
-    }
-    /// IM.DEVICES <user>
-    fn im_devices(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, session::devices)
-    }
-    /// IM.FORGET <user> <device>
-    fn im_forget(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, session::forget)
-    }
-    /// IM.STORE <user> <stanza> [ID <id>] [DEVICES <n> <device> ...] [FORCE]
-    fn im_store(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, store::store)
-    }
-    /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
-    fn im_ack(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, store::ack)
-    }
-    /// IM.OFFLINE.INFO <user> <device> [IDS [LIMIT <n>]]
-    fn im_offline_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, offline::offline_info)
-    }
-    /// IM.OFFLINE.PAGE <user> <device> [AFTER <seq>] [COUNT <n>] [DELAY <from>]
-    fn im_offline_page(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, offline::offline_page)
-    }
-    /// IM.INFO <user>
-    fn im_info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, offline::info)
-    }
-    /// IM.SWEEP [LIMIT <n>]
-    fn im_sweep(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, crate::commands::sweep::sweep)
-    }
-    /// IM.APPLY <user> <effects> (replication and AOF)
-    fn im_apply(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, internal::apply)
-    }
-    /// IM.LOAD <user> HEAD|MSGS <blob> (AOF rewrite)
-    fn im_load(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-        run(ctx, args, internal::load)
+
+    commands! {
+        /// IM.CONNECT <user> <device> [NODE <node>]
+        c"im.connect" => session::connect, c"write deny-oom", 1, 1, 1;
+        /// IM.DISCONNECT <user> <device>
+        c"im.disconnect" => session::disconnect, c"write", 1, 1, 1;
+        /// IM.DEVICES <user>
+        c"im.devices" => session::devices, c"readonly", 1, 1, 1;
+        /// IM.FORGET <user> <device>
+        c"im.forget" => session::forget, c"write", 1, 1, 1;
+        /// IM.STORE <user> <stanza> [ID <id>] [DEVICES <n> <device> ...] [FORCE]
+        c"im.store" => store::store, c"write deny-oom", 1, 1, 1;
+        /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
+        c"im.ack" => store::ack, c"write", 1, 1, 1;
+        /// IM.OFFLINE.INFO <user> <device> [IDS [LIMIT <n>]]
+        c"im.offline.info" => offline::offline_info, c"readonly", 1, 1, 1;
+        /// IM.OFFLINE.PAGE <user> <device> [AFTER <seq>] [COUNT <n>] [DELAY <from>]
+        c"im.offline.page" => offline::offline_page, c"readonly", 1, 1, 1;
+        /// IM.INFO <user>
+        c"im.info" => offline::info, c"readonly", 1, 1, 1;
+        /// IM.SWEEP [LIMIT <n>]
+        c"im.sweep" => crate::commands::sweep::sweep, c"write", 0, 0, 0;
+        /// IM.APPLY <user> <effects> (replication and AOF)
+        c"im.apply" => internal::apply, c"write", 1, 1, 1;
+        /// IM.LOAD <user> HEAD|MSGS <blob> (AOF rewrite)
+        c"im.load" => internal::load, c"write", 1, 1, 1;
     }
 
     /// The settings that may follow the module's path at load time.
@@ -116,7 +124,7 @@ mod registration {
                 );
             }
         }
-        Status::Ok
+        register_commands(ctx)
     }
 
     const MS: i64 = i64::MAX / 4;
@@ -128,20 +136,7 @@ mod registration {
         data_types: [MAILBOX_TYPE],
         init: init,
         info: metrics_info,
-        commands: [
-            ["im.connect", im_connect, "write deny-oom", 1, 1, 1, ""],
-            ["im.disconnect", im_disconnect, "write", 1, 1, 1, ""],
-            ["im.devices", im_devices, "readonly", 1, 1, 1, ""],
-            ["im.forget", im_forget, "write", 1, 1, 1, ""],
-            ["im.store", im_store, "write deny-oom", 1, 1, 1, ""],
-            ["im.ack", im_ack, "write", 1, 1, 1, ""],
-            ["im.offline.info", im_offline_info, "readonly", 1, 1, 1, ""],
-            ["im.offline.page", im_offline_page, "readonly", 1, 1, 1, ""],
-            ["im.info", im_info, "readonly", 1, 1, 1, ""],
-            ["im.sweep", im_sweep, "write", 0, 0, 0, ""],
-        ["im.apply", im_apply, "write", 1, 1, 1, ""],
-            ["im.load", im_load, "write", 1, 1, 1, ""],
-        ],
+        commands: [],
         event_handlers: [
         [@GENERIC: on_keyspace_event],
     ],

@@ -13,8 +13,11 @@ use crate::mailbox::{effect, Effect, Mailbox};
 use crate::metrics::{self, Gauges};
 use crate::reply::{self, error, Reply};
 use redis_module::key::RedisKeyWritable;
-use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, RedisString};
+use smallvec::SmallVec;
 use std::ffi::CStr;
+use std::mem::ManuallyDrop;
+use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub const MAX_NAME: usize = 256;
@@ -26,13 +29,35 @@ pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong
 
 pub type Handler = fn(&Context, &[RedisString]) -> Reply;
 
-/// Runs a handler and writes its reply; a panic answers an error instead
-/// of crossing into the server.
-pub fn run(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> RedisResult {
-    let r = catch_unwind(AssertUnwindSafe(|| handler(ctx, &args)))
+/// Runs a handler on the arguments the server passed and writes its reply;
+/// a panic answers an error instead of crossing into the server.
+///
+/// # Safety
+/// `ctx`, `argv` and `argc` are those the server passed to a command.
+pub unsafe fn dispatch(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    handler: Handler,
+) -> c_int {
+    let context = Context::new(ctx);
+    let raw_args: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
+        Ok(n) if !argv.is_null() => std::slice::from_raw_parts(argv, n),
+        _ => &[],
+    };
+    // Views of the server's own argument strings, which it keeps for the
+    // whole call: neither retained nor freed here.
+    let views: SmallVec<[ManuallyDrop<RedisString>; 8]> = raw_args
+        .iter()
+        .map(|&a| ManuallyDrop::new(RedisString::from_redis_module_string(ctx, a)))
+        .collect();
+    // SAFETY: `ManuallyDrop<T>` has the layout of `T`.
+    let args: &[RedisString] =
+        std::slice::from_raw_parts(views.as_ptr().cast::<RedisString>(), views.len());
+    let r = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
         .unwrap_or_else(|_| error("ERR internal error in redis-im, see the server log"));
-    reply::send(ctx, &r);
-    Ok(RedisValue::NoReply)
+    reply::send(&context, &r);
+    raw::REDISMODULE_OK as c_int
 }
 
 pub fn now_ms() -> i64 {
