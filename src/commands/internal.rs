@@ -10,16 +10,20 @@ use redis_module::{Context, RedisString};
 const INTERNAL: &str =
     "ERR this command is written by the module for replicas and the AOF, not sent by clients";
 
-/// IM.APPLY <user> <effects>
+/// IM.APPLY <user> <effects> [<stanza>]
 pub fn apply(ctx: &Context, args: &[RedisString]) -> Reply {
-    let [_, user, blob] = args else {
+    let [_, user, blob, extra @ ..] = args else {
         return Reply::WrongArity;
     };
+    if extra.len() > 1 {
+        return Reply::WrongArity;
+    }
     if !replicated_or_loading(ctx) {
         return error(INTERNAL);
     }
     // From here on, never an error: a replica does not answer its primary.
-    let Some((now, effects)) = effect::decode(blob.as_slice()) else {
+    let extra: Vec<&[u8]> = extra.iter().map(|a| a.as_slice()).collect();
+    let Some((now, effects)) = effect::decode(blob.as_slice(), &extra) else {
         redis_module::logging::log_warning("im: IM.APPLY with effects that do not decode");
         return Reply::Simple("OK");
     };

@@ -136,10 +136,13 @@ pub struct Writer<'c> {
 }
 
 /// How a committed change reaches replicas and the AOF.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Propagate {
+#[derive(Clone, Copy)]
+pub enum Propagate<'a> {
     /// As one `IM.APPLY` of the effects (commands on the primary).
     Effects,
+    /// The same, with this argument of the command passed on after the
+    /// blob when a stored stanza is its bytes (no copy of the stanza).
+    EffectsWith(&'a RedisString),
     /// As the command was given (`IM.APPLY` itself).
     Verbatim,
 }
@@ -193,10 +196,14 @@ impl<'c> Writer<'c> {
         before.update(&Gauges::of(mb));
         let empty = mb.is_empty();
         match propagate {
-            Propagate::Effects => {
+            Propagate::Effects | Propagate::EffectsWith(_) => {
+                let arg = match propagate {
+                    Propagate::EffectsWith(a) => Some(a),
+                    _ => None,
+                };
                 BLOB.with_borrow_mut(|blob| {
-                    effect::encode(blob, now, effects);
-                    replicate_apply(self.ctx, self.name, blob);
+                    let shared = effect::encode(blob, now, effects, arg.map(|a| a.as_slice()));
+                    replicate_apply(self.ctx, self.name, blob, arg.filter(|_| shared));
                     // A rare large blob does not stay.
                     if blob.capacity() > 64 * 1024 {
                         *blob = Vec::new();
@@ -264,18 +271,31 @@ fn event_name(e: &Effect<'_>) -> &'static CStr {
     }
 }
 
-/// Propagates `IM.APPLY <key> <effects>` to replicas and the AOF.
-fn replicate_apply(ctx: &Context, key: &RedisString, blob: &[u8]) {
+/// Propagates `IM.APPLY <key> <effects> [<stanza>]` to replicas and the
+/// AOF; the stanza argument is the server's string itself, not a copy.
+fn replicate_apply(ctx: &Context, key: &RedisString, blob: &[u8], arg: Option<&RedisString>) {
     if let Some(replicate) = unsafe { raw::RedisModule_Replicate } {
+        let ptr = blob.as_ptr().cast::<std::os::raw::c_char>();
         unsafe {
-            replicate(
-                ctx.get_raw(),
-                c"IM.APPLY".as_ptr(),
-                c"sb".as_ptr(),
-                key.inner,
-                blob.as_ptr().cast::<std::os::raw::c_char>(),
-                blob.len(),
-            );
+            match arg {
+                Some(a) => replicate(
+                    ctx.get_raw(),
+                    c"IM.APPLY".as_ptr(),
+                    c"sbs".as_ptr(),
+                    key.inner,
+                    ptr,
+                    blob.len(),
+                    a.inner,
+                ),
+                None => replicate(
+                    ctx.get_raw(),
+                    c"IM.APPLY".as_ptr(),
+                    c"sb".as_ptr(),
+                    key.inner,
+                    ptr,
+                    blob.len(),
+                ),
+            };
         }
     }
 }

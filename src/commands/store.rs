@@ -115,8 +115,11 @@ fn make_room(mb: &Mailbox, size: u64, max_messages: u64, max_bytes: u64) -> Opti
 
 /// IM.STORE <user> <stanza> [ID <id>] [DEVICES <n> <device> ...] [FORCE]
 pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
-    let (user, opts) = match args {
-        [_, u, rest @ ..] if !rest.is_empty() => (u, rest),
+    let (user, stanza_arg, opts) = match args {
+        [_, u, rest @ ..] => match rest {
+            [s, ..] => (u, s, rest),
+            [] => return Reply::WrongArity,
+        },
         _ => return Reply::WrongArity,
     };
     let a = match parse_store(opts) {
@@ -263,7 +266,7 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
         }
     }
     metrics::add(&metrics::KICKED, kicks.len() as i64);
-    w.commit(now, &effects, Propagate::Effects);
+    w.commit(now, &effects, Propagate::EffectsWith(stanza_arg));
     sweep::publish(ctx, &kicks);
     metrics::add(&metrics::STORED, 1);
     reply::send_stored(ctx, seq, id, pending_names.iter())

@@ -64,10 +64,21 @@ pub enum Effect<'a> {
     },
 }
 
-const VERSION: u8 = 1;
+/// Version 1 carries every stanza inline; version 2 may name, instead of
+/// a stored stanza's bytes, the argument after the blob that holds them
+/// (the store's own stanza argument, passed on without a copy). Both decode.
+const VERSION_INLINE: u8 = 1;
+const VERSION: u8 = 2;
+
+/// How a version 2 blob gives a stored stanza.
+const STANZA_INLINE: u8 = 0;
+const STANZA_ARGUMENT: u8 = 1;
 
 /// Encodes `now` and the effects into one blob, in `out` (emptied first).
-pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>]) {
+/// A stored stanza that is `shared` (the same bytes, not only equal ones)
+/// is named as the first argument after the blob; answers whether one was.
+pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>], shared: Option<&[u8]>) -> bool {
+    let mut used = false;
     let room: usize = effects
         .iter()
         .map(|e| match e {
@@ -129,7 +140,15 @@ pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>]) {
                         put_bytes(out, b);
                     }
                 }
-                put_bytes(out, stanza);
+                let same = shared.is_some_and(|s| std::ptr::eq(s, *stanza));
+                if same {
+                    out.push(STANZA_ARGUMENT);
+                    put_u64(out, 0);
+                    used = true;
+                } else {
+                    out.push(STANZA_INLINE);
+                    put_bytes(out, stanza);
+                }
                 put_u64(out, pending.len() as u64);
                 for d in pending {
                     put_bytes(out, d);
@@ -166,6 +185,7 @@ pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>]) {
             }
         }
     }
+    used
 }
 
 fn seqs<C: Default + Extend<u64>>(r: &mut Reader<'_>) -> Option<C> {
@@ -177,10 +197,12 @@ fn seqs<C: Default + Extend<u64>>(r: &mut Reader<'_>) -> Option<C> {
     Some(v)
 }
 
-/// Decodes a blob made by [`encode`]; `None` when it is not one.
-pub fn decode(blob: &[u8]) -> Option<(i64, Vec<Effect<'_>>)> {
+/// Decodes a blob made by [`encode`], with the arguments that followed it;
+/// `None` when it is not one.
+pub fn decode<'a>(blob: &'a [u8], args: &[&'a [u8]]) -> Option<(i64, Vec<Effect<'a>>)> {
     let mut r = Reader::new(blob);
-    if r.u8()? != VERSION {
+    let version = r.u8()?;
+    if version != VERSION && version != VERSION_INLINE {
         return None;
     }
     let now = r.i64()?;
@@ -207,7 +229,14 @@ pub fn decode(blob: &[u8]) -> Option<(i64, Vec<Effect<'_>>)> {
                     0 => IdSpec::Own(r.bytes()?),
                     _ => return None,
                 };
-                let stanza = r.bytes()?;
+                let stanza = match version {
+                    VERSION_INLINE => r.bytes()?,
+                    _ => match r.u8()? {
+                        STANZA_INLINE => r.bytes()?,
+                        STANZA_ARGUMENT => *args.get(usize::try_from(r.u64()?).ok()?)?,
+                        _ => return None,
+                    },
+                };
                 if let IdSpec::InStanza { off, len } = id {
                     stanza.get(off..off.checked_add(len)?)?;
                 }
@@ -259,6 +288,7 @@ mod tests {
     #[test]
     fn roundtrip() {
         let mut blob = Vec::new();
+        let mut by_ref = Vec::new();
         let effects = vec![
             Effect::Create { next_seq: 17 },
             Effect::Register { device: b"d" },
@@ -299,9 +329,50 @@ mod tests {
             },
             Effect::Expire { device: b"d" },
         ];
-        encode(&mut blob, 1234, &effects);
-        assert_eq!(decode(&blob), Some((1234, effects)));
-        assert_eq!(decode(&blob[..blob.len() - 1]), None);
-        assert_eq!(decode(b""), None);
+        assert!(!encode(&mut blob, 1234, &effects, None));
+        assert_eq!(decode(&blob, &[]), Some((1234, effects.clone())));
+        assert_eq!(decode(&blob[..blob.len() - 1], &[]), None);
+        assert_eq!(decode(b"", &[]), None);
+        // The first store's stanza passed as an argument, not copied.
+        let Effect::Store { stanza, .. } = &effects[5] else {
+            unreachable!()
+        };
+        assert!(encode(&mut by_ref, 1234, &effects, Some(stanza)));
+        assert!(by_ref.len() + stanza.len() <= blob.len());
+        assert_eq!(
+            decode(&by_ref, &[stanza]).map(|(t, e)| (t, e == effects)),
+            Some((1234, true))
+        );
+        assert_eq!(decode(&by_ref, &[]), None, "the argument is missing");
+        // An equal stanza elsewhere is not the shared one.
+        let copy = stanza.to_vec();
+        let mut other = Vec::new();
+        assert!(!encode(&mut other, 1234, &effects, Some(&copy)));
+    }
+
+    /// A blob of version 1 (every stanza inline), as AOF files written
+    /// before version 2 hold them, still decodes.
+    #[test]
+    fn decodes_version_1() {
+        let mut v1 = vec![VERSION_INLINE];
+        put_i64(&mut v1, 77);
+        v1.push(6);
+        put_u64(&mut v1, 5);
+        put_i64(&mut v1, 70);
+        v1.push(0);
+        v1.push(0);
+        put_bytes(&mut v1, b"id-5");
+        put_bytes(&mut v1, b"<message/>");
+        put_u64(&mut v1, 1);
+        put_bytes(&mut v1, b"d");
+        let want = Effect::Store {
+            seq: 5,
+            ts: 70,
+            flags: 0,
+            id: IdSpec::Own(b"id-5"),
+            stanza: b"<message/>",
+            pending: smallvec::smallvec![&b"d"[..]],
+        };
+        assert_eq!(decode(&v1, &[]), Some((77, vec![want])));
     }
 }
