@@ -86,19 +86,30 @@ fn entity(s: &[u8]) -> Option<(char, usize)> {
     (c != '\0').then_some((c, end + 1))
 }
 
-/// Checks every `&` of a text or attribute value.
-fn check_entities(v: &[u8], at: usize) -> Result<(), String> {
-    let mut i = 0;
-    while let Some(k) = memchr::memchr(b'&', &v[i..]) {
-        let Some((_, n)) = entity(&v[i + k + 1..]) else {
-            return Err(err(format_args!(
-                "bad entity reference at byte {}",
-                at + i + k
-            )));
-        };
-        i += k + 1 + n;
+/// Scans from `at` to the first `stop` byte (or the end), checking every
+/// reference on the way: one pass, byte by byte (the runs are short).
+/// Answers where it stopped and whether a reference was seen; a `<` is
+/// refused unless it is the stop byte.
+fn scan_to(raw: &[u8], at: usize, stop: u8) -> Result<(usize, bool), String> {
+    let mut i = at;
+    let mut refs = false;
+    while let Some(&b) = raw.get(i) {
+        if b == stop {
+            break;
+        }
+        match b {
+            b'&' => {
+                let Some((_, n)) = entity(&raw[i + 1..]) else {
+                    return Err(err(format_args!("bad entity reference at byte {i}")));
+                };
+                refs = true;
+                i += 1 + n;
+            }
+            b'<' => return Err(err(format_args!("'<' in an attribute value at byte {i}"))),
+            _ => i += 1,
+        }
     }
-    Ok(())
+    Ok((i, refs))
 }
 
 /// A value with its references resolved (it was checked already).
@@ -197,10 +208,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scans a start tag from just after its `<`, calling `attr` with each
-    /// attribute's name, raw value and the value's offset.
+    /// attribute's name, raw value, the value's offset and whether the
+    /// value holds references.
     fn start_tag(
         &mut self,
-        mut attr: impl FnMut(&'a [u8], &'a [u8], usize),
+        mut attr: impl FnMut(&'a [u8], &'a [u8], usize, bool),
     ) -> Result<Tag<'a>, String> {
         let name = self.name()?;
         let mut seen = Seen::new();
@@ -232,16 +244,13 @@ impl<'a> Scanner<'a> {
                 _ => return self.fail("attribute value without quotes"),
             };
             let at = self.pos + 1;
-            let Some(len) = memchr::memchr(quote, &self.raw[at..]) else {
+            let (end, refs) = scan_to(self.raw, at, quote)?;
+            if end == self.raw.len() {
+                self.pos = end;
                 return self.fail("unterminated attribute value");
-            };
-            let value = &self.raw[at..at + len];
-            if memchr::memchr(b'<', value).is_some() {
-                return self.fail("'<' in an attribute value");
             }
-            check_entities(value, at)?;
-            self.pos = at + len + 1;
-            attr(key, value, at);
+            self.pos = end + 1;
+            attr(key, &self.raw[at..end], at, refs);
         }
     }
 }
@@ -261,15 +270,18 @@ pub fn parse(raw: &[u8]) -> Result<Stanza<'_>, String> {
     loop {
         // Text up to the next markup.
         let start = sc.pos;
-        let lt = memchr::memchr(b'<', &raw[start..]).map_or(raw.len(), |i| start + i);
-        let text = &raw[start..lt];
-        if open.is_empty() {
-            if !text.iter().all(|&b| is_space(b)) {
+        let lt = if open.is_empty() {
+            let lt = raw[start..]
+                .iter()
+                .position(|&b| !is_space(b))
+                .map_or(raw.len(), |i| start + i);
+            if lt < raw.len() && raw[lt] != b'<' {
                 return Err(err("text outside the root element"));
             }
+            lt
         } else {
-            check_entities(text, start)?;
-        }
+            scan_to(raw, start, b'<')?.0
+        };
         sc.pos = lt;
         if lt == raw.len() {
             break;
@@ -311,8 +323,8 @@ pub fn parse(raw: &[u8]) -> Result<Stanza<'_>, String> {
             }
             let mut type_attr = None;
             let mut id = None;
-            let tag = sc.start_tag(|key, value, at| {
-                let (v, verbatim_at) = if memchr::memchr(b'&', value).is_some() {
+            let tag = sc.start_tag(|key, value, at, refs| {
+                let (v, verbatim_at) = if refs {
                     (Cow::Owned(unescape(value)), None)
                 } else {
                     (Cow::Borrowed(value), Some(at))
@@ -354,9 +366,9 @@ pub fn parse(raw: &[u8]) -> Result<Stanza<'_>, String> {
             }
         } else {
             let mut ns = None;
-            let tag = sc.start_tag(|key, value, _| {
+            let tag = sc.start_tag(|key, value, _, refs| {
                 if key == b"xmlns" {
-                    let v = if memchr::memchr(b'&', value).is_some() {
+                    let v = if refs {
                         Cow::Owned(unescape(value))
                     } else {
                         Cow::Borrowed(value)
