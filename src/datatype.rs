@@ -200,18 +200,10 @@ unsafe extern "C" fn copy(
 ///
 /// # Safety
 /// Called by Redis with a valid key option context.
-unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, _value: *const c_void) {
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let (Some(name), Some(db)) = (
-            raw::RedisModule_GetKeyNameFromOptCtx,
-            raw::RedisModule_GetDbIdFromOptCtx,
-        ) else {
-            return;
-        };
-        let key = name(ctx);
-        if key.is_null() {
-            return;
-        }
-        crate::sweep::forget_key(db(ctx), redis_module::RedisString::string_as_slice(key));
-    }));
+unsafe extern "C" fn unlink(_ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+    if value.is_null() {
+        return;
+    }
+    let mb = &*value.cast::<Mailbox>();
+    let _ = catch_unwind(AssertUnwindSafe(|| crate::sweep::forget(mb)));
 }

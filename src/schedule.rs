@@ -1,18 +1,21 @@
 //! The deadline index the timer pops: for every mailbox that has timer work
 //! ahead, when that work is due. Ordered by due time, so a sweep touches only
-//! what is due; keyed by (db, key) so a change to a mailbox moves its entry.
+//! what is due. Each entry is `(due, id) -> (db, key)`; the mailbox itself
+//! remembers its entry (see [`Entry`]), so moving or dropping it needs no
+//! lookup by name and comparisons never read key bytes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// `db` (4 bytes, little endian) followed by the key name.
 pub type Slot = Arc<[u8]>;
 
-pub fn slot(db: i32, key: &[u8]) -> Vec<u8> {
+pub fn slot(db: i32, key: &[u8]) -> Slot {
     let mut v = Vec::with_capacity(4 + key.len());
     v.extend_from_slice(&db.to_le_bytes());
     v.extend_from_slice(key);
-    v
+    v.into()
 }
 
 /// Splits a slot into its db and key name.
@@ -24,60 +27,91 @@ pub fn split(slot: &[u8]) -> (i32, &[u8]) {
     (db, slot.get(4..).unwrap_or_default())
 }
 
+/// What a mailbox knows of its own schedule entry (kept in memory only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Entry {
+    /// Not known: the mailbox has no entry and its due time is to be
+    /// worked out (new, loaded, or just popped by the timer).
+    #[default]
+    Unknown,
+    /// No timer work ahead; no entry.
+    Idle,
+    /// The entry `(due, id)`.
+    At { due: i64, id: u64 },
+}
+
+impl Entry {
+    pub fn due(&self) -> Option<Option<i64>> {
+        match *self {
+            Entry::Unknown => None,
+            Entry::Idle => Some(None),
+            Entry::At { due, .. } => Some(Some(due)),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Schedule {
-    by_due: BTreeSet<(i64, Slot)>,
-    by_slot: HashMap<Slot, i64>,
+    by_due: BTreeMap<(i64, u64), Slot>,
+    next_id: u64,
 }
 
 impl Schedule {
     pub fn len(&self) -> usize {
-        self.by_slot.len()
+        self.by_due.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_slot.is_empty()
+        self.by_due.is_empty()
     }
 
-    /// Sets (or with `None` removes) the due time of a mailbox.
-    pub fn set(&mut self, slot: &[u8], due: Option<i64>) {
-        match (self.by_slot.get(slot).copied(), due) {
-            (Some(old), Some(new)) if old == new => {}
-            (old, due) => {
-                let key: Slot = match self.by_slot.get_key_value(slot) {
-                    Some((k, _)) => k.clone(),
-                    None => Arc::from(slot),
-                };
-                if let Some(old) = old {
-                    self.by_due.remove(&(old, key.clone()));
-                    self.by_slot.remove(slot);
-                }
-                if let Some(due) = due {
-                    self.by_due.insert((due, key.clone()));
-                    self.by_slot.insert(key, due);
-                }
-            }
+    /// Moves a mailbox's entry to `due` (or with `None` removes it); the
+    /// mailbox's own record of it follows. `slot` names the mailbox, built
+    /// only when a new entry needs it.
+    pub fn set(&mut self, entry: &Cell<Entry>, due: Option<i64>, slot: impl FnOnce() -> Slot) {
+        let old = entry.get();
+        if old.due() == Some(due) {
+            return;
         }
+        let kept = match old {
+            Entry::At { due, id } => self.by_due.remove(&(due, id)),
+            _ => None,
+        };
+        entry.set(match due {
+            Some(due) => {
+                self.next_id = self.next_id.wrapping_add(1);
+                let id = self.next_id;
+                self.by_due.insert((due, id), kept.unwrap_or_else(slot));
+                Entry::At { due, id }
+            }
+            None => Entry::Idle,
+        });
+    }
+
+    /// Removes a mailbox's entry, if it has one; it is then unknown.
+    pub fn forget(&mut self, entry: &Cell<Entry>) {
+        if let Entry::At { due, id } = entry.get() {
+            self.by_due.remove(&(due, id));
+        }
+        entry.set(Entry::Unknown);
     }
 
     pub fn next_due(&self) -> Option<i64> {
-        self.by_due.first().map(|(d, _)| *d)
+        self.by_due.first_key_value().map(|((d, _), _)| *d)
     }
 
     /// Removes and answers the earliest entry due at or before `now`.
-    pub fn pop_due(&mut self, now: i64) -> Option<(i64, Slot)> {
-        let (due, _) = self.by_due.first()?;
+    pub fn pop_due(&mut self, now: i64) -> Option<(i64, u64, Slot)> {
+        let ((due, _), _) = self.by_due.first_key_value()?;
         if *due > now {
             return None;
         }
-        let (due, slot) = self.by_due.pop_first()?;
-        self.by_slot.remove(&slot);
-        Some((due, slot))
+        let ((due, id), slot) = self.by_due.pop_first()?;
+        Some((due, id, slot))
     }
 
     pub fn clear(&mut self) {
         self.by_due.clear();
-        self.by_slot.clear();
     }
 }
 
@@ -88,18 +122,23 @@ mod tests {
     #[test]
     fn orders_moves_and_pops() {
         let mut s = Schedule::default();
-        s.set(&slot(0, b"a"), Some(30));
-        s.set(&slot(0, b"b"), Some(10));
-        s.set(&slot(1, b"a"), Some(20));
+        let (a0, b0, a1) = (Cell::default(), Cell::default(), Cell::default());
+        s.set(&a0, Some(30), || slot(0, b"a"));
+        s.set(&b0, Some(10), || slot(0, b"b"));
+        s.set(&a1, Some(20), || slot(1, b"a"));
         assert_eq!(s.len(), 3);
-        s.set(&slot(0, b"b"), Some(40));
+        s.set(&b0, Some(40), || unreachable!("the entry's slot is kept"));
+        assert_eq!(s.len(), 3);
         assert_eq!(s.next_due(), Some(20));
         assert_eq!(s.pop_due(15), None);
-        let (due, sl) = s.pop_due(25).unwrap();
+        let (due, id, sl) = s.pop_due(25).unwrap();
         assert_eq!((due, split(&sl)), (20, (1, &b"a"[..])));
-        s.set(&slot(0, b"a"), None);
+        assert_eq!(a1.get(), Entry::At { due: 20, id });
+        s.set(&a0, None, || unreachable!());
+        assert_eq!(a0.get(), Entry::Idle);
         assert_eq!(s.len(), 1);
-        assert_eq!(s.pop_due(100).map(|(d, _)| d), Some(40));
+        s.forget(&b0);
+        assert_eq!(b0.get(), Entry::Unknown);
         assert!(s.is_empty() && s.next_due().is_none());
     }
 }

@@ -60,38 +60,36 @@ fn select_db(ctx: &Context, db: i32) -> bool {
     }
 }
 
-fn set_due(slot: &[u8], due: Option<i64>) {
+fn set_due(ctx: &Context, key: &[u8], mb: &Mailbox, due: Option<i64>) {
     let mut s = sched();
-    s.set(slot, due);
+    s.set(&mb.entry, due, || schedule::slot(selected_db(ctx), key));
     metrics::SCHEDULE_SIZE.store(s.len() as i64, Relaxed);
 }
 
 /// Records when mailbox `key` (in the selected db) next needs the timer.
-pub fn reschedule(ctx: &Context, key: &[u8], mb: Option<&Mailbox>) {
-    let due = mb.and_then(|m| m.next_due(&settings()));
-    set_due(&schedule::slot(selected_db(ctx), key), due);
+pub fn reschedule(ctx: &Context, key: &[u8], mb: &Mailbox) {
+    set_due(ctx, key, mb, mb.next_due(&settings()));
     arm(ctx);
 }
 
-/// After a command changed mailbox `key`: as [`reschedule`], skipped when
-/// the mailbox's due time is the one the schedule already holds.
-pub fn changed(ctx: &Context, key: &[u8], mb: Option<&mut Mailbox>) {
-    match mb {
-        Some(m) => {
-            let due = m.next_due(&settings());
-            if m.scheduled != Some(due) {
-                set_due(&schedule::slot(selected_db(ctx), key), due);
-                m.scheduled = Some(due);
-                arm(ctx);
-            }
+/// After a command changed mailbox `key` (`None`: it is gone, and its
+/// entry went with it): as [`reschedule`], skipped when the mailbox's due
+/// time is the one the schedule already holds.
+pub fn changed(ctx: &Context, key: &[u8], mb: Option<&Mailbox>) {
+    if let Some(m) = mb {
+        let due = m.next_due(&settings());
+        if m.entry.get().due() != Some(due) {
+            set_due(ctx, key, m, due);
+            arm(ctx);
         }
-        None => reschedule(ctx, key, None),
     }
 }
 
-/// A mailbox left the keyspace (`unlink` callback).
-pub fn forget_key(db: i32, key: &[u8]) {
-    set_due(&schedule::slot(db, key), None);
+/// A mailbox left the keyspace or is about to move (`unlink` callback).
+pub fn forget(mb: &Mailbox) {
+    let mut s = sched();
+    s.forget(&mb.entry);
+    metrics::SCHEDULE_SIZE.store(s.len() as i64, Relaxed);
 }
 
 /// Arms the timer for the next deadline, no sooner than `sweep-interval`
@@ -187,13 +185,13 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
             break;
         }
         let now = now_ms();
-        let Some((_, slot)) = sched().pop_due(now) else {
+        let Some((due, id, slot)) = sched().pop_due(now) else {
             break;
         };
         visited += 1;
         let (db, key) = schedule::split(&slot);
         if select_db(ctx, db) {
-            visit(ctx, key, now, &s, &mut r);
+            visit(ctx, key, (due, id), now, &s, &mut r);
         }
         longest_visit = longest_visit.max(start.elapsed().as_micros() as u64 - spent);
     }
@@ -281,20 +279,29 @@ pub fn publish(ctx: &Context, events: &[Event]) {
     }
 }
 
-fn visit(ctx: &Context, key: &[u8], now: i64, s: &TimerSettings, r: &mut Report) {
+fn visit(
+    ctx: &Context,
+    key: &[u8],
+    (due, id): (i64, u64),
+    now: i64,
+    s: &TimerSettings,
+    r: &mut Report,
+) {
     let name = ctx.create_string(key);
     let Ok(mut w) = Writer::open(ctx, &name) else {
         return;
     };
-    let Some(mb) = w.mailbox_mut() else {
+    let Some(mb) = w.mailbox() else {
         return;
     };
     // Its entry was just popped from the schedule.
-    mb.scheduled = None;
-    let mb = &*mb;
+    if mb.entry.get() != (schedule::Entry::At { due, id }) {
+        return;
+    }
+    mb.entry.set(schedule::Entry::Unknown);
     let work = mb.due_work(now, s, ITEMS_PER_VISIT);
     if work.is_empty() {
-        reschedule(ctx, key, Some(mb));
+        reschedule(ctx, key, mb);
         return;
     }
     let names: Vec<Vec<u8>> = mb.devices.iter().map(|d| d.name.to_vec()).collect();
@@ -355,7 +362,6 @@ pub fn rebuild(ctx: &Context) {
     struct Scan {
         settings: TimerSettings,
         db: i32,
-        found: Vec<(Vec<u8>, Option<i64>)>,
     }
     unsafe extern "C" fn on_key(
         _ctx: *mut raw::RedisModuleCtx,
@@ -376,13 +382,16 @@ pub fn rebuild(ctx: &Context) {
         if get_type(key) != *MAILBOX_TYPE.raw_type.borrow() {
             return;
         }
-        let mb = &mut *get_value(key).cast::<Mailbox>();
-        mb.scheduled = None;
+        let mb = &*get_value(key).cast::<Mailbox>();
+        // The schedule was emptied: every entry is to be made again.
+        mb.entry.set(schedule::Entry::Unknown);
         let key_name = redis_module::RedisString::string_as_slice(name);
-        scan.found.push((
-            schedule::slot(scan.db, key_name),
-            mb.next_due(&scan.settings),
-        ));
+        if let Some(due) = mb.next_due(&scan.settings) {
+            let mut s = sched();
+            s.set(&mb.entry, Some(due), || schedule::slot(scan.db, key_name));
+        } else {
+            mb.entry.set(schedule::Entry::Idle);
+        }
     }
     let db_before = selected_db(ctx);
     sched().clear();
@@ -400,7 +409,6 @@ pub fn rebuild(ctx: &Context) {
         let mut scan = Scan {
             settings: settings(),
             db,
-            found: Vec::new(),
         };
         unsafe {
             let cursor = create();
@@ -412,10 +420,6 @@ pub fn rebuild(ctx: &Context) {
             ) != 0
             {}
             destroy(cursor);
-        }
-        let mut s = sched();
-        for (slot, due) in scan.found {
-            s.set(&slot, due);
         }
         db += 1;
     }
@@ -430,7 +434,10 @@ pub fn key_arrived(ctx: &Context, key: &[u8]) {
     let name = ctx.create_string(key);
     let k = ctx.open_key(&name);
     if let Ok(Some(mb)) = k.get_value::<Mailbox>(&MAILBOX_TYPE) {
-        reschedule(ctx, key, Some(mb));
+        // A copy has no entry; a moved mailbox lost its old one when it
+        // left its old name.
+        forget(mb);
+        reschedule(ctx, key, mb);
     }
 }
 

@@ -65,7 +65,9 @@ pub fn load(ctx: &Context, args: &[RedisString]) -> Reply {
     } else {
         return error("ERR IM.LOAD takes HEAD or MSGS");
     }
-    crate::sweep::reschedule(ctx, user.as_slice(), w.mailbox());
+    if let Some(mb) = w.mailbox() {
+        crate::sweep::reschedule(ctx, user.as_slice(), mb);
+    }
     ctx.replicate_verbatim();
     Reply::Simple("OK")
 }

@@ -220,7 +220,7 @@ impl<'c> Writer<'c> {
             let _ = self.key.delete();
         }
         if !keeps_due {
-            crate::sweep::changed(self.ctx, self.name.as_slice(), self.mb.as_deref_mut());
+            crate::sweep::changed(self.ctx, self.name.as_slice(), self.mb.as_deref());
         }
         count
     }
@@ -233,7 +233,7 @@ impl<'c> Writer<'c> {
 /// so the oldest and least recently sent ones stay; the log's head and
 /// every device's last-seen time stay as well.
 fn keeps_due(mb: &Mailbox, effects: &[Effect<'_>]) -> bool {
-    mb.scheduled.is_some()
+    mb.entry.get().due().is_some()
         && !mb.log.is_empty()
         && effects.iter().all(|e| match e {
             Effect::Store {

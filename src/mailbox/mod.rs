@@ -85,9 +85,8 @@ pub struct Mailbox {
     pub next_seq: u64,
     /// Last time a command changed the mailbox (ms).
     pub touched: i64,
-    /// The due time last given to the timer's schedule, when known (kept
-    /// in memory only: it saves the schedule a lookup on every command).
-    pub scheduled: Option<Option<i64>>,
+    /// Its entry in the timer's schedule (kept in memory only).
+    pub entry: std::cell::Cell<crate::schedule::Entry>,
     pub devices: Vec<Device>,
     pub log: Log,
     /// Messages by id, for duplicate detection and acks by id.
@@ -99,7 +98,7 @@ impl Mailbox {
         Mailbox {
             next_seq,
             touched: now,
-            scheduled: None,
+            entry: Default::default(),
             devices: Vec::new(),
             log: Log::default(),
             ids: IdIndex::new(next_seq),
