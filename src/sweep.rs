@@ -97,19 +97,32 @@ pub fn forget(mb: &Mailbox) {
 pub fn arm(ctx: &Context) {
     let interval = config::get(&config::SWEEP_INTERVAL);
     let mut timer = TIMER.lock().unwrap_or_else(|e| e.into_inner());
-    if interval == 0 || !is_primary(ctx) {
+    let next = if interval == 0 {
+        None
+    } else {
+        sched().next_due()
+    };
+    let Some(next) = next else {
+        if interval == 0 {
+            if let Some((id, _)) = timer.take() {
+                stop_timer(ctx, id);
+            }
+        }
+        return;
+    };
+    let at = next.max(LAST_RUN.load(Relaxed).saturating_add(interval));
+    // The usual case, first: the armed timer fires in time.
+    if matches!(*timer, Some((_, fires)) if fires <= at) {
+        return;
+    }
+    if !is_primary(ctx) {
         if let Some((id, _)) = timer.take() {
             stop_timer(ctx, id);
         }
         return;
     }
-    let Some(next) = sched().next_due() else {
-        return;
-    };
     let now = now_ms();
-    let at = next
-        .max(LAST_RUN.load(Relaxed).saturating_add(interval))
-        .max(now);
+    let at = at.max(now);
     match *timer {
         Some((_, fires)) if fires <= at => return,
         Some((id, _)) => stop_timer(ctx, id),

@@ -113,9 +113,13 @@ pub fn growth_class(n: usize) -> usize {
     }
 }
 
+/// Where each record of a chunk starts: in the chunk itself for a few
+/// records (a mailbox with little in it allocates nothing more for them).
+type Offsets = smallvec::SmallVec<[u16; 8]>;
+
 /// Makes room for one more offset, growing through size classes: one
 /// reallocation every few records rather than one per record.
-fn grow_offsets(offsets: &mut Vec<u16>) {
+fn grow_offsets(offsets: &mut Offsets) {
     if offsets.len() == offsets.capacity() {
         let want = size_class((offsets.len() + 1) * 2) / 2;
         offsets.reserve_exact(want - offsets.len());
@@ -137,7 +141,7 @@ struct Chunk {
     base_ts: i64,
     data: Vec<u8>,
     /// Where each record (live or dead) starts, in seq order.
-    offsets: Vec<u16>,
+    offsets: Offsets,
     live: u32,
     dead_bytes: u32,
 }
@@ -222,6 +226,15 @@ fn encode(out: &mut Vec<u8>, base: u64, base_ts: i64, m: &NewMsg<'_>) {
 }
 
 impl Chunk {
+    /// Heap bytes of the offsets (none while they fit inline).
+    fn offsets_heap_bytes(&self) -> usize {
+        if self.offsets.spilled() {
+            self.offsets.capacity() * 2
+        } else {
+            0
+        }
+    }
+
     fn new(base: u64, m: &NewMsg<'_>) -> Chunk {
         let mut data = Vec::new();
         encode(&mut data, base, m.ts, m);
@@ -230,7 +243,7 @@ impl Chunk {
         Chunk {
             base_ts: m.ts,
             data: exact,
-            offsets: vec![0],
+            offsets: smallvec::smallvec![0],
             live: 1,
             dead_bytes: 0,
         }
@@ -313,7 +326,7 @@ impl Chunk {
     /// Drops dead records; the base stays, so live records keep their bytes.
     fn compact(&mut self, base: u64) {
         let mut data = Vec::with_capacity(size_class(self.data.len() - self.dead_bytes as usize));
-        let mut offsets = Vec::with_capacity(self.live as usize);
+        let mut offsets = Offsets::with_capacity(self.live as usize);
         let mut it = self.records(base);
         loop {
             let pos = it.pos;
@@ -388,7 +401,7 @@ impl Log {
             + self
                 .chunks
                 .iter()
-                .map(|(_, c)| c.data.capacity() + c.offsets.capacity() * 2)
+                .map(|(_, c)| c.data.capacity() + c.offsets_heap_bytes())
                 .sum::<usize>()
     }
 
