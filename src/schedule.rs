@@ -12,10 +12,10 @@ use std::sync::Arc;
 pub type Slot = Arc<[u8]>;
 
 pub fn slot(db: i32, key: &[u8]) -> Slot {
-    let mut v = Vec::with_capacity(4 + key.len());
+    let mut v: smallvec::SmallVec<[u8; 64]> = smallvec::SmallVec::with_capacity(4 + key.len());
     v.extend_from_slice(&db.to_le_bytes());
     v.extend_from_slice(key);
-    v.into()
+    Arc::from(&v[..])
 }
 
 /// Splits a slot into its db and key name.

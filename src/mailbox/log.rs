@@ -236,13 +236,11 @@ impl Chunk {
     }
 
     fn new(base: u64, m: &NewMsg<'_>) -> Chunk {
-        let mut data = Vec::new();
+        let mut data = Vec::with_capacity(size_class(encoded_len(base, m.ts, m)));
         encode(&mut data, base, m.ts, m);
-        let mut exact = Vec::with_capacity(size_class(data.len()));
-        exact.extend_from_slice(&data);
         Chunk {
             base_ts: m.ts,
-            data: exact,
+            data,
             offsets: smallvec::smallvec![0],
             live: 1,
             dead_bytes: 0,
@@ -548,7 +546,7 @@ impl Log {
             .offsets
             .get(idx)
             .map_or(chunk.data.len(), |&p| p as usize);
-        let mut rec = Vec::new();
+        let mut rec = Vec::with_capacity(encoded_len(base, chunk.base_ts, &m));
         encode(&mut rec, base, chunk.base_ts, &m);
         chunk.push_record(at, &rec);
         if chunk.data.len() > 2 * CHUNK_BYTES && chunk.live > 1 {
@@ -570,8 +568,9 @@ impl Log {
             let Some(first) = part.first() else { continue };
             let mut c = Chunk::new(first.seq, &first.to_new());
             for m in &part[1..] {
-                let mut rec = Vec::new();
-                encode(&mut rec, first.seq, c.base_ts, &m.to_new());
+                let new = m.to_new();
+                let mut rec = Vec::with_capacity(encoded_len(first.seq, c.base_ts, &new));
+                encode(&mut rec, first.seq, c.base_ts, &new);
                 let at = c.data.len();
                 c.push_record(at, &rec);
             }
