@@ -143,6 +143,9 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     };
     let now = now_ms();
     let mb = w.mailbox();
+    if let Some(m) = mb {
+        m.prefetch_for_store();
+    }
 
     // The id, and where it is kept: inside the stanza when it is the
     // stanza's own attribute, verbatim.

@@ -403,6 +403,13 @@ impl Log {
                 .sum::<usize>()
     }
 
+    /// Asks the CPU to fetch where the next appended record goes.
+    pub fn prefetch_tail(&self) {
+        if let Some((_, c)) = self.chunks.back() {
+            super::prefetch(c.data.last());
+        }
+    }
+
     /// The index of the chunk that would hold `seq`: the last one whose
     /// base is at most `seq`.
     fn slot(&self, seq: u64) -> Option<usize> {

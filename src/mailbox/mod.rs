@@ -17,6 +17,23 @@ use rangeset::RangeSet;
 pub use effect::Effect;
 use ids::IdIndex;
 
+/// Asks the CPU to start fetching the cache line at `p` (a hint only).
+#[inline]
+pub fn prefetch<T>(p: Option<&T>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(p) = p {
+        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch(
+                (p as *const T).cast::<i8>(),
+                std::arch::x86_64::_MM_HINT_T0,
+            );
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 /// One client installation of the user.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Device {
@@ -116,6 +133,15 @@ impl Mailbox {
 
     pub fn device(&self, name: &[u8]) -> Option<&Device> {
         self.devices.iter().find(|d| &*d.name == name)
+    }
+
+    /// Asks the CPU to start fetching what storing one more message will
+    /// write: the online devices' pending tails and the log's tail.
+    pub fn prefetch_for_store(&self) {
+        for d in self.devices.iter().filter(|d| d.online) {
+            d.pending.prefetch_back();
+        }
+        self.log.prefetch_tail();
     }
 
     /// The seq of the live message with this id.

@@ -69,6 +69,14 @@ impl Deliveries {
             + self.by_send.capacity() * std::mem::size_of::<(i64, u64)>()
     }
 
+    /// Asks the CPU to fetch the ends a new delivery is written to.
+    pub fn prefetch_back(&self) {
+        let (a, b) = self.by_seq.as_slices();
+        super::prefetch(b.last().or(a.last()));
+        let (a, b) = self.by_send.as_slices();
+        super::prefetch(b.last().or(a.last()));
+    }
+
     fn index(&self, seq: u64) -> Option<usize> {
         self.by_seq.binary_search_by_key(&seq, |&(s, _)| s).ok()
     }
