@@ -366,9 +366,15 @@ impl Suite {
                         }
                     }
                     Kind::SeedCycle | Kind::LuaCycle => {
-                        let n = self.admin.ok(&["DBSIZE"])?.int().unwrap_or(-1);
-                        if n != 0 {
-                            return Err(fail(format!("{label}: {n} keys left after acking all")));
+                        // Only the receipts stay (URT:<user>, RT:<terminal>).
+                        for pattern in ["SOGU:*", "OGM:*"] {
+                            let left = self.admin.ok(&["KEYS", pattern])?;
+                            let n = left.arr().map_or(-1, |a| a.len() as i64);
+                            if n != 0 {
+                                return Err(fail(format!(
+                                    "{label}: {n} {pattern} keys left after acking all"
+                                )));
+                            }
                         }
                     }
                     _ => {}

@@ -18,7 +18,7 @@ pub const L_LUA_ON: &str = "Lua EVALSHA: SADD SOGU + HSET OGM";
 pub const L_LUA_OFF: &str = "Lua EVALSHA offline: ZADD + HSET OFOFFLINE";
 pub const L_XADD: &str = "XADD to a stream per user";
 pub const L_CYCLE_IM: &str = "redis-im: IM.STORE, IM.ACK";
-pub const L_CYCLE_SEED: &str = "seed layout: SADD+HMSET, SREM+DEL";
+pub const L_CYCLE_SEED: &str = "seed layout: SADD+HMSET, SADD URT+SADD RT+SREM+DEL";
 pub const L_CYCLE_LUA: &str = "Lua: EVALSHA store, EVALSHA ack";
 pub const L_CYCLE_STREAM: &str = "streams: XADD+XREADGROUP, XACK";
 pub const L_MEM_IM_OFF: &str = "redis-im, offline device";
@@ -517,7 +517,7 @@ pub fn markdown(r: &Results) -> String {
     let im_sync = r.rate(Section::CycleSync, L_CYCLE_IM, TOOL_DRIVER);
     for (label, cmds) in [
         (L_CYCLE_IM, 2),
-        (L_CYCLE_SEED, 4),
+        (L_CYCLE_SEED, 6),
         (L_CYCLE_LUA, 2),
         (L_CYCLE_STREAM, 3),
     ] {

@@ -39,7 +39,12 @@ pub const LUA_STORE: &str = "redis.call('SADD', KEYS[1], string.sub(KEYS[2], 5))
 redis.call('HSET', KEYS[2], 'STANZA', ARGV[1], 'CREATIONDATE', ARGV[2]) return 1";
 pub const LUA_STORE_OFFLINE: &str = "redis.call('ZADD', KEYS[1], ARGV[2], string.sub(KEYS[2], 11)) \
 redis.call('HSET', KEYS[2], 'STANZA', ARGV[1], 'CREATIONDATE', ARGV[2], 'MESSAGESIZ', string.len(ARGV[1])) return 1";
-pub const LUA_ACK: &str = "redis.call('SREM', KEYS[1], string.sub(KEYS[2], 5)) \
+/// The seed's receipt: the device is recorded as one of the user's
+/// terminals (`URT:<user>`), the message as read by it (`RT:<terminal>`),
+/// and the parked copy is removed.
+pub const LUA_ACK: &str = "redis.call('SADD', KEYS[3], ARGV[1]) \
+redis.call('SADD', KEYS[4], string.sub(KEYS[2], 5)) \
+redis.call('SREM', KEYS[1], string.sub(KEYS[2], 5)) \
 return redis.call('DEL', KEYS[2])";
 
 #[derive(Clone, Default)]
@@ -93,6 +98,8 @@ pub struct Traffic {
     xml: Vec<u8>,
     k1: Vec<u8>,
     k2: Vec<u8>,
+    k3: Vec<u8>,
+    k4: Vec<u8>,
 }
 
 fn expect_int(v: &Val, want: i64, what: &str) -> Result<(), String> {
@@ -123,6 +130,8 @@ impl Traffic {
             xml,
             k1: Vec::new(),
             k2: Vec::new(),
+            k3: Vec::new(),
+            k4: Vec::new(),
         }
     }
 
@@ -151,6 +160,18 @@ impl Traffic {
         buf.clear();
         buf.extend_from_slice(prefix.as_bytes());
         buf.extend_from_slice(rest);
+    }
+
+    /// The seed's keys for a receipt of the current message by the
+    /// user's device: k1 `SOGU:<user>`, k2 `OGM:<id>`, k3 `URT:<user>`,
+    /// k4 `RT:<terminal>`, the terminal being `<user>/<device>`.
+    fn receipt_keys(&mut self) {
+        Self::key(&mut self.k1, "SOGU:", &self.user);
+        Self::key(&mut self.k2, "OGM:", &self.id);
+        Self::key(&mut self.k3, "URT:", &self.user);
+        Self::key(&mut self.k4, "RT:", &self.user);
+        self.k4.push(b'/');
+        self.k4.extend_from_slice(DEVICE.as_bytes());
     }
 
     fn seed_store(&mut self, c: usize, k: u64, out: &mut Conn) -> usize {
@@ -335,21 +356,24 @@ impl Workload for Traffic {
                 1
             }
             Kind::SeedCycle => {
-                Self::key(&mut self.k1, "SOGU:", &self.user);
-                Self::key(&mut self.k2, "OGM:", &self.id);
+                self.receipt_keys();
+                out.cmd(&[b"SADD", &self.k3, &self.k4[3..]]);
+                out.cmd(&[b"SADD", &self.k4, &self.id]);
                 out.cmd(&[b"SREM", &self.k1, &self.id]);
                 out.cmd(&[b"DEL", &self.k2]);
-                2
+                4
             }
             Kind::LuaCycle => {
-                Self::key(&mut self.k1, "SOGU:", &self.user);
-                Self::key(&mut self.k2, "OGM:", &self.id);
+                self.receipt_keys();
                 out.cmd(&[
                     b"EVALSHA",
                     self.shas.ack.as_bytes(),
-                    b"2",
+                    b"4",
                     &self.k1,
                     &self.k2,
+                    &self.k3,
+                    &self.k4,
+                    &self.k4[3..],
                 ]);
                 1
             }
@@ -366,8 +390,9 @@ impl Workload for Traffic {
         match self.kind {
             Kind::ImCycle => expect_int(&r[0], 1, "IM.ACK"),
             Kind::SeedCycle => {
-                expect_int(&r[0], 1, "SREM")?;
-                expect_int(&r[1], 1, "DEL")
+                expect_int(&r[1], 1, "SADD RT")?;
+                expect_int(&r[2], 1, "SREM")?;
+                expect_int(&r[3], 1, "DEL")
             }
             Kind::LuaCycle => expect_int(&r[0], 1, "EVALSHA ack"),
             Kind::StreamCycle => expect_int(&r[0], 1, "XACK"),
