@@ -29,6 +29,9 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// One timed request (and the check of its reply).
+type Probe<'a> = Box<dyn FnMut(&mut Conn) -> io::Result<()> + 'a>;
+
 fn log(msg: impl AsRef<str>) {
     eprintln!("[bench {:>7.1}s] {}", elapsed_total(), msg.as_ref());
 }
@@ -468,50 +471,82 @@ impl Suite {
         Ok(t.marked)
     }
 
-    /// Median and p99 (µs) of `reps` timings of `f` after a warm-up, and
-    /// the server's own time per request (`INFO commandstats`).
-    fn time_reps(
+    /// Median and p99 (µs) of `reps` timings of each probe after a warm-up,
+    /// and the server's own time per request (`INFO commandstats`). The
+    /// probes take turns in blocks of 50 requests, so that whatever else
+    /// the machine does in the meantime falls on all of them alike.
+    fn time_interleaved(
         &mut self,
         reps: usize,
-        mut f: impl FnMut(&mut Conn) -> io::Result<()>,
-    ) -> io::Result<Timing> {
+        probes: &mut [Probe<'_>],
+    ) -> io::Result<Vec<Timing>> {
+        const BLOCK: usize = 50;
         let mut c = Conn::connect(self.port())?;
-        for _ in 0..20 {
-            f(&mut c)?;
+        for p in probes.iter_mut() {
+            for _ in 0..20 {
+                p(&mut c)?;
+            }
         }
-        self.admin.ok(&["CONFIG", "RESETSTAT"])?;
-        let mut us = Vec::with_capacity(reps);
-        for _ in 0..reps {
-            let t = Instant::now();
-            f(&mut c)?;
-            us.push(t.elapsed().as_secs_f64() * 1e6);
+        let mut us: Vec<Vec<f64>> = probes.iter().map(|_| Vec::with_capacity(reps)).collect();
+        let mut server = vec![0.0; probes.len()];
+        let mut done = 0;
+        while done < reps {
+            let n = BLOCK.min(reps - done);
+            for (i, p) in probes.iter_mut().enumerate() {
+                self.admin.ok(&["CONFIG", "RESETSTAT"])?;
+                for _ in 0..n {
+                    let t = Instant::now();
+                    p(&mut c)?;
+                    us[i].push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                server[i] += self.server_usec()?;
+            }
+            done += n;
         }
-        // usec of every command but INFO and CONFIG, per request.
+        Ok(us
+            .iter()
+            .zip(server)
+            .map(|(us, server)| Timing {
+                median: percentile(us, 50.0),
+                p99: percentile(us, 99.0),
+                server: server / reps as f64,
+            })
+            .collect())
+    }
+
+    /// usec of every command but INFO and CONFIG since the last RESETSTAT.
+    fn server_usec(&mut self) -> io::Result<f64> {
         let stats = self.admin.info("commandstats")?;
-        let server_us: f64 = stats
+        Ok(stats
             .iter()
             .filter(|(k, _)| !k.starts_with("cmdstat_info") && !k.starts_with("cmdstat_config"))
             .filter_map(|(_, v)| v.split(',').find_map(|f| f.strip_prefix("usec=")))
             .filter_map(|v| v.parse::<f64>().ok())
-            .sum();
-        Ok(Timing {
-            median: percentile(&us, 50.0),
-            p99: percentile(&us, 99.0),
-            server: server_us / reps as f64,
-        })
+            .sum())
+    }
+
+    /// Records the timings of a layout's two mailboxes (1k, 1M).
+    fn page_row(&mut self, label: &str, probes: &mut [Probe<'_>]) -> io::Result<()> {
+        let t = self.time_interleaved(self.p.page_reps, probes)?;
+        let mut row = PageRow {
+            label: label.into(),
+            ..Default::default()
+        };
+        for (i, timing) in t.into_iter().enumerate() {
+            row.set(i, timing);
+        }
+        log(format!("paging {row:?}"));
+        self.res.paging.push(row);
+        Ok(())
     }
 
     fn paging(&mut self) -> io::Result<()> {
         let sizes = [self.p.page_small, self.p.page_big];
-        let reps = self.p.page_reps;
 
         // redis-im: one offline device, page 100 after the middle seq.
         self.admin.ok(&["FLUSHALL", "SYNC"])?;
-        let mut row = PageRow {
-            label: L_PAGE_IM.into(),
-            ..Default::default()
-        };
-        for (i, &n) in sizes.iter().enumerate() {
+        let mut targets = Vec::new();
+        for &n in &sizes {
             let who = format!("page:{n}");
             self.admin.ok(&["IM.CONNECT", &who, DEVICE])?;
             self.admin.ok(&["IM.DISCONNECT", &who, DEVICE])?;
@@ -538,41 +573,43 @@ impl Suite {
                     "{who}: IM.OFFLINE.INFO count {count:?}, expected {n}"
                 )));
             }
-            let timing = self.time_reps(reps, |c| {
-                let v = c.call_str(&[
-                    "IM.OFFLINE.PAGE",
-                    &who,
-                    DEVICE,
-                    "AFTER",
-                    &seq,
-                    "COUNT",
-                    "100",
-                ])?;
-                let items = v
-                    .arr()
-                    .and_then(|a| a.get(1))
-                    .and_then(|p| p.arr())
-                    .map_or(0, |p| p.len());
-                if items != 100 {
-                    return Err(fail(format!(
-                        "IM.OFFLINE.PAGE gave {items} messages: {}",
-                        v.show()
-                    )));
-                }
-                Ok(())
-            })?;
-            row.set(i, timing);
+            targets.push((who, seq));
         }
-        log(format!("paging {row:?}"));
-        self.res.paging.push(row);
+        let mut probes: Vec<Probe<'_>> = targets
+            .iter()
+            .map(|(who, seq)| -> Probe<'_> {
+                Box::new(move |c: &mut Conn| {
+                    let v = c.call_str(&[
+                        "IM.OFFLINE.PAGE",
+                        who,
+                        DEVICE,
+                        "AFTER",
+                        seq,
+                        "COUNT",
+                        "100",
+                    ])?;
+                    let items = v
+                        .arr()
+                        .and_then(|a| a.get(1))
+                        .and_then(|p| p.arr())
+                        .map_or(0, |p| p.len());
+                    if items != 100 {
+                        return Err(fail(format!(
+                            "IM.OFFLINE.PAGE gave {items} messages: {}",
+                            v.show()
+                        )));
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        self.page_row(L_PAGE_IM, &mut probes)?;
+        drop(probes);
 
         // The seed layout: ZRANGEBYSCORE for the ids, then HGETALL each.
         self.admin.ok(&["FLUSHALL", "SYNC"])?;
-        let mut row = PageRow {
-            label: L_PAGE_SEED.into(),
-            ..Default::default()
-        };
-        for (i, &n) in sizes.iter().enumerate() {
+        let mut targets = Vec::new();
+        for &n in &sizes {
             let who = format!("page:{n}");
             let t0 = Instant::now();
             let mut t = self.traffic(Kind::SeedStore, false, 1, 1);
@@ -584,42 +621,43 @@ impl Suite {
                 "paging load seed layout {n} messages in {:.1}s",
                 t0.elapsed().as_secs_f64()
             ));
-            let min = format!("({}", base + n / 2);
-            let key = format!("OFOFFLINE:{who}");
-            let timing = self.time_reps(reps, |c| {
-                let v = c.call_str(&["ZRANGEBYSCORE", &key, &min, "+inf", "LIMIT", "0", "100"])?;
-                let ids = v
-                    .arr()
-                    .ok_or_else(|| fail(format!("ZRANGEBYSCORE: {}", v.show())))?;
-                if ids.len() != 100 {
-                    return Err(fail(format!("ZRANGEBYSCORE gave {} ids", ids.len())));
-                }
-                for id in ids {
-                    let mut k = b"OFOFFLINE:".to_vec();
-                    k.extend_from_slice(id.bytes().unwrap_or_default());
-                    c.cmd(&[b"HGETALL", &k]);
-                }
-                c.flush()?;
-                for _ in 0..100 {
-                    let h = c.read()?;
-                    if h.arr().map_or(0, |a| a.len()) != 6 {
-                        return Err(fail(format!("HGETALL: {}", h.show())));
-                    }
-                }
-                Ok(())
-            })?;
-            row.set(i, timing);
+            targets.push((format!("OFOFFLINE:{who}"), format!("({}", base + n / 2)));
         }
-        log(format!("paging {row:?}"));
-        self.res.paging.push(row);
+        let mut probes: Vec<Probe<'_>> = targets
+            .iter()
+            .map(|(key, min)| -> Probe<'_> {
+                Box::new(move |c: &mut Conn| {
+                    let v =
+                        c.call_str(&["ZRANGEBYSCORE", key, min, "+inf", "LIMIT", "0", "100"])?;
+                    let ids = v
+                        .arr()
+                        .ok_or_else(|| fail(format!("ZRANGEBYSCORE: {}", v.show())))?;
+                    if ids.len() != 100 {
+                        return Err(fail(format!("ZRANGEBYSCORE gave {} ids", ids.len())));
+                    }
+                    for id in ids {
+                        let mut k = b"OFOFFLINE:".to_vec();
+                        k.extend_from_slice(id.bytes().unwrap_or_default());
+                        c.cmd(&[b"HGETALL", &k]);
+                    }
+                    c.flush()?;
+                    for _ in 0..100 {
+                        let h = c.read()?;
+                        if h.arr().map_or(0, |a| a.len()) != 6 {
+                            return Err(fail(format!("HGETALL: {}", h.show())));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        self.page_row(L_PAGE_SEED, &mut probes)?;
+        drop(probes);
 
         // A stream per user: XRANGE after the middle entry.
         self.admin.ok(&["FLUSHALL", "SYNC"])?;
-        let mut row = PageRow {
-            label: L_PAGE_STREAM.into(),
-            ..Default::default()
-        };
-        for (i, &n) in sizes.iter().enumerate() {
+        let mut targets = Vec::new();
+        for &n in &sizes {
             let who = format!("page:{n}");
             let t0 = Instant::now();
             let mid = self.load_one(Kind::Xadd, &who, n)?;
@@ -633,17 +671,22 @@ impl Suite {
                 .map(|b| format!("({}", String::from_utf8_lossy(b)))
                 .ok_or_else(|| fail("no id in the middle XADD's reply"))?;
             let key = String::from_utf8_lossy(&workloads::stream_key(who.as_bytes())).into_owned();
-            let timing = self.time_reps(reps, |c| {
-                let v = c.call_str(&["XRANGE", &key, &id, "+", "COUNT", "100"])?;
-                if v.arr().map_or(0, |a| a.len()) != 100 {
-                    return Err(fail(format!("XRANGE: {}", v.show())));
-                }
-                Ok(())
-            })?;
-            row.set(i, timing);
+            targets.push((key, id));
         }
-        log(format!("paging {row:?}"));
-        self.res.paging.push(row);
+        let mut probes: Vec<Probe<'_>> = targets
+            .iter()
+            .map(|(key, id)| -> Probe<'_> {
+                Box::new(move |c: &mut Conn| {
+                    let v = c.call_str(&["XRANGE", key, id, "+", "COUNT", "100"])?;
+                    if v.arr().map_or(0, |a| a.len()) != 100 {
+                        return Err(fail(format!("XRANGE: {}", v.show())));
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        self.page_row(L_PAGE_STREAM, &mut probes)?;
+        drop(probes);
         self.admin.ok(&["FLUSHALL", "SYNC"])?;
         Ok(())
     }

@@ -578,7 +578,8 @@ pub fn markdown(r: &Results) -> String {
         w,
         "\n## Offline retrieval: a page of 100 messages from the middle\n\nOne user whose only device is offline, \
          {sm} and {bg} messages; the page starts after the middle message. Client round-trip time in µs over {} \
-         requests (one at a time, after 20 warm-up requests), and the server's own time per request \
+         requests (one at a time, after 20 warm-up requests; the two mailboxes take turns in blocks of 50, so that \
+         the machine's other load falls on both alike), and the server's own time per request \
          (`INFO commandstats`). The seed layout takes two round trips (the ids, then 100 pipelined `HGETALL`).\n\n\
          | layout | {sm}: median | p99 | server | {bg}: median | p99 | server | {bg} / {sm}: median | server |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|",
