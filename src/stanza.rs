@@ -958,24 +958,3 @@ mod differential {
         );
     }
 }
-
-#[cfg(test)]
-mod speed {
-    #[test]
-    #[ignore]
-    fn parse_speed() {
-        let raw = b"<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' type='chat' id='x000000000123-000000000456'><body>hey, are we still on for lunch tomorrow? I was thinking about that new place by the sta</body></message>";
-        let t = std::time::Instant::now();
-        let n = 2_000_000;
-        let mut ok = 0;
-        for _ in 0..n {
-            ok += usize::from(super::parse(std::hint::black_box(raw)).is_ok());
-        }
-        let el = t.elapsed();
-        println!(
-            "{} bytes: {:.1} ns per parse ({ok})",
-            raw.len(),
-            el.as_nanos() as f64 / n as f64
-        );
-    }
-}
