@@ -354,7 +354,7 @@ def test_flushed_mailboxes_have_no_deadlines(make_server, subscribe, how):
     no_crash(s)
 
 
-@pytest.mark.parametrize("how", ["RENAME", "COPY", "MOVE", "RESTORE"])
+@pytest.mark.parametrize("how", ["RENAME", "COPY", "MOVE", "RESTORE", "SWAPDB"])
 def test_moved_mailbox_keeps_its_deadlines(make_server, subscribe, how):
     s = make_server(module_args=FAST)
     r = s.client()
@@ -370,6 +370,9 @@ def test_moved_mailbox_keeps_its_deadlines(make_server, subscribe, how):
         expect, gone = {"alice", "alice2"}, set()
     elif how == "MOVE":
         assert r.move("alice", 1)
+        expect, gone = {"alice"}, set()
+    elif how == "SWAPDB":
+        assert r.execute_command("SWAPDB", 0, 1)
         expect, gone = {"alice"}, set()
     else:
         dump = r.dump("alice")
@@ -391,7 +394,7 @@ def test_moved_mailbox_keeps_its_deadlines(make_server, subscribe, how):
         # the first resend (attempt 2) was done before the move
         later = [e["attempt"] for e in ev.got[n:] if e["event"] == "resend" and e["user"] == u]
         assert later == sorted(set(later)) and all(a >= 3 for a in later), (u, later)
-    target = s.client(db=1) if how == "MOVE" else r
+    target = s.client(db=1) if how in ("MOVE", "SWAPDB") else r
     for u in expect:
         d = devices(target, u)["phone"]
         assert (d["online"], d["pending"], d["offline"]) == (0, 0, 1)

@@ -124,7 +124,30 @@ mod registration {
                 );
             }
         }
+        // SWAPDB moves every mailbox of two dbs: the schedule is rebuilt.
+        // (The crate has no handler macro for this event.)
+        let swapdb = raw::RedisModuleEvent {
+            id: raw::REDISMODULE_EVENT_SWAPDB,
+            dataver: 1,
+        };
+        if raw::subscribe_to_server_event(ctx.get_raw(), swapdb, Some(on_swapdb)) == Status::Err {
+            ctx.log_warning("im: could not subscribe to SWAPDB");
+            return Status::Err;
+        }
         register_commands(ctx)
+    }
+
+    /// # Safety
+    /// Called by the server on its main thread with a valid context.
+    unsafe extern "C" fn on_swapdb(
+        ctx: *mut raw::RedisModuleCtx,
+        _eid: raw::RedisModuleEvent,
+        _subevent: u64,
+        _data: *mut std::os::raw::c_void,
+    ) {
+        let ctx = Context::new(ctx);
+        let _ =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::sweep::rebuild(&ctx)));
     }
 
     const MS: i64 = i64::MAX / 4;
