@@ -184,6 +184,48 @@ class Server:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.flavor} still running after {timeout}s")
 
+    # After a failed load from disk the server runs its RDB checker on the
+    # file and exits. The checker's walk over a module value loops forever
+    # when the file ends between two of the value's items (rdb.c,
+    # rdbLoadCheckModuleValue, in Redis 7.0 and since): a server that has
+    # logged its load error and still runs this long after is in that loop.
+    CHECKER_LOOP = "checker-loop"
+    LOAD_ERROR_LOGGED = "Internal error in RDB reading"
+
+    def _answers_ping(self):
+        try:
+            c = redis.Redis(port=self.port, socket_timeout=2, retry=no_retry())
+            try:
+                return bool(c.ping())
+            finally:
+                c.close()
+        except redis.exceptions.RedisError:
+            return False
+
+    def wait_load_refused(self, since, timeout=60, grace=10):
+        """For a server given an RDB it must refuse: its exit code; None if
+        it accepted the file and answers PING; or CHECKER_LOOP (the server
+        is then killed) when it logged the load error but stayed in the RDB
+        checker for `grace` seconds."""
+        deadline = time.monotonic() + timeout
+        logged_at = None
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                return rc
+            if logged_at is None and self._answers_ping():
+                return None
+            now = time.monotonic()
+            if logged_at is None and self.LOAD_ERROR_LOGGED in self.log(since):
+                logged_at = now
+            if logged_at is not None and now - logged_at > grace:
+                self.proc.kill()
+                self.proc.wait()
+                return self.CHECKER_LOOP
+            if now > deadline:
+                raise AssertionError(f"{self.flavor} still running after {timeout}s")
+            time.sleep(0.02)
+
     def wait_exit_or_ready(self, timeout=30):
         """For a server that may refuse to start: its exit code, or None
         as soon as it answers PING."""
