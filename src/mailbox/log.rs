@@ -365,8 +365,13 @@ impl<'a> Iterator for ChunkIter<'a> {
 /// The ordered log of a mailbox's messages.
 #[derive(Default)]
 pub struct Log {
-    /// `(base seq, chunk)`, ordered by base.
+    /// `(base seq, chunk)`, ordered by base. The first and the last chunk
+    /// hold a live record; a chunk emptied in the middle stays, without
+    /// memory, until such chunks are half of all (removing it at once
+    /// would shift half the deque).
     chunks: VecDeque<(u64, Chunk)>,
+    /// Empty chunks in the middle.
+    empty_chunks: usize,
     len: u64,
     bytes: u64,
     /// The highest seq ever inserted: a larger one appends at the end.
@@ -436,10 +441,43 @@ impl Log {
 
     fn drop_chunk(&mut self, i: usize) -> Option<(u64, Chunk)> {
         let c = self.chunks.remove(i);
+        self.shrink_chunks();
+        c
+    }
+
+    fn shrink_chunks(&mut self) {
         if self.chunks.capacity() > 8 && self.chunks.len() * 4 < self.chunks.capacity() {
             self.chunks.shrink_to(self.chunks.len() * 2);
         }
-        c
+    }
+
+    /// Chunk `i` has no live record left: at an end it goes (with the
+    /// empty chunks it uncovers), in the middle it gives its memory back
+    /// and stays until the empty chunks are half of all; then they all go
+    /// at once.
+    fn chunk_emptied(&mut self, i: usize) {
+        if i == 0 || i + 1 == self.chunks.len() {
+            self.chunks.remove(i);
+            while self.chunks.front().is_some_and(|(_, c)| c.live == 0) {
+                self.chunks.pop_front();
+                self.empty_chunks -= 1;
+            }
+            while self.chunks.back().is_some_and(|(_, c)| c.live == 0) {
+                self.chunks.pop_back();
+                self.empty_chunks -= 1;
+            }
+        } else {
+            let c = &mut self.chunks[i].1;
+            c.data = Vec::new();
+            c.offsets = Offsets::new();
+            c.dead_bytes = 0;
+            self.empty_chunks += 1;
+            if self.empty_chunks * 2 > self.chunks.len() {
+                self.chunks.retain(|(_, c)| c.live > 0);
+                self.empty_chunks = 0;
+            }
+        }
+        self.shrink_chunks();
     }
 
     fn locate(&self, seq: u64) -> Option<(u64, &Chunk, usize)> {
@@ -548,6 +586,9 @@ impl Log {
         };
         let (base, chunk) = &mut self.chunks[i];
         let base = *base;
+        if chunk.live == 0 {
+            self.empty_chunks -= 1;
+        }
         let idx = chunk.lower_bound(base, m.seq);
         let at = chunk
             .offsets
@@ -600,7 +641,7 @@ impl Log {
         self.len -= 1;
         self.bytes -= size as u64;
         if chunk.live == 0 {
-            self.drop_chunk(i);
+            self.chunk_emptied(i);
         } else if chunk.dead_bytes as usize * 2 > chunk.data.len() {
             chunk.compact(base);
         }
@@ -683,6 +724,54 @@ mod tests {
         assert!(log.is_empty());
         assert_eq!(log.bytes(), 0);
         assert!(log.chunks.is_empty());
+    }
+
+    /// Chunks emptied in the middle stay (without memory) until they are
+    /// half of all; everything reads the same meanwhile.
+    #[test]
+    fn chunks_emptied_in_the_middle() {
+        let mut log = Log::default();
+        for seq in 0..3000u64 {
+            add(&mut log, seq, &"m".repeat(200));
+        }
+        let chunks = log.chunks.len();
+        assert!(chunks > 40);
+        let bases: Vec<u64> = log.chunks.iter().map(|(b, _)| *b).collect();
+        // Empty the second chunk: it stays.
+        for seq in bases[1]..bases[2] {
+            log.remove(seq);
+        }
+        assert_eq!((log.chunks.len(), log.empty_chunks), (chunks, 1));
+        assert!(log.get(bases[1]).is_none() && log.get(bases[2]).is_some());
+        assert_eq!(log.range(bases[1] - 1, bases[2]).count(), 2);
+        // An old seq put back lands in the empty chunk.
+        add(&mut log, bases[1] + 3, "back");
+        assert_eq!(log.empty_chunks, 0);
+        assert_eq!(log.get(bases[1] + 3).map(|m| m.stanza), Some(&b"back"[..]));
+        log.remove(bases[1] + 3);
+        // Emptying the first chunk takes the empty second one with it.
+        for seq in 0..bases[1] {
+            log.remove(seq);
+        }
+        assert_eq!((log.chunks.len(), log.empty_chunks), (chunks - 2, 0));
+        assert_eq!(log.first().map(|m| m.seq), Some(bases[2]));
+        // Every other chunk emptied: past half, the empty ones all go.
+        let rest: Vec<u64> = log.chunks.iter().map(|(b, _)| *b).collect();
+        for w in rest.windows(2).skip(1).step_by(2) {
+            for seq in w[0]..w[1] {
+                log.remove(seq);
+            }
+        }
+        assert!(log.empty_chunks * 2 <= log.chunks.len());
+        assert!(log.chunks.front().is_some_and(|(_, c)| c.live > 0));
+        assert!(log.chunks.back().is_some_and(|(_, c)| c.live > 0));
+        let live: Vec<u64> = log.iter_from(0).map(|m| m.seq).collect();
+        assert_eq!(live.len() as u64, log.len());
+        assert!(live.iter().all(|&s| log.get(s).is_some()));
+        for s in live {
+            log.remove(s);
+        }
+        assert!(log.is_empty() && log.chunks.is_empty() && log.empty_chunks == 0);
     }
 
     #[test]
