@@ -196,23 +196,11 @@ impl<'c> Writer<'c> {
         before.update(&Gauges::of(mb));
         let empty = mb.is_empty();
         match propagate {
-            Propagate::Effects | Propagate::EffectsWith(_) => {
-                let arg = match propagate {
-                    Propagate::EffectsWith(a) => Some(a),
-                    _ => None,
-                };
-                BLOB.with_borrow_mut(|blob| {
-                    let shared = effect::encode(blob, now, effects, arg.map(|a| a.as_slice()));
-                    replicate_apply(self.ctx, self.name, blob, arg.filter(|_| shared));
-                    // A rare large blob does not stay.
-                    if blob.capacity() > 64 * 1024 {
-                        *blob = Vec::new();
-                    }
-                });
+            Propagate::Effects => replicate_effects(self.ctx, self.name, now, effects, None),
+            Propagate::EffectsWith(a) => {
+                replicate_effects(self.ctx, self.name, now, effects, Some(a))
             }
-            Propagate::Verbatim => {
-                self.ctx.replicate_verbatim();
-            }
+            Propagate::Verbatim => self.ctx.replicate_verbatim(),
         }
         notify(self.ctx, event_name(last), self.name);
         if empty {
@@ -252,7 +240,7 @@ fn keeps_due(mb: &Mailbox, effects: &[Effect<'_>]) -> bool {
 }
 
 thread_local! {
-    /// The replication blob, reused from command to command.
+    /// The replication blob.
     static BLOB: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -269,6 +257,26 @@ fn event_name(e: &Effect<'_>) -> &'static CStr {
         Effect::Resend { .. } => c"im.resend",
         Effect::Expire { .. } => c"im.expire",
     }
+}
+
+/// Encodes the effects (in a buffer reused from command to command) and
+/// propagates them; `arg` is passed on after the blob when a stored stanza
+/// is its bytes.
+fn replicate_effects(
+    ctx: &Context,
+    key: &RedisString,
+    now: i64,
+    effects: &[Effect<'_>],
+    arg: Option<&RedisString>,
+) {
+    BLOB.with_borrow_mut(|blob| {
+        let shared = effect::encode(blob, now, effects, arg.map(|a| a.as_slice()));
+        replicate_apply(ctx, key, blob, arg.filter(|_| shared));
+        // A rare large blob does not stay.
+        if blob.capacity() > 64 * 1024 {
+            *blob = Vec::new();
+        }
+    });
 }
 
 /// Propagates `IM.APPLY <key> <effects> [<stanza>]` to replicas and the

@@ -116,10 +116,7 @@ fn make_room(mb: &Mailbox, size: u64, max_messages: u64, max_bytes: u64) -> Opti
 /// IM.STORE <user> <stanza> [ID <id>] [DEVICES <n> <device> ...] [FORCE]
 pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     let (user, stanza_arg, opts) = match args {
-        [_, u, rest @ ..] => match rest {
-            [s, ..] => (u, s, rest),
-            [] => return Reply::WrongArity,
-        },
+        [_, u, s, ..] => (u, s, &args[2..]),
         _ => return Reply::WrongArity,
     };
     let a = match parse_store(opts) {
