@@ -281,6 +281,8 @@ impl Suite {
                     &ts,
                 ]),
             ),
+            (L_API_ONE, Setup::Nothing, s(&["IM.DEVICES", "nobody"])),
+            (L_API_MANY, Setup::Nothing, s(&["IM.INFO", "nobody"])),
             (
                 L_XADD,
                 Setup::Nothing,

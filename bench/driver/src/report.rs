@@ -17,6 +17,10 @@ pub const L_SEED_OFF: &str = "seed layout offline: ZADD + HMSET OFOFFLINE";
 pub const L_LUA_ON: &str = "Lua EVALSHA: SADD SOGU + HSET OGM";
 pub const L_LUA_OFF: &str = "Lua EVALSHA offline: ZADD + HSET OFOFFLINE";
 pub const L_XADD: &str = "XADD to a stream per user";
+/// A module command on a missing key answering with one reply call, and
+/// the same with 17: what the server's module API itself costs.
+pub const L_API_ONE: &str = "IM.DEVICES on a missing key (1 reply call)";
+pub const L_API_MANY: &str = "IM.INFO on a missing key (17 reply calls)";
 pub const L_CYCLE_IM: &str = "redis-im: IM.STORE, IM.ACK";
 pub const L_CYCLE_SEED: &str = "seed layout: SADD+HMSET, SADD URT+SADD RT+SREM+DEL";
 pub const L_CYCLE_LUA: &str = "Lua: EVALSHA store, EVALSHA ack";
@@ -500,6 +504,26 @@ pub fn markdown(r: &Results) -> String {
         );
     }
 
+    let one = r.rate(Section::Store, L_API_ONE, TOOL_RB);
+    let many = r.rate(Section::Store, L_API_MANY, TOOL_RB);
+    if one > 0.0 && many > 0.0 {
+        let per_call_ns = (1e9 / many - 1e9 / one) / 16.0;
+        let _ = writeln!(
+            w,
+            "\n### What the module API itself costs\n\n\
+             | module command (redis-benchmark) | operations/s | µs per operation |\n|---|---:|---:|\n\
+             | {} | {} | {:.2} |\n| {} | {} | {:.2} |\n\n\
+             Each reply call beyond the first costs {per_call_ns:.0} ns here. `IM.STORE` answers \
+             `[seq, id, [devices...]]` with five calls (one device) where `HSET` answers with one.",
+            md_cell(L_API_ONE),
+            thousands(one),
+            1e6 / one,
+            md_cell(L_API_MANY),
+            thousands(many),
+            1e6 / many,
+        );
+    }
+
     let _ = writeln!(
         w,
         "\n## Store + ack cycle (cycles/s, driver)\n\n\
@@ -864,7 +888,9 @@ pub fn svg(r: &Results) -> String {
     let mut body = String::new();
     let mut y = 40.0;
     let rb = rate_bars(r, |m| {
-        m.section == Section::Store && m.tool == TOOL_RB && m.label != L_PING
+        m.section == Section::Store
+            && m.tool == TOOL_RB
+            && ![L_PING, L_API_ONE, L_API_MANY].contains(&m.label.as_str())
     });
     y += panel(
         &mut body,
