@@ -1,6 +1,8 @@
 """Durable as Redis is (SPEC §8): RDB, AOF rewrite and replay, DEBUG RELOAD,
 and a truncated RDB that the server refuses without a crash."""
 
+import time
+
 import pytest
 
 from helpers import (
@@ -183,3 +185,50 @@ def test_corrupted_rdb_is_refused(make_server):
         assert "panicked" not in log and "crashed by signal" not in log and "Guru Meditation" not in log, where
         assert rc is not None, "a corrupted RDB was accepted: " + where
         assert rc == s.CHECKER_LOOP or rc > 0, where
+
+
+# Effects as release 1 wrote them into the AOF: every stored stanza inside
+# the blob (version 1). The codec: LEB128 varints, zigzag for signed values,
+# byte strings prefixed by their length.
+def _varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _signed(v):
+    return _varint((v << 1) ^ (v >> 63) if v < 0 else v << 1)
+
+
+def _bytes(b):
+    return _varint(len(b)) + b
+
+
+def _resp(*args):
+    args = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def test_aof_with_effects_of_version_1_replays(make_server):
+    s = make_server(module_args=QUIET, extra_conf={"appendonly": "yes"}, start=False)
+    now = int(time.time() * 1000)
+    seq = now * 1000
+    xml = message("m1", body="kept by an older release")
+    head = bytes([1]) + _signed(now)
+    create = head + b"\x01" + _varint(seq) + b"\x02" + _bytes(b"phone")
+    store = (head + b"\x06" + _varint(seq) + _signed(now) + b"\x00"
+             + b"\x00" + _bytes(b"m1") + _bytes(xml) + _varint(0))
+    s.dir.mkdir(parents=True, exist_ok=True)
+    (s.dir / "appendonly.aof").write_bytes(
+        _resp("SELECT", 0) + _resp("IM.APPLY", "alice", create) + _resp("IM.APPLY", "alice", store))
+    s.start()
+    r = s.client()
+    info = as_map(r.execute_command("IM.OFFLINE.INFO", "alice", "phone"))
+    assert (info["count"], info["first"], info["last"]) == (1, seq, seq), info
+    page = r.execute_command("IM.OFFLINE.PAGE", "alice", "phone")
+    assert b"kept by an older release" in repr(page).encode(), page
+    # the id still finds it: a repeated store answers the stored seq
+    assert r.execute_command("IM.STORE", "alice", message("m1"))[0] == seq
