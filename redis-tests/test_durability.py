@@ -131,6 +131,22 @@ LOAD_ERRORS = ["short read", "unexpected eof", "internal error in rdb", "bad fil
                "corrupt", "not able to load", "fatal error loading"]
 
 
+def refused_load(s, what):
+    """Starts `s` on the RDB in its directory, which it must refuse: it
+    exits with an error, not a signal (or stays in the server's RDB checker
+    after logging the error: see Server.wait_load_refused), and never
+    crashes. Answers the log of that start."""
+    start = s.log_size()
+    s.spawn()
+    rc = s.wait_load_refused(start)
+    log = s.log(start)
+    where = f"{what}, exit {rc}, log:\n{log[-2500:]}"
+    assert "panicked" not in log and "crashed by signal" not in log and "Guru Meditation" not in log, where
+    assert rc is not None, "the file was accepted: " + where
+    assert rc == s.CHECKER_LOOP or rc > 0, where
+    return log, where
+
+
 def test_truncated_rdb_is_refused(make_server):
     s = make_server(module_args=QUIET)
     r = s.client()
@@ -145,15 +161,7 @@ def test_truncated_rdb_is_refused(make_server):
                   | {len(whole) - 30, len(whole) - 12, len(whole) - 9})
     for cut in cuts:
         dump.write_bytes(whole[:cut])
-        start = s.log_size()
-        s.spawn()
-        rc = s.wait_load_refused(start)
-        log = s.log(start)
-        where = f"cut at {cut}/{len(whole)}, exit {rc}, log:\n{log[-2500:]}"
-        # Exits with an error, not a signal (or stays in the server's RDB
-        # checker after logging the error: see Server.wait_load_refused).
-        assert rc == s.CHECKER_LOOP or (rc is not None and rc > 0), where
-        assert "panicked" not in log and "crashed by signal" not in log and "Guru Meditation" not in log, where
+        log, where = refused_load(s, f"cut at {cut}/{len(whole)}")
         assert any(e in log.lower() for e in LOAD_ERRORS), where
     # and the whole file still loads
     dump.write_bytes(whole)
@@ -177,14 +185,7 @@ def test_corrupted_rdb_is_refused(make_server):
         for j in range(at, min(at + 8, len(whole) - 9)):
             bad[j] ^= 0xFF if i % 2 else 0x5A
         dump.write_bytes(bytes(bad))
-        start = s.log_size()
-        s.spawn()
-        rc = s.wait_load_refused(start)
-        log = s.log(start)
-        where = f"bytes flipped at {at}/{len(whole)}, exit {rc}, log:\n{log[-2500:]}"
-        assert "panicked" not in log and "crashed by signal" not in log and "Guru Meditation" not in log, where
-        assert rc is not None, "a corrupted RDB was accepted: " + where
-        assert rc == s.CHECKER_LOOP or rc > 0, where
+        refused_load(s, f"bytes flipped at {at}/{len(whole)}")
 
 
 # Effects as release 1 wrote them into the AOF: every stored stanza inside

@@ -525,7 +525,7 @@ pub fn with_delay(raw: &[u8], from: &[u8], ts_ms: i64) -> Vec<u8> {
 /// quick-xml: kept to compare the two on many inputs.
 #[cfg(test)]
 mod reference {
-    use super::{IdAttr, Kind, Stanza, NS_CHATSTATES, NS_DELAY, NS_HINTS};
+    use super::{err, IdAttr, Kind, Ns, Seen, Stanza, NS_CHATSTATES, NS_DELAY, NS_HINTS};
     use quick_xml::events::{BytesStart, Event};
     use quick_xml::Reader;
     use std::borrow::Cow;
@@ -542,10 +542,6 @@ mod reference {
                 .into_owned()
                 .into_bytes(),
         ))
-    }
-
-    fn err(msg: impl std::fmt::Display) -> String {
-        format!("ERR stanza is not well-formed XML: {msg}")
     }
 
     /// Checks that `raw` is exactly one well-formed `message`, `iq` or
@@ -616,49 +612,6 @@ mod reference {
             return Err(err("unclosed element"));
         }
         stanza.ok_or_else(|| "ERR stanza has no element".into())
-    }
-
-    /// Attribute names seen on one element, to refuse a repeated one without
-    /// allocating for the few attributes a stanza's elements carry.
-    struct Seen<'a> {
-        few: [&'a [u8]; 8],
-        n: usize,
-        more: Vec<&'a [u8]>,
-    }
-
-    impl<'a> Seen<'a> {
-        fn new() -> Self {
-            Seen {
-                few: [&[]; 8],
-                n: 0,
-                more: Vec::new(),
-            }
-        }
-
-        /// Notes `name`; refuses it when the element already had it.
-        fn add(&mut self, name: &'a [u8]) -> Result<(), String> {
-            if self.few[..self.n].contains(&name) || self.more.contains(&name) {
-                return Err(err(format_args!(
-                    "duplicate attribute '{}'",
-                    String::from_utf8_lossy(name)
-                )));
-            }
-            if self.n < self.few.len() {
-                self.few[self.n] = name;
-                self.n += 1;
-            } else {
-                self.more.push(name);
-            }
-            Ok(())
-        }
-    }
-
-    /// The namespaces the offline policy looks at.
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Ns {
-        ChatStates,
-        Hints,
-        Delay,
     }
 
     /// Checks every attribute of a child element; answers its namespace when

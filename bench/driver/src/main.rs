@@ -542,44 +542,57 @@ impl Suite {
         Ok(())
     }
 
-    fn paging(&mut self) -> io::Result<()> {
-        let sizes = [self.p.page_small, self.p.page_big];
-
-        // redis-im: one offline device, page 100 after the middle seq.
+    /// One layout's paging row: an empty server, a mailbox of each size
+    /// loaded by `load`, then `probe`'s request timed on each.
+    fn page_layout<T>(
+        &mut self,
+        label: &str,
+        mut load: impl FnMut(&mut Self, u64) -> io::Result<T>,
+        probe: impl for<'t> Fn(&'t T) -> Probe<'t>,
+    ) -> io::Result<()> {
         self.admin.ok(&["FLUSHALL", "SYNC"])?;
         let mut targets = Vec::new();
-        for &n in &sizes {
-            let who = format!("page:{n}");
-            self.admin.ok(&["IM.CONNECT", &who, DEVICE])?;
-            self.admin.ok(&["IM.DISCONNECT", &who, DEVICE])?;
+        for n in [self.p.page_small, self.p.page_big] {
             let t0 = Instant::now();
-            let mid = self.load_one(Kind::ImStore, &who, n)?;
+            targets.push(load(self, n)?);
             log(format!(
-                "paging load redis-im {n} messages in {:.1}s",
+                "paging load {label}: {n} messages in {:.1}s",
                 t0.elapsed().as_secs_f64()
             ));
-            let seq = mid
-                .as_ref()
-                .and_then(|v| v.arr())
-                .and_then(|a| a.first())
-                .and_then(|s| s.int())
-                .ok_or_else(|| fail(format!("no seq in the middle store's reply {mid:?}")))?
-                .to_string();
-            let info = self.admin.ok(&["IM.OFFLINE.INFO", &who, DEVICE])?.pairs();
-            let count = info
-                .iter()
-                .find(|(k, _)| k == "count")
-                .and_then(|(_, v)| v.int());
-            if count != Some(n as i64) {
-                return Err(fail(format!(
-                    "{who}: IM.OFFLINE.INFO count {count:?}, expected {n}"
-                )));
-            }
-            targets.push((who, seq));
         }
-        let mut probes: Vec<Probe<'_>> = targets
-            .iter()
-            .map(|(who, seq)| -> Probe<'_> {
+        let mut probes: Vec<Probe<'_>> = targets.iter().map(&probe).collect();
+        self.page_row(label, &mut probes)
+    }
+
+    fn paging(&mut self) -> io::Result<()> {
+        // redis-im: one offline device, page 100 after the middle seq.
+        self.page_layout(
+            L_PAGE_IM,
+            |b, n| {
+                let who = format!("page:{n}");
+                b.admin.ok(&["IM.CONNECT", &who, DEVICE])?;
+                b.admin.ok(&["IM.DISCONNECT", &who, DEVICE])?;
+                let mid = b.load_one(Kind::ImStore, &who, n)?;
+                let seq = mid
+                    .as_ref()
+                    .and_then(|v| v.arr())
+                    .and_then(|a| a.first())
+                    .and_then(|s| s.int())
+                    .ok_or_else(|| fail(format!("no seq in the middle store's reply {mid:?}")))?
+                    .to_string();
+                let info = b.admin.ok(&["IM.OFFLINE.INFO", &who, DEVICE])?.pairs();
+                let count = info
+                    .iter()
+                    .find(|(k, _)| k == "count")
+                    .and_then(|(_, v)| v.int());
+                if count != Some(n as i64) {
+                    return Err(fail(format!(
+                        "{who}: IM.OFFLINE.INFO count {count:?}, expected {n}"
+                    )));
+                }
+                Ok((who, seq))
+            },
+            |(who, seq)| {
                 Box::new(move |c: &mut Conn| {
                     let v = c.call_str(&[
                         "IM.OFFLINE.PAGE",
@@ -603,31 +616,21 @@ impl Suite {
                     }
                     Ok(())
                 })
-            })
-            .collect();
-        self.page_row(L_PAGE_IM, &mut probes)?;
-        drop(probes);
+            },
+        )?;
 
         // The seed layout: ZRANGEBYSCORE for the ids, then HGETALL each.
-        self.admin.ok(&["FLUSHALL", "SYNC"])?;
-        let mut targets = Vec::new();
-        for &n in &sizes {
-            let who = format!("page:{n}");
-            let t0 = Instant::now();
-            let mut t = self.traffic(Kind::SeedStore, false, 1, 1);
-            t.fixed_user = Some(who.clone());
-            let base = t.score_base;
-            let plan = Plan::new(1, 512, n);
-            self.drive(&mut t, plan, "loading seed layout")?;
-            log(format!(
-                "paging load seed layout {n} messages in {:.1}s",
-                t0.elapsed().as_secs_f64()
-            ));
-            targets.push((format!("OFOFFLINE:{who}"), format!("({}", base + n / 2)));
-        }
-        let mut probes: Vec<Probe<'_>> = targets
-            .iter()
-            .map(|(key, min)| -> Probe<'_> {
+        self.page_layout(
+            L_PAGE_SEED,
+            |b, n| {
+                let who = format!("page:{n}");
+                let mut t = b.traffic(Kind::SeedStore, false, 1, 1);
+                t.fixed_user = Some(who.clone());
+                let base = t.score_base;
+                b.drive(&mut t, Plan::new(1, 512, n), "loading seed layout")?;
+                Ok((format!("OFOFFLINE:{who}"), format!("({}", base + n / 2)))
+            },
+            |(key, min)| {
                 Box::new(move |c: &mut Conn| {
                     let v =
                         c.call_str(&["ZRANGEBYSCORE", key, min, "+inf", "LIMIT", "0", "100"])?;
@@ -651,33 +654,25 @@ impl Suite {
                     }
                     Ok(())
                 })
-            })
-            .collect();
-        self.page_row(L_PAGE_SEED, &mut probes)?;
-        drop(probes);
+            },
+        )?;
 
         // A stream per user: XRANGE after the middle entry.
-        self.admin.ok(&["FLUSHALL", "SYNC"])?;
-        let mut targets = Vec::new();
-        for &n in &sizes {
-            let who = format!("page:{n}");
-            let t0 = Instant::now();
-            let mid = self.load_one(Kind::Xadd, &who, n)?;
-            log(format!(
-                "paging load stream {n} messages in {:.1}s",
-                t0.elapsed().as_secs_f64()
-            ));
-            let id = mid
-                .as_ref()
-                .and_then(|v| v.bytes())
-                .map(|b| format!("({}", String::from_utf8_lossy(b)))
-                .ok_or_else(|| fail("no id in the middle XADD's reply"))?;
-            let key = String::from_utf8_lossy(&workloads::stream_key(who.as_bytes())).into_owned();
-            targets.push((key, id));
-        }
-        let mut probes: Vec<Probe<'_>> = targets
-            .iter()
-            .map(|(key, id)| -> Probe<'_> {
+        self.page_layout(
+            L_PAGE_STREAM,
+            |b, n| {
+                let who = format!("page:{n}");
+                let mid = b.load_one(Kind::Xadd, &who, n)?;
+                let id = mid
+                    .as_ref()
+                    .and_then(|v| v.bytes())
+                    .map(|b| format!("({}", String::from_utf8_lossy(b)))
+                    .ok_or_else(|| fail("no id in the middle XADD's reply"))?;
+                let key =
+                    String::from_utf8_lossy(&workloads::stream_key(who.as_bytes())).into_owned();
+                Ok((key, id))
+            },
+            |(key, id)| {
                 Box::new(move |c: &mut Conn| {
                     let v = c.call_str(&["XRANGE", key, id, "+", "COUNT", "100"])?;
                     if v.arr().map_or(0, |a| a.len()) != 100 {
@@ -685,10 +680,8 @@ impl Suite {
                     }
                     Ok(())
                 })
-            })
-            .collect();
-        self.page_row(L_PAGE_STREAM, &mut probes)?;
-        drop(probes);
+            },
+        )?;
         self.admin.ok(&["FLUSHALL", "SYNC"])?;
         Ok(())
     }
