@@ -39,7 +39,21 @@ pub struct Stanza<'a> {
     pub has_delay: bool,
 }
 
-impl Stanza<'_> {
+impl<'a> Stanza<'a> {
+    /// A stanza's root, before its children are seen.
+    fn new(kind: Kind, type_attr: Option<Cow<'a, [u8]>>, id: Option<IdAttr<'a>>) -> Self {
+        Stanza {
+            kind,
+            type_attr,
+            id,
+            has_body: false,
+            chat_state: false,
+            no_store: false,
+            store_hint: false,
+            has_delay: false,
+        }
+    }
+
     /// XEP-0160/XEP-0334: may this stanza be kept for an offline device?
     /// `kept_type` says whether a message type is one kept offline.
     pub fn keep_offline(&self, kept_type: impl Fn(&[u8]) -> bool) -> bool {
@@ -369,16 +383,7 @@ pub fn parse(raw: &[u8]) -> Result<Stanza<'_>, String> {
                     ))
                 }
             };
-            stanza = Some(Stanza {
-                kind,
-                type_attr,
-                id,
-                has_body: false,
-                chat_state: false,
-                no_store: false,
-                store_hint: false,
-                has_delay: false,
-            });
+            stanza = Some(Stanza::new(kind, type_attr, id));
             if !tag.empty {
                 open.push(tag.name);
             }
@@ -680,16 +685,7 @@ mod reference {
                 id = Some(IdAttr { value, verbatim_at });
             }
         }
-        Ok(Stanza {
-            kind,
-            type_attr,
-            id,
-            has_body: false,
-            chat_state: false,
-            no_store: false,
-            store_hint: false,
-            has_delay: false,
-        })
+        Ok(Stanza::new(kind, type_attr, id))
     }
 
     fn child(s: &mut Stanza<'_>, e: &BytesStart<'_>, ns: Option<Ns>) {
