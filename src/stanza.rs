@@ -716,17 +716,7 @@ mod reference {
     }
 
     fn child(s: &mut Stanza<'_>, e: &BytesStart<'_>, ns: Option<Ns>) {
-        let name = e.local_name();
-        match name.as_ref() {
-            b"body" => s.has_body = true,
-            b"no-store" | b"no-permanent-store" if ns == Some(Ns::Hints) => s.no_store = true,
-            b"store" if ns == Some(Ns::Hints) => s.store_hint = true,
-            b"delay" if ns == Some(Ns::Delay) => s.has_delay = true,
-            _ => {}
-        }
-        if ns == Some(Ns::ChatStates) {
-            s.chat_state = true;
-        }
+        super::child(s, e.local_name().as_ref(), ns);
     }
 }
 
