@@ -131,6 +131,17 @@ LOAD_ERRORS = ["short read", "unexpected eof", "internal error in rdb", "bad fil
                "corrupt", "not able to load", "fatal error loading"]
 
 
+def saved_and_stopped(make_server, n, seed):
+    """A server with a populated dataset saved to its RDB, then killed: the
+    server, the RDB's path and its bytes."""
+    s = make_server(module_args=QUIET)
+    populate(s.client(), n=n, seed=seed)
+    assert s.client().save()
+    s.stop(kill=True)
+    dump = s.dir / "dump.rdb"
+    return s, dump, dump.read_bytes()
+
+
 def refused_load(s, what):
     """Starts `s` on the RDB in its directory, which it must refuse: it
     exits with an error, not a signal (or stays in the server's RDB checker
@@ -148,13 +159,7 @@ def refused_load(s, what):
 
 
 def test_truncated_rdb_is_refused(make_server):
-    s = make_server(module_args=QUIET)
-    r = s.client()
-    populate(r, n=2000, seed=3)
-    assert r.save()
-    s.stop(kill=True)
-    dump = s.dir / "dump.rdb"
-    whole = dump.read_bytes()
+    s, dump, whole = saved_and_stopped(make_server, n=2000, seed=3)
     assert len(whole) > 50000
     # cut points spread over the file (mostly module data) and near its end
     cuts = sorted({int(len(whole) * f) for f in (0.2, 0.35, 0.5, 0.63, 0.77, 0.9, 0.97)}
@@ -172,13 +177,7 @@ def test_truncated_rdb_is_refused(make_server):
 def test_corrupted_rdb_is_refused(make_server):
     """Bytes flipped inside the mailboxes' data reach the module's decoder
     before the file's checksum is checked: still an error, never a crash."""
-    s = make_server(module_args=QUIET)
-    r = s.client()
-    populate(r, n=1500, seed=5)
-    assert r.save()
-    s.stop(kill=True)
-    dump = s.dir / "dump.rdb"
-    whole = dump.read_bytes()
+    s, dump, whole = saved_and_stopped(make_server, n=1500, seed=5)
     for i, frac in enumerate((0.05, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9)):
         at = int(len(whole) * frac)
         bad = bytearray(whole)

@@ -17,6 +17,22 @@ pub enum Kind {
     Presence,
 }
 
+impl Kind {
+    /// The kind a root element's local name makes, or the error for a root
+    /// that is not a stanza.
+    fn of_root(name: &[u8]) -> Result<Kind, String> {
+        match name {
+            b"message" => Ok(Kind::Message),
+            b"iq" => Ok(Kind::Iq),
+            b"presence" => Ok(Kind::Presence),
+            other => Err(format!(
+                "ERR stanza root must be message, iq or presence, not '{}'",
+                String::from_utf8_lossy(other)
+            )),
+        }
+    }
+}
+
 /// The stanza's `id` attribute.
 #[derive(Debug, PartialEq, Eq)]
 pub struct IdAttr<'a> {
@@ -399,17 +415,7 @@ pub fn parse(raw: &[u8]) -> Result<Stanza<'_>, String> {
                     _ => {}
                 }
             })?;
-            let kind = match local(tag.name) {
-                b"message" => Kind::Message,
-                b"iq" => Kind::Iq,
-                b"presence" => Kind::Presence,
-                other => {
-                    return Err(format!(
-                        "ERR stanza root must be message, iq or presence, not '{}'",
-                        String::from_utf8_lossy(other)
-                    ))
-                }
-            };
+            let kind = Kind::of_root(local(tag.name))?;
             stanza = Some(Stanza::new(kind, type_attr, id));
             if !tag.empty {
                 open.push(tag.name);
@@ -681,17 +687,7 @@ mod reference {
     }
 
     fn root<'a>(e: &BytesStart<'a>, raw: &'a [u8]) -> Result<Stanza<'a>, String> {
-        let kind = match e.local_name().as_ref() {
-            b"message" => Kind::Message,
-            b"iq" => Kind::Iq,
-            b"presence" => Kind::Presence,
-            other => {
-                return Err(format!(
-                    "ERR stanza root must be message, iq or presence, not '{}'",
-                    String::from_utf8_lossy(other)
-                ))
-            }
-        };
+        let kind = Kind::of_root(e.local_name().as_ref())?;
         let mut type_attr = None;
         let mut id = None;
         let mut seen = Seen::new();

@@ -208,31 +208,22 @@ impl Traffic {
     }
 
     fn lua_store(&mut self, out: &mut Conn) -> usize {
-        if self.online {
-            Self::key(&mut self.k1, "SOGU:", &self.user);
-            Self::key(&mut self.k2, "OGM:", &self.id);
-            out.cmd(&[
-                b"EVALSHA",
-                self.shas.store.as_bytes(),
-                b"2",
-                &self.k1,
-                &self.k2,
-                &self.xml,
-                self.ts.as_bytes(),
-            ]);
+        let (set, msg, sha) = if self.online {
+            ("SOGU:", "OGM:", &self.shas.store)
         } else {
-            Self::key(&mut self.k1, "OFOFFLINE:", &self.user);
-            Self::key(&mut self.k2, "OFOFFLINE:", &self.id);
-            out.cmd(&[
-                b"EVALSHA",
-                self.shas.store_offline.as_bytes(),
-                b"2",
-                &self.k1,
-                &self.k2,
-                &self.xml,
-                self.ts.as_bytes(),
-            ]);
-        }
+            ("OFOFFLINE:", "OFOFFLINE:", &self.shas.store_offline)
+        };
+        Self::key(&mut self.k1, set, &self.user);
+        Self::key(&mut self.k2, msg, &self.id);
+        out.cmd(&[
+            b"EVALSHA",
+            sha.as_bytes(),
+            b"2",
+            &self.k1,
+            &self.k2,
+            &self.xml,
+            self.ts.as_bytes(),
+        ]);
         1
     }
 }
