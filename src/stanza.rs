@@ -86,6 +86,8 @@ impl<'a> Stanza<'a> {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn err(msg: impl std::fmt::Display) -> String {
     format!("ERR stanza is not well-formed XML: {msg}")
 }
@@ -151,6 +153,10 @@ fn scan_to(raw: &[u8], at: usize, stop: u8) -> Result<(usize, bool), String> {
     let mut refs = false;
     loop {
         let next = if stop == b'<' {
+            // Most text between tags is empty: no search for it.
+            if raw.get(i) == Some(&b'<') {
+                return Ok((i, refs));
+            }
             memchr::memchr2(b'<', b'&', &raw[i..])
         } else {
             find3(&raw[i..], stop, b'<', b'&')
@@ -197,7 +203,8 @@ fn unescape(v: &[u8]) -> Vec<u8> {
 
 /// The part of a qualified name after its prefix.
 fn local(name: &[u8]) -> &[u8] {
-    match memchr::memchr(b':', name) {
+    // Names are short: a plain loop beats a vector search's setup.
+    match name.iter().position(|&b| b == b':') {
         Some(i) => &name[i + 1..],
         None => name,
     }
@@ -248,6 +255,8 @@ impl<'a> Scanner<'a> {
         self.pos > start
     }
 
+    #[cold]
+    #[inline(never)]
     fn fail<T>(&self, what: &str) -> Result<T, String> {
         Err(err(format_args!("{what} at byte {}", self.pos)))
     }
@@ -362,18 +371,19 @@ pub fn parse(raw: &[u8]) -> Result<Stanza<'_>, String> {
             break;
         }
         sc.pos += 1;
-        if sc.starts_with(b"!--") {
+        let after = sc.peek();
+        if after == Some(b'!') && sc.starts_with(b"!--") {
             sc.skip_past(b"-->", "unterminated comment")?;
-        } else if sc.starts_with(b"![CDATA[") {
+        } else if after == Some(b'!') && sc.starts_with(b"![CDATA[") {
             if open.is_empty() {
                 return sc.fail("CDATA outside the root element");
             }
             sc.skip_past(b"]]>", "unterminated CDATA section")?;
-        } else if matches!(sc.peek(), Some(b'?' | b'!')) {
+        } else if matches!(after, Some(b'?' | b'!')) {
             return Err(err(
                 "declarations and processing instructions are not allowed in a stanza",
             ));
-        } else if sc.peek() == Some(b'/') {
+        } else if after == Some(b'/') {
             sc.pos += 1;
             let name = sc.name()?;
             sc.skip_space();
