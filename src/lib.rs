@@ -11,6 +11,7 @@ pub mod config;
 pub mod datatype;
 pub mod mailbox;
 pub mod metrics;
+pub mod propagation;
 pub mod reply;
 pub mod schedule;
 pub mod stanza;
@@ -134,6 +135,7 @@ mod registration {
             ctx.log_warning("im: could not subscribe to SWAPDB");
             return Status::Err;
         }
+        crate::propagation::subscribe(ctx);
         register_commands(ctx)
     }
 
@@ -221,6 +223,7 @@ mod registration {
 
     #[redis_module_macros::role_changed_event_handler]
     fn on_role_changed(ctx: &Context, role: ServerRole) {
+        crate::propagation::recheck();
         match role {
             ServerRole::Primary => crate::sweep::arm(ctx),
             ServerRole::Replica => crate::sweep::disarm(ctx),
@@ -229,6 +232,7 @@ mod registration {
 
     #[redis_module_macros::config_changed_event_handler]
     fn on_config_changed(ctx: &Context, names: &[&str]) {
+        crate::propagation::recheck();
         const TIMER_SETTINGS: &[&str] = &[
             "im.resend-interval",
             "im.ack-timeout",

@@ -365,7 +365,7 @@ fn visit(
         effects.push(Effect::Drop { seq });
         r.dropped += 1;
     }
-    w.commit(now, &effects, Propagate::Effects);
+    w.commit(now, &effects, Propagate::Timer);
     publish(ctx, &events);
 }
 

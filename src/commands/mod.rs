@@ -138,13 +138,17 @@ pub struct Writer<'c> {
 /// How a committed change reaches replicas and the AOF.
 #[derive(Clone, Copy)]
 pub enum Propagate<'a> {
-    /// As one `IM.APPLY` of the effects (commands on the primary).
+    /// As one `IM.APPLY` of the effects, when anything propagates (a
+    /// command on the primary).
     Effects,
     /// The same, with this argument of the command passed on after the
     /// blob when a stored stanza is its bytes (no copy of the stanza).
     EffectsWith(&'a RedisString),
     /// As the command was given (`IM.APPLY` itself).
     Verbatim,
+    /// As one `IM.APPLY` of the effects, always (the timer, which has no
+    /// command of its own).
+    Timer,
 }
 
 impl<'c> Writer<'c> {
@@ -196,7 +200,15 @@ impl<'c> Writer<'c> {
         before.update(&Gauges::of(mb));
         let empty = mb.is_empty();
         match propagate {
-            Propagate::Effects => replicate_effects(self.ctx, self.name, now, effects, None),
+            Propagate::Effects | Propagate::EffectsWith(_)
+                if !crate::propagation::needed(self.ctx) =>
+            {
+                // Nowhere to go: the change is only counted.
+                self.ctx.replicate_verbatim()
+            }
+            Propagate::Effects | Propagate::Timer => {
+                replicate_effects(self.ctx, self.name, now, effects, None)
+            }
             Propagate::EffectsWith(a) => {
                 replicate_effects(self.ctx, self.name, now, effects, Some(a))
             }
