@@ -1065,7 +1065,7 @@ fn cmd_out(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn machine(module: &std::path::Path) -> Vec<(String, String)> {
+fn machine(module: &std::path::Path, appendonly: bool) -> Vec<(String, String)> {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -1128,6 +1128,14 @@ fn machine(module: &std::path::Path) -> Vec<(String, String)> {
             cmd_out("redis-server", &["--version"]),
         ),
         (
+            "persistence".into(),
+            if appendonly {
+                "appendonly yes, appendfsync everysec (`--appendonly`)".into()
+            } else {
+                "none (no AOF, no save points, no replica)".into()
+            },
+        ),
+        (
             "module".into(),
             format!(
                 "redis-im {commit}{}",
@@ -1144,7 +1152,7 @@ fn machine(module: &std::path::Path) -> Vec<(String, String)> {
 fn usage() -> ! {
     eprintln!(
         "usage: im-bench suite [--quick] --module PATH [--work DIR] [--md FILE] [--svg FILE]\n\
-         \x20                    [--ops N] [--repeats R] [--conns C] [--depth D]\n\
+         \x20                    [--ops N] [--repeats R] [--conns C] [--depth D] [--appendonly]\n\
          \x20                    [--only stores,cycles,memory,paging,timer,rdb]"
     );
     std::process::exit(2);
@@ -1157,6 +1165,7 @@ fn main() {
         usage();
     }
     let mut quick = false;
+    let mut appendonly = false;
     let mut module = None;
     let mut work = PathBuf::from("run-data/bench");
     let mut md = None;
@@ -1168,6 +1177,7 @@ fn main() {
         let mut val = || it.next().cloned().unwrap_or_else(|| usage());
         match a.as_str() {
             "--quick" => quick = true,
+            "--appendonly" => appendonly = true,
             "--module" => module = Some(PathBuf::from(val())),
             "--work" => work = PathBuf::from(val()),
             "--md" => md = Some(PathBuf::from(val())),
@@ -1201,7 +1211,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    match suite(p, &phases, &module, &work, &md, &svg) {
+    match suite(p, &phases, &module, &work, &md, &svg, appendonly) {
         Ok(()) => {}
         Err(e) => {
             eprintln!("im-bench: {e}");
@@ -1219,17 +1229,20 @@ fn suite(
     work: &std::path::Path,
     md: &std::path::Path,
     svg: &std::path::Path,
+    appendonly: bool,
 ) -> io::Result<()> {
     std::fs::create_dir_all(work)?;
     let _ = std::fs::remove_file(work.join("bench.rdb"));
     let _ = std::fs::remove_file(work.join("redis.log"));
     let module = std::fs::canonicalize(module)?;
     let work = std::fs::canonicalize(work)?;
+    let _ = std::fs::remove_dir_all(work.join("appendonlydir"));
     let mut server = Server::new(&module, &work, server::free_port()?);
+    server.appendonly = appendonly;
     server.start()?;
     let admin = Conn::connect(server.port)?;
     let mut s = Suite {
-        res: Results::new(machine(&module), p.clone()),
+        res: Results::new(machine(&module, appendonly), p.clone()),
         p,
         server,
         admin,

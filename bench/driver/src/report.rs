@@ -337,6 +337,12 @@ impl Results {
             );
         }
         let s = &self.sweep;
+        if s.timer_runs_seen == 0 {
+            // The timer phase did not run (`--only`): nothing to judge.
+            t.retain(|x| x.ratio.is_finite());
+            self.targets = t;
+            return;
+        }
         at_most(
             "timer run ≤ 1.2× sweep-budget",
             s.timer_max_us as f64 / s.budget_us as f64,
@@ -357,6 +363,7 @@ impl Results {
                 s.timer_max_us as f64 / 1000.0
             ),
         );
+        t.retain(|x| x.ratio.is_finite());
         self.targets = t;
     }
 }

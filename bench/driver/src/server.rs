@@ -12,6 +12,8 @@ pub struct Server {
     pub dir: PathBuf,
     pub module: PathBuf,
     pub log: PathBuf,
+    /// `appendonly yes` (`appendfsync everysec`) instead of no persistence.
+    pub appendonly: bool,
 }
 
 /// A port nobody listens on now.
@@ -28,6 +30,7 @@ impl Server {
             dir: dir.to_path_buf(),
             module: module.to_path_buf(),
             log: dir.join("redis.log"),
+            appendonly: false,
         }
     }
 
@@ -37,7 +40,12 @@ impl Server {
         let t0 = Instant::now();
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(if self.appendonly {
+                ["--appendonly", "yes", "--appendfsync", "everysec"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
             .arg("--dir")
             .arg(&self.dir)
             .args(["--dbfilename", "bench.rdb"])
