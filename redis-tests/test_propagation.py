@@ -3,6 +3,7 @@ replication backlog) does not build the replicated form of each write. Every
 way a write can get somewhere to go later must still see every change made
 before and after it (SPEC §8)."""
 
+import threading
 import time
 
 import pytest
@@ -13,6 +14,16 @@ from test_durability import aof_idle, assert_same
 from test_replication import USERS, assert_replica_equal
 
 QUIET = {"sweep-interval": 0}
+
+
+def assert_only_effects_replicated(replica):
+    """A replica receives every change as IM.APPLY (or IM.LOAD from a
+    sync): a client's command itself reaching it would be replayed with the
+    replica's clock."""
+    stats = replica.client().info("commandstats")
+    writes = ("store", "ack", "connect", "disconnect", "forget", "sweep")
+    forwarded = sorted(k for k in stats if k.removeprefix("cmdstat_im.") in writes)
+    assert not forwarded, f"commands replicated as sent: {forwarded}"
 
 
 def test_writes_count_for_save_points(make_server):
@@ -50,6 +61,7 @@ def test_replica_attaching_while_writes_run(make_server, diskless):
     w.run(p, 1000)
     assert not w.errors, w.errors[:5]
     assert_replica_equal(primary, replica)
+    assert_only_effects_replicated(replica)
 
 
 def test_aof_turned_on_at_runtime(make_server):
@@ -90,3 +102,35 @@ def test_promoted_replica_propagates(make_server):
     w.run(rc, 500)
     assert not w.errors, w.errors[:5]
     assert_replica_equal(replica, second)
+    assert_only_effects_replicated(second)
+
+
+def test_replica_resyncing_from_the_backlog(make_server):
+    """A replica that loses its link comes back by partial resync, from the
+    backlog alone (no fork): the writes made while it was away are there."""
+    primary = make_server(module_args=QUIET, name="primary")
+    replica = make_server(module_args=QUIET, replicaof=primary, name="replica")
+    p, rc = primary.client(), replica.client()
+    wait_for(lambda: rc.info("replication").get("master_link_status") == "up", timeout=30,
+             what="the replica to attach")
+    w = Workload(USERS, seed=13)
+    w.run(p, 500)
+    partial = p.info("stats")["sync_partial_ok"]
+    forks = p.info("stats")["total_forks"]
+    # The replica sleeps through the writes, so the primary has no replica
+    # while they run: only the backlog keeps them.
+    asleep = threading.Thread(target=lambda: replica.client().execute_command("DEBUG", "SLEEP", 3))
+    asleep.start()
+    time.sleep(0.3)
+    p.execute_command("CLIENT", "KILL", "TYPE", "replica")
+    assert p.info("replication")["connected_slaves"] == 0
+    w.run(p, 1000)
+    assert p.info("replication")["connected_slaves"] == 0
+    asleep.join()
+    wait_for(lambda: p.info("stats")["sync_partial_ok"] > partial, timeout=30,
+             what="the replica's partial resync")
+    w.run(p, 500)
+    assert not w.errors, w.errors[:5]
+    assert p.info("stats")["total_forks"] == forks, "the resync should not need a fork"
+    assert_replica_equal(primary, replica)
+    assert_only_effects_replicated(replica)
