@@ -7,7 +7,7 @@ use redis_module::configuration::{
 use redis_module::{RedisError, RedisString};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -25,13 +25,12 @@ pub static DEVICE_IDLE: AtomicI64 = AtomicI64::new(30 * DAY_MS);
 pub static ARCHIVE: AtomicBool = AtomicBool::new(false);
 
 pub static QUOTA_POLICY: Mutex<QuotaPolicy> = Mutex::new(QuotaPolicy::Reject);
-pub static OFFLINE_TYPES: TypesSetting = TypesSetting {
-    text: Mutex::new(String::new()),
-    generation: AtomicU64::new(0),
-};
-pub static EVENT_PREFIX: LazyLock<Mutex<String>> =
-    LazyLock::new(|| Mutex::new("im:events:".into()));
-pub static DELAY_FROM: Mutex<String> = Mutex::new(String::new());
+pub static OFFLINE_TYPES: TextSetting = TextSetting::new(check_types);
+pub static EVENT_PREFIX: TextSetting = TextSetting::new(check_event_prefix);
+pub static DELAY_FROM: TextSetting = TextSetting::new(check_delay_from);
+
+/// Most bytes in a text setting.
+pub const MAX_TEXT_SETTING: usize = 1024;
 
 /// What `IM.STORE` does when the mailbox is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,10 +66,6 @@ pub fn get(v: &AtomicI64) -> i64 {
     v.load(Ordering::Relaxed)
 }
 
-fn text(m: &Mutex<String>) -> String {
-    m.lock().map(|s| s.clone()).unwrap_or_default()
-}
-
 pub fn quota_policy() -> QuotaPolicy {
     QUOTA_POLICY
         .lock()
@@ -78,27 +73,82 @@ pub fn quota_policy() -> QuotaPolicy {
         .unwrap_or(QuotaPolicy::Reject)
 }
 
-/// A setting that holds a list of message types: its text, and a
-/// generation that moves on every change so that readers can keep their
-/// parsed copy until then.
-pub struct TypesSetting {
+/// A text setting: its value, a check that refuses a bad one (`CONFIG
+/// SET` answers the check's error and keeps the old value), and a
+/// generation that moves on every change so that readers can keep a
+/// parsed copy until then. Values are any UTF-8 the check accepts, NUL
+/// included where it does: `CONFIG GET` hands them back byte for byte.
+pub struct TextSetting {
     text: Mutex<String>,
     generation: AtomicU64,
+    check: fn(&str) -> Result<(), &'static str>,
 }
 
-impl ConfigurationValue<RedisString> for TypesSetting {
+impl TextSetting {
+    const fn new(check: fn(&str) -> Result<(), &'static str>) -> Self {
+        TextSetting {
+            text: Mutex::new(String::new()),
+            generation: AtomicU64::new(0),
+            check,
+        }
+    }
+
+    pub fn text(&self) -> String {
+        self.text.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl ConfigurationValue<RedisString> for TextSetting {
     fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        RedisString::create(
-            None,
-            self.text.lock().unwrap_or_else(|e| e.into_inner()).as_str(),
-        )
+        let text = self.text.lock().unwrap_or_else(|e| e.into_inner());
+        RedisString::create_from_slice(std::ptr::null_mut(), text.as_bytes())
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
-        *self.text.lock().unwrap_or_else(|e| e.into_inner()) = val.try_as_str()?.to_string();
+        let Ok(value) = std::str::from_utf8(val.as_slice()) else {
+            return Err(RedisError::Str("the value must be UTF-8"));
+        };
+        if value.len() > MAX_TEXT_SETTING {
+            return Err(RedisError::Str("the value is longer than 1024 bytes"));
+        }
+        (self.check)(value).map_err(RedisError::Str)?;
+        *self.text.lock().unwrap_or_else(|e| e.into_inner()) = value.to_string();
         self.generation.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
+}
+
+/// `offline-types`: message types (RFC 6121 §5.2.2 names them), separated
+/// by spaces or commas.
+fn check_types(v: &str) -> Result<(), &'static str> {
+    if v.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return Err("offline-types holds message types separated by spaces or commas");
+    }
+    Ok(())
+}
+
+/// `event-prefix`: the start of every event channel's name.
+fn check_event_prefix(v: &str) -> Result<(), &'static str> {
+    if v.chars().any(char::is_control) {
+        return Err("event-prefix may not hold control characters");
+    }
+    Ok(())
+}
+
+/// `delay-from` and `IM.OFFLINE.PAGE ... DELAY <from>`: written into
+/// stanzas as an XML attribute value (XEP-0203 `from`), so every character
+/// must be an XML 1.0 `Char`, and printable.
+pub fn check_delay_from(v: &str) -> Result<(), &'static str> {
+    if !v.chars().all(is_xml_char) || v.chars().any(|c| c.is_control()) {
+        return Err("must be printable text (it is written into stanzas)");
+    }
+    Ok(())
+}
+
+/// XML 1.0 (Fifth Edition) production [2] `Char`, for a Rust `char`
+/// (which is never a surrogate).
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | ' '..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
 /// Is `t` one of the message types kept offline? The setting is parsed
@@ -123,9 +173,9 @@ pub fn is_offline_type(t: &[u8]) -> bool {
 }
 
 pub fn event_prefix() -> String {
-    text(&EVENT_PREFIX)
+    EVENT_PREFIX.text()
 }
 
 pub fn delay_from() -> String {
-    text(&DELAY_FROM)
+    DELAY_FROM.text()
 }

@@ -8,34 +8,50 @@
 pub mod codec;
 pub mod commands;
 pub mod config;
-pub mod datatype;
+pub mod log;
 pub mod mailbox;
 pub mod metrics;
 pub mod propagation;
 pub mod reply;
 pub mod schedule;
+pub mod server;
 pub mod stanza;
 pub mod sweep;
+pub mod wrapper;
 
 /// The registration: left out of unit tests, which run on the system
 /// allocator rather than the server's.
 #[cfg(not(test))]
 mod registration {
-    use crate::commands::{dispatch, internal, offline, session, store};
+    use crate::commands::{internal, offline, session, store};
     use crate::config::*;
-    use crate::datatype::MAILBOX_TYPE;
+    use crate::wrapper::command::{dispatch, CommandInfo};
+    use crate::wrapper::datatype::MAILBOX_TYPE;
     use redis_module::configuration::ConfigurationFlags;
-    use redis_module::server_events::{FlushSubevent, LoadingSubevent, ServerRole};
+    use redis_module::raw::{
+        REDISMODULE_CMD_KEY_ACCESS as ACCESS, REDISMODULE_CMD_KEY_DELETE as DELETE,
+        REDISMODULE_CMD_KEY_INSERT as INSERT, REDISMODULE_CMD_KEY_OW as OW,
+        REDISMODULE_CMD_KEY_RO as RO, REDISMODULE_CMD_KEY_RW as RW,
+        REDISMODULE_CMD_KEY_UPDATE as UPDATE,
+    };
     use redis_module::{raw, redis_module, Context, InfoContext, RedisResult, RedisString, Status};
     use std::os::raw::c_int;
 
     /// Registers each command with a handler of its own that goes
-    /// straight to [`dispatch`] (no argument vector is built per call).
+    /// straight to [`dispatch`] (no argument vector is built per call),
+    /// then its arity, key spec and summary (`RedisModule_SetCommandInfo`,
+    /// Redis 7.0+): read-only commands declare a read-only key spec, so
+    /// that a user with `%R~` key permissions may call them (SPEC §8).
+    /// A key spec takes one of INSERT, UPDATE and DELETE (the server
+    /// refuses more): the main change each command makes.
     macro_rules! commands {
-        ($($(#[doc = $doc:literal])* $name:literal => $handler:path, $flags:literal, $first:literal, $last:literal, $step:literal;)*) => {
+        ($($(#[doc = $doc:literal])* $name:literal => $handler:path, $flags:literal, $key:literal,
+           arity $arity:literal, keys $keys:expr, $summary:literal, $complexity:literal;)*) => {
             fn register_commands(ctx: &Context) -> Status {
                 $({
                     $(#[doc = $doc])*
+                    /// # Safety
+                    /// Called by the server with a command's context and arguments.
                     unsafe extern "C" fn command(
                         ctx: *mut raw::RedisModuleCtx,
                         argv: *mut *mut raw::RedisModuleString,
@@ -45,11 +61,20 @@ mod registration {
                     }
                     let created = unsafe {
                         raw::RedisModule_CreateCommand.map_or(raw::REDISMODULE_ERR as c_int, |f| {
-                            f(ctx.get_raw(), $name.as_ptr(), Some(command), $flags.as_ptr(), $first, $last, $step)
+                            f(ctx.get_raw(), $name.as_ptr(), Some(command), $flags.as_ptr(), $key, $key, $key)
                         })
                     };
                     if created != raw::REDISMODULE_OK as c_int {
-                        ctx.log_warning(&format!("im: could not register {:?}", $name));
+                        crate::log::warning(&format!("redis-im: could not register {:?}", $name));
+                        return Status::Err;
+                    }
+                    let info = CommandInfo {
+                        arity: $arity,
+                        key_flags: $keys,
+                        summary: $summary,
+                        complexity: $complexity,
+                    };
+                    if !info.register(ctx, $name) {
                         return Status::Err;
                     }
                 })*
@@ -58,31 +83,69 @@ mod registration {
         };
     }
 
+    const NO_KEY: u32 = 0;
+
     commands! {
         /// IM.CONNECT <user> <device> [NODE <node>]
-        c"im.connect" => session::connect, c"write deny-oom", 1, 1, 1;
+        c"im.connect" => session::connect, c"write deny-oom", 1,
+            arity -3, keys RW | ACCESS | UPDATE,
+            c"Registers a device, marks it online on a node, and answers what it missed.",
+            c"O(log N + P): N messages in the mailbox, P the device's pending messages";
         /// IM.DISCONNECT <user> <device>
-        c"im.disconnect" => session::disconnect, c"write", 1, 1, 1;
+        c"im.disconnect" => session::disconnect, c"write", 1,
+            arity 3, keys RW | UPDATE,
+            c"Marks a device offline; its pending messages become offline.",
+            c"O(P log N): P the device's pending messages";
         /// IM.DEVICES <user>
-        c"im.devices" => session::devices, c"readonly", 1, 1, 1;
+        c"im.devices" => session::devices, c"readonly", 1,
+            arity 2, keys RO | ACCESS,
+            c"Lists the registered devices of a mailbox.",
+            c"O(D): D registered devices";
         /// IM.FORGET <user> <device>
-        c"im.forget" => session::forget, c"write", 1, 1, 1;
+        c"im.forget" => session::forget, c"write", 1,
+            arity 3, keys RW | DELETE,
+            c"Unregisters a device; messages nobody owes any more are deleted.",
+            c"O(M log N): M messages the device owed";
         /// IM.STORE <user> <stanza> [ID <id>] [DEVICES <n> <device> ...] [FORCE]
-        c"im.store" => store::store, c"write deny-oom", 1, 1, 1;
+        c"im.store" => store::store, c"write deny-oom", 1,
+            arity -3, keys RW | INSERT,
+            c"Stores a stanza; pending on the devices it was delivered to, offline for the others.",
+            c"O(S + log N + D): S stanza bytes, D devices";
         /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
-        c"im.ack" => store::ack, c"write", 1, 1, 1;
+        c"im.ack" => store::ack, c"write", 1,
+            arity -4, keys RW | UPDATE,
+            c"Marks messages acknowledged by a device; acked messages nobody owes leave the mailbox.",
+            c"O(K log N): K ids acked";
         /// IM.OFFLINE.INFO <user> <device> [IDS [LIMIT <n>]]
-        c"im.offline.info" => offline::offline_info, c"readonly", 1, 1, 1;
+        c"im.offline.info" => offline::offline_info, c"readonly", 1,
+            arity -3, keys RO | ACCESS,
+            c"Summarises what a device has not received: count, bytes, first and last seq, ids.",
+            c"O(log N), plus O(L) for L ids";
         /// IM.OFFLINE.PAGE <user> <device> [AFTER <seq>] [COUNT <n>] [DELAY <from>]
-        c"im.offline.page" => offline::offline_page, c"readonly", 1, 1, 1;
+        c"im.offline.page" => offline::offline_page, c"readonly", 1,
+            arity -3, keys RO | ACCESS,
+            c"Pages through a device's offline messages in seq order.",
+            c"O(C + log N): C messages in the page";
         /// IM.INFO <user>
-        c"im.info" => offline::info, c"readonly", 1, 1, 1;
+        c"im.info" => offline::info, c"readonly", 1,
+            arity 2, keys RO | ACCESS,
+            c"Counts of a mailbox: messages, bytes, devices, online, pending, first, last, next seq.",
+            c"O(D): D registered devices";
         /// IM.SWEEP [LIMIT <n>]
-        c"im.sweep" => crate::commands::sweep::sweep, c"write", 0, 0, 0;
-        /// IM.APPLY <user> <effects> (replication and AOF)
-        c"im.apply" => internal::apply, c"write", 1, 1, 1;
+        c"im.sweep" => crate::commands::sweep::sweep, c"write", 0,
+            arity -1, keys NO_KEY,
+            c"Runs the timer's due work now (resend, expiry, retention) on this node.",
+            c"O(W): W items of due work";
+        /// IM.APPLY <user> <effects> [<stanza>] (replication and AOF)
+        c"im.apply" => internal::apply, c"write", 1,
+            arity -3, keys RW | UPDATE,
+            c"Internal: a primary's changes, as replicas and the AOF receive them. Refused to clients.",
+            c"O(E): E effects";
         /// IM.LOAD <user> HEAD|MSGS <blob> (AOF rewrite)
-        c"im.load" => internal::load, c"write", 1, 1, 1;
+        c"im.load" => internal::load, c"write", 1,
+            arity 4, keys OW | UPDATE,
+            c"Internal: a mailbox as an AOF rewrite writes it. Refused to clients.",
+            c"O(B): B bytes of the blob";
     }
 
     /// The settings that may follow the module's path at load time.
@@ -106,14 +169,20 @@ mod registration {
     ];
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
+        crate::log::init(ctx);
+        crate::wrapper::install_panic_hook();
         if !args.len().is_multiple_of(2) {
-            ctx.log_warning("im: load arguments are <setting> <value> pairs; one value is missing");
+            crate::log::warning(
+                "redis-im: load arguments are <setting> <value> pairs; one value is missing",
+            );
             return Status::Err;
         }
         for name in args.iter().step_by(2) {
-            let name = name.to_string_lossy();
-            if !SETTINGS.contains(&name.as_str()) {
-                ctx.log_warning(&format!("im: unknown setting '{name}' at load time"));
+            if !SETTINGS.iter().any(|s| s.as_bytes() == name.as_slice()) {
+                crate::log::warning(&format!(
+                    "redis-im: unknown setting '{}' at load time",
+                    crate::log::escape(name.as_slice(), 64)
+                ));
                 return Status::Err;
             }
         }
@@ -125,31 +194,10 @@ mod registration {
                 );
             }
         }
-        // SWAPDB moves every mailbox of two dbs: the schedule is rebuilt.
-        // (The crate has no handler macro for this event.)
-        let swapdb = raw::RedisModuleEvent {
-            id: raw::REDISMODULE_EVENT_SWAPDB,
-            dataver: 1,
-        };
-        if raw::subscribe_to_server_event(ctx.get_raw(), swapdb, Some(on_swapdb)) == Status::Err {
-            ctx.log_warning("im: could not subscribe to SWAPDB");
+        if !crate::wrapper::events::subscribe(ctx) {
             return Status::Err;
         }
-        crate::propagation::subscribe(ctx);
         register_commands(ctx)
-    }
-
-    /// # Safety
-    /// Called by the server on its main thread with a valid context.
-    unsafe extern "C" fn on_swapdb(
-        ctx: *mut raw::RedisModuleCtx,
-        _eid: raw::RedisModuleEvent,
-        _subevent: u64,
-        _data: *mut std::os::raw::c_void,
-    ) {
-        let ctx = Context::new(ctx);
-        let _ =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::sweep::rebuild(&ctx)));
     }
 
     const MS: i64 = i64::MAX / 4;
@@ -162,10 +210,7 @@ mod registration {
         init: init,
         info: metrics_info,
         commands: [],
-        event_handlers: [
-        [@GENERIC: on_keyspace_event],
-    ],
-    configurations: [
+        configurations: [
             i64: [
                 ["resend-interval", &RESEND_INTERVAL, 3000, 0, MS, ConfigurationFlags::DEFAULT, None],
                 ["ack-timeout", &ACK_TIMEOUT, 10_000, 1, MS, ConfigurationFlags::DEFAULT, None],
@@ -181,7 +226,7 @@ mod registration {
             ],
             string: [
                 ["offline-types", &OFFLINE_TYPES, "chat normal", ConfigurationFlags::DEFAULT, None],
-                ["event-prefix", &*EVENT_PREFIX, "im:events:", ConfigurationFlags::DEFAULT, None],
+                ["event-prefix", &EVENT_PREFIX, "im:events:", ConfigurationFlags::DEFAULT, None],
                 ["delay-from", &DELAY_FROM, "", ConfigurationFlags::DEFAULT, None],
             ],
             bool: [
@@ -195,55 +240,10 @@ mod registration {
     }
 
     fn metrics_info(ctx: &InfoContext, for_crash_report: bool) {
-        crate::metrics::info(ctx, for_crash_report);
-    }
-
-    /// A mailbox that arrives under a new name keeps its deadlines.
-    fn on_keyspace_event(ctx: &Context, _kind: redis_module::NotifyEvent, event: &str, key: &[u8]) {
-        if matches!(event, "rename_to" | "move_to" | "copy_to" | "restore") {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::sweep::key_arrived(ctx, key)
-            }));
-        }
-    }
-
-    #[redis_module_macros::loading_event_handler]
-    fn on_loading(ctx: &Context, e: LoadingSubevent) {
-        if matches!(e, LoadingSubevent::Ended) {
-            crate::sweep::rebuild(ctx);
-        }
-    }
-
-    #[redis_module_macros::flush_event_handler]
-    fn on_flush(ctx: &Context, e: FlushSubevent) {
-        if matches!(e, FlushSubevent::Ended) {
-            crate::sweep::rebuild(ctx);
-        }
-    }
-
-    #[redis_module_macros::role_changed_event_handler]
-    fn on_role_changed(ctx: &Context, role: ServerRole) {
-        crate::propagation::recheck();
-        match role {
-            ServerRole::Primary => crate::sweep::arm(ctx),
-            ServerRole::Replica => crate::sweep::disarm(ctx),
-        }
-    }
-
-    #[redis_module_macros::config_changed_event_handler]
-    fn on_config_changed(ctx: &Context, names: &[&str]) {
-        crate::propagation::recheck();
-        const TIMER_SETTINGS: &[&str] = &[
-            "im.resend-interval",
-            "im.ack-timeout",
-            "im.device-idle",
-            "im.retention",
-            "im.archive",
-        ];
-        if names.iter().any(|n| TIMER_SETTINGS.contains(n)) {
-            crate::sweep::rebuild(ctx);
-        } else if names.contains(&"im.sweep-interval") {
-            crate::sweep::arm(ctx);
-        }
+        crate::wrapper::guard(
+            "INFO im",
+            || (),
+            || crate::metrics::info(ctx, for_crash_report),
+        );
     }
 }

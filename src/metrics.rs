@@ -32,10 +32,14 @@ metrics! {
     SWEEP_LAST_US => "sweep_last_us",
     SWEEP_LONGEST_US => "sweep_longest_us",
     SCHEDULE_SIZE => "schedule_size",
+    SWEEPS_PAUSED => "sweeps_paused",
+    SWEEP_FAILURES => "sweep_failures",
+    PANICS => "panics",
 }
 
 /// Adds to a counter or gauge. Only the server's main thread (commands,
-/// the timer, loading) calls this: a plain load and store, with no locked
+/// the timer, loading) calls this (`PANICS`, which any thread may count,
+/// takes atomic adds): a plain load and store, with no locked
 /// instruction on the command path. Mailboxes freed on a lazy-free thread
 /// are counted apart, in `FREED`, with atomic adds.
 pub fn add(m: &AtomicI64, v: i64) {

@@ -64,33 +64,8 @@ fn look(ctx: &Context) -> bool {
     !(zero("connected_slaves") && zero("repl_backlog_active"))
 }
 
-/// Subscribes to the server events after which the answer may have
-/// changed and that the module hears nowhere else (role and configuration
-/// changes call [`recheck`] from their own handlers); without them every
-/// change propagates.
-pub fn subscribe(ctx: &Context) {
-    let events = [
-        raw::REDISMODULE_EVENT_FORK_CHILD,
-        raw::REDISMODULE_EVENT_REPLICA_CHANGE,
-    ];
-    for id in events {
-        let event = raw::RedisModuleEvent { id, dataver: 1 };
-        if raw::subscribe_to_server_event(ctx.get_raw(), event, Some(on_event)) == raw::Status::Err
-        {
-            ctx.log_warning("im: server events unavailable; every change is propagated");
-            STATE.store(ALWAYS, Ordering::Relaxed);
-            return;
-        }
-    }
-}
-
-/// # Safety
-/// Called by the server on its main thread.
-unsafe extern "C" fn on_event(
-    _ctx: *mut raw::RedisModuleCtx,
-    _eid: raw::RedisModuleEvent,
-    _subevent: u64,
-    _data: *mut std::os::raw::c_void,
-) {
-    recheck();
+/// The events after which the answer may change are not heard: from now
+/// on every change propagates.
+pub fn always() {
+    STATE.store(ALWAYS, Ordering::Relaxed);
 }

@@ -63,12 +63,17 @@ pub fn send(context: &redis_module::Context, r: &Reply) {
             }
         }
         Reply::Simple(s) => {
-            let c = CString::new(*s).unwrap_or_default();
+            let c = resp_line(s);
             raw::reply_with_simple_string(ctx, c.as_ptr());
         }
         Reply::Error(msg) => {
-            let c = CString::new(msg.replace(['\r', '\n', '\0'], " ")).unwrap_or_default();
-            raw::reply_with_error(ctx, c.as_ptr());
+            let c = resp_line(msg);
+            // SAFETY: a valid context and a NUL-terminated string.
+            unsafe {
+                if let Some(f) = raw::RedisModule_ReplyWithError {
+                    f(ctx, c.as_ptr());
+                }
+            }
         }
         Reply::WrongArity => unsafe {
             if let Some(f) = raw::RedisModule_WrongArity {
@@ -77,6 +82,26 @@ pub fn send(context: &redis_module::Context, r: &Reply) {
         },
         Reply::Sent => {}
     }
+}
+
+/// `text` as one RESP line: CR, LF and NUL become spaces, every other
+/// byte stays (an error may quote a user's UTF-8 text). The server writes
+/// simple strings and errors up to the NUL, and a CR or LF would break
+/// the protocol. (The `redis-module` crate's own conversion cuts each
+/// character to one byte, which makes U+4E00 a NUL and then panics.)
+fn resp_line(text: &str) -> CString {
+    let bytes: Vec<u8> = text
+        .bytes()
+        .map(|b| {
+            if matches!(b, b'\r' | b'\n' | 0) {
+                b' '
+            } else {
+                b
+            }
+        })
+        .collect();
+    // No NUL is left.
+    CString::new(bytes).unwrap_or_default()
 }
 
 /// Writes `[seq, id, [device, ...]]` (IM.STORE) without building it first.

@@ -5,15 +5,14 @@
 
 use crate::commands::{now_ms, Propagate, Writer};
 use crate::config;
-use crate::datatype::MAILBOX_TYPE;
 use crate::mailbox::timer::TimerSettings;
 use crate::mailbox::{Effect, Mailbox};
-use crate::metrics;
 use crate::schedule::{self, Schedule};
+use crate::wrapper::datatype::MAILBOX_TYPE;
+use crate::{log, metrics, server};
+use base64::Engine;
 use redis_module::{raw, Context};
-use serde::Serialize;
 use std::os::raw::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Instant;
@@ -21,6 +20,11 @@ use std::time::Instant;
 /// Most work items taken from one mailbox per visit; the rest waits for
 /// the next visit, so that one mailbox cannot blow the budget.
 const ITEMS_PER_VISIT: usize = 32;
+
+/// A mailbox whose visit failed (a panic, logged) is visited again this
+/// much later, so that it neither stops the timer for the others nor
+/// fills the log with one line per run.
+const RETRY_FAILED_VISIT_MS: i64 = 10_000;
 
 static SCHEDULE: LazyLock<Mutex<Schedule>> = LazyLock::new(Default::default);
 /// The armed timer: its id and when it fires (ms).
@@ -41,28 +45,15 @@ pub fn settings() -> TimerSettings {
     }
 }
 
-fn flags(ctx: &Context) -> u32 {
-    (unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.get_raw())) }) as u32
-}
-
 pub fn is_primary(ctx: &Context) -> bool {
-    flags(ctx) & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
-}
-
-fn selected_db(ctx: &Context) -> i32 {
-    unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.get_raw())) }
-}
-
-fn select_db(ctx: &Context, db: i32) -> bool {
-    unsafe {
-        raw::RedisModule_SelectDb
-            .is_some_and(|f| f(ctx.get_raw(), db) == raw::REDISMODULE_OK as i32)
-    }
+    server::is_primary(ctx)
 }
 
 fn set_due(ctx: &Context, key: &[u8], mb: &Mailbox, due: Option<i64>) {
     let mut s = sched();
-    s.set(&mb.entry, due, || schedule::slot(selected_db(ctx), key));
+    s.set(&mb.entry, due, || {
+        schedule::slot(server::selected_db(ctx), key)
+    });
     metrics::SCHEDULE_SIZE.store(s.len() as i64, Relaxed);
 }
 
@@ -135,7 +126,7 @@ pub fn arm(ctx: &Context) {
         create(
             ctx.get_raw(),
             at - now,
-            Some(on_timer),
+            Some(crate::wrapper::timer::on_timer),
             std::ptr::null_mut(),
         )
     };
@@ -149,21 +140,23 @@ fn stop_timer(ctx: &Context, id: u64) {
     }
 }
 
-/// # Safety
-/// Called by Redis on the main thread with a valid context.
-unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
-    let ctx = Context::new(ctx);
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        *TIMER.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        // Noted first: the run's own changes re-arm the timer, which must
-        // then wait a whole interval.
-        LAST_RUN.store(now_ms(), Relaxed);
-        if is_primary(&ctx) && config::get(&config::SWEEP_INTERVAL) > 0 {
-            let budget = config::get(&config::SWEEP_BUDGET).max(1) as u64;
-            run(&ctx, Some(budget), None);
-        }
-        arm(&ctx);
-    }));
+/// The timer fired: it is no longer armed. Noted first, before the run,
+/// whose own changes re-arm the timer, which must then wait a whole
+/// interval.
+pub fn timer_fired() {
+    *TIMER.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    LAST_RUN.store(now_ms(), Relaxed);
+}
+
+/// One timer run on a primary, within `sweep-budget`. Nothing while the
+/// server pauses writes ([`server::writes_paused`]): what falls due
+/// meanwhile waits for the first run after the pause (the timer looks
+/// again every `sweep-interval`).
+pub fn timer_run(ctx: &Context) {
+    if is_primary(ctx) && config::get(&config::SWEEP_INTERVAL) > 0 {
+        let budget = config::get(&config::SWEEP_BUDGET).max(1) as u64;
+        run(ctx, Some(budget), None);
+    }
 }
 
 /// What one sweep did (the reply of `IM.SWEEP`).
@@ -180,12 +173,18 @@ pub struct Report {
 }
 
 /// Does the due work: until `budget_us` is spent or `limit` mailboxes were
-/// visited, whichever comes first.
+/// visited, whichever comes first. Nothing while the server pauses writes.
+/// A visit that fails is logged and retried later; the others go on.
 pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Report {
+    let mut r = Report::default();
+    if server::writes_paused() {
+        r.next = sched().next_due().map_or(-1, |d| (d - now_ms()).max(0));
+        metrics::add(&metrics::SWEEPS_PAUSED, 1);
+        return r;
+    }
     let start = Instant::now();
     let s = settings();
-    let db_before = selected_db(ctx);
-    let mut r = Report::default();
+    let keep_db = server::KeepDb::new(ctx);
     let mut visited = 0usize;
     // The longest visit so far: a visit starts only if one that long
     // still fits in the budget.
@@ -203,12 +202,25 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
         };
         visited += 1;
         let (db, key) = schedule::split(&slot);
-        if select_db(ctx, db) {
-            visit(ctx, key, (due, id), now, &s, &mut r);
+        if server::select_db(ctx, db) {
+            let mut part = Report::default();
+            let ok = crate::wrapper::guard(
+                "a timer visit",
+                || false,
+                || {
+                    visit(ctx, key, (due, id), now, &s, &mut part);
+                    true
+                },
+            );
+            if ok {
+                r.add(&part);
+            } else {
+                visit_failed(ctx, key, now);
+            }
         }
         longest_visit = longest_visit.max(start.elapsed().as_micros() as u64 - spent);
     }
-    select_db(ctx, db_before);
+    drop(keep_db);
     metrics::SCHEDULE_SIZE.store(sched().len() as i64, Relaxed);
     r.next = sched().next_due().map_or(-1, |d| (d - now_ms()).max(0));
     let us = start.elapsed().as_micros() as i64;
@@ -223,29 +235,102 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
     r
 }
 
-#[derive(Serialize)]
-struct ResendEvent<'a> {
-    event: &'static str,
-    user: &'a str,
-    device: &'a str,
-    seq: u64,
-    id: &'a str,
-    attempt: u32,
-    stanza: &'a str,
+/// A visit failed (its panic is logged): the mailbox is named in the log
+/// and visited again after [`RETRY_FAILED_VISIT_MS`].
+fn visit_failed(ctx: &Context, key: &[u8], now: i64) {
+    metrics::add(&metrics::SWEEP_FAILURES, 1);
+    log::warning(&format!(
+        "redis-im: the timer could not visit mailbox '{}' (db {}); it is visited again in {} ms",
+        log::escape(key, 128),
+        server::selected_db(ctx),
+        RETRY_FAILED_VISIT_MS
+    ));
+    crate::wrapper::guard(
+        "rescheduling a mailbox after a failed visit",
+        || (),
+        || {
+            let name = server::string(ctx, key);
+            let k = ctx.open_key(&name);
+            if let Ok(Some(mb)) = k.get_value::<Mailbox>(&MAILBOX_TYPE) {
+                forget(mb);
+                set_due(
+                    ctx,
+                    key,
+                    mb,
+                    Some(now.saturating_add(RETRY_FAILED_VISIT_MS)),
+                );
+            }
+        },
+    );
 }
 
-#[derive(Serialize)]
-struct KickEvent<'a> {
-    event: &'static str,
-    user: &'a str,
-    device: &'a str,
-    reason: &'a str,
-    seq: u64,
-    id: &'a str,
+impl Report {
+    fn add(&mut self, o: &Report) {
+        self.resent += o.resent;
+        self.expired += o.expired;
+        self.kicked += o.kicked;
+        self.archived += o.archived;
+        self.dropped += o.dropped;
+        self.forgotten += o.forgotten;
+    }
 }
 
-fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(b)
+/// An event as one JSON object: `event` first, then the fields in the
+/// order given (SPEC §5 shows them). A field of client bytes is a JSON
+/// string under its name when the bytes are UTF-8, and their standard
+/// base64 under `<name>_base64` when they are not (SPEC §5: keys, devices
+/// and ids are binary-safe, JSON strings are not).
+fn event_json(event: &str, fields: &[(&'static str, Field<'_>)]) -> String {
+    let mut out = String::with_capacity(128);
+    let string = |out: &mut String, s: &str| {
+        // Writing a str to a String cannot fail.
+        if let Ok(quoted) = serde_json::to_string(s) {
+            out.push_str(&quoted);
+        }
+    };
+    out.push_str("{\"event\":");
+    string(&mut out, event);
+    for (name, v) in fields {
+        out.push(',');
+        match v {
+            Field::Bytes(b) => match std::str::from_utf8(b) {
+                Ok(t) => {
+                    string(&mut out, name);
+                    out.push(':');
+                    string(&mut out, t);
+                }
+                Err(_) => {
+                    string(&mut out, &format!("{name}_base64"));
+                    out.push(':');
+                    string(
+                        &mut out,
+                        &base64::engine::general_purpose::STANDARD.encode(b),
+                    );
+                }
+            },
+            Field::Text(t) => {
+                string(&mut out, name);
+                out.push(':');
+                string(&mut out, t);
+            }
+            Field::Int(n) => {
+                string(&mut out, name);
+                out.push(':');
+                out.push_str(&n.to_string());
+            }
+        }
+    }
+    out.push('}');
+    out
+}
+
+/// One field of an event.
+enum Field<'a> {
+    /// Client bytes: a key, a device, an id, a stanza.
+    Bytes(&'a [u8]),
+    /// The module's own text.
+    Text(&'a str),
+    Int(u64),
 }
 
 /// An event for `node`, ready to publish.
@@ -259,36 +344,34 @@ pub fn kick_event(mb: &Mailbox, user: &[u8], device: usize, reason: &str) -> Eve
     let d = &mb.devices[device];
     let seq = d.pending.oldest().map_or(0, |(_, s)| s);
     let id = mb.log.get(seq).map(|m| m.id).unwrap_or_default();
-    let json = serde_json::to_string(&KickEvent {
-        event: "kick",
-        user: &text(user),
-        device: &text(&d.name),
-        reason,
-        seq,
-        id: &text(id),
-    })
-    .unwrap_or_default();
+    let json = event_json(
+        "kick",
+        &[
+            ("user", Field::Bytes(user)),
+            ("device", Field::Bytes(&d.name)),
+            ("reason", Field::Text(reason)),
+            ("seq", Field::Int(seq)),
+            ("id", Field::Bytes(id)),
+        ],
+    );
     Event {
         node: d.node.to_vec(),
         json,
     }
 }
 
-/// Publishes events on `<event-prefix><node>`.
+/// Publishes events on `<event-prefix><node>` (any bytes).
 pub fn publish(ctx: &Context, events: &[Event]) {
-    let Some(publish) = (unsafe { raw::RedisModule_PublishMessage }) else {
-        return;
-    };
     if events.is_empty() {
         return;
     }
     let prefix = config::event_prefix();
+    let mut channel = Vec::with_capacity(prefix.len() + 32);
     for e in events {
-        let mut channel = prefix.as_bytes().to_vec();
+        channel.clear();
+        channel.extend_from_slice(prefix.as_bytes());
         channel.extend_from_slice(&e.node);
-        let channel = ctx.create_string(channel);
-        let message = ctx.create_string(e.json.as_bytes());
-        unsafe { publish(ctx.get_raw(), channel.inner, message.inner) };
+        server::publish(ctx, &channel, e.json.as_bytes());
     }
 }
 
@@ -300,7 +383,7 @@ fn visit(
     s: &TimerSettings,
     r: &mut Report,
 ) {
-    let name = ctx.create_string(key);
+    let name = server::string(ctx, key);
     let Ok(mut w) = Writer::open(ctx, &name) else {
         return;
     };
@@ -326,16 +409,20 @@ fn visit(
             let (Some(m), Some(p)) = (mb.log.get(seq), d.pending.get(seq)) else {
                 continue;
             };
-            let json = serde_json::to_string(&ResendEvent {
-                event: "resend",
-                user: &text(key),
-                device: &text(&d.name),
-                seq,
-                id: &text(m.id),
-                attempt: p.attempts.saturating_add(1),
-                stanza: &text(m.stanza),
-            })
-            .unwrap_or_default();
+            let json = event_json(
+                "resend",
+                &[
+                    ("user", Field::Bytes(key)),
+                    ("device", Field::Bytes(&d.name)),
+                    ("seq", Field::Int(seq)),
+                    ("id", Field::Bytes(m.id)),
+                    (
+                        "attempt",
+                        Field::Int(u64::from(p.attempts.saturating_add(1))),
+                    ),
+                    ("stanza", Field::Bytes(m.stanza)),
+                ],
+            );
             events.push(Event {
                 node: d.node.to_vec(),
                 json,
@@ -369,82 +456,28 @@ fn visit(
     publish(ctx, &events);
 }
 
-/// Rebuilds the schedule from every mailbox in every database (after a
-/// load, a flush or a change of the timer's settings).
-pub fn rebuild(ctx: &Context) {
-    struct Scan {
-        settings: TimerSettings,
-        db: i32,
-    }
-    unsafe extern "C" fn on_key(
-        _ctx: *mut raw::RedisModuleCtx,
-        name: *mut raw::RedisModuleString,
-        key: *mut raw::RedisModuleKey,
-        data: *mut c_void,
-    ) {
-        let scan = &mut *data.cast::<Scan>();
-        if key.is_null() || name.is_null() {
-            return;
-        }
-        let (Some(get_type), Some(get_value)) = (
-            raw::RedisModule_ModuleTypeGetType,
-            raw::RedisModule_ModuleTypeGetValue,
-        ) else {
-            return;
-        };
-        if get_type(key) != *MAILBOX_TYPE.raw_type.borrow() {
-            return;
-        }
-        let mb = &*get_value(key).cast::<Mailbox>();
-        // The schedule was emptied: every entry is to be made again.
-        mb.entry.set(schedule::Entry::Unknown);
-        let key_name = redis_module::RedisString::string_as_slice(name);
-        if let Some(due) = mb.next_due(&scan.settings) {
-            let mut s = sched();
-            s.set(&mb.entry, Some(due), || schedule::slot(scan.db, key_name));
-        } else {
-            mb.entry.set(schedule::Entry::Idle);
-        }
-    }
-    let db_before = selected_db(ctx);
+/// Empties the schedule (before a rebuild from every mailbox).
+pub fn clear_schedule() {
     sched().clear();
-    let (Some(create), Some(scan_fn), Some(destroy)) = (unsafe {
-        (
-            raw::RedisModule_ScanCursorCreate,
-            raw::RedisModule_Scan,
-            raw::RedisModule_ScanCursorDestroy,
-        )
-    }) else {
-        return;
-    };
-    let mut db = 0;
-    while select_db(ctx, db) {
-        let mut scan = Scan {
-            settings: settings(),
-            db,
-        };
-        unsafe {
-            let cursor = create();
-            while scan_fn(
-                ctx.get_raw(),
-                cursor,
-                Some(on_key),
-                (&mut scan as *mut Scan).cast(),
-            ) != 0
-            {}
-            destroy(cursor);
-        }
-        db += 1;
+    metrics::SCHEDULE_SIZE.store(0, Relaxed);
+}
+
+/// Schedules a mailbox found by the scan of a rebuild: its entry is made
+/// anew (the schedule was emptied).
+pub fn schedule_scanned(db: i32, key: &[u8], mb: &Mailbox, settings: &TimerSettings) {
+    mb.entry.set(schedule::Entry::Unknown);
+    let mut s = sched();
+    match mb.next_due(settings) {
+        Some(due) => s.set(&mb.entry, Some(due), || schedule::slot(db, key)),
+        None => mb.entry.set(schedule::Entry::Idle),
     }
-    select_db(ctx, db_before);
-    metrics::SCHEDULE_SIZE.store(sched().len() as i64, Relaxed);
-    arm(ctx);
+    metrics::SCHEDULE_SIZE.store(s.len() as i64, Relaxed);
 }
 
 /// Called when a mailbox arrives under a new name (RENAME, MOVE, COPY,
 /// RESTORE): schedule it there.
 pub fn key_arrived(ctx: &Context, key: &[u8]) {
-    let name = ctx.create_string(key);
+    let name = server::string(ctx, key);
     let k = ctx.open_key(&name);
     if let Ok(Some(mb)) = k.get_value::<Mailbox>(&MAILBOX_TYPE) {
         // A copy has no entry; a moved mailbox lost its old one when it

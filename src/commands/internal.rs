@@ -2,9 +2,10 @@
 //! effects to replicas and the AOF; `IM.LOAD` rebuilds a mailbox from an
 //! AOF rewrite. Neither is meant for clients.
 
-use super::{replicated_or_loading, Propagate, Writer};
+use super::{Propagate, Writer};
 use crate::mailbox::{effect, Mailbox};
 use crate::reply::{error, Reply};
+use crate::server::replicated_or_loading;
 use redis_module::{Context, RedisString};
 
 const INTERNAL: &str =
@@ -24,7 +25,7 @@ pub fn apply(ctx: &Context, args: &[RedisString]) -> Reply {
     // From here on, never an error: a replica does not answer its primary.
     let extra: Vec<&[u8]> = extra.iter().map(|a| a.as_slice()).collect();
     let Some((now, effects)) = effect::decode(blob.as_slice(), &extra) else {
-        redis_module::logging::log_warning("im: IM.APPLY with effects that do not decode");
+        crate::log::warning("redis-im: IM.APPLY with effects that do not decode");
         return Reply::Simple("OK");
     };
     let Ok(mut w) = Writer::open(ctx, user) else {

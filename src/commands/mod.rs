@@ -8,17 +8,13 @@ pub mod session;
 pub mod store;
 pub mod sweep;
 
-use crate::datatype::MAILBOX_TYPE;
 use crate::mailbox::{effect, Effect, Mailbox};
 use crate::metrics::{self, Gauges};
-use crate::reply::{self, error, Reply};
+use crate::reply::{error, Reply};
+use crate::wrapper::datatype::MAILBOX_TYPE;
 use redis_module::key::RedisKeyWritable;
 use redis_module::{raw, Context, RedisString};
-use smallvec::SmallVec;
 use std::ffi::CStr;
-use std::mem::ManuallyDrop;
-use std::os::raw::c_int;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub const MAX_NAME: usize = 256;
 pub const MAX_ID: usize = 1024;
@@ -26,39 +22,6 @@ pub const MAX_ID: usize = 1024;
 pub const MAX_DEVICES: usize = 2000;
 
 pub const WRONGTYPE: &str = "WRONGTYPE Operation against a key holding the wrong kind of value";
-
-pub type Handler = fn(&Context, &[RedisString]) -> Reply;
-
-/// Runs a handler on the arguments the server passed and writes its reply;
-/// a panic answers an error instead of crossing into the server.
-///
-/// # Safety
-/// `ctx`, `argv` and `argc` are those the server passed to a command.
-pub unsafe fn dispatch(
-    ctx: *mut raw::RedisModuleCtx,
-    argv: *mut *mut raw::RedisModuleString,
-    argc: c_int,
-    handler: Handler,
-) -> c_int {
-    let context = Context::new(ctx);
-    let raw_args: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
-        Ok(n) if !argv.is_null() => std::slice::from_raw_parts(argv, n),
-        _ => &[],
-    };
-    // Views of the server's own argument strings, which it keeps for the
-    // whole call: neither retained nor freed here.
-    let views: SmallVec<[ManuallyDrop<RedisString>; 8]> = raw_args
-        .iter()
-        .map(|&a| ManuallyDrop::new(RedisString::from_redis_module_string(ctx, a)))
-        .collect();
-    // SAFETY: `ManuallyDrop<T>` has the layout of `T`.
-    let args: &[RedisString] =
-        std::slice::from_raw_parts(views.as_ptr().cast::<RedisString>(), views.len());
-    let r = catch_unwind(AssertUnwindSafe(|| handler(&context, args)))
-        .unwrap_or_else(|_| error("ERR internal error in redis-im, see the server log"));
-    reply::send(&context, &r);
-    raw::REDISMODULE_OK as c_int
-}
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -332,10 +295,4 @@ fn notify(ctx: &Context, event: &CStr, key: &RedisString) {
             );
         }
     }
-}
-
-/// True while the command comes from the primary or the AOF.
-pub fn replicated_or_loading(ctx: &Context) -> bool {
-    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.get_raw())) } as u32;
-    flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
 }

@@ -92,6 +92,14 @@ pub fn offline_page(ctx: &Context, args: &[RedisString]) -> Reply {
                 Err(e) => return e,
             };
         } else if is(o, "DELAY") {
+            // Written into each stanza as an attribute value: it must keep
+            // the stanza well-formed (SPEC §3, §4).
+            if let Err(e) = std::str::from_utf8(v)
+                .map_err(|_| "is not UTF-8")
+                .and_then(config::check_delay_from)
+            {
+                return error(format!("ERR DELAY {e}"));
+            }
             delay = Some(v.to_vec());
         } else {
             return unknown_option(o);

@@ -39,12 +39,31 @@ pub fn create_if_new<'a>(mb: Option<&Mailbox>, now: i64, effects: &mut impl Exte
 
 /// Refuses a new device when the mailbox already has the most it may hold.
 pub fn check_room(mb: Option<&Mailbox>, device: &[u8]) -> Result<(), Reply> {
-    match mb {
-        Some(m) if m.devices.len() >= MAX_DEVICES && m.device_index(device).is_none() => Err(
-            error(format!("ERR a mailbox holds at most {MAX_DEVICES} devices")),
-        ),
-        _ => Ok(()),
+    check_room_for(mb, std::iter::once(device))
+}
+
+/// Refuses `devices` (distinct names) when registering those that are new
+/// would take the mailbox, new or not, over [`MAX_DEVICES`]. Linear in the
+/// names and the mailbox's devices.
+pub fn check_room_for<'a>(
+    mb: Option<&Mailbox>,
+    devices: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> Result<(), Reply> {
+    let have = mb.map_or(0, |m| m.devices.len());
+    let new = match mb {
+        None => devices.len(),
+        Some(m) if devices.len() > 8 && have > 8 => {
+            let known: hashbrown::HashSet<&[u8]> = m.devices.iter().map(|d| &*d.name).collect();
+            devices.filter(|d| !known.contains(d)).count()
+        }
+        Some(m) => devices.filter(|d| m.device_index(d).is_none()).count(),
+    };
+    if have + new > MAX_DEVICES {
+        return Err(error(format!(
+            "ERR a mailbox holds at most {MAX_DEVICES} devices"
+        )));
     }
+    Ok(())
 }
 
 /// IM.CONNECT <user> <device> [NODE <node>]

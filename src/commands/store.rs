@@ -1,8 +1,9 @@
 //! IM.STORE and IM.ACK.
 
-use super::session::{check_room, create_if_new, seq_issued};
+use super::session::{check_room, check_room_for, create_if_new, seq_issued};
 use super::{
-    device_name, is, now_ms, parse_u64, unknown_option, user_device, Propagate, Writer, MAX_ID,
+    device_name, is, now_ms, parse_u64, unknown_option, user_device, Propagate, Writer,
+    MAX_DEVICES, MAX_ID,
 };
 use crate::config::{self, QuotaPolicy};
 use crate::mailbox::effect::{Devices, Seqs};
@@ -50,14 +51,26 @@ fn parse_store(opts: &[RedisString]) -> Result<StoreArgs<'_>, Reply> {
             let [n, tail @ ..] = rest else {
                 return Err(error("ERR DEVICES needs a count"));
             };
-            let n = parse_u64(n.as_slice(), "DEVICES count")? as usize;
+            let n = parse_u64(n.as_slice(), "DEVICES count")?;
+            if n > MAX_DEVICES as u64 {
+                return Err(error(format!(
+                    "ERR DEVICES lists at most {MAX_DEVICES} devices"
+                )));
+            }
+            let n = n as usize;
             if tail.len() < n {
                 return Err(error("ERR DEVICES count is larger than the devices given"));
             }
             let mut list: Vec<&[u8]> = Vec::with_capacity(n);
+            let mut seen = hashbrown::HashSet::with_capacity(if n > 8 { n } else { 0 });
             for d in &tail[..n] {
                 let d = device_name(d.as_slice())?;
-                if !list.contains(&d) {
+                let new = if n > 8 {
+                    seen.insert(d)
+                } else {
+                    !list.contains(&d)
+                };
+                if new {
                     list.push(d);
                 }
             }
@@ -95,11 +108,19 @@ impl Names {
 }
 
 /// Oldest messages to drop so that one more of `size` bytes fits; `None`
-/// when it cannot fit at all.
-fn make_room(mb: &Mailbox, size: u64, max_messages: u64, max_bytes: u64) -> Option<Vec<u64>> {
+/// when it cannot fit at all (even in an empty mailbox).
+fn make_room(
+    mb: Option<&Mailbox>,
+    size: u64,
+    max_messages: u64,
+    max_bytes: u64,
+) -> Option<Vec<u64>> {
     if size > max_bytes || max_messages == 0 {
         return None;
     }
+    let Some(mb) = mb else {
+        return Some(Vec::new());
+    };
     let (mut count, mut bytes) = (mb.log.len(), mb.log.bytes());
     let mut drop = Vec::new();
     for m in mb.log.iter_from(0) {
@@ -143,10 +164,23 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     if let Some(m) = mb {
         m.prefetch_for_store();
     }
+    // Declared before the effects, which borrow them.
+    let generated;
+    let mut pending_names = Names::default();
+    let mut effects: SmallVec<[Effect<'_>; 3]> = SmallVec::new();
+    create_if_new(mb, now, &mut effects);
+    // The seq this message gets.
+    let seq = match (mb, effects.first()) {
+        (Some(m), _) => m.next_seq,
+        (None, Some(Effect::Create { next_seq })) => *next_seq,
+        (None, _) => 0,
+    };
 
     // The id, and where it is kept: inside the stanza when it is the
-    // stanza's own attribute, verbatim.
-    let generated;
+    // stanza's own attribute, verbatim. An id is 1 to MAX_ID bytes, from
+    // `ID` or from the stanza alike; a longer one is refused, never
+    // replaced by a generated one (SPEC §3: a retried stanza must find
+    // its first copy). An empty `id=''` is as no id.
     let (id, id_spec): (&[u8], IdSpec<'_>) = match (a.id, &parsed.id) {
         (Some(id), Some(attr)) if attr.value == id && attr.verbatim_at.is_some() => (
             id,
@@ -156,20 +190,23 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
             },
         ),
         (Some(id), _) => (id, IdSpec::Own(id)),
-        (None, Some(attr)) if !attr.value.is_empty() && attr.value.len() <= MAX_ID => {
-            match attr.verbatim_at {
-                Some(off) => (
-                    &a.stanza[off..off + attr.value.len()],
-                    IdSpec::InStanza {
-                        off,
-                        len: attr.value.len(),
-                    },
-                ),
-                None => (&attr.value[..], IdSpec::Own(&attr.value[..])),
-            }
+        (None, Some(attr)) if attr.value.len() > MAX_ID => {
+            return error(format!(
+                "ERR stanza id is {} bytes; an id is 1 to {MAX_ID} bytes",
+                attr.value.len()
+            ));
         }
+        (None, Some(attr)) if !attr.value.is_empty() => match attr.verbatim_at {
+            Some(off) => (
+                &a.stanza[off..off + attr.value.len()],
+                IdSpec::InStanza {
+                    off,
+                    len: attr.value.len(),
+                },
+            ),
+            None => (&attr.value[..], IdSpec::Own(&attr.value[..])),
+        },
         _ => {
-            let seq = mb.map_or(0, |m| m.next_seq);
             generated = format!("im-{seq:x}-{now:x}").into_bytes();
             (&generated[..], IdSpec::Own(&generated[..]))
         }
@@ -183,7 +220,6 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     }
 
     let volatile = !(a.force || parsed.keep_offline(config::is_offline_type));
-    let mut pending_names = Names::default();
     match &a.devices {
         Some(list) => list.iter().for_each(|d| pending_names.push(d)),
         None => {
@@ -193,44 +229,33 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
         }
     }
     let pending: Devices<'_> = pending_names.iter().collect();
-    for d in &pending {
-        if let Err(e) = check_room(mb, d) {
-            return e;
-        }
+    if let Err(e) = check_room_for(mb, pending.iter().copied()) {
+        return e;
     }
     if volatile && pending.is_empty() {
         metrics::add(&metrics::DROPPED, 1);
         return Reply::Nil;
     }
 
-    let mut effects: SmallVec<[Effect<'_>; 3]> = SmallVec::new();
-    create_if_new(mb, now, &mut effects);
-    if let Some(m) = mb {
-        let max_messages = config::get(&config::MAX_MESSAGES).max(0) as u64;
-        let max_bytes = config::get(&config::MAX_BYTES).max(0) as u64;
-        let size = a.stanza.len() as u64;
-        if m.log.len() + 1 > max_messages || m.log.bytes() + size > max_bytes {
-            let room = match config::quota_policy() {
-                QuotaPolicy::Reject => None,
-                QuotaPolicy::DropOldest => make_room(m, size, max_messages, max_bytes),
-            };
-            let Some(victims) = room else {
-                metrics::add(&metrics::REJECTED, 1);
-                return error(format!(
-                    "IMFULL mailbox holds {} messages and {} bytes (max-messages {max_messages}, max-bytes {max_bytes})",
-                    m.log.len(),
-                    m.log.bytes()
-                ));
-            };
-            metrics::add(&metrics::DROPPED, victims.len() as i64);
-            effects.extend(victims.into_iter().map(|seq| Effect::Drop { seq }));
-        }
+    // Quotas apply to a new mailbox as to an existing one.
+    let max_messages = config::get(&config::MAX_MESSAGES).max(0) as u64;
+    let max_bytes = config::get(&config::MAX_BYTES).max(0) as u64;
+    let size = a.stanza.len() as u64;
+    let (count, bytes) = mb.map_or((0, 0), |m| (m.log.len(), m.log.bytes()));
+    if count + 1 > max_messages || bytes + size > max_bytes {
+        let room = match config::quota_policy() {
+            QuotaPolicy::Reject => None,
+            QuotaPolicy::DropOldest => make_room(mb, size, max_messages, max_bytes),
+        };
+        let Some(victims) = room else {
+            metrics::add(&metrics::REJECTED, 1);
+            return error(format!(
+                "IMFULL mailbox holds {count} messages and {bytes} bytes, and the stanza is {size} bytes (max-messages {max_messages}, max-bytes {max_bytes})"
+            ));
+        };
+        metrics::add(&metrics::DROPPED, victims.len() as i64);
+        effects.extend(victims.into_iter().map(|seq| Effect::Drop { seq }));
     }
-    let seq = match (mb, effects.first()) {
-        (Some(m), _) => m.next_seq,
-        (None, Some(Effect::Create { next_seq })) => *next_seq,
-        (None, _) => 0,
-    };
     seq_issued(seq);
     let mut flags = 0;
     if volatile {
@@ -272,6 +297,9 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Reply {
     reply::send_stored(ctx, seq, id, pending_names.iter())
 }
 
+/// Most ids one `IM.ACK` names (SPEC §3).
+pub const MAX_ACK_IDS: usize = 10_000;
+
 /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
 pub fn ack(ctx: &Context, args: &[RedisString]) -> Reply {
     let (user, device, ids) = match user_device(args) {
@@ -284,6 +312,12 @@ pub fn ack(ctx: &Context, args: &[RedisString]) -> Reply {
             Ok(n) => Some(n),
             Err(e) => return e,
         },
+        [w, ..] if is(w.as_slice(), "UPTO") => {
+            return error("ERR UPTO takes exactly one seq");
+        }
+        _ if ids.len() > MAX_ACK_IDS => {
+            return error(format!("ERR IM.ACK takes at most {MAX_ACK_IDS} ids"));
+        }
         _ => None,
     };
     let mut w = match Writer::open(ctx, user) {

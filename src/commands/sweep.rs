@@ -19,6 +19,9 @@ pub fn sweep(ctx: &Context, args: &[RedisString]) -> Reply {
     if !sweep::is_primary(ctx) {
         return error("ERR IM.SWEEP runs on the primary only");
     }
+    if crate::server::writes_paused() {
+        return error("ERR writes are paused on this server (CLIENT PAUSE, FAILOVER); the timer does this work right after");
+    }
     let r = sweep::run(ctx, None, limit);
     Reply::Map(vec![
         ("resent", r.resent.into()),

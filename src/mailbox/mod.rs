@@ -267,6 +267,29 @@ impl Mailbox {
         self.devices.len() - 1
     }
 
+    /// Registers each of `names` (distinct) as [`Self::register`] does,
+    /// looking names up in a map built once: for a store that names many
+    /// devices of a mailbox that has many.
+    fn register_all(&mut self, names: &[&[u8]], now: i64) -> smallvec::SmallVec<[usize; 4]> {
+        let mut index: hashbrown::HashMap<Box<[u8]>, usize> = self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name.clone(), i))
+            .collect();
+        names
+            .iter()
+            .map(|n| match index.get(*n) {
+                Some(&i) => i,
+                None => {
+                    let i = self.register(n, now);
+                    index.insert((*n).into(), i);
+                    i
+                }
+            })
+            .collect()
+    }
+
     /// One device no longer owes `seq`: the message goes once nobody owes
     /// it and someone acked it (or the policy forbids keeping it).
     fn unowe(&mut self, seq: u64, acked: bool) -> bool {
@@ -396,12 +419,22 @@ impl Mailbox {
                 if self.log.contains(seq) {
                     return 0;
                 }
-                let on: smallvec::SmallVec<[usize; 4]> =
-                    pending.iter().map(|n| self.register(n, now)).collect();
+                let on: smallvec::SmallVec<[usize; 4]> = if pending.len() > 8 {
+                    self.register_all(pending, now)
+                } else {
+                    pending.iter().map(|n| self.register(n, now)).collect()
+                };
+                // Which devices it is pending on, by index: linear in the
+                // devices however many it names.
+                let mut is_on: smallvec::SmallVec<[bool; 8]> =
+                    smallvec::smallvec![false; self.devices.len()];
+                for &i in &on {
+                    is_on[i] = true;
+                }
                 let volatile = flags & VOLATILE != 0;
                 let mut owers: u16 = 0;
                 for (i, d) in self.devices.iter_mut().enumerate() {
-                    if on.contains(&i) {
+                    if is_on[i] {
                         d.pending.insert(
                             seq,
                             Pending {

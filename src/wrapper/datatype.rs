@@ -1,15 +1,16 @@
-//! The mailbox data type: the `unsafe extern "C"` callbacks Redis calls to
-//! save, load, rewrite, digest, measure, copy and free a mailbox. Each
-//! catches panics so none crosses into the server.
+//! The mailbox data type: the callbacks the server calls to save, load,
+//! rewrite, digest, measure, copy, unlink and free a mailbox. Each runs
+//! inside [`guard`]; what a failed one answers is the server's "nothing"
+//! (a null value, no bytes), never a crash.
 
+use super::guard;
+use crate::log;
 use crate::mailbox::persist::ENCODING_VERSION;
 use crate::mailbox::Mailbox;
 use crate::metrics;
 use redis_module::native_types::RedisType;
 use redis_module::raw;
-use std::ffi::CString;
 use std::os::raw::{c_char, c_int, c_void};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 /// Messages per RDB buffer / AOF command, in bytes of encoding.
@@ -41,16 +42,12 @@ pub static MAILBOX_TYPE: RedisType = RedisType::new(
     },
 );
 
-fn log_warning(msg: &str) {
-    redis_module::logging::log_warning(msg);
-}
-
 /// Reads a mailbox written by [`rdb_save`]; `None` on a short read or
 /// data that does not decode.
 fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Option<Mailbox> {
     if encver != ENCODING_VERSION {
-        log_warning(&format!(
-            "im: mailbox encoding version {encver} is not supported (this module reads {ENCODING_VERSION})"
+        log::warning(&format!(
+            "redis-im: mailbox encoding version {encver} is not supported (this module reads {ENCODING_VERSION})"
         ));
         return None;
     }
@@ -66,29 +63,37 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Option<Mailbox> {
 }
 
 /// # Safety
-/// Called by Redis with a valid IO handle while loading an RDB.
+/// Called by the server with a valid IO handle while loading an RDB (or
+/// a `RESTORE` payload, which any client may craft).
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
-    match catch_unwind(AssertUnwindSafe(|| load(rdb, encver))) {
-        Ok(Some(mb)) => {
-            metrics::mailbox_added(&mb);
-            Box::into_raw(Box::new(mb)).cast()
+    guard("loading a mailbox", ptr::null_mut, || {
+        match load(rdb, encver) {
+            Some(mb) => {
+                metrics::mailbox_added(&mb);
+                Box::into_raw(Box::new(mb)).cast()
+            }
+            None => {
+                log::warning(
+                    "redis-im: a mailbox in the RDB or RESTORE payload is truncated or corrupt",
+                );
+                ptr::null_mut()
+            }
         }
-        Ok(None) => {
-            log_warning("im: a mailbox in the RDB is truncated or corrupt");
-            ptr::null_mut()
-        }
-        Err(_) => ptr::null_mut(),
-    }
+    })
 }
 
 /// # Safety
 /// `value` is a mailbox created by this module.
 unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
     let mb = &*value.cast::<Mailbox>();
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        raw::save_slice(rdb, &mb.encode_header());
-        mb.encode_messages(BATCH, |b| raw::save_slice(rdb, b));
-    }));
+    guard(
+        "saving a mailbox",
+        || (),
+        || {
+            raw::save_slice(rdb, &mb.encode_header());
+            mb.encode_messages(BATCH, |b| raw::save_slice(rdb, b));
+        },
+    );
 }
 
 /// Rewrites a mailbox as `IM.LOAD <key> HEAD <blob>` followed by
@@ -102,43 +107,43 @@ unsafe extern "C" fn aof_rewrite(
     value: *mut c_void,
 ) {
     let mb = &*value.cast::<Mailbox>();
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let Some(emit) = raw::RedisModule_EmitAOF else {
-            return;
-        };
-        let cmd = CString::new("IM.LOAD").unwrap_or_default();
-        let fmt = CString::new("scb").unwrap_or_default();
-        let head = CString::new("HEAD").unwrap_or_default();
-        let msgs = CString::new("MSGS").unwrap_or_default();
-        let h = mb.encode_header();
-        emit(
-            aof,
-            cmd.as_ptr(),
-            fmt.as_ptr(),
-            key,
-            head.as_ptr(),
-            h.as_ptr().cast::<c_char>(),
-            h.len(),
-        );
-        mb.encode_messages(BATCH, |b| {
+    guard(
+        "rewriting a mailbox into the AOF",
+        || (),
+        || {
+            let Some(emit) = raw::RedisModule_EmitAOF else {
+                return;
+            };
+            let h = mb.encode_header();
             emit(
                 aof,
-                cmd.as_ptr(),
-                fmt.as_ptr(),
+                c"IM.LOAD".as_ptr(),
+                c"scb".as_ptr(),
                 key,
-                msgs.as_ptr(),
-                b.as_ptr().cast::<c_char>(),
-                b.len(),
+                c"HEAD".as_ptr(),
+                h.as_ptr().cast::<c_char>(),
+                h.len(),
             );
-        });
-    }));
+            mb.encode_messages(BATCH, |b| {
+                emit(
+                    aof,
+                    c"IM.LOAD".as_ptr(),
+                    c"scb".as_ptr(),
+                    key,
+                    c"MSGS".as_ptr(),
+                    b.as_ptr().cast::<c_char>(),
+                    b.len(),
+                );
+            });
+        },
+    );
 }
 
 /// # Safety
 /// `value` is a mailbox created by this module.
 unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
     let mb = &*value.cast::<Mailbox>();
-    catch_unwind(AssertUnwindSafe(|| mb.mem_usage())).unwrap_or(0)
+    guard("measuring a mailbox", || 0, || mb.mem_usage())
 }
 
 /// The digest covers the canonical encoding, so a primary, its replica and
@@ -148,30 +153,41 @@ unsafe extern "C" fn mem_usage(value: *const c_void) -> usize {
 /// `value` is a mailbox created by this module.
 unsafe extern "C" fn digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
     let mb = &*value.cast::<Mailbox>();
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let (Some(add), Some(end)) = (
-            raw::RedisModule_DigestAddStringBuffer,
-            raw::RedisModule_DigestEndSequence,
-        ) else {
-            return;
-        };
-        let h = mb.encode_header();
-        add(md, h.as_ptr().cast::<c_char>(), h.len());
-        mb.encode_messages(BATCH, |b| add(md, b.as_ptr().cast::<c_char>(), b.len()));
-        end(md);
-    }));
+    guard(
+        "digesting a mailbox",
+        || (),
+        || {
+            let (Some(add), Some(end)) = (
+                raw::RedisModule_DigestAddStringBuffer,
+                raw::RedisModule_DigestEndSequence,
+            ) else {
+                return;
+            };
+            let h = mb.encode_header();
+            add(md, h.as_ptr().cast::<c_char>(), h.len());
+            mb.encode_messages(BATCH, |b| add(md, b.as_ptr().cast::<c_char>(), b.len()));
+            end(md);
+        },
+    );
 }
 
 /// # Safety
-/// `value` is a mailbox created by this module, freed exactly once.
+/// `value` is a mailbox created by this module, freed exactly once (on
+/// the main thread or a lazy-free thread).
 unsafe extern "C" fn free(value: *mut c_void) {
     let mb = Box::from_raw(value.cast::<Mailbox>());
-    metrics::mailbox_removed(&mb);
-    let _ = catch_unwind(AssertUnwindSafe(move || drop(mb)));
+    guard(
+        "freeing a mailbox",
+        || (),
+        move || {
+            metrics::mailbox_removed(&mb);
+            drop(mb);
+        },
+    );
 }
 
 /// Copies through the canonical encoding (used by `COPY`).
-pub fn clone_mailbox(mb: &Mailbox) -> Option<Mailbox> {
+fn clone_mailbox(mb: &Mailbox) -> Option<Mailbox> {
     let (mut out, n) = Mailbox::decode_header(&mb.encode_header())?;
     let mut ok = true;
     mb.encode_messages(BATCH, |b| ok &= out.load_messages(b).is_some());
@@ -186,24 +202,26 @@ unsafe extern "C" fn copy(
     value: *const c_void,
 ) -> *mut c_void {
     let mb = &*value.cast::<Mailbox>();
-    match catch_unwind(AssertUnwindSafe(|| clone_mailbox(mb))) {
-        Ok(Some(c)) => {
-            metrics::mailbox_added(&c);
-            Box::into_raw(Box::new(c)).cast()
+    guard("copying a mailbox", ptr::null_mut, || {
+        match clone_mailbox(mb) {
+            Some(c) => {
+                metrics::mailbox_added(&c);
+                Box::into_raw(Box::new(c)).cast()
+            }
+            None => ptr::null_mut(),
         }
-        _ => ptr::null_mut(),
-    }
+    })
 }
 
 /// A mailbox leaves the keyspace (DEL, expiry, eviction, overwrite,
 /// RENAME's old name): its schedule entry goes with it.
 ///
 /// # Safety
-/// Called by Redis with a valid key option context.
+/// Called by the server with a valid key option context.
 unsafe extern "C" fn unlink(_ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     if value.is_null() {
         return;
     }
     let mb = &*value.cast::<Mailbox>();
-    let _ = catch_unwind(AssertUnwindSafe(|| crate::sweep::forget(mb)));
+    guard("unlinking a mailbox", || (), || crate::sweep::forget(mb));
 }

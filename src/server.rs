@@ -1,0 +1,89 @@
+//! The module's own calls into the server, made safe for any bytes.
+//!
+//! The `redis-module` crate builds server strings through a C string, which
+//! panics on a NUL byte; keys, device names and channels are binary-safe
+//! (SPEC §1), so every string made from them is made here, from a slice.
+
+use redis_module::{raw, Context, RedisString};
+
+/// A server string holding exactly `bytes` (any bytes, NUL included),
+/// freed with the context's automatic memory or when dropped.
+pub fn string(ctx: &Context, bytes: &[u8]) -> RedisString {
+    RedisString::create_from_slice(ctx.get_raw(), bytes)
+}
+
+/// The context's `REDISMODULE_CTX_FLAGS_*`.
+pub fn flags(ctx: &Context) -> u32 {
+    // SAFETY: a valid context; a server without the call answers 0.
+    (unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.get_raw())) }) as u32
+}
+
+/// True on a primary (a server that is not a replica).
+pub fn is_primary(ctx: &Context) -> bool {
+    flags(ctx) & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+}
+
+/// True while the command comes from the primary or the AOF.
+pub fn replicated_or_loading(ctx: &Context) -> bool {
+    flags(ctx) & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+}
+
+/// True while the server asks modules to keep the replication stream
+/// still: `CLIENT PAUSE WRITE`/`ALL`, `FAILOVER`, a `CLUSTER FAILOVER`
+/// on this primary, a `SHUTDOWN` waiting for its replicas
+/// (`RedisModule_AvoidReplicaTraffic`, Redis 6.0+). Anything the module
+/// writes outside a client's command would then be propagated while the
+/// server forbids it (Redis asserts on it), so no such write happens
+/// (SPEC §5).
+pub fn writes_paused() -> bool {
+    // SAFETY: no arguments; a server without the call never pauses for us.
+    unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
+}
+
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: a valid context.
+    unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.get_raw())) }
+}
+
+/// Selects `db` on the context's client; false when it does not exist.
+pub fn select_db(ctx: &Context, db: i32) -> bool {
+    // SAFETY: a valid context.
+    unsafe {
+        raw::RedisModule_SelectDb
+            .is_some_and(|f| f(ctx.get_raw(), db) == raw::REDISMODULE_OK as i32)
+    }
+}
+
+/// The db selected when it was made, selected again when it is dropped,
+/// whatever happens in between (a panic included): a sweep that visits
+/// mailboxes of every db leaves the client of `IM.SWEEP` where it was.
+pub struct KeepDb<'c> {
+    ctx: &'c Context,
+    db: i32,
+}
+
+impl<'c> KeepDb<'c> {
+    pub fn new(ctx: &'c Context) -> Self {
+        KeepDb {
+            ctx,
+            db: selected_db(ctx),
+        }
+    }
+}
+
+impl Drop for KeepDb<'_> {
+    fn drop(&mut self) {
+        select_db(self.ctx, self.db);
+    }
+}
+
+/// Publishes `message` on `channel` (both any bytes).
+pub fn publish(ctx: &Context, channel: &[u8], message: &[u8]) {
+    let Some(publish) = (unsafe { raw::RedisModule_PublishMessage }) else {
+        return;
+    };
+    let channel = string(ctx, channel);
+    let message = string(ctx, message);
+    // SAFETY: a valid context and two strings it owns until they drop.
+    unsafe { publish(ctx.get_raw(), channel.inner, message.inner) };
+}

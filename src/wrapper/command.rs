@@ -1,0 +1,136 @@
+//! The entry point of every `IM.*` command.
+
+use super::guard;
+use crate::log;
+use crate::reply::{self, error, Reply};
+use redis_module::{raw, Context, RedisString};
+use smallvec::SmallVec;
+use std::ffi::CStr;
+use std::mem::ManuallyDrop;
+use std::os::raw::c_int;
+
+/// A command's handler: the server's arguments in, the reply out.
+pub type Handler = fn(&Context, &[RedisString]) -> Reply;
+
+/// The reply of a command whose handler panicked (the panic is in the
+/// server log, and counted in `INFO im` as `panics`).
+pub const INTERNAL_ERROR: &str =
+    "ERR internal error in redis-im: the command failed and was logged in the server log";
+
+/// Runs a handler on the arguments the server passed and writes its reply;
+/// a panic answers [`INTERNAL_ERROR`] instead of crossing into the server.
+///
+/// # Safety
+/// `ctx`, `argv` and `argc` are those the server passed to a command
+/// callback, used only during the call.
+pub unsafe fn dispatch(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    handler: Handler,
+) -> c_int {
+    let context = Context::new(ctx);
+    let raw_args: &[*mut raw::RedisModuleString] = match usize::try_from(argc) {
+        Ok(n) if !argv.is_null() => std::slice::from_raw_parts(argv, n),
+        _ => &[],
+    };
+    // Views of the server's own argument strings, which it keeps for the
+    // whole call: neither retained nor freed here.
+    let views: SmallVec<[ManuallyDrop<RedisString>; 8]> = raw_args
+        .iter()
+        .map(|&a| ManuallyDrop::new(RedisString::from_redis_module_string(ctx, a)))
+        .collect();
+    // SAFETY: `ManuallyDrop<T>` has the layout of `T`.
+    let args: &[RedisString] =
+        std::slice::from_raw_parts(views.as_ptr().cast::<RedisString>(), views.len());
+    // A handler that wrote part of its reply itself and then panicked
+    // cannot take it back; replies are written last, by code that does
+    // not panic.
+    let r = guard(
+        "a command",
+        || {
+            let name = args.first().map_or(&[][..], |a| a.as_slice());
+            log::warning(&format!(
+                "redis-im: the failed command was {}",
+                log::escape(name, 64)
+            ));
+            error(INTERNAL_ERROR)
+        },
+        || handler(&context, args),
+    );
+    guard("a reply", || (), || reply::send(&context, &r));
+    raw::REDISMODULE_OK as c_int
+}
+
+/// What `COMMAND INFO` and `COMMAND DOCS` tell of a command, set with
+/// `RedisModule_SetCommandInfo` (Redis 7.0+, Valkey 7.2+).
+pub struct CommandInfo {
+    /// As in `COMMAND INFO`: N exactly, -N at least N (the name counts).
+    pub arity: i32,
+    /// `REDISMODULE_CMD_KEY_*` flags of the one key, the argument after
+    /// the name; 0 for a keyless command.
+    pub key_flags: u32,
+    pub summary: &'static CStr,
+    pub complexity: &'static CStr,
+}
+
+impl CommandInfo {
+    /// Sets it on the command `name` (at load time); false, logged, when
+    /// the server refuses. A server without the call keeps the key range
+    /// of `RedisModule_CreateCommand` and is not refused.
+    pub fn register(&self, ctx: &Context, name: &CStr) -> bool {
+        // SAFETY: at load time, with the module's context; the info and
+        // every string it points to outlive the call (the server copies
+        // them).
+        unsafe {
+            let (Some(get), Some(set)) =
+                (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo)
+            else {
+                return true;
+            };
+            let command = get(ctx.get_raw(), name.as_ptr());
+            if command.is_null() {
+                log::warning(&format!("redis-im: no command {name:?} to describe"));
+                return false;
+            }
+            let version = raw::RedisModuleCommandInfoVersion {
+                version: 1,
+                sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+                sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+                sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+            };
+            // The first argument is the key; the list ends with a zeroed
+            // spec (begin search `INVALID`).
+            let mut specs: [raw::RedisModuleCommandKeySpec; 2] = std::mem::zeroed();
+            if self.key_flags != 0 {
+                specs[0].flags = u64::from(self.key_flags);
+                specs[0].begin_search_type =
+                    raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
+                specs[0].bs.index.pos = 1;
+                specs[0].find_keys_type =
+                    raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
+                specs[0].fk.range = raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
+                    lastkey: 0,
+                    keystep: 1,
+                    limit: 0,
+                };
+            }
+            let mut info: raw::RedisModuleCommandInfo = std::mem::zeroed();
+            info.version = &version;
+            info.summary = self.summary.as_ptr();
+            info.complexity = self.complexity.as_ptr();
+            info.since = c"0.1.0".as_ptr();
+            info.arity = self.arity;
+            if self.key_flags != 0 {
+                info.key_specs = specs.as_mut_ptr();
+            }
+            if set(command, &info) != raw::REDISMODULE_OK as c_int {
+                log::warning(&format!(
+                    "redis-im: the server refused the description of {name:?}"
+                ));
+                return false;
+            }
+        }
+        true
+    }
+}

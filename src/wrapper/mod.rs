@@ -1,0 +1,60 @@
+//! Every place where the server calls into the module: commands, the
+//! timer, server events, keyspace notifications, the scan of the keyspace
+//! and the data type's callbacks. Each `unsafe extern "C"` function lives
+//! here, states its `# Safety`, and runs the module's code inside
+//! [`guard`], so that no panic ever unwinds into the server (which would
+//! abort it) and every panic is logged where an operator sees it.
+//!
+//! Nothing else in the crate is called by the server.
+
+pub mod command;
+pub mod datatype;
+pub mod events;
+pub mod timer;
+
+use crate::{log, metrics};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Once;
+
+/// Runs `f`; when it panics, counts the panic (`INFO im` `panics`), logs
+/// which entry point it was (the panic itself was logged by the hook, with
+/// its place and message) and answers `fallback()`.
+pub fn guard<T>(entry: &str, fallback: impl FnOnce() -> T, f: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(_) => {
+            metrics::PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            log::warning(&format!(
+                "redis-im: {entry} failed (see the panic above); the server goes on"
+            ));
+            fallback()
+        }
+    }
+}
+
+/// Installs, once, a panic hook that writes the panic to the server's log
+/// (`redis-im panicked at <file>:<line>: <message>`) before the default
+/// hook writes it to standard error, which servers often discard.
+pub fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            let place = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_else(|| "an unknown place".into());
+            log::warning(&format!(
+                "redis-im panicked at {place}: {}",
+                log::escape(message.as_bytes(), 512)
+            ));
+            default(info);
+        }));
+    });
+}

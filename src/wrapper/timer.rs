@@ -1,0 +1,18 @@
+//! The module timer's callback.
+
+use super::guard;
+use crate::sweep;
+use redis_module::{raw, Context};
+use std::os::raw::c_void;
+
+/// Runs one timer run, then arms the timer again — the arming is guarded
+/// apart, so that a run that failed never leaves the timer unarmed.
+///
+/// # Safety
+/// Called by the server on its main thread with a valid context.
+pub unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_void) {
+    let ctx = Context::new(ctx);
+    sweep::timer_fired();
+    guard("the timer's run", || (), || sweep::timer_run(&ctx));
+    guard("arming the timer", || (), || sweep::arm(&ctx));
+}
