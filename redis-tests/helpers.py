@@ -116,7 +116,11 @@ class RawClient:
                 a = a.encode()
             out.append(b"$%d\r\n%s\r\n" % (len(a), a))
         self.sock.sendall(b"".join(out))
-        return self._read()
+        reply = self._read()
+        # An "internal error" is a panic answered: never a good answer.
+        assert not (isinstance(reply, RawError) and "internal error" in str(reply).lower()), \
+            f"{args!r} answered {reply}"
+        return reply
 
     def _line(self):
         while b"\r\n" not in self.buf:
@@ -176,6 +180,7 @@ def expect_error(rawclient, *args):
     """Run a command that must fail; return the error text as sent."""
     reply = rawclient.call(*args)
     assert isinstance(reply, RawError), f"{args!r} should fail, replied {reply!r}"
+    assert "internal error" not in str(reply).lower(), f"{args!r}: {reply}"
     return str(reply)
 
 
@@ -434,8 +439,8 @@ class Events:
     def of(self, event=None, user=None, device=None, node=None):
         return [e for e in self.got
                 if (event is None or e["event"] == event)
-                and (user is None or e["user"] == user)
-                and (device is None or e["device"] == device)
+                and (user is None or e.get("user") == user)
+                and (device is None or e.get("device") == device)
                 and (node is None or e["_node"] == node)]
 
     def has(self, event, user=None, device=None, n=1):

@@ -1,0 +1,354 @@
+"""Faults that real inputs found, each as an example of a kind (SPEC §1, §3,
+§5, §8): client bytes in error texts, C strings and events; binary keys in
+the timer; checks that ran only for existing mailboxes; stanzas that are not
+well-formed; work that grew faster than its input; ids over 1024 bytes;
+unknown message types; read-only key specs; the first generated id.
+
+Every test ends with the server alive and its log free of panics (the
+fixtures check the log, standard error and `INFO im` `panics`)."""
+
+import base64
+import time
+
+import pytest
+import redis
+
+from helpers import RawError, as_map, expect_error, message, wait_for
+
+CHATSTATES = "http://jabber.org/protocol/chatstates"
+
+
+def alive(r):
+    assert r.ping()
+
+
+def assert_clean_error(err, *words):
+    """A clear error: its code first, no internal error, no NUL, and the
+    words it must name."""
+    assert err.split(" ", 1)[0].isupper(), err
+    assert "internal error" not in err.lower(), err
+    assert "\x00" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+
+
+# ------------------------------------------- client bytes in error texts
+
+@pytest.mark.parametrize("args,word", [
+    (["IM.OFFLINE.INFO", "k", "d", "一"], "一"),
+    (["IM.CONNECT", "k", "d", "一"], "一"),
+    (["IM.SWEEP", "一"], "一"),
+    (["IM.STORE", "k", "<message/>", "一"], "一"),
+    (["IM.STORE", "k", "<message Ā='1' Ā='2'/>"], "Ā"),
+    (["IM.OFFLINE.PAGE", "k", "d", "Ā", "1"], "Ā"),
+    (["IM.OFFLINE.PAGE", "k", "d", "\U0001F600"], "\U0001F600"),
+    (["IM.STORE", "k", "<message/>", b"a\x00b"], "a b"),
+], ids=["offline-info", "connect", "sweep", "store-option", "store-duplicate-attribute",
+        "page-option", "page-option-no-value", "nul-in-option"])
+def test_client_bytes_in_an_error_text(r, raw, args, word):
+    """An error that quotes a client's argument keeps its characters (a NUL
+    becomes a space) and the server lives."""
+    assert_clean_error(expect_error(raw, *args), word)
+    alive(r)
+    assert not r.exists("k")
+
+
+@pytest.mark.parametrize("setting,value", [
+    ("event-prefix", b"a\x00b"),
+    ("offline-types", b"chat\x00normal"),
+    ("delay-from", b"ex\x01ample.com"),
+    ("event-prefix", b"\xff\xfe"),
+])
+def test_a_setting_that_cannot_be_handed_back_is_refused(r, raw, setting, value):
+    """A text setting holding a NUL or a control character was accepted and
+    then aborted the server at `CONFIG GET` (its C string conversion
+    panicked): now it is refused and the old value stays."""
+    before = r.config_get(f"im.{setting}")
+    err = expect_error(raw, "CONFIG", "SET", f"im.{setting}", value)
+    assert err.startswith("ERR"), err
+    assert r.config_get(f"im.{setting}") == before
+    assert r.config_get("im.*")
+
+
+def test_a_setting_with_any_unicode_comes_back_as_set(r):
+    r.config_set("im.event-prefix", "évènements:一:")
+    r.config_set("im.delay-from", "例え.jp")
+    assert r.config_get("im.event-prefix")["im.event-prefix"] == "évènements:一:"
+    assert r.config_get("im.delay-from")["im.delay-from"] == "例え.jp"
+
+
+def test_a_delay_that_would_break_the_stanza_is_refused(r, raw):
+    """DELAY's `from` is written into each stanza handed out: one that
+    holds a control character or is not UTF-8 would make the stanza not
+    well-formed, so the page is refused."""
+    r.execute_command("IM.STORE", "k", message("m1"))
+    for bad in (b"\x01", b"a\x00b", b"\xff", b"ex\x1bample"):
+        err = expect_error(raw, "IM.OFFLINE.PAGE", "k", "d", "DELAY", bad)
+        assert_clean_error(err, "DELAY")
+    _, items = r.execute_command("IM.OFFLINE.PAGE", "k", "d", "DELAY", "a&b'<c>")
+    stanza = items[0][3].decode()
+    assert "from='a&amp;b&apos;&lt;c&gt;'" in stanza, stanza
+
+
+# --------------------------------------------- binary keys and the timer
+
+FAST = {"ack-timeout": 200, "resend-interval": 0, "sweep-interval": 10}
+
+
+@pytest.mark.module_args(*[str(x) for kv in FAST.items() for x in kv])
+def test_a_binary_key_expires_and_the_timer_goes_on(r, subscribe, server):
+    """A mailbox under `a\\x00b` with a pending message made the timer panic;
+    from then on nothing expired. Now it expires, its kick event names the
+    key (as `user_base64`, the bytes not being UTF-8 in general), and the
+    other mailboxes expire too."""
+    events = subscribe(server, "n1")
+    keys = [b"a\x00b", b"\xff\xfe", "一".encode(), b"%s%n", b"plain"]
+    for k in keys:
+        r.execute_command("IM.CONNECT", k, "phone", "NODE", "n1")
+        r.execute_command("IM.STORE", k, message("m1"))
+    for k in keys:
+        wait_for(lambda: as_map(r.execute_command("IM.INFO", k))["pending"] == 0,
+                 timeout=10, what=f"{k!r} to expire")
+        assert as_map(r.execute_command("IM.OFFLINE.INFO", k, "phone"))["count"] == 1
+    events.wait(lambda got: len([e for e in got if e["event"] == "kick"]) >= len(keys),
+                what="one kick per mailbox")
+    named = set()
+    for e in events.got:
+        if "user" in e:
+            named.add(e["user"].encode())
+        else:
+            named.add(base64.b64decode(e["user_base64"]))
+    assert named == set(keys)
+    # The NUL key's user is valid UTF-8 and so a plain JSON string.
+    assert any(e.get("user") == "a\x00b" for e in events.got)
+    assert any("user_base64" in e for e in events.got), "\\xff\\xfe is not UTF-8"
+
+
+def test_events_carry_non_utf8_devices_and_ids_as_base64(r, subscribe, server):
+    r.config_set("im.resend-interval", 50)
+    r.config_set("im.sweep-interval", 10)
+    events = subscribe(server, "n1")
+    r.execute_command("IM.CONNECT", "u", b"\xc3phone", "NODE", "n1")
+    r.execute_command("IM.STORE", "u", message(None), "ID", b"id\xff")
+    events.wait(lambda got: got, what="a resend")
+    e = events.got[0]
+    assert e["event"] == "resend"
+    assert e["user"] == "u"
+    assert "device" not in e and base64.b64decode(e["device_base64"]) == b"\xc3phone"
+    assert "id" not in e and base64.b64decode(e["id_base64"]) == b"id\xff"
+    assert e["stanza"].startswith("<message")
+
+
+def test_sweep_leaves_the_client_on_its_database(r, server):
+    """IM.SWEEP visits mailboxes of every database; the calling client
+    stays on its own, whatever the keys are."""
+    r.config_set("im.sweep-interval", 0)
+    r.config_set("im.ack-timeout", 1)
+    other = server.client(db=3)
+    for k in (b"a\x00b", b"x"):
+        other.execute_command("IM.CONNECT", k, "phone")
+        other.execute_command("IM.STORE", k, message("m1"))
+    time.sleep(0.01)
+    swept = as_map(r.execute_command("IM.SWEEP"))
+    assert swept["expired"] == 2 and swept["kicked"] == 2, swept
+    r.set("after-sweep", 1)
+    assert server.client().get("after-sweep") == b"1", "the SET landed in another db"
+    assert other.get("after-sweep") is None
+    assert as_map(other.execute_command("IM.INFO", b"a\x00b"))["pending"] == 0
+
+
+# ---------------------------------- checks that ran only for existing keys
+
+def test_quota_applies_to_a_new_mailbox(r, raw):
+    r.config_set("im.max-bytes", 100)
+    big = message("m1", body="x" * 50)
+    assert len(big) > 100
+    err = expect_error(raw, "IM.STORE", "new", big)
+    assert err.startswith("IMFULL"), err
+    assert not r.exists("new")
+    r.execute_command("IM.CONNECT", "empty", "phone")
+    assert expect_error(raw, "IM.STORE", "empty", big).startswith("IMFULL")
+    r.config_set("im.quota-policy", "drop-oldest")
+    assert expect_error(raw, "IM.STORE", "new", big).startswith("IMFULL")
+    assert not r.exists("new")
+
+
+def test_device_limit_applies_to_a_new_mailbox_and_to_every_device_named(r, raw):
+    """DEVICES registers every device it names: a new mailbox took 2,001
+    devices, and an existing one with 1,999 took five more."""
+    many = [f"d{i}" for i in range(2001)]
+    err = expect_error(raw, "IM.STORE", "new", message("m1"), "DEVICES", len(many), *many)
+    assert_clean_error(err, "2000")
+    assert not r.exists("new")
+    r.execute_command("IM.STORE", "old", message("m0"), "DEVICES", 1999, *many[:1999])
+    assert as_map(r.execute_command("IM.INFO", "old"))["devices"] == 1999
+    err = expect_error(raw, "IM.STORE", "old", message("m1"), "DEVICES", 5, *[f"n{i}" for i in range(5)])
+    assert_clean_error(err, "2000")
+    assert as_map(r.execute_command("IM.INFO", "old"))["devices"] == 1999
+    # One more fits, and a device already there never counts as new.
+    r.execute_command("IM.STORE", "old", message("m2"), "DEVICES", 2, "d0", "n0")
+    assert as_map(r.execute_command("IM.INFO", "old"))["devices"] == 2000
+
+
+# --------------------------------------------- stanzas not well-formed
+
+NOT_WELL_FORMED = {
+    "escape-byte": b"<message id='b'><body>a\x1bb</body></message>",
+    "nul-byte": b"<message id='b'><body>a\x00b</body></message>",
+    "char-ref-1": b"<message id='b'><body>&#1;</body></message>",
+    "u-fffe": "<message id='b'><body>\ufffe</body></message>".encode(),
+    "cdata-end-in-text": b"<message id='b'><body>a]]>b</body></message>",
+    "double-hyphen-in-comment": b"<message id='b'><!-- a -- b --><body>x</body></message>",
+    "undeclared-prefix": b"<message id='b'><x:body>hi</x:body></message>",
+    "control-in-attribute": b"<message id='b\x01'><body>x</body></message>",
+    "char-ref-fffe-in-attribute": b"<message id='&#xFFFE;'><body>x</body></message>",
+    "bad-name-start": "<message id='b'><\u00d7body>x</\u00d7body></message>".encode(),
+}
+
+
+@pytest.mark.parametrize("case", NOT_WELL_FORMED)
+def test_a_stanza_that_is_not_well_formed_is_refused(r, raw, case):
+    err = expect_error(raw, "IM.STORE", "k", NOT_WELL_FORMED[case])
+    assert_clean_error(err, "stanza")
+    assert not r.exists("k")
+
+
+def test_well_formed_stanzas_with_any_characters_are_kept(r):
+    for i, body in enumerate(["tab\there", "crlf\r\n", "一二三", "\U0001F600", "&#x10FFFF;", "a]]b", "]]&gt;"]):
+        r.execute_command("IM.STORE", "k", message(f"m{i}", body=body))
+    r.execute_command("IM.STORE", "k", b"<message id='c'><!-- a - b --><x:y xmlns:x='urn:x'/></message>")
+    assert as_map(r.execute_command("IM.INFO", "k"))["messages"] == 8
+
+
+# ---------------------------------- work that grew faster than its input
+
+def server_usec(r, command):
+    stats = r.info("commandstats").get(f"cmdstat_{command}", {})
+    return stats.get("usec", 0)
+
+
+def test_a_stanza_with_many_attributes_costs_linear_time(r, raw):
+    """The duplicate-attribute check was quadratic: 91,918 attributes took
+    11.7 s of the server's time. The server's own time for the call
+    (`INFO commandstats`) is bounded far below that."""
+    r.config_set("im.max-stanza-bytes", 1024 * 1024)
+    attrs = " ".join(f"a{i}='1'" for i in range(91_918))
+    stanza = f"<message id='many' {attrs}><body>x</body></message>".encode()
+    assert len(stanza) < 1024 * 1024
+    before = server_usec(r, "im.store")
+    assert r.execute_command("IM.STORE", "k", stanza)[1] == b"many"
+    assert server_usec(r, "im.store") - before < 1_000_000
+    dup = stanza.replace(b"a91917='1'", b"a0='2'")
+    before = server_usec(r, "im.store")
+    assert_clean_error(expect_error(raw, "IM.STORE", "k2", dup), "duplicate attribute")
+    assert server_usec(r, "im.store") - before < 1_000_000
+
+
+def test_a_long_device_list_is_refused_in_linear_time(r, raw):
+    """DEVICES with 100,000 names was deduplicated pairwise before anything
+    was checked; now it is refused at once."""
+    names = [f"device-{i}" for i in range(100_000)]
+    before = server_usec(r, "im.store")
+    err = expect_error(raw, "IM.STORE", "k", message("m1"), "DEVICES", len(names), *names)
+    assert_clean_error(err, "DEVICES")
+    assert server_usec(r, "im.store") - before < 1_000_000
+    assert not r.exists("k")
+
+
+def test_too_many_ids_in_one_ack_are_refused(r, raw):
+    r.execute_command("IM.STORE", "k", message("m1"))
+    ids = [f"x{i}" for i in range(10_001)]
+    assert_clean_error(expect_error(raw, "IM.ACK", "k", "phone", *ids), "10000")
+    assert r.execute_command("IM.ACK", "k", "phone", *ids[:9_999], "m1") == 1
+
+
+def test_upto_takes_exactly_one_seq(r, raw):
+    seq = r.execute_command("IM.STORE", "k", message("m1"))[0]
+    assert_clean_error(expect_error(raw, "IM.ACK", "k", "phone", "UPTO", seq, seq), "UPTO")
+    assert_clean_error(expect_error(raw, "IM.ACK", "k", "phone", "upto", seq, "m1"), "UPTO")
+    assert as_map(r.execute_command("IM.INFO", "k"))["messages"] == 1
+    assert r.execute_command("IM.ACK", "k", "phone", "UPTO", seq) == 1
+
+
+# ----------------------------------------------------------- ids
+
+def test_an_id_over_1024_bytes_is_refused_never_replaced(r, raw):
+    """A stanza whose id attribute was over 1024 bytes got a generated id
+    each time, so a retry stored it twice."""
+    stanza = message("i" * 1025)
+    for _ in range(2):
+        assert_clean_error(expect_error(raw, "IM.STORE", "k", stanza), "1024")
+    assert not r.exists("k")
+    ok = message("i" * 1024)
+    seq = r.execute_command("IM.STORE", "k", ok)[0]
+    assert r.execute_command("IM.STORE", "k", ok)[0] == seq
+    assert_clean_error(expect_error(raw, "IM.STORE", "k", message("m"), "ID", "j" * 1025), "ID")
+    escaped = message("&amp;" * 1025)  # 1025 bytes once unescaped
+    assert_clean_error(expect_error(raw, "IM.STORE", "k", escaped), "1024")
+    assert as_map(r.execute_command("IM.INFO", "k"))["messages"] == 1
+
+
+def test_the_first_generated_id_carries_the_first_seq(r):
+    seq, id, _ = r.execute_command("IM.STORE", "new", message(None))
+    assert id.decode().startswith(f"im-{seq:x}-"), (seq, id)
+    seq2, id2, _ = r.execute_command("IM.STORE", "new", message(None))
+    assert seq2 == seq + 1 and id2.decode().startswith(f"im-{seq2:x}-")
+
+
+# ----------------------------------------------------------- types
+
+@pytest.mark.parametrize("type", ["foo", "Chat", "NORMAL", ""])
+def test_an_unknown_type_is_handled_as_normal(r, type):
+    """RFC 6121 §5.2.2: a type the server does not know (types are
+    case-sensitive) is `normal`, which is kept offline by default."""
+    reply = r.execute_command("IM.STORE", "k", message("m1", type=type))
+    assert reply is not None and reply[2] == []
+    assert as_map(r.execute_command("IM.OFFLINE.INFO", "k", "phone"))["count"] == 1
+
+
+def test_an_unknown_type_follows_the_normal_setting(r):
+    r.config_set("im.offline-types", "chat")
+    assert r.execute_command("IM.STORE", "k", message("m1", type="foo")) is None
+    assert r.execute_command("IM.STORE", "k", message("m2", type="chat")) is not None
+
+
+# ----------------------------------------------------------- ACL
+
+READS = [
+    ["IM.INFO", "user:1"],
+    ["IM.DEVICES", "user:1"],
+    ["IM.OFFLINE.INFO", "user:1", "phone"],
+    ["IM.OFFLINE.PAGE", "user:1", "phone"],
+]
+WRITES = [
+    ["IM.STORE", "user:1", message("m2")],
+    ["IM.CONNECT", "user:1", "phone"],
+    ["IM.ACK", "user:1", "phone", "m1"],
+    ["IM.DISCONNECT", "user:1", "phone"],
+    ["IM.FORGET", "user:1", "phone"],
+]
+
+
+def test_read_only_commands_are_allowed_with_read_only_key_permissions(r, server):
+    r.execute_command("IM.STORE", "user:1", message("m1"))
+    r.execute_command("ACL", "SETUSER", "carol", "on", ">pw", "+@all", "%R~user:*")
+    carol = server.client(username="carol", password="pw")
+    for cmd in READS:
+        carol.execute_command(*cmd)
+    for cmd in WRITES:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            carol.execute_command(*cmd)
+    assert as_map(r.execute_command("IM.INFO", "user:1"))["messages"] == 1
+
+
+def test_key_specs_say_what_each_command_does_to_its_key(raw):
+    def flags(cmd):
+        [info] = raw.call("COMMAND", "INFO", cmd)
+        specs = info[8]
+        assert len(specs) == 1, specs
+        spec = as_map(specs[0])
+        return {f.decode() for f in spec["flags"]}
+    for cmd, _ in [(c[0].lower(), c) for c in READS]:
+        assert "RO" in flags(cmd) and "RW" not in flags(cmd), cmd
+    for cmd, _ in [(c[0].lower(), c) for c in WRITES]:
+        assert "RW" in flags(cmd), cmd
