@@ -100,7 +100,7 @@ class ServerExited(Exception):
 class Server:
     """One server process with the module loaded; restartable in place."""
 
-    def __init__(self, flavor, dir, module_args=None, extra_conf=None, replicaof=None):
+    def __init__(self, flavor, dir, module_args=None, extra_conf=None, replicaof=None, env=None):
         self.flavor = flavor
         self.binary = server_binary(flavor)
         self.dir = Path(dir)
@@ -109,6 +109,10 @@ class Server:
         self.module_args = _pairs(module_args)
         self.extra_conf = _pairs(extra_conf)
         self.replicaof = replicaof
+        self.env = dict(env or {})
+        # Panics this test causes on purpose (REDIS_IM_DEBUG_PANIC_KEY):
+        # then only signals and failed assertions count as crashes.
+        self.panics_expected = "REDIS_IM_DEBUG_PANIC_KEY" in self.env
         self.logfile = self.dir / "server.log"
         self.stderr_file = self.dir / "stderr.log"
         self.proc = None
@@ -157,6 +161,7 @@ class Server:
             self.proc = subprocess.Popen(
                 self.argv(), stdout=err, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent,
+                env={**os.environ, **self.env},
             )
 
     def start(self, timeout=30):
@@ -307,12 +312,13 @@ class Server:
         text = self.log()
         if self.stderr_file.exists():
             text += "\n" + self.stderr_file.read_text(errors="replace")
-        return [line for line in text.splitlines() if any(m in line for m in CRASH_MARKERS)]
+        markers = [m for m in CRASH_MARKERS if not (self.panics_expected and m == "panicked")]
+        return [line for line in text.splitlines() if any(m in line for m in markers)]
 
     def panics_counted(self):
         """`INFO im` panics of a running server (0 when it does not answer:
         its log tells then)."""
-        if not self.alive():
+        if not self.alive() or self.panics_expected:
             return 0
         try:
             c = redis.Redis(port=self.port, socket_timeout=5, retry=no_retry())
@@ -336,12 +342,12 @@ def flavor(request):
 
 @pytest.fixture
 def make_server(flavor, tmp_path):
-    """Factory: make_server(module_args=..., extra_conf=..., replicaof=..., start=True)."""
+    """Factory: make_server(module_args=..., extra_conf=..., replicaof=..., start=True, env=...)."""
     servers = []
 
-    def make(module_args=None, extra_conf=None, replicaof=None, start=True, name=None):
+    def make(module_args=None, extra_conf=None, replicaof=None, start=True, name=None, env=None):
         name = name or f"{flavor}-{len(servers)}"
-        s = Server(flavor, tmp_path / name, module_args, extra_conf, replicaof)
+        s = Server(flavor, tmp_path / name, module_args, extra_conf, replicaof, env)
         servers.append(s)
         if start:
             s.start()

@@ -171,6 +171,7 @@ mod registration {
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         crate::log::init(ctx);
         crate::wrapper::install_panic_hook();
+        crate::wrapper::read_debug_panic_key();
         if !args.len().is_multiple_of(2) {
             crate::log::warning(
                 "redis-im: load arguments are <setting> <value> pairs; one value is missing",

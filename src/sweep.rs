@@ -383,6 +383,7 @@ fn visit(
     s: &TimerSettings,
     r: &mut Report,
 ) {
+    crate::wrapper::debug_panic(key);
     let name = server::string(ctx, key);
     let Ok(mut w) = Writer::open(ctx, &name) else {
         return;

@@ -56,7 +56,12 @@ pub unsafe fn dispatch(
             ));
             error(INTERNAL_ERROR)
         },
-        || handler(&context, args),
+        || {
+            if let Some(key) = args.get(1) {
+                super::debug_panic(key.as_slice());
+            }
+            handler(&context, args)
+        },
     );
     guard("a reply", || (), || reply::send(&context, &r));
     raw::REDISMODULE_OK as c_int

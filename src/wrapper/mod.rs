@@ -14,7 +14,7 @@ pub mod timer;
 
 use crate::{log, metrics};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 /// Runs `f`; when it panics, counts the panic (`INFO im` `panics`), logs
 /// which entry point it was (the panic itself was logged by the hook, with
@@ -57,4 +57,35 @@ pub fn install_panic_hook() {
             default(info);
         }));
     });
+}
+
+/// The key named by the environment variable `REDIS_IM_DEBUG_PANIC_KEY`
+/// when the module was loaded: every command naming it and every timer
+/// visit of its mailbox panics on purpose. It exists for the tests of the
+/// guards above (a panic logged, counted, answered as an error; the timer
+/// going on for the other mailboxes); unset, it costs one load per call.
+static DEBUG_PANIC_KEY: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+
+/// Reads `REDIS_IM_DEBUG_PANIC_KEY` (at load time).
+pub fn read_debug_panic_key() {
+    let key = std::env::var_os("REDIS_IM_DEBUG_PANIC_KEY").map(|v| {
+        use std::os::unix::ffi::OsStrExt;
+        v.as_bytes().to_vec()
+    });
+    if let Some(k) = &key {
+        log::warning(&format!(
+            "redis-im: REDIS_IM_DEBUG_PANIC_KEY is set: every command and timer visit of key '{}' panics on purpose (for tests only)",
+            log::escape(k, 128)
+        ));
+    }
+    let _ = DEBUG_PANIC_KEY.set(key);
+}
+
+/// Panics when `key` is the one named by `REDIS_IM_DEBUG_PANIC_KEY`.
+pub fn debug_panic(key: &[u8]) {
+    if let Some(Some(k)) = DEBUG_PANIC_KEY.get() {
+        if k.as_slice() == key {
+            panic!("deliberate panic for the key named by REDIS_IM_DEBUG_PANIC_KEY");
+        }
+    }
 }
