@@ -1,0 +1,662 @@
+-- mod_redis_im: reliable delivery and offline storage through redis-im.
+--
+-- Every chat or normal message routed to a local user is stored in the
+-- user's redis-im mailbox (IM.STORE) with the devices (resources) it is
+-- handed to; each device acknowledges it (XEP-0198 acks, XEP-0184
+-- receipts) with IM.ACK, and gets what it missed from IM.OFFLINE.PAGE when
+-- it comes online. This replaces mod_offline, and the bouncing or storing
+-- of unacknowledged stanzas by mod_smacks. See docs/prosody.md.
+--
+-- Tested with Prosody 0.12.3 (Debian bookworm).
+
+local st = require "util.stanza";
+local jid_split = require "util.jid".split;
+local jid_bare = require "util.jid".bare;
+local jid_resource = require "util.jid".resource;
+local async = require "util.async";
+local json = require "util.json";
+local xml_parse = require "util.xml".parse;
+local new_id = require "util.id".medium;
+local sha1 = require "util.hashes".sha1;
+local base64_decode = require "util.encodings".base64.decode;
+local user_exists = require "core.usermanager".user_exists;
+
+local redis_client = module:require "redis_client";
+local resp = redis_client.resp;
+
+local pairs, ipairs, type, tostring, setmetatable = pairs, ipairs, type, tostring, setmetatable;
+local t_insert = table.insert;
+
+local host = module.host;
+if host == "*" then
+	error("mod_redis_im must be enabled on a VirtualHost, not globally");
+end
+local full_sessions, bare_sessions = prosody.full_sessions, prosody.bare_sessions;
+
+local xmlns_sm2, xmlns_sm3 = "urn:xmpp:sm:2", "urn:xmpp:sm:3";
+local xmlns_receipts = "urn:xmpp:receipts";
+local xmlns_carbons = "urn:xmpp:carbons:2";
+local xmlns_forward = "urn:xmpp:forward:0";
+
+-- Settings (docs/prosody.md lists them with their defaults).
+local redis_host = module:get_option_string("im_redis_host", "127.0.0.1");
+local redis_port = module:get_option_number("im_redis_port", 6379);
+local redis_username = module:get_option_string("im_redis_username", nil);
+local redis_password = module:get_option_string("im_redis_password", nil);
+local redis_db = module:get_option_number("im_redis_db", 0);
+local redis_tls = module:get_option("im_redis_tls", false);
+local redis_timeout = module:get_option_number("im_redis_timeout", 5);
+local redis_reconnect_max = module:get_option_number("im_redis_reconnect_max", 5);
+local key_prefix = module:get_option_string("im_key_prefix", "");
+local event_prefix = module:get_option_string("im_event_prefix", "im:events:");
+local node = module:get_option_string("im_node", (host:gsub("[^%w%.%_%:%-]", "_")));
+local page_size = module:get_option_number("im_offline_page_size", 100);
+local delay_from = module:get_option_string("im_delay_from", host);
+local receipts_ack = module:get_option_boolean("im_receipts_ack", true);
+
+if #node > 256 or node:find("[^%w%.%_%:%-]") then
+	error("im_node may hold only A-Z a-z 0-9 . _ : - and at most 256 bytes: " .. node);
+end
+page_size = math.max(1, math.min(1000, math.floor(page_size)));
+
+local sslctx;
+if redis_tls then
+	local certmanager = require "core.certmanager";
+	local ssl_options = type(redis_tls) == "table" and redis_tls or {};
+	local ctx, err = certmanager.create_context(host .. " (redis)", "client", ssl_options);
+	if not ctx then
+		error("Could not create the TLS context for Redis: " .. tostring(err));
+	end
+	sslctx = ctx;
+end
+
+local function client_options(name, extra)
+	local o = {
+		host = redis_host, port = redis_port, username = redis_username,
+		password = redis_password, db = redis_db, sslctx = sslctx,
+		timeout = redis_timeout, reconnect_max = redis_reconnect_max,
+		name = name, log = function (...) return module:log(...); end,
+	};
+	for k, v in pairs(extra or {}) do o[k] = v; end
+	return o;
+end
+
+local redis = redis_client.new(client_options("prosody:" .. node));
+local events_channel = event_prefix .. node;
+local subscriber; -- created below, once the handlers exist
+
+local function log_failure(what)
+	return function (_, err)
+		if err then module:log("warn", "%s failed: %s", what, err); end
+	end
+end
+
+-- The mailbox key of a local user.
+local function user_key(username)
+	return key_prefix .. username .. "@" .. host;
+end
+
+-- The id a message is stored under: the sender's bare JID and the stanza
+-- id, so that two senders' ids never collide and a receipt (which names the
+-- stanza id and is addressed to the sender) finds the message. Stanzas with
+-- no id get a random one. At most 1024 bytes (longer ones are hashed).
+local function stored_id(from, id)
+	if not id or id == "" then
+		id = "~" .. new_id();
+	end
+	local s = (from and jid_bare(from) or "") .. " " .. id;
+	if #s > 1024 then
+		s = "sha1:" .. sha1(s, true);
+	end
+	return s;
+end
+
+----------------------------------------------------------------------
+-- Per-session state (session.im):
+--   user, device: the mailbox key and the device (the resource)
+--   ids[id] = entry: messages handed to this session and not acked yet
+--   inflight[ihead..itail]: those counted by XEP-0198, in the order sent,
+--     each entry { id, seq, pos } with pos its number in the smacks count
+--   flushing, buffer: while offline messages are paged in, live messages
+--     for this session wait in buffer (so that it gets them in order)
+----------------------------------------------------------------------
+
+local function new_state(session)
+	return {
+		user = user_key(session.username);
+		device = session.resource;
+		ids = {};
+		inflight = {}, ihead = 1, itail = 0;
+		flushing = false;
+		buffer = nil;
+	};
+end
+
+local function send_acks(im, ids)
+	local n = #ids;
+	local i = 1;
+	while i <= n do
+		local args = { "IM.ACK", im.user, im.device };
+		for j = i, math.min(n, i + 9999) do args[#args + 1] = ids[j]; end
+		redis:call(args, log_failure("IM.ACK"));
+		i = i + 10000;
+	end
+end
+
+-- Hands a stanza carrying a stored message to the session. Stream
+-- management counts it: the entry is acked when the client's <a h=...>
+-- covers its position. A session without stream management cannot ack, so
+-- the message counts as acknowledged once written (acks collects the id).
+-- Returns false when the session could not take it (it is closing).
+local function send_tracked(session, stanza, entry, acks)
+	local im = session.im;
+	local q = session.smacks and session.outgoing_stanza_queue;
+	local before = q and (q:count_acked() + q:count_unacked());
+	local ok = session.send(stanza);
+	if q and session.outgoing_stanza_queue == q then
+		local after = q:count_acked() + q:count_unacked();
+		if after == before + 1 then
+			entry.pos = after;
+			local t = im.itail + 1;
+			im.inflight[t] = entry;
+			im.itail = t;
+			return true;
+		end
+	end
+	if im.ids[entry.id] == entry then im.ids[entry.id] = nil; end
+	if not ok then
+		return false; -- the session is going away: IM.DISCONNECT makes it offline
+	end
+	acks[#acks + 1] = entry.id;
+	return true;
+end
+
+-- Delivers a stored message to a live session (now, or after the offline
+-- messages it is being sent).
+-- (live: it is pending on the device, as opposed to offline messages.)
+local function deliver(session, stanza, id, seq, acks)
+	local im = session.im;
+	if not im or session.destroyed then return false; end
+	if im.ids[id] then return true; end -- already handed to this session
+	local entry = { id = id, seq = seq, live = true };
+	im.ids[id] = entry;
+	if im.flushing then
+		local b = im.buffer;
+		b[#b + 1] = { stanza, entry };
+		return true;
+	end
+	return send_tracked(session, stanza, entry, acks);
+end
+
+-- The client acknowledged everything up to position h.
+local function acked_upto(session, h)
+	local im = session.im;
+	if not im then return; end
+	local list, i, tail = im.inflight, im.ihead, im.itail;
+	local ids = {};
+	while i <= tail and list[i].pos <= h do
+		local e = list[i];
+		list[i] = nil;
+		i = i + 1;
+		if im.ids[e.id] == e then im.ids[e.id] = nil; end
+		ids[#ids + 1] = e.id;
+	end
+	if i > tail then
+		im.ihead, im.itail = 1, 0;
+	else
+		im.ihead = i;
+	end
+	if #ids > 0 then send_acks(im, ids); end
+end
+
+----------------------------------------------------------------------
+-- Sessions: IM.CONNECT on bind, offline messages on initial presence,
+-- IM.DISCONNECT when the session ends.
+----------------------------------------------------------------------
+
+local function connect_session(session)
+	if session.im or not session.username or not session.resource then return; end
+	local im = new_state(session);
+	session.im = im;
+	redis:call({ "IM.CONNECT", im.user, im.device, "NODE", node }, log_failure("IM.CONNECT"));
+end
+
+module:hook("resource-bind", function (event)
+	connect_session(event.session);
+end, 10);
+
+module:hook("resource-unbind", function (event)
+	local session = event.session;
+	local im = session.im;
+	if not im or im.disconnected then return; end
+	im.disconnected = true;
+	-- What was handed to it and not acked becomes offline for the device.
+	redis:call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"));
+end, 10);
+
+local function finish_flush(session, im)
+	im.flushing = false;
+	local buffer = im.buffer or {};
+	im.buffer = nil;
+	local acks = {};
+	for _, item in ipairs(buffer) do
+		if session.destroyed then break; end
+		send_tracked(session, item[1], item[2], acks);
+	end
+	if #acks > 0 then send_acks(im, acks); end
+	if im.flush_done then
+		local done = im.flush_done;
+		im.flush_done = nil;
+		done();
+	end
+end
+
+-- Sends the device's offline messages, page by page, with <delay> stamps.
+local function flush_offline(session)
+	local im = session.im;
+	im.flushing = true;
+	im.buffer = im.buffer or {};
+	local function page(after)
+		redis:call({ "IM.OFFLINE.PAGE", im.user, im.device, "AFTER", after,
+			"COUNT", page_size, "DELAY", delay_from }, function (reply, err)
+			if session.im ~= im or session.destroyed then return; end
+			if err then
+				session.log("warn", "Could not read offline messages: %s", err);
+				return finish_flush(session, im);
+			end
+			local cursor, rows = reply[1], reply[2];
+			local acks = {};
+			for i = 1, rows.n do
+				local row = rows[i];
+				local seq, id, xml = row[1], row[2], row[4];
+				if not im.ids[id] then
+					local stanza, perr = xml_parse(xml);
+					if stanza then
+						local entry = { id = id, seq = seq };
+						im.ids[id] = entry;
+						if not send_tracked(session, stanza, entry, acks) then break; end
+					else
+						session.log("error", "Stored message %s is not XML Prosody can parse (%s); acknowledging it", tostring(seq), perr);
+						acks[#acks + 1] = id;
+					end
+				end
+			end
+			if #acks > 0 then send_acks(im, acks); end
+			if cursor ~= 0 and not session.destroyed then
+				page(cursor);
+			else
+				finish_flush(session, im);
+			end
+		end);
+	end
+	page(0);
+end
+
+module:hook("message/offline/broadcast", function (event)
+	local session = event.origin;
+	local im = session.im;
+	if not im then return; end
+	if not im.flushed then
+		im.flushed = true;
+		flush_offline(session);
+	end
+	return true; -- mod_offline has nothing to add
+end, 10);
+
+----------------------------------------------------------------------
+-- Stream management: acks, resumption, and the stanzas left unacked when
+-- a session ends (redis-im holds them: not to be bounced or stored again).
+----------------------------------------------------------------------
+
+local function on_sm_ack(origin, stanza)
+	local q = origin.smacks and origin.outgoing_stanza_queue;
+	if not origin.im or not q then return; end
+	local h = tonumber(stanza.attr.h);
+	if not h then return; end
+	if h < q:count_acked() or h > q:count_acked() + q:count_unacked() then
+		return; -- mod_smacks closes the session for this
+	end
+	acked_upto(origin, h);
+end
+module:hook_tag(xmlns_sm3, "a", on_sm_ack, 10);
+module:hook_tag(xmlns_sm2, "a", on_sm_ack, 10);
+
+-- A resumed session: the client's h in <resume/> acked what it covers.
+module:hook("smacks-hibernation-end", function (event)
+	local session = event.resumed;
+	local q = session and session.outgoing_stanza_queue;
+	if session and session.im and q then
+		acked_upto(session, q:count_acked());
+	end
+end);
+
+local owned = setmetatable({}, { __mode = "k" });
+
+-- Marks the queued copies of our messages, which mod_smacks is about to
+-- hand to "delivery/failure".
+local function claim_unacked(session)
+	local im, q = session.im, session.outgoing_stanza_queue;
+	if not im or not q or im.itail < im.ihead then return; end
+	local count = 0;
+	for _ in q:resume() do count = count + 1; end
+	local base = q:count_acked() + q:count_unacked() - count;
+	local ours = {};
+	for i = im.ihead, im.itail do ours[im.inflight[i].pos] = true; end
+	for i, item in q:resume() do
+		if ours[base + i] then owned[item] = true; end
+	end
+end
+
+module:hook("pre-resource-unbind", function (event)
+	claim_unacked(event.session);
+end, 10);
+
+module:hook_global("server-stopping", function ()
+	for _, user in pairs(prosody.hosts[host].sessions or {}) do
+		for _, session in pairs(user.sessions) do
+			claim_unacked(session);
+		end
+	end
+end, -80); -- before mod_smacks (-90)
+
+module:hook("delivery/failure", function (event)
+	if owned[event.stanza] then
+		return true; -- stored in redis-im, offline for this device from now on
+	end
+end, 10);
+
+----------------------------------------------------------------------
+-- Messages to local users: store, then deliver.
+----------------------------------------------------------------------
+
+local function error_to_sender(origin, stanza, err)
+	local reply;
+	if err:match("^IMFULL") then
+		reply = st.error_reply(stanza, "wait", "resource-constraint", "The recipient's message store is full");
+	elseif err:match("^UNAVAILABLE") then
+		reply = st.error_reply(stanza, "wait", "internal-server-error", "The message store is not available, try again later");
+	elseif err:match("max%-stanza%-bytes") then
+		reply = st.error_reply(stanza, "modify", "policy-violation", "The message is too large to be stored");
+	else
+		reply = st.error_reply(stanza, "wait", "internal-server-error", "The message could not be stored");
+	end
+	if origin and origin.send then
+		origin.send(reply);
+	else
+		module:send(reply);
+	end
+end
+
+-- Who gets the message now, as mod_message and mod_carbons would route
+-- it: a full JID that is online, else the top resources of the bare JID;
+-- plus carbon copies for the other resources that asked for them.
+local function route(origin, stanza, username)
+	local user = bare_sessions[username .. "@" .. host];
+	if not user then return {}, {}; end
+	local direct = {};
+	local to = stanza.attr.to;
+	local target = jid_resource(to) and full_sessions[to];
+	if target and target.destroyed then target = nil; end
+	if target then
+		direct[1] = target;
+	elseif user.top_resources then
+		for i, s in ipairs(user.top_resources) do direct[i] = s; end
+	end
+	local carbons = {};
+	local payload = { stanza = stanza, session = origin };
+	local should = module:fire_event("carbons-should-copy", payload);
+	if should then
+		local top_priority = not target and user.top_resources and user.top_resources[1]
+			and user.top_resources[1].priority;
+		for _, s in pairs(user.sessions) do
+			if s.want_carbons and s ~= target and s.priority ~= top_priority then
+				carbons[#carbons + 1] = s;
+			end
+		end
+	elseif payload.reason == "private" then
+		stanza:maptags(function (tag)
+			if not (tag.attr.xmlns == xmlns_carbons and tag.name == "private") then
+				return tag;
+			end
+		end);
+	end
+	return direct, carbons;
+end
+
+local function carbon_copy(stanza, bare, session)
+	local copy = st.clone(stanza);
+	copy.attr.xmlns = "jabber:client";
+	return st.message({ from = bare, to = session.full_jid, type = stanza.attr.type or "normal" })
+		:tag("received", { xmlns = xmlns_carbons })
+			:tag("forwarded", { xmlns = xmlns_forward })
+				:add_child(copy):reset();
+end
+
+-- Stores the message and delivers it to the sessions it is pending on.
+-- done(ok) is called once it is settled.
+local function store_and_deliver(origin, stanza, username, done)
+	local direct, carbons = route(origin, stanza, username);
+	local devices, by_device = {}, {};
+	for _, s in ipairs(direct) do
+		if s.im and not by_device[s.resource] then
+			by_device[s.resource] = { s, false };
+			devices[#devices + 1] = s.resource;
+		end
+	end
+	for _, s in ipairs(carbons) do
+		if s.im and not by_device[s.resource] then
+			by_device[s.resource] = { s, true };
+			devices[#devices + 1] = s.resource;
+		end
+	end
+	local id = stored_id(stanza.attr.from, stanza.attr.id);
+	local args = { "IM.STORE", user_key(username), tostring(stanza), "ID", id, "DEVICES", #devices };
+	for _, d in ipairs(devices) do args[#args + 1] = d; end
+	local function settle(reply, err)
+		if err then
+			module:log("warn", "IM.STORE for %s failed: %s", username, err);
+			error_to_sender(origin, stanza, err);
+			return;
+		end
+		if reply == resp.null then
+			return; -- not worth keeping offline (a chat state...) and nobody online
+		end
+		local seq, pending = reply[1], reply[3];
+		local bare = username .. "@" .. host;
+		for i = 1, pending.n do
+			local t = by_device[pending[i]];
+			local s = t and t[1];
+			if s and not s.destroyed and s.im then
+				local acks = {};
+				local out = t[2] and carbon_copy(stanza, bare, s) or stanza;
+				deliver(s, out, reply[2], seq, acks);
+				if #acks > 0 then send_acks(s.im, acks); end
+			end
+		end
+	end
+	redis:call(args, function (reply, err)
+		local ok, perr = pcall(settle, reply, err);
+		done(ok);
+		if not ok then error(perr, 0); end
+	end);
+end
+
+-- Inside the sender's async runner (c2s and s2s streams), the sender's
+-- next stanza waits until this one is stored and delivered: messages from
+-- one sender reach the recipient in order, and a sender is slowed down
+-- while Redis is. Elsewhere (stanzas from components or modules) the
+-- replies of the single Redis connection keep the order.
+local function store_settled(origin, stanza, username)
+	if async.ready() then
+		local wait, done = async.waiter();
+		store_and_deliver(origin, stanza, username, done);
+		wait();
+	else
+		store_and_deliver(origin, stanza, username, function () end);
+	end
+end
+
+local function handle_message(event)
+	local origin, stanza = event.origin, event.stanza;
+	local t = stanza.attr.type or "normal";
+	if t ~= "chat" and t ~= "normal" then return; end -- stock routing
+	local username, to_host = jid_split(stanza.attr.to);
+	if to_host ~= host or not username then return; end
+	if not bare_sessions[username .. "@" .. host] and not user_exists(username, host) then
+		return; -- mod_message answers service-unavailable
+	end
+	store_settled(origin, stanza, username);
+	return true;
+end
+
+-- After mod_mam (0) and mod_blocklist, before mod_carbons (-0.5) and
+-- mod_message (-1), which this replaces for chat and normal messages.
+module:hook("message/full", handle_message, -0.25);
+module:hook("message/bare", handle_message, -0.25);
+
+-- Anything else that reaches offline handling (for example from other
+-- modules) is stored offline for every device of the user.
+module:hook("message/offline/handle", function (event)
+	local origin, stanza = event.origin, event.stanza;
+	local username = event.username or (stanza.attr.to and jid_split(stanza.attr.to)) or origin.username;
+	if not username then return; end
+	local id = stored_id(stanza.attr.from, stanza.attr.id);
+	redis:call({ "IM.STORE", user_key(username), tostring(stanza), "ID", id, "DEVICES", 0 },
+		function (_, err)
+			if err then
+				module:log("warn", "IM.STORE (offline) for %s failed: %s", username, err);
+				error_to_sender(nil, stanza, err);
+			end
+		end);
+	return true;
+end, 10);
+
+-- XEP-0184: a receipt from the recipient's device acks the message it names.
+local function on_outgoing_message(event)
+	local origin, stanza = event.origin, event.stanza;
+	local im = origin.im;
+	if not im or not receipts_ack then return; end
+	local received = stanza:get_child("received", xmlns_receipts);
+	local rid = received and received.attr.id;
+	if rid and stanza.attr.to then
+		redis:call({ "IM.ACK", im.user, im.device, stored_id(stanza.attr.to, rid) }, log_failure("IM.ACK"));
+	end
+end
+module:hook("pre-message/full", on_outgoing_message, 10);
+module:hook("pre-message/bare", on_outgoing_message, 10);
+
+----------------------------------------------------------------------
+-- Events from the module's timer, on <event-prefix><node>.
+----------------------------------------------------------------------
+
+local function field(ev, name)
+	local v = ev[name];
+	if v == nil and ev[name .. "_base64"] then
+		v = base64_decode(ev[name .. "_base64"]);
+	end
+	return v;
+end
+
+-- The session an event is about, if it is live on this host.
+local function event_session(ev)
+	local key, device = field(ev, "user"), field(ev, "device");
+	if type(key) ~= "string" or type(device) ~= "string" then return; end
+	if key:sub(1, #key_prefix) ~= key_prefix then return; end
+	local bare = key:sub(#key_prefix + 1);
+	local username, user_host = jid_split(bare);
+	if user_host ~= host or not username then return; end
+	local session = full_sessions[bare .. "/" .. device];
+	if not session or session.destroyed or not session.im then return; end
+	return session, session.im;
+end
+
+local node_events = {};
+
+-- kick: the session ignored its acks for longer than ack-timeout (or holds
+-- more than max-pending): close it. Only when the message it names was
+-- handed to this session live: a kick about an earlier session of the same
+-- device (one that died with Prosody, say) is stale.
+function node_events.kick(ev)
+	local session, im = event_session(ev);
+	if not session then return; end
+	local id = field(ev, "id");
+	local entry = id and im.ids[id];
+	-- Offline messages sent to it are never pending, so never expire: only
+	-- a live delivery of this session can be the one kicked.
+	if entry and entry.live then
+		session.log("info", "redis-im gave up waiting for acks (%s), closing the session", tostring(ev.reason));
+		session:close({ condition = "connection-timeout", text = "Messages were not acknowledged in time" });
+	end
+end
+
+-- resend: a pending message not acked for resend-interval.
+function node_events.resend(ev)
+	local session, im = event_session(ev);
+	if not session then return; end
+	local id = field(ev, "id");
+	if not id then return; end
+	local entry = im.ids[id];
+	if entry then
+		-- Handed to this session already: XEP-0198 guarantees it reaches
+		-- the client or the session ends, so ask for the client's ack
+		-- instead of sending a duplicate.
+		if entry.pos and session.smacks and not session.hibernating and session.conn then
+			session.send(st.stanza("r", { xmlns = session.smacks }));
+		end
+		return;
+	end
+	local xml = field(ev, "stanza");
+	local stanza = xml and xml_parse(xml);
+	if stanza then
+		local acks = {};
+		deliver(session, stanza, id, ev.seq, acks);
+		if #acks > 0 then send_acks(im, acks); end
+	end
+end
+
+-- Handlers by channel: one more channel (e.g. <event-prefix>push for
+-- push notifications) is one more entry here and one subscribe() below.
+local channel_handlers = {};
+channel_handlers[events_channel] = function (ev)
+	local handler = node_events[ev.event];
+	if handler then handler(ev); end
+end
+
+local function on_pubsub_message(channel, payload)
+	local handler = channel_handlers[channel];
+	if not handler then return; end
+	local ok, ev = pcall(json.decode, payload);
+	if not ok or type(ev) ~= "table" then
+		module:log("warn", "Unreadable event on %s", tostring(channel));
+		return;
+	end
+	handler(ev, channel);
+end
+
+subscriber = redis_client.new(client_options("prosody:" .. node .. ":events", {
+	subscriber = true,
+	on_message = on_pubsub_message,
+}));
+for channel in pairs(channel_handlers) do
+	subscriber:subscribe(channel);
+end
+
+-- Sessions that were bound before the module was loaded.
+for _, user in pairs(prosody.hosts[host].sessions or {}) do
+	for _, session in pairs(user.sessions) do
+		connect_session(session);
+	end
+end
+
+module:log("info", "redis-im at %s:%d, node %s, events on %s", redis_host, redis_port, node, events_channel);
+
+function module.unload()
+	subscriber:close();
+	redis:close();
+	for _, user in pairs(prosody.hosts[host].sessions or {}) do
+		for _, session in pairs(user.sessions) do
+			session.im = nil;
+		end
+	end
+end
+
