@@ -59,11 +59,18 @@ if #node > 256 or node:find("[^%w%.%_%:%-]") then
 end
 page_size = math.max(1, math.min(1000, math.floor(page_size)));
 
+-- TLS: im_redis_tls = true (encrypted, certificate not checked) or a
+-- table of Prosody's ssl options (cafile, certificate, key...); with a CA
+-- (cafile or capath) the chain and the name (im_redis_tls_name, default
+-- im_redis_host) are checked unless im_redis_tls_verify = false.
+local tls_has_ca = type(redis_tls) == "table" and (redis_tls.cafile or redis_tls.capath) and true or false;
+local tls_verify = module:get_option_boolean("im_redis_tls_verify", tls_has_ca);
+local tls_name = module:get_option_string("im_redis_tls_name", redis_host);
 local sslctx;
 if redis_tls then
 	local certmanager = require "core.certmanager";
 	local ssl_options = type(redis_tls) == "table" and redis_tls or {};
-	local ctx, err = certmanager.create_context(host .. " (redis)", "client", ssl_options);
+	local ctx, err = certmanager.create_context("redis-im client", "client", ssl_options);
 	if not ctx then
 		error("Could not create the TLS context for Redis: " .. tostring(err));
 	end
@@ -74,6 +81,7 @@ local function client_options(name, extra)
 	local o = {
 		host = redis_host, port = redis_port, username = redis_username,
 		password = redis_password, db = redis_db, sslctx = sslctx,
+		servername = sslctx and tls_name or nil, tls_verify = tls_verify,
 		timeout = redis_timeout, reconnect_max = redis_reconnect_max,
 		name = name, log = function (...) return module:log(...); end,
 	};
@@ -234,7 +242,15 @@ module:hook("resource-unbind", function (event)
 	redis:call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"));
 end, 10);
 
+local flush_offline;
+
 local function finish_flush(session, im)
+	if im.reflush and not session.destroyed then
+		-- Asked again meanwhile (a resumed session): one more round.
+		im.reflush = false;
+		im.flushing = false;
+		return flush_offline(session);
+	end
 	im.flushing = false;
 	local buffer = im.buffer or {};
 	im.buffer = nil;
@@ -251,9 +267,14 @@ local function finish_flush(session, im)
 	end
 end
 
--- Sends the device's offline messages, page by page, with <delay> stamps.
-local function flush_offline(session)
+-- Sends the device's offline messages, page by page, with <delay> stamps
+-- (skipping those this session holds already).
+function flush_offline(session)
 	local im = session.im;
+	if im.flushing then
+		im.reflush = true;
+		return;
+	end
 	im.flushing = true;
 	im.buffer = im.buffer or {};
 	local function page(after)
@@ -321,12 +342,35 @@ end
 module:hook_tag(xmlns_sm3, "a", on_sm_ack, 10);
 module:hook_tag(xmlns_sm2, "a", on_sm_ack, 10);
 
--- A resumed session: the client's h in <resume/> acked what it covers.
+-- A session whose connection was lost hibernates (mod_smacks keeps it
+-- for smacks_hibernation_time, waiting for the client to resume): the
+-- device goes offline in redis-im, so that nothing expires or kicks
+-- meanwhile and new messages wait in its offline store.
+module:hook("smacks-hibernation-start", function (event)
+	local session = event.origin;
+	local im = session and session.im;
+	if not im then return; end
+	im.hibernating = true;
+	redis:call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"));
+end);
+
+-- Resumed: the client's h in <resume/> acked what it covers; mod_smacks
+-- has sent again what it holds unacked; the device is online again and
+-- gets what was stored for it meanwhile.
 module:hook("smacks-hibernation-end", function (event)
 	local session = event.resumed;
-	local q = session and session.outgoing_stanza_queue;
-	if session and session.im and q then
+	local im = session and session.im;
+	if not im then return; end
+	local q = session.outgoing_stanza_queue;
+	if q then
 		acked_upto(session, q:count_acked());
+	end
+	if im.hibernating then
+		im.hibernating = false;
+		redis:call({ "IM.CONNECT", im.user, im.device, "NODE", node }, log_failure("IM.CONNECT"));
+		if im.flushed then
+			flush_offline(session);
+		end
 	end
 end);
 
@@ -437,14 +481,16 @@ end
 local function store_and_deliver(origin, stanza, username, done)
 	local direct, carbons = route(origin, stanza, username);
 	local devices, by_device = {}, {};
+	-- A hibernating session (XEP-0198, connection lost) is offline for
+	-- redis-im: it gets the message from its offline store if it resumes.
 	for _, s in ipairs(direct) do
-		if s.im and not by_device[s.resource] then
+		if s.im and not s.hibernating and not by_device[s.resource] then
 			by_device[s.resource] = { s, false };
 			devices[#devices + 1] = s.resource;
 		end
 	end
 	for _, s in ipairs(carbons) do
-		if s.im and not by_device[s.resource] then
+		if s.im and not s.hibernating and not by_device[s.resource] then
 			by_device[s.resource] = { s, true };
 			devices[#devices + 1] = s.resource;
 		end

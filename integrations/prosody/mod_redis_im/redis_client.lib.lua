@@ -25,11 +25,13 @@ local basic_resolver = require "net.resolvers.basic";
 local async = require "util.async";
 local time_now = require "util.time".now;
 local new_id = require "util.id".short;
+local x509 = require "util.x509";
 
 local type, pairs, ipairs, tostring, setmetatable = type, pairs, ipairs, tostring, setmetatable;
 local xpcall, traceback = xpcall, debug.traceback;
 
 local lib = { resp = resp }; -- the same resp (its null) for the callers
+local verify_tls;
 
 local client_methods = {};
 local client_mt = { __index = client_methods };
@@ -49,7 +51,9 @@ function lib.new(opts)
 		password = opts.password;
 		db = opts.db or 0;
 		sslctx = opts.sslctx;
-		servername = opts.servername;
+		servername = opts.servername; -- SNI, and the name the certificate must show
+		tls_verify = opts.tls_verify; -- check the chain and the name
+
 		timeout = opts.timeout or 5;
 		reconnect_min = opts.reconnect_min or 0.1;
 		reconnect_max = opts.reconnect_max or 5;
@@ -273,6 +277,27 @@ local function handle_push(self, msg)
 	end
 end
 
+-- After the TLS handshake: the chain verifies against the CA the context
+-- was given, and the certificate names the server.
+function verify_tls(conn, name)
+	local sock = conn:socket();
+	if not (sock and sock.getpeerverification) then return false, "not a TLS connection"; end
+	local chain_ok, errors = sock:getpeerverification();
+	if not chain_ok then
+		local list = {};
+		for _, errs in pairs(errors or {}) do
+			for _, e in ipairs(errs) do list[#list + 1] = tostring(e); end
+		end
+		return false, "chain does not verify (" .. table.concat(list, ", ") .. ")";
+	end
+	local cert = sock:getpeercertificate();
+	if not cert then return false, "no certificate"; end
+	if not x509.verify_identity(name, nil, cert) then
+		return false, "certificate is not for " .. tostring(name);
+	end
+	return true;
+end
+
 function client_methods:connect()
 	if self.state == "closed" then return; end
 	self.state = "connecting";
@@ -280,6 +305,16 @@ function client_methods:connect()
 	local conn_ref;
 	function listeners.onconnect(conn)
 		if self.state ~= "connecting" then conn:close(); return; end
+		if self.sslctx and self.tls_verify then
+			local ok, why = verify_tls(conn, self.servername or self.host);
+			if not ok then
+				self:log("error", "Redis at %s:%s: TLS certificate not accepted: %s", self.host, self.port, why);
+				conn_ref = conn;
+				self.conn = conn;
+				conn:close();
+				return;
+			end
+		end
 		conn_ref = conn;
 		self.conn = conn;
 		self.parser = resp.parser();

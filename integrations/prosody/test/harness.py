@@ -81,16 +81,31 @@ class RedisServer:
     """redis-server with the module; settings are module settings
     (name, value pairs after the module path)."""
 
-    def __init__(self, workdir, settings=None, appendonly=False):
+    def __init__(self, workdir, settings=None, appendonly=False, tls=None, password=None):
+        """tls: (cert, key, ca) files: the port is then a TLS port."""
         self.dir = Path(workdir) / "redis"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.settings = settings or {}
         self.appendonly = appendonly
+        self.tls = tls
+        self.password = password
         self.proc = None
 
     def start(self):
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+        if self.tls:
+            cert, key, ca = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                      "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+                      "--tls-auth-clients", "no"]
+            client_kw = {"ssl": True, "ssl_ca_certs": str(ca)}
+        else:
+            listen = ["--port", str(self.port)]
+            client_kw = {}
+        if self.password:
+            listen += ["--requirepass", self.password]
+            client_kw["password"] = self.password
+        args = ["redis-server", *listen, "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--logfile", str(self.dir / "redis.log"),
@@ -99,7 +114,7 @@ class RedisServer:
             args += [k, str(v)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_port(self.port, proc=self.proc)
-        self.client = redis.Redis(port=self.port, decode_responses=False)
+        self.client = redis.Redis(port=self.port, decode_responses=False, **client_kw)
         return self
 
     def stop(self):
@@ -231,6 +246,22 @@ class ProsodyServer:
         return [l for l in self.log().splitlines() if "\terror\t" in l]
 
 
+def make_tls_files(directory, name="localhost"):
+    """A CA and a certificate for name signed by it: (cert, key, ca)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    def ossl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
+         "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+         "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"))
+    (d / "ext.cnf").write_text(f"subjectAltName=DNS:{name}\n")
+    ossl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+         "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext.cnf"), "-out", str(d / "server.crt"))
+    return d / "server.crt", d / "server.key", d / "ca.crt"
+
+
 def lua(v):
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -238,6 +269,10 @@ def lua(v):
         return str(v)
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):
+        return "{ " + "; ".join(f"{k} = {lua(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, (list, tuple)):
+        return "{ " + ", ".join(lua(x) for x in v) + " }"
     raise TypeError(v)
 
 
@@ -279,8 +314,10 @@ class Client(slixmpp.ClientXMPP):
         self.received = []
         self.errors = []
         self.started = asyncio.Event()
+        self.resumed = asyncio.Event()
         self.ended = asyncio.Event()
         self.add_event_handler("session_start", self._start)
+        self.add_event_handler("session_resumed", lambda _: self.resumed.set())
         # Every message stanza (slixmpp's "message" event wants a body).
         self.register_handler(slixmpp.Callback(
             "every message", slixmpp.xmlstream.matcher.MatchXPath("{jabber:client}message"),
@@ -303,6 +340,25 @@ class Client(slixmpp.ClientXMPP):
         """From now on the client ignores the server's ack requests (a
         client whose link died without the TCP connection noticing)."""
         self.remove_handler("Stream Management Request Ack")
+
+    def resume_acking(self):
+        self.register_handler(slixmpp.Callback(
+            "Stream Management Request Ack",
+            slixmpp.xmlstream.matcher.MatchXPath("{urn:xmpp:sm:3}r"),
+            self.plugin["xep_0198"]._handle_request_ack, instream=True))
+
+    def drop(self):
+        """Loses the connection without closing the stream (XEP-0198
+        hibernation on the server)."""
+        self.abort()
+
+    async def resume(self, timeout=10):
+        """Connects again, resuming the stream."""
+        self.ended.clear()
+        self.resumed.clear()
+        self.connect(host="127.0.0.1", port=self.port)
+        await asyncio.wait_for(self.resumed.wait(), timeout)
+        return self
 
     async def online(self, timeout=10):
         self.ended.clear()
@@ -336,14 +392,15 @@ class Stack:
     temporary directory; stock=True gives Prosody with mod_offline and
     no Redis."""
 
-    def __init__(self, settings=None, stock=False, vhost_options=None, **prosody_kw):
+    def __init__(self, settings=None, stock=False, vhost_options=None, redis_kw=None, **prosody_kw):
         self.tmp = tempfile.mkdtemp(prefix="im-prosody-")
         self.stock = stock
+        self.allowed_errors = []  # substrings of error lines the test expects
         self.redis = None
         if not stock:
             s = {"ack-timeout": 3000, "resend-interval": 0, "sweep-interval": 50}
             s.update(settings or {})
-            self.redis = RedisServer(self.tmp, s).start()
+            self.redis = RedisServer(self.tmp, s, **(redis_kw or {})).start()
         self.prosody = ProsodyServer(self.tmp, redis_port=self.redis.port if self.redis else None,
                                      redis_im=not stock, vhost_options=vhost_options, **prosody_kw)
 

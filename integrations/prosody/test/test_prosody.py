@@ -397,6 +397,79 @@ def test_second_session_of_a_device_replaces_the_first(stack, new_users):
     run(main())
 
 
+def test_stream_resumption(stack, new_users):
+    """XEP-0198 resumption: while bob's session hibernates his device is
+    offline in redis-im; when he resumes, what he had received but not
+    acked is acked by his <resume h=.../>, and what arrived meanwhile
+    comes from the offline store."""
+    alice, bob = new_users("alice", "bob")
+
+    async def main():
+        async with clients() as cs:
+            a = await stack.client(alice).online()
+            cs.append(a)
+            b = await stack.client(bob).online()
+            cs.append(b)
+            for i in range(3):
+                a.send_chat(jid(bob), f"a{i}", mid=f"a{i}")
+            await await_until(lambda: len(b.received) >= 3, 10, what="first 3")
+            await drained(stack, bob)
+            b.stop_acking()
+            for i in range(3):
+                a.send_chat(jid(bob), f"b{i}", mid=f"b{i}")
+            await await_until(lambda: len(b.received) >= 6, 10, what="3 unacked")
+            b.drop()
+            await asyncio.wait_for(b.ended.wait(), 5)
+            await await_until(lambda: stack.redis.devices(key(bob))[0]["online"] == 0, 5,
+                              what="bob's device offline while hibernating")
+            for i in range(2):
+                a.send_chat(jid(bob), f"c{i}", mid=f"c{i}")
+            await await_until(lambda: stack.redis.info(key(bob))["messages"] == 5, 5,
+                              what="5 messages held")
+            b.resume_acking()
+            await b.resume()
+            await await_until(lambda: len(b.received) >= 8, 10, what="the 2 sent while hibernating")
+            await drained(stack, bob)
+            await quiet()
+            assert_once_in_order(b, ["a0", "a1", "a2", "b0", "b1", "b2", "c0", "c1"])
+            assert [m.delays for m in b.received[6:]] == [1, 1]
+            assert stack.redis.devices(key(bob))[0]["online"] == 1
+            assert not a.errors
+    run(main())
+
+
+def test_hibernation_times_out(stack, new_users):
+    """A session that hibernates and never resumes: mod_smacks destroys it
+    after smacks_hibernation_time (3 s here) without bouncing what it held
+    to the sender; it all comes with the next login, once."""
+    alice, bob = new_users("alice", "bob")
+
+    async def main():
+        async with clients() as cs:
+            a = await stack.client(alice).online()
+            cs.append(a)
+            b = await stack.client(bob).online()
+            cs.append(b)
+            b.stop_acking()
+            for i in range(3):
+                a.send_chat(jid(bob), f"h{i}", mid=f"h{i}")
+            await await_until(lambda: len(b.received) >= 3, 10, what="3 unacked")
+            b.drop()
+            await asyncio.wait_for(b.ended.wait(), 5)
+            a.send_chat(jid(bob), "h3", mid="h3")
+            # Hibernation ends after 3 s (checked once a second).
+            await asyncio.sleep(5)
+            assert not a.errors
+            b2 = await stack.client(bob).online()
+            cs.append(b2)
+            await await_until(lambda: len(b2.received) >= 4, 10, what="the 4 at the next login")
+            await drained(stack, bob)
+            await quiet()
+            assert_once_in_order(b2, ["h0", "h1", "h2", "h3"], stamps=1)
+            assert not a.errors
+    run(main())
+
+
 def test_redis_restart_reconnects(own_stack):
     """Redis restarts (AOF on): Prosody reconnects; a message sent while
     Redis is down waits for it (within im_redis_timeout) and is delivered."""
@@ -441,6 +514,55 @@ def test_redis_down_too_long_answers_the_sender(own_stack):
             assert a.errors[0]["error"]["condition"] == "internal-server-error"
             assert a.errors[0]["error"]["type"] == "wait"
     run(main())
+
+
+def test_redis_over_tls_with_password_and_db(own_stack, tmp_path):
+    """TLS (certificate checked against a CA and the name), AUTH and
+    SELECT, on both connections (commands and events)."""
+    cert, key_file, ca = harness.make_tls_files(tmp_path)
+    st = own_stack(redis_kw={"tls": (cert, key_file, ca), "password": "s3cret pass"},
+                   vhost_options={"im_redis_tls": {"cafile": str(ca)}, "im_redis_tls_name": "localhost",
+                                  "im_redis_password": "s3cret pass", "im_redis_db": 3})
+    db3 = harness.redis.Redis(port=st.redis.port, ssl=True, ssl_ca_certs=str(ca), password="s3cret pass", db=3)
+
+    async def main():
+        async with clients() as cs:
+            a = await st.client("alice").online()
+            cs.append(a)
+            b = await st.client("bob").online()
+            cs.append(b)
+            dead = await st.client("carol").online()
+            cs.append(dead)
+            dead.stop_acking()
+            for i in range(3):
+                a.send_chat(jid("bob"), f"m{i}", mid=f"m{i}")
+                a.send_chat(jid("carol"), f"m{i}", mid=f"m{i}")
+            await await_until(lambda: len(b.received) >= 3, 10, what="bob's 3")
+            await await_until(lambda: harness.as_map(db3.execute_command("IM.INFO", key("bob")))["messages"] == 0,
+                              10, what="bob's mailbox (db 3) empty")
+            assert st.redis.client.execute_command("DBSIZE") == 0  # nothing in db 0
+            # The kick comes through the TLS subscriber connection.
+            await asyncio.wait_for(dead.ended.wait(), 10)
+            assert b.bodies() == ["m0", "m1", "m2"] and not a.errors
+    run(main())
+
+
+def test_redis_tls_name_mismatch_is_refused(own_stack, tmp_path):
+    cert, key_file, ca = harness.make_tls_files(tmp_path)
+    st = own_stack(redis_kw={"tls": (cert, key_file, ca)},
+                   vhost_options={"im_redis_tls": {"cafile": str(ca)}, "im_redis_tls_name": "redis.example",
+                                  "im_redis_timeout": 1})
+
+    async def main():
+        async with clients() as cs:
+            a = await st.client("alice").online()
+            cs.append(a)
+            a.send_chat(jid("bob"), "never stored", mid="n0")
+            await await_until(lambda: len(a.errors) >= 1, 10, what="the sender's error")
+    run(main())
+    assert "certificate is not for redis.example" in st.prosody.log()
+    st.allowed_errors.append("TLS certificate not accepted")
+    assert st.redis.info(key("bob"))["messages"] == 0
 
 
 def test_stock_prosody_loses_the_second_device(own_stack):
