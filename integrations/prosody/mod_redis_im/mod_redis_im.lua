@@ -313,16 +313,23 @@ function flush_offline(session)
 	page(0);
 end
 
+-- Initial presence (also after an unavailable one): what the device has
+-- not received is sent. Messages handed to this session and not acked yet
+-- are skipped; acked ones are no longer offline.
 module:hook("message/offline/broadcast", function (event)
 	local session = event.origin;
 	local im = session.im;
 	if not im then return; end
-	if not im.flushed then
-		im.flushed = true;
-		flush_offline(session);
-	end
+	im.flushed = true;
+	flush_offline(session);
 	return true; -- mod_offline has nothing to add
 end, 10);
+
+-- A deleted account's mailbox goes with it.
+module:hook_global("user-deleted", function (event)
+	if event.host ~= host or not event.username then return; end
+	redis:call({ "DEL", user_key(event.username) }, log_failure("DEL of a deleted user's mailbox"));
+end);
 
 ----------------------------------------------------------------------
 -- Stream management: acks, resumption, and the stanzas left unacked when

@@ -182,7 +182,7 @@ class ProsodyServer:
         self.proc = None
         if debug_log is None:
             debug_log = bool(os.environ.get("PROSODY_DEBUG_LOG"))
-        modules = ["roster", "saslauth", "disco", "ping", "smacks", "carbons"] + list(extra_modules)
+        modules = ["roster", "saslauth", "disco", "ping", "smacks", "carbons", "register"] + list(extra_modules)
         disabled = []
         vhost = dict(vhost_options or {})
         if redis_im:
@@ -318,12 +318,19 @@ class Client(slixmpp.ClientXMPP):
         self.ended = asyncio.Event()
         self.add_event_handler("session_start", self._start)
         self.add_event_handler("session_resumed", lambda _: self.resumed.set())
+        # The server reflects the initial presence once it has processed it.
+        self.available = asyncio.Event()
+        self.add_event_handler("presence_available", self._presence)
         # Every message stanza (slixmpp's "message" event wants a body).
         self.register_handler(slixmpp.Callback(
             "every message", slixmpp.xmlstream.matcher.MatchXPath("{jabber:client}message"),
             self._message))
         self.add_event_handler("disconnected", lambda _: self.ended.set())
         self.add_event_handler("connection_failed", lambda _: self.ended.set())
+
+    def _presence(self, p):
+        if p["from"] == self.boundjid:
+            self.available.set()
 
     async def _start(self, _):
         self.send_presence()
@@ -361,9 +368,14 @@ class Client(slixmpp.ClientXMPP):
         return self
 
     async def online(self, timeout=10):
+        """Connects, sends the initial presence and waits until the server
+        has processed it."""
         self.ended.clear()
+        self.started.clear()
+        self.available.clear()
         self.connect(host="127.0.0.1", port=self.port)
         await asyncio.wait_for(self.started.wait(), timeout)
+        await asyncio.wait_for(self.available.wait(), timeout)
         return self
 
     async def offline(self, timeout=10):

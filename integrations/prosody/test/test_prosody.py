@@ -470,6 +470,51 @@ def test_hibernation_times_out(stack, new_users):
     run(main())
 
 
+def test_unavailable_then_available_again(stack, new_users):
+    """A session that goes unavailable (presence) stays connected but is
+    not a recipient; when it is available again it gets what it missed."""
+    alice, bob = new_users("alice", "bob")
+
+    async def main():
+        async with clients() as cs:
+            a = await stack.client(alice).online()
+            cs.append(a)
+            b = await stack.client(bob).online()
+            cs.append(b)
+            a.send_chat(jid(bob), "one", mid="u0")
+            await await_until(lambda: len(b.received) >= 1, 10, what="the first")
+            b.send_presence(ptype="unavailable")
+            await await_until(lambda: stack.redis.info(key(bob))["messages"] == 0, 5, what="acked")
+            await asyncio.sleep(0.3)
+            a.send_chat(jid(bob), "two", mid="u1")
+            await await_until(lambda: stack.redis.info(key(bob))["messages"] == 1, 5, what="stored offline")
+            b.send_presence()
+            await await_until(lambda: len(b.received) >= 2, 10, what="the one missed")
+            await drained(stack, bob)
+            await quiet()
+            assert_once_in_order(b, ["one", "two"])
+            assert [m.delays for m in b.received] == [0, 1]
+    run(main())
+
+
+def test_deleted_account_takes_its_mailbox(stack, new_users):
+    alice, bob = new_users("alice", "bob")
+
+    async def main():
+        async with clients() as cs:
+            a = await stack.client(alice).online()
+            cs.append(a)
+            for i in range(3):
+                a.send_chat(jid(bob), f"m{i}", mid=f"del{i}")
+            await await_until(lambda: stack.redis.info(key(bob))["messages"] == 3, 5, what="3 stored")
+            b = await stack.client(bob).online()
+            b.register_plugin("xep_0077")
+            await b.plugin["xep_0077"].cancel_registration()
+            await asyncio.wait_for(b.ended.wait(), 10)
+            await await_until(lambda: not stack.redis.client.exists(key(bob)), 5, what="the mailbox deleted")
+    run(main())
+
+
 def test_redis_restart_reconnects(own_stack):
     """Redis restarts (AOF on): Prosody reconnects; a message sent while
     Redis is down waits for it (within im_redis_timeout) and is delivered."""
