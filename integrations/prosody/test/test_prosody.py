@@ -268,7 +268,7 @@ def test_prosody_killed_and_messages_expire_meanwhile(own_stack):
 
 
 def test_quota_error_is_resource_constraint(own_stack):
-    st = own_stack(settings={"max-messages": 3})
+    st = own_stack(settings={"max-messages": 3, "max-stanza-bytes": 2000})
 
     async def main():
         async with clients() as cs:
@@ -283,6 +283,13 @@ def test_quota_error_is_resource_constraint(own_stack):
                 assert e["error"]["condition"] == "resource-constraint"
                 assert e["error"]["type"] == "wait"
             assert sorted(e["id"] for e in a.errors) == ["q3", "q4"]
+            # Too large to be stored at all.
+            a.send_chat(jid("carol"), "x" * 3000, mid="big")
+            await await_until(lambda: len(a.errors) >= 3, 10, what="the large one's error")
+            assert a.errors[2]["id"] == "big"
+            # (slixmpp's list of conditions predates policy-violation)
+            assert a.errors[2].xml.find(
+                "{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}policy-violation") is not None
             b = await st.client("bob").online()
             cs.append(b)
             await await_until(lambda: len(b.received) >= 3, 10, what="the 3 stored")
