@@ -42,6 +42,25 @@ import slixmpp  # noqa: E402
 
 import harness  # noqa: E402
 from harness import HOST  # noqa: E402
+from leanclient import LeanClient  # noqa: E402
+
+
+class LeanLoadClient(LeanClient):
+    """The same records from the lean client."""
+
+    def __init__(self, user, port, resource="phone"):
+        super().__init__(user, port, host=HOST, resource=resource, on_message=self._record)
+        self.got = []
+
+    @staticmethod
+    def _record(self, el):
+        body = el.find("body")
+        if body is None:
+            return
+        now = time.monotonic()
+        sender, n, sent = "".join(body.text).split(" ")
+        delays = sum(1 for c in el.children if c.name == "delay" and c.attrs.get("xmlns") == "urn:xmpp:delay")
+        self.got.append((sender, int(n), float(sent), now, delays))
 
 
 class LoadClient(harness.Client):
@@ -50,6 +69,7 @@ class LoadClient(harness.Client):
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
+        self.plugin["xep_0198"].window = 1000  # no <r/> of its own after each stanza
         self.got = []
 
     def _message(self, msg):
@@ -89,8 +109,9 @@ async def run_load(stack, args):
     users = [f"u{i}" for i in range(args.users)]
     laptop_users = users[:args.laptops]
     port = stack.prosody.port
-    phones = {u: LoadClient(u, port, resource="phone") for u in users}
-    laptops = {u: LoadClient(u, port, resource="laptop") for u in laptop_users}
+    client_class = LeanLoadClient if args.client == "lean" else LoadClient
+    phones = {u: client_class(u, port, resource="phone") for u in users}
+    laptops = {u: client_class(u, port, resource="laptop") for u in laptop_users}
 
     # The laptops have been online once: registered devices.
     await connect_all(list(laptops.values()))
@@ -125,10 +146,9 @@ async def run_load(stack, args):
                 await asyncio.sleep(0)
         elif k % 50 == 0:
             await asyncio.sleep(0)
-        c = phones[s]
-        m = c.make_message(mto=f"{r}@{HOST}", mbody=f"{s} {n} {time.monotonic():.6f}", mtype="chat")
-        m["id"] = f"{s}-{n}"
-        m.send()
+        phones[s].send_chat(f"{r}@{HOST}", f"{s} {n} {time.monotonic():.6f}", f"{s}-{n}")
+        if k == 0:
+            cpu0 = cpu_seconds(stack)
     t_sent = time.monotonic()
 
     def phone_count():
@@ -137,6 +157,7 @@ async def run_load(stack, args):
     while phone_count() < total_phone and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     t_done = time.monotonic()
+    cpu1 = cpu_seconds(stack)
     await asyncio.sleep(1.0)  # late duplicates would show
 
     # The laptops come back and fetch what they missed.
@@ -198,6 +219,14 @@ async def run_load(stack, args):
                 break
             await asyncio.sleep(0.2)
 
+    redis_stats = None
+    if stack.redis:
+        cs = stack.redis.client.info("commandstats")
+        redis_stats = {k: {"calls": v["calls"], "usec_per_call": v["usec_per_call"]}
+                       for k, v in cs.items() if k.startswith("cmdstat_im") or k in ("cmdstat_publish",)}
+        im = stack.redis.client.info("im")
+        redis_stats["im"] = {k: v for k, v in im.items() if any(w in k for w in (
+            "stored", "acked", "resent", "expired", "kicked", "sweep", "rejected"))}
     await disconnect_all(list(phones.values()) + list(laptops.values()))
     delivered = phone_count()
     return {
@@ -206,6 +235,7 @@ async def run_load(stack, args):
         "send_seconds": round(t_sent - t0, 3),
         "deliver_seconds": round(t_done - t0, 3),
         "msgs_per_second": round(delivered / (t_done - t0), 1),
+        "cpu_ms_per_message": {k: round((cpu1[k] - cpu0[k]) * 1000 / max(1, delivered), 3) for k in cpu0},
         "delivered_live": delivered,
         "latency_ms": {"median": round(statistics.median(latencies), 2) if latencies else None,
                        "p90": round(percentile(latencies, 90), 2), "p99": round(percentile(latencies, 99), 2),
@@ -215,7 +245,20 @@ async def run_load(stack, args):
         "laptops_fetch_seconds": round(t_laptops_done - t_laptops, 3),
         "errors_to_senders": errors,
         "redis_messages_left": redis_messages,
+        "redis_stats": redis_stats,
     }
+
+
+def cpu_seconds(stack):
+    """CPU time (user + system) of Prosody and Redis so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, proc in (("prosody", stack.prosody.proc), ("redis", stack.redis.proc if stack.redis else None)):
+        if proc is None:
+            continue
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def machine():
@@ -244,6 +287,9 @@ def main():
     ap.add_argument("--only", choices=["redis-im", "stock"])
     ap.add_argument("--nagle", choices=["on", "off"], default="on", help="Prosody's network_settings.nagle")
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--client", choices=["lean", "slixmpp"], default="lean",
+                    help="lean: leanclient.py (default); slixmpp: the tests' client (costlier per stanza)")
+    ap.add_argument("--ack-timeout", type=int, default=30000, help="the module's ack-timeout (ms)")
     args = ap.parse_args()
     harness.quiet_slixmpp()
     users = [f"u{i}" for i in range(args.users)]
@@ -251,8 +297,8 @@ def main():
     for kind in ("stock", "redis-im"):
         if args.only and args.only != kind:
             continue
-        stack = harness.Stack(stock=(kind == "stock"), settings={"ack-timeout": 10000, "resend-interval": 3000,
-                                                                "sweep-interval": 100},
+        stack = harness.Stack(stock=(kind == "stock"), settings={"ack-timeout": args.ack_timeout,
+                                                                "resend-interval": 3000, "sweep-interval": 100},
                               hibernation=600, nagle=(args.nagle == "on"))
         stack.prosody.register(users)
         stack.prosody.start()
@@ -263,7 +309,8 @@ def main():
             print(json.dumps(r, indent=1), flush=True)
         finally:
             stack.close(keep=bool(os.environ.get("KEEP_TMP")))
-    out = {"machine": machine(), "nagle": args.nagle, "results": results}
+    out = {"machine": machine(), "nagle": args.nagle, "client": args.client,
+           "load_average_at_end": os.getloadavg(), "results": results}
     by = {r["stack"]: r for r in results}
     if "stock" in by and "redis-im" in by:
         s, i = by["stock"]["latency_ms"], by["redis-im"]["latency_ms"]

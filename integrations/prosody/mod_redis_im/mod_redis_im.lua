@@ -13,7 +13,6 @@ local st = require "util.stanza";
 local jid_split = require "util.jid".split;
 local jid_bare = require "util.jid".bare;
 local jid_resource = require "util.jid".resource;
-local async = require "util.async";
 local json = require "util.json";
 local xml_parse = require "util.xml".parse;
 local new_id = require "util.id".medium;
@@ -134,19 +133,36 @@ local function new_state(session)
 		user = user_key(session.username);
 		device = session.resource;
 		ids = {};
+		acking = {};
 		inflight = {}, ihead = 1, itail = 0;
 		flushing = false;
 		buffer = nil;
 	};
 end
 
+-- IM.ACK for these ids. Until Redis has answered, they are in im.acking:
+-- a resend event published before Redis saw the ack must not send them
+-- again.
 local function send_acks(im, ids)
 	local n = #ids;
 	local i = 1;
+	local acking = im.acking;
 	while i <= n do
 		local args = { "IM.ACK", im.user, im.device };
-		for j = i, math.min(n, i + 9999) do args[#args + 1] = ids[j]; end
-		redis:call(args, log_failure("IM.ACK"));
+		local batch = {};
+		for j = i, math.min(n, i + 9999) do
+			local id = ids[j];
+			args[#args + 1] = id;
+			batch[#batch + 1] = id;
+			acking[id] = (acking[id] or 0) + 1;
+		end
+		redis:call(args, function (_, err)
+			for _, id in ipairs(batch) do
+				local c = acking[id] - 1;
+				acking[id] = c > 0 and c or nil;
+			end
+			if err then module:log("warn", "IM.ACK failed: %s", err); end
+		end);
 		i = i + 10000;
 	end
 end
@@ -534,19 +550,15 @@ local function store_and_deliver(origin, stanza, username, done)
 	end);
 end
 
--- Inside the sender's async runner (c2s and s2s streams), the sender's
--- next stanza waits until this one is stored and delivered: messages from
--- one sender reach the recipient in order, and a sender is slowed down
--- while Redis is. Elsewhere (stanzas from components or modules) the
--- replies of the single Redis connection keep the order.
+-- Stores go out on the one Redis connection and are answered in order, so
+-- messages from one sender are delivered in the order they came, without
+-- the sender's stream waiting for each: its own acks and other stanzas go
+-- on meanwhile. (Nothing here makes a c2s runner wait: Prosody 0.12.3's
+-- server_epoll may leave data it had already read unprocessed when a
+-- paused connection resumes, which stalls that stream.) While Redis is
+-- unreachable, stores wait in the client's queue for im_redis_timeout.
 local function store_settled(origin, stanza, username)
-	if async.ready() then
-		local wait, done = async.waiter();
-		store_and_deliver(origin, stanza, username, done);
-		wait();
-	else
-		store_and_deliver(origin, stanza, username, function () end);
-	end
+	store_and_deliver(origin, stanza, username, function () end);
 end
 
 local function handle_message(event)
@@ -592,7 +604,7 @@ local function on_outgoing_message(event)
 	local received = stanza:get_child("received", xmlns_receipts);
 	local rid = received and received.attr.id;
 	if rid and stanza.attr.to then
-		redis:call({ "IM.ACK", im.user, im.device, stored_id(stanza.attr.to, rid) }, log_failure("IM.ACK"));
+		send_acks(im, { stored_id(stanza.attr.to, rid) });
 	end
 end
 module:hook("pre-message/full", on_outgoing_message, 10);
@@ -652,12 +664,14 @@ function node_events.resend(ev)
 	if entry then
 		-- Handed to this session already: XEP-0198 guarantees it reaches
 		-- the client or the session ends, so ask for the client's ack
-		-- instead of sending a duplicate.
-		if entry.pos and session.smacks and not session.hibernating and session.conn then
+		-- instead of sending a duplicate (unless mod_smacks is asking).
+		if entry.pos and session.smacks and not session.hibernating and session.conn
+		and not session.awaiting_ack then
 			session.send(st.stanza("r", { xmlns = session.smacks }));
 		end
 		return;
 	end
+	if im.acking[id] then return; end -- acked, Redis has not seen it yet
 	local xml = field(ev, "stanza");
 	local stanza = xml and xml_parse(xml);
 	if stanza then

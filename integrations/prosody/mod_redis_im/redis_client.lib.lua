@@ -386,8 +386,11 @@ function client_methods:tick()
 		fail(self, req, "UNAVAILABLE Redis did not answer in time");
 	end
 	if self.conn and (self.state == "ready" or self.state == "handshake") then
+		-- Silent for `timeout` with a command unanswered: the connection
+		-- is dead or Redis hangs. (A busy Prosody reading replies late has
+		-- read something meanwhile.)
 		local oldest = q_peek(self, "inflight", "ihead", "itail");
-		if oldest and now - oldest.sent_at > self.timeout then
+		if oldest and now - oldest.sent_at > self.timeout and now - self.last_read > self.timeout then
 			self:log("warn", "Redis left a command unanswered for %gs, reconnecting", now - oldest.sent_at);
 			self.conn:close();
 			return;
