@@ -19,6 +19,7 @@ local new_id = require "util.id".medium;
 local sha1 = require "util.hashes".sha1;
 local base64_decode = require "util.encodings".base64.decode;
 local user_exists = require "core.usermanager".user_exists;
+local time_now = require "util.time".now;
 
 local redis_client = module:require "redis_client";
 local resp = redis_client.resp;
@@ -52,6 +53,11 @@ local node = module:get_option_string("im_node", (host:gsub("[^%w%.%_%:%-]", "_"
 local page_size = module:get_option_number("im_offline_page_size", 100);
 local delay_from = module:get_option_string("im_delay_from", host);
 local receipts_ack = module:get_option_boolean("im_receipts_ack", true);
+-- Acks, connects and disconnects wait this long for Redis (stores and
+-- pages wait im_redis_timeout: a sender or a device is waiting for them).
+local ack_timeout = module:get_option_number("im_redis_ack_timeout", 60);
+-- How long an acked id is remembered against stale resend events.
+local resend_grace = module:get_option_number("im_resend_grace", 60);
 
 if #node > 256 or node:find("[^%w%.%_%:%-]") then
 	error("im_node may hold only A-Z a-z 0-9 . _ : - and at most 256 bytes: " .. node);
@@ -122,10 +128,14 @@ end
 -- Per-session state (session.im):
 --   user, device: the mailbox key and the device (the resource)
 --   ids[id] = entry: messages handed to this session and not acked yet
+--     (reserved: stored for it, the store's reply not read yet; live:
+--     pending on the device, not one of its offline messages)
 --   inflight[ihead..itail]: those counted by XEP-0198, in the order sent,
 --     each entry { id, seq, pos } with pos its number in the smacks count
+--   acking[id]: acked, IM.ACK not answered yet
 --   flushing, buffer: while offline messages are paged in, live messages
 --     for this session wait in buffer (so that it gets them in order)
+--   hibernating: XEP-0198 hibernation (offline in redis-im meanwhile)
 ----------------------------------------------------------------------
 
 local function new_state(session)
@@ -134,15 +144,29 @@ local function new_state(session)
 		device = session.resource;
 		ids = {};
 		acking = {};
+		acked_new = {}, acked_old = {}, acked_rotate = time_now() + resend_grace;
 		inflight = {}, ihead = 1, itail = 0;
 		flushing = false;
 		buffer = nil;
 	};
 end
 
--- IM.ACK for these ids. Until Redis has answered, they are in im.acking:
--- a resend event published before Redis saw the ack must not send them
--- again.
+-- Ids acked in the last resend_grace to 2 * resend_grace seconds (two
+-- generations of a set): a resend event published before Redis processed
+-- the ack may arrive on the subscriber connection after the ack's reply.
+local function recently_acked(im)
+	local now = time_now();
+	if now >= im.acked_rotate then
+		im.acked_old, im.acked_new = im.acked_new, {};
+		im.acked_rotate = now + resend_grace;
+	end
+	return im.acked_new;
+end
+
+-- IM.ACK for these ids. Until Redis has answered, they are in im.acking,
+-- then for a while in the recently acked sets: a resend event published
+-- before Redis saw the ack must not send them again. An ack waits longer
+-- than other commands for Redis to be back (a lost ack means a kick).
 local function send_acks(im, ids)
 	local n = #ids;
 	local i = 1;
@@ -157,12 +181,14 @@ local function send_acks(im, ids)
 			acking[id] = (acking[id] or 0) + 1;
 		end
 		redis:call(args, function (_, err)
+			local recent = recently_acked(im);
 			for _, id in ipairs(batch) do
 				local c = acking[id] - 1;
 				acking[id] = c > 0 and c or nil;
+				recent[id] = true;
 			end
 			if err then module:log("warn", "IM.ACK failed: %s", err); end
-		end);
+		end, ack_timeout);
 		i = i + 10000;
 	end
 end
@@ -195,21 +221,27 @@ local function send_tracked(session, stanza, entry, acks)
 	return true;
 end
 
--- Delivers a stored message to a live session (now, or after the offline
--- messages it is being sent).
--- (live: it is pending on the device, as opposed to offline messages.)
-local function deliver(session, stanza, id, seq, acks)
+-- Sends an entry's stanza to the session now, or after the offline
+-- messages it is being sent (so that the device gets everything in order).
+local function send_entry(session, stanza, entry, acks)
 	local im = session.im;
-	if not im or session.destroyed then return false; end
-	if im.ids[id] then return true; end -- already handed to this session
-	local entry = { id = id, seq = seq, live = true };
-	im.ids[id] = entry;
 	if im.flushing then
 		local b = im.buffer;
 		b[#b + 1] = { stanza, entry };
 		return true;
 	end
 	return send_tracked(session, stanza, entry, acks);
+end
+
+-- Delivers a message pending on the device (live, as opposed to offline
+-- messages) to its session, unless the session holds it already.
+local function deliver(session, stanza, id, seq, acks)
+	local im = session.im;
+	if not im or session.destroyed then return false; end
+	if im.ids[id] then return true; end -- already handed to this session
+	local entry = { id = id, seq = seq, live = true };
+	im.ids[id] = entry;
+	return send_entry(session, stanza, entry, acks);
 end
 
 -- The client acknowledged everything up to position h.
@@ -242,7 +274,7 @@ local function connect_session(session)
 	if session.im or not session.username or not session.resource then return; end
 	local im = new_state(session);
 	session.im = im;
-	redis:call({ "IM.CONNECT", im.user, im.device, "NODE", node }, log_failure("IM.CONNECT"));
+	redis:call({ "IM.CONNECT", im.user, im.device, "NODE", node }, log_failure("IM.CONNECT"), ack_timeout);
 end
 
 module:hook("resource-bind", function (event)
@@ -255,7 +287,7 @@ module:hook("resource-unbind", function (event)
 	if not im or im.disconnected then return; end
 	im.disconnected = true;
 	-- What was handed to it and not acked becomes offline for the device.
-	redis:call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"));
+	redis:call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"), ack_timeout);
 end, 10);
 
 local flush_offline;
@@ -374,7 +406,7 @@ module:hook("smacks-hibernation-start", function (event)
 	local im = session and session.im;
 	if not im then return; end
 	im.hibernating = true;
-	redis:call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"));
+	redis:call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"), ack_timeout);
 end);
 
 -- Resumed: the client's h in <resume/> acked what it covers; mod_smacks
@@ -390,7 +422,7 @@ module:hook("smacks-hibernation-end", function (event)
 	end
 	if im.hibernating then
 		im.hibernating = false;
-		redis:call({ "IM.CONNECT", im.user, im.device, "NODE", node }, log_failure("IM.CONNECT"));
+		redis:call({ "IM.CONNECT", im.user, im.device, "NODE", node }, log_failure("IM.CONNECT"), ack_timeout);
 		if im.flushed then
 			flush_offline(session);
 		end
@@ -503,22 +535,26 @@ end
 -- done(ok) is called once it is settled.
 local function store_and_deliver(origin, stanza, username, done)
 	local direct, carbons = route(origin, stanza, username);
-	local devices, by_device = {}, {};
-	-- A hibernating session (XEP-0198, connection lost) is offline for
-	-- redis-im: it gets the message from its offline store if it resumes.
-	for _, s in ipairs(direct) do
-		if s.im and not s.hibernating and not by_device[s.resource] then
-			by_device[s.resource] = { s, false };
-			devices[#devices + 1] = s.resource;
-		end
-	end
-	for _, s in ipairs(carbons) do
-		if s.im and not s.hibernating and not by_device[s.resource] then
-			by_device[s.resource] = { s, true };
-			devices[#devices + 1] = s.resource;
-		end
-	end
 	local id = stored_id(stanza.attr.from, stanza.attr.id);
+	local devices, by_device = {}, {};
+	-- Each target session holds the id from now on (reserved), so that a
+	-- resend event that overtakes the reply (when Prosody reads its Redis
+	-- replies late) does not send the message a second time. A hibernating
+	-- session (XEP-0198, connection lost) is offline for redis-im: it gets
+	-- the message from its offline store if it resumes.
+	local function add(s, carbon)
+		if not s.im or s.hibernating or by_device[s.resource] then return; end
+		local entry = s.im.ids[id];
+		local new = not entry;
+		if new then
+			entry = { id = id, live = true, reserved = true };
+			s.im.ids[id] = entry;
+		end
+		by_device[s.resource] = { s, carbon, entry, new };
+		devices[#devices + 1] = s.resource;
+	end
+	for _, s in ipairs(direct) do add(s, false); end
+	for _, s in ipairs(carbons) do add(s, true); end
 	local args = { "IM.STORE", user_key(username), tostring(stanza), "ID", id, "DEVICES", #devices };
 	for _, d in ipairs(devices) do args[#args + 1] = d; end
 	local function settle(reply, err)
@@ -534,17 +570,25 @@ local function store_and_deliver(origin, stanza, username, done)
 		local bare = username .. "@" .. host;
 		for i = 1, pending.n do
 			local t = by_device[pending[i]];
-			local s = t and t[1];
-			if s and not s.destroyed and s.im then
+			local s, entry = t and t[1], t and t[3];
+			if t and t[4] and not s.destroyed and s.im and s.im.ids[id] == entry then
+				entry.reserved = nil;
+				entry.seq = seq;
 				local acks = {};
-				local out = t[2] and carbon_copy(stanza, bare, s) or stanza;
-				deliver(s, out, reply[2], seq, acks);
+				send_entry(s, t[2] and carbon_copy(stanza, bare, s) or stanza, entry, acks);
 				if #acks > 0 then send_acks(s.im, acks); end
 			end
 		end
 	end
 	redis:call(args, function (reply, err)
 		local ok, perr = pcall(settle, reply, err);
+		-- Reservations the reply did not turn into deliveries are dropped.
+		for _, t in pairs(by_device) do
+			local s, entry = t[1], t[3];
+			if t[4] and entry.reserved and s.im and s.im.ids[id] == entry then
+				s.im.ids[id] = nil;
+			end
+		end
 		done(ok);
 		if not ok then error(perr, 0); end
 	end);
@@ -648,7 +692,7 @@ function node_events.kick(ev)
 	local entry = id and im.ids[id];
 	-- Offline messages sent to it are never pending, so never expire: only
 	-- a live delivery of this session can be the one kicked.
-	if entry and entry.live then
+	if entry and entry.live and not entry.reserved then
 		session.log("info", "redis-im gave up waiting for acks (%s), closing the session", tostring(ev.reason));
 		session:close({ condition = "connection-timeout", text = "Messages were not acknowledged in time" });
 	end
@@ -662,16 +706,18 @@ function node_events.resend(ev)
 	if not id then return; end
 	local entry = im.ids[id];
 	if entry then
-		-- Handed to this session already: XEP-0198 guarantees it reaches
-		-- the client or the session ends, so ask for the client's ack
-		-- instead of sending a duplicate (unless mod_smacks is asking).
+		-- Handed to this session already (or about to be, when the store's
+		-- reply comes): XEP-0198 guarantees it reaches the client or the
+		-- session ends, so ask for the client's ack instead of sending a
+		-- duplicate (unless mod_smacks is asking).
 		if entry.pos and session.smacks and not session.hibernating and session.conn
 		and not session.awaiting_ack then
 			session.send(st.stanza("r", { xmlns = session.smacks }));
 		end
 		return;
 	end
-	if im.acking[id] then return; end -- acked, Redis has not seen it yet
+	-- Acked (Redis may not have seen it when it published this event).
+	if im.acking[id] or im.acked_new[id] or im.acked_old[id] then return; end
 	local xml = field(ev, "stanza");
 	local stanza = xml and xml_parse(xml);
 	if stanza then

@@ -125,9 +125,10 @@ end
 
 -- Sends the command (a list of arguments), calls cb(reply, nil) or
 -- cb(nil, error_message) once. A Redis error reply is passed as the
--- error message (e.g. "IMFULL mailbox holds ...").
-function client_methods:call(args, cb)
-	local req = { args = args, cb = cb, deadline = time_now() + self.timeout };
+-- error message (e.g. "IMFULL mailbox holds ..."). timeout: seconds it may
+-- wait for a connection (default: the client's).
+function client_methods:call(args, cb, timeout)
+	local req = { args = args, cb = cb, deadline = time_now() + (timeout or self.timeout) };
 	if self.state == "closed" then
 		fail(self, req, "UNAVAILABLE client closed");
 		return;
