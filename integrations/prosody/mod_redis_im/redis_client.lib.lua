@@ -309,13 +309,16 @@ function client_methods:connect()
 		if self.sslctx and self.tls_verify then
 			local ok, why = verify_tls(conn, self.servername or self.host);
 			if not ok then
-				self:log("error", "Redis at %s:%s: TLS certificate not accepted: %s", self.host, self.port, why);
+				self:log(self.tls_refused and "debug" or "error",
+					"Redis at %s:%s: TLS certificate not accepted: %s", self.host, self.port, why);
+				self.tls_refused = true;
 				conn_ref = conn;
 				self.conn = conn;
 				conn:close();
 				return;
 			end
 		end
+		self.tls_refused = nil;
 		conn_ref = conn;
 		self.conn = conn;
 		self.parser = resp.parser();
@@ -380,11 +383,20 @@ end
 -- connection that leaves a command unanswered too long, keep it alive.
 function client_methods:tick()
 	local now = time_now();
-	while true do
-		local req = q_peek(self, "queue", "qhead", "qtail");
-		if not req or req.deadline > now then break; end
-		q_pop(self, "queue", "qhead", "qtail");
-		fail(self, req, "UNAVAILABLE Redis did not answer in time");
+	-- Deadlines differ from command to command: look at every queued one.
+	if self.qtail >= self.qhead then
+		local keep, expired = {}, {};
+		while true do
+			local req = q_pop(self, "queue", "qhead", "qtail");
+			if not req then break; end
+			if req.deadline > now then
+				keep[#keep + 1] = req;
+			else
+				expired[#expired + 1] = req;
+			end
+		end
+		for _, req in ipairs(keep) do q_push(self, "queue", "qhead", "qtail", req); end
+		for _, req in ipairs(expired) do fail(self, req, "UNAVAILABLE Redis did not answer in time"); end
 	end
 	if self.conn and (self.state == "ready" or self.state == "handshake") then
 		-- Silent for `timeout` with a command unanswered: the connection
