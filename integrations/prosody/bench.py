@@ -290,6 +290,8 @@ def main():
     ap.add_argument("--client", choices=["lean", "slixmpp"], default="lean",
                     help="lean: leanclient.py (default); slixmpp: the tests' client (costlier per stanza)")
     ap.add_argument("--ack-timeout", type=int, default=30000, help="the module's ack-timeout (ms)")
+    ap.add_argument("--resend-interval", type=int, default=0,
+                    help="the module's resend-interval (ms); 0, as docs/prosody.md advises for Prosody")
     args = ap.parse_args()
     harness.quiet_slixmpp()
     users = [f"u{i}" for i in range(args.users)]
@@ -298,7 +300,7 @@ def main():
         if args.only and args.only != kind:
             continue
         stack = harness.Stack(stock=(kind == "stock"), settings={"ack-timeout": args.ack_timeout,
-                                                                "resend-interval": 3000, "sweep-interval": 100},
+                                                                "resend-interval": args.resend_interval, "sweep-interval": 100},
                               hibernation=600, nagle=(args.nagle == "on"))
         stack.prosody.register(users)
         stack.prosody.start()
@@ -310,6 +312,7 @@ def main():
         finally:
             stack.close(keep=bool(os.environ.get("KEEP_TMP")))
     out = {"machine": machine(), "nagle": args.nagle, "client": args.client,
+           "module_settings": {"ack-timeout": args.ack_timeout, "resend-interval": args.resend_interval},
            "load_average_at_end": os.getloadavg(), "results": results}
     by = {r["stack"]: r for r in results}
     if "stock" in by and "redis-im" in by:

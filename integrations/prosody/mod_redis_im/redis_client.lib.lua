@@ -11,12 +11,13 @@
 -- Commands are pipelined on one connection and answered in order. Commands
 -- given while the connection is down wait in a queue and are sent once it is
 -- back (reconnecting with exponential back-off); a command that could not be
--- sent within `timeout` seconds fails with an error starting with
--- "UNAVAILABLE". A command that was sent but not answered when the
--- connection broke is sent again on the next connection (every IM.* command
--- this integration uses is safe to repeat: IM.STORE deduplicates on its ID),
--- and fails with UNAVAILABLE once its time is up. A connection that leaves
--- a command unanswered for `timeout` seconds is closed and opened again.
+-- sent within its time (`timeout` seconds, or the one given to call) fails
+-- with an error starting with "UNAVAILABLE". A command that was sent but not
+-- answered when the connection broke is sent again on the next connection
+-- (every IM.* command this integration uses is safe to repeat: IM.STORE
+-- deduplicates on its ID), and fails with UNAVAILABLE once its time is up.
+-- A connection that leaves a command unanswered and receives nothing for
+-- `timeout` seconds is closed and opened again.
 -- A subscriber client holds its subscriptions across reconnections.
 
 local resp = module:require "resp";
