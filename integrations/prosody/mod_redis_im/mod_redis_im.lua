@@ -308,11 +308,6 @@ local function finish_flush(session, im)
 		send_tracked(session, item[1], item[2], acks);
 	end
 	if #acks > 0 then send_acks(im, acks); end
-	if im.flush_done then
-		local done = im.flush_done;
-		im.flush_done = nil;
-		done();
-	end
 end
 
 -- Sends the device's offline messages, page by page, with <delay> stamps
@@ -335,6 +330,7 @@ function flush_offline(session)
 			end
 			local cursor, rows = reply[1], reply[2];
 			local acks = {};
+			local closing = false;
 			for i = 1, rows.n do
 				local row = rows[i];
 				local seq, id, xml = row[1], row[2], row[4];
@@ -343,7 +339,10 @@ function flush_offline(session)
 					if stanza then
 						local entry = { id = id, seq = seq };
 						im.ids[id] = entry;
-						if not send_tracked(session, stanza, entry, acks) then break; end
+						if not send_tracked(session, stanza, entry, acks) then
+							closing = true; -- the rest stays offline
+							break;
+						end
 					else
 						session.log("error", "Stored message %s is not XML Prosody can parse (%s); acknowledging it", tostring(seq), perr);
 						acks[#acks + 1] = id;
@@ -351,7 +350,7 @@ function flush_offline(session)
 				end
 			end
 			if #acks > 0 then send_acks(im, acks); end
-			if cursor ~= 0 and not session.destroyed then
+			if cursor ~= 0 and not closing and not session.destroyed then
 				page(cursor);
 			else
 				finish_flush(session, im);
