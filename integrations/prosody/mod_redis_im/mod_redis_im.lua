@@ -167,29 +167,67 @@ end
 -- then for a while in the recently acked sets: a resend event published
 -- before Redis saw the ack must not send them again. An ack waits longer
 -- than other commands for Redis to be back (a lost ack means a kick).
-local function send_acks(im, ids)
-	local n = #ids;
-	local i = 1;
-	local acking = im.acking;
-	while i <= n do
-		local args = { "IM.ACK", im.user, im.device };
-		local batch = {};
-		for j = i, math.min(n, i + 9999) do
-			local id = ids[j];
-			args[#args + 1] = id;
-			batch[#batch + 1] = id;
-			acking[id] = (acking[id] or 0) + 1;
+-- Acks are gathered for im_ack_delay seconds and sent together: one write
+-- for many instead of one per <a/> (nothing waits for them).
+local ack_delay = module:get_option_number("im_ack_delay", 0.02);
+local ack_queue, ack_queue_n, ack_timer = {}, 0, nil;
+
+local function send_ack_command(im, batch)
+	local args = { "IM.ACK", im.user, im.device };
+	for i = 1, #batch do args[i + 3] = batch[i]; end
+	redis:call(args, function (_, err)
+		local acking, recent = im.acking, recently_acked(im);
+		for _, id in ipairs(batch) do
+			local c = acking[id] - 1;
+			acking[id] = c > 0 and c or nil;
+			recent[id] = true;
 		end
-		redis:call(args, function (_, err)
-			local recent = recently_acked(im);
-			for _, id in ipairs(batch) do
-				local c = acking[id] - 1;
-				acking[id] = c > 0 and c or nil;
-				recent[id] = true;
-			end
-			if err then module:log("warn", "IM.ACK failed: %s", err); end
-		end, ack_timeout);
-		i = i + 10000;
+		if err then module:log("warn", "IM.ACK failed: %s", err); end
+	end, ack_timeout);
+end
+
+local function flush_acks()
+	ack_timer = nil;
+	local queue = ack_queue;
+	ack_queue, ack_queue_n = {}, 0;
+	for im, ids in pairs(queue) do
+		local n, i = #ids, 1;
+		while i <= n do
+			local batch = {};
+			for j = i, math.min(n, i + 9999) do batch[#batch + 1] = ids[j]; end
+			send_ack_command(im, batch);
+			i = i + 10000;
+		end
+	end
+end
+
+-- Session commands (connect, disconnect, page) go after the acks gathered
+-- so far, so that a device never gets again what it has acked.
+local function session_call(args, cb, timeout)
+	if ack_timer then
+		ack_timer:stop();
+		flush_acks();
+	end
+	redis:call(args, cb, timeout);
+end
+
+local function send_acks(im, ids)
+	local acking = im.acking;
+	local q = ack_queue[im];
+	if not q then
+		q = {};
+		ack_queue[im] = q;
+	end
+	for _, id in ipairs(ids) do
+		acking[id] = (acking[id] or 0) + 1;
+		q[#q + 1] = id;
+	end
+	ack_queue_n = ack_queue_n + #ids;
+	if ack_delay <= 0 or ack_queue_n >= 10000 then
+		if ack_timer then ack_timer:stop(); end
+		flush_acks();
+	elseif not ack_timer then
+		ack_timer = module:add_timer(ack_delay, flush_acks);
 	end
 end
 
@@ -274,7 +312,7 @@ local function connect_session(session)
 	if session.im or not session.username or not session.resource then return; end
 	local im = new_state(session);
 	session.im = im;
-	redis:call({ "IM.CONNECT", im.user, im.device, "NODE", node }, log_failure("IM.CONNECT"), ack_timeout);
+	session_call({ "IM.CONNECT", im.user, im.device, "NODE", node }, log_failure("IM.CONNECT"), ack_timeout);
 end
 
 module:hook("resource-bind", function (event)
@@ -287,7 +325,7 @@ module:hook("resource-unbind", function (event)
 	if not im or im.disconnected then return; end
 	im.disconnected = true;
 	-- What was handed to it and not acked becomes offline for the device.
-	redis:call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"), ack_timeout);
+	session_call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"), ack_timeout);
 end, 10);
 
 local flush_offline;
@@ -321,7 +359,7 @@ function flush_offline(session)
 	im.flushing = true;
 	im.buffer = im.buffer or {};
 	local function page(after)
-		redis:call({ "IM.OFFLINE.PAGE", im.user, im.device, "AFTER", after,
+		session_call({ "IM.OFFLINE.PAGE", im.user, im.device, "AFTER", after,
 			"COUNT", page_size, "DELAY", delay_from }, function (reply, err)
 			if session.im ~= im or session.destroyed then return; end
 			if err then
@@ -405,7 +443,7 @@ module:hook("smacks-hibernation-start", function (event)
 	local im = session and session.im;
 	if not im then return; end
 	im.hibernating = true;
-	redis:call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"), ack_timeout);
+	session_call({ "IM.DISCONNECT", im.user, im.device }, log_failure("IM.DISCONNECT"), ack_timeout);
 end);
 
 -- Resumed: the client's h in <resume/> acked what it covers; mod_smacks
@@ -421,7 +459,7 @@ module:hook("smacks-hibernation-end", function (event)
 	end
 	if im.hibernating then
 		im.hibernating = false;
-		redis:call({ "IM.CONNECT", im.user, im.device, "NODE", node }, log_failure("IM.CONNECT"), ack_timeout);
+		session_call({ "IM.CONNECT", im.user, im.device, "NODE", node }, log_failure("IM.CONNECT"), ack_timeout);
 		if im.flushed then
 			flush_offline(session);
 		end
@@ -450,6 +488,10 @@ module:hook("pre-resource-unbind", function (event)
 end, 10);
 
 module:hook_global("server-stopping", function ()
+	if ack_timer then
+		ack_timer:stop();
+		flush_acks();
+	end
 	for _, user in pairs(prosody.hosts[host].sessions or {}) do
 		for _, session in pairs(user.sessions) do
 			claim_unacked(session);
@@ -763,6 +805,10 @@ end
 module:log("info", "redis-im at %s:%d, node %s, events on %s", redis_host, redis_port, node, events_channel);
 
 function module.unload()
+	if ack_timer then
+		ack_timer:stop();
+		flush_acks();
+	end
 	subscriber:close();
 	redis:close();
 	for _, user in pairs(prosody.hosts[host].sessions or {}) do
