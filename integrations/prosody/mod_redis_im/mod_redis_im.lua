@@ -795,6 +795,21 @@ for channel in pairs(channel_handlers) do
 	subscriber:subscribe(channel);
 end
 
+-- For other modules (module:depends("redis_im").redis_im_api), e.g. push
+-- notifications: the two Redis clients, the key of a user, and one more
+-- Pub/Sub channel with its handler (called with the decoded JSON event).
+redis_im_api = { -- luacheck: ignore 111
+	redis = redis;
+	subscriber = subscriber;
+	node = node;
+	event_prefix = event_prefix;
+	user_key = user_key;
+	add_channel = function (channel, handler)
+		channel_handlers[channel] = handler;
+		subscriber:subscribe(channel);
+	end;
+};
+
 -- Sessions that were bound before the module was loaded.
 for _, user in pairs(prosody.hosts[host].sessions or {}) do
 	for _, session in pairs(user.sessions) do

@@ -37,7 +37,7 @@ def check_logs(stack):
 def shared_stack():
     """One Redis and one Prosody for the tests that need no settings of
     their own; each test uses its own users (new_users)."""
-    s = harness.Stack().start(users=())
+    s = harness.Stack(probe=True).start(users=())
     yield s
     s.close(keep=bool(os.environ.get("KEEP_TMP")))
 

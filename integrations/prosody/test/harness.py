@@ -151,7 +151,7 @@ run_as_root = true
 pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
 log = {{ {level} = "{dir}/prosody.log" }}
-plugin_paths = {{ "{plugins}" }}
+plugin_paths = {{ "{plugins}", "{test_plugins}" }}
 modules_enabled = {{ {modules} }}
 modules_disabled = {{ {disabled} }}
 c2s_ports = {{ {port} }}
@@ -173,7 +173,8 @@ VirtualHost "{host}"
 
 class ProsodyServer:
     def __init__(self, workdir, redis_port=None, redis_im=True, vhost_options=None,
-                 hibernation=3, read_timeout=840, extra_modules=(), debug_log=None, nagle=True):
+                 hibernation=3, read_timeout=840, extra_modules=(), debug_log=None, nagle=True,
+                 probe=False):
         self.dir = Path(workdir) / "prosody"
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -187,6 +188,8 @@ class ProsodyServer:
         vhost = dict(vhost_options or {})
         if redis_im:
             modules.append("redis_im")
+            if probe:
+                modules.append("redis_im_probe")  # test/plugins/
             disabled.append("offline")
             vhost.setdefault("im_redis_port", redis_port)
             vhost.setdefault("im_redis_reconnect_max", 0.5)
@@ -194,6 +197,7 @@ class ProsodyServer:
         self.config_path = self.dir / "prosody.cfg.lua"
         self.config_path.write_text(CONFIG.format(
             dir=self.dir, level="debug" if debug_log else "info", plugins=INTEGRATION,
+            test_plugins=HERE / "plugins",
             modules=", ".join(f'"{m}"' for m in modules),
             disabled=", ".join(f'"{m}"' for m in disabled),
             port=self.port, hibernation=hibernation, read_timeout=read_timeout,

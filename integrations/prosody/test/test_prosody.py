@@ -640,6 +640,40 @@ def test_stock_prosody_loses_the_second_device(own_stack):
     run(main())
 
 
+def test_api_for_other_modules(stack, new_users):
+    """What mod_redis_im offers other modules (issue 18's push module will
+    use it): call_wait inside a stanza handler's async runner, and one
+    more Pub/Sub channel (test/plugins/mod_redis_im_probe.lua)."""
+    alice, bob = new_users("alice", "bob")
+
+    async def main():
+        async with clients() as cs:
+            a = await stack.client(alice).online()
+            cs.append(a)
+            for i in range(2):
+                a.send_chat(jid(bob), f"m{i}", mid=f"p{i}")
+            await await_until(lambda: stack.redis.info(key(bob))["messages"] == 2, 5, what="2 stored")
+            before = await probe(a, bob)
+            stack.redis.client.publish("im:test:probe", '{"probe": true}')
+            stack.redis.client.publish("im:test:probe", '{"probe": true}')
+            async def seen():
+                return int((await probe(a, bob))["seen"]) - int(before["seen"])
+            deadline = time.monotonic() + 5
+            while await seen() < 2:
+                assert time.monotonic() < deadline, "the probe channel's messages"
+                await asyncio.sleep(0.05)
+            assert before["messages"] == "2" and before["devices"] == "0"
+    run(main())
+
+
+async def probe(client, user):
+    iq = client.make_iq_get(ito=HOST)
+    q = harness.slixmpp.xmlstream.ET.Element("{urn:x-redis-im:probe}query", {"user": user})
+    iq.append(q)
+    res = await iq.send(timeout=5)
+    return dict(res.xml.find("{urn:x-redis-im:probe}query").attrib)
+
+
 def test_resp_parser():
     """The Lua RESP encoder and parser, on their own (test_resp.lua)."""
     out = subprocess.run(["lua5.4", str(harness.HERE / "test_resp.lua")],
