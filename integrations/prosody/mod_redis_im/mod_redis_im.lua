@@ -62,6 +62,11 @@ local resend_grace = module:get_option_number("im_resend_grace", 60);
 if #node > 256 or node:find("[^%w%.%_%:%-]") then
 	error("im_node may hold only A-Z a-z 0-9 . _ : - and at most 256 bytes: " .. node);
 end
+-- The module publishes push hints on <event-prefix>push and restore
+-- requests on <event-prefix>archive: a node of that name would get them.
+if node == "push" or node == "archive" then
+	error("im_node may not be '" .. node .. "': the module uses that channel for other events");
+end
 page_size = math.max(1, math.min(1000, math.floor(page_size)));
 
 -- TLS: im_redis_tls = true (encrypted, certificate not checked) or a
