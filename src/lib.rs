@@ -8,22 +8,29 @@
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod events;
+pub mod keyspace;
 pub mod log;
 pub mod mailbox;
 pub mod metrics;
+pub mod panics;
 pub mod propagation;
 pub mod reply;
 pub mod schedule;
 pub mod server;
 pub mod stanza;
 pub mod sweep;
+pub mod timer;
 pub mod wrapper;
 
 /// The registration: left out of unit tests, which run on the system
 /// allocator rather than the server's.
 #[cfg(not(test))]
 mod registration {
-    use crate::commands::{internal, offline, session, store};
+    use crate::commands::{
+        ack, apply, connect, devices, disconnect, forget, info, load, offline_info, offline_page,
+        store, sweep,
+    };
     use crate::config::*;
     use crate::wrapper::command::{dispatch, CommandInfo};
     use crate::wrapper::datatype::MAILBOX_TYPE;
@@ -87,22 +94,22 @@ mod registration {
 
     commands! {
         /// IM.CONNECT <user> <device> [NODE <node>]
-        c"im.connect" => session::connect, c"write deny-oom", 1,
+        c"im.connect" => connect::connect, c"write deny-oom", 1,
             arity -3, keys RW | ACCESS | UPDATE,
             c"Registers a device, marks it online on a node, and answers what it missed.",
             c"O(log N + P): N messages in the mailbox, P the device's pending messages";
         /// IM.DISCONNECT <user> <device>
-        c"im.disconnect" => session::disconnect, c"write", 1,
+        c"im.disconnect" => disconnect::disconnect, c"write", 1,
             arity 3, keys RW | UPDATE,
             c"Marks a device offline; its pending messages become offline.",
             c"O(P log N): P the device's pending messages";
         /// IM.DEVICES <user>
-        c"im.devices" => session::devices, c"readonly", 1,
+        c"im.devices" => devices::devices, c"readonly", 1,
             arity 2, keys RO | ACCESS,
             c"Lists the registered devices of a mailbox.",
             c"O(D): D registered devices";
         /// IM.FORGET <user> <device>
-        c"im.forget" => session::forget, c"write", 1,
+        c"im.forget" => forget::forget, c"write", 1,
             arity 3, keys RW | DELETE,
             c"Unregisters a device; messages nobody owes any more are deleted.",
             c"O(M log N): M messages the device owed";
@@ -112,37 +119,37 @@ mod registration {
             c"Stores a stanza; pending on the devices it was delivered to, offline for the others.",
             c"O(S + log N + D): S stanza bytes, D devices";
         /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
-        c"im.ack" => store::ack, c"write", 1,
+        c"im.ack" => ack::ack, c"write", 1,
             arity -4, keys RW | UPDATE,
             c"Marks messages acknowledged by a device; acked messages nobody owes leave the mailbox.",
             c"O(K log N): K ids acked";
         /// IM.OFFLINE.INFO <user> <device> [IDS [LIMIT <n>]]
-        c"im.offline.info" => offline::offline_info, c"readonly", 1,
+        c"im.offline.info" => offline_info::offline_info, c"readonly", 1,
             arity -3, keys RO | ACCESS,
             c"Summarises what a device has not received: count, bytes, first and last seq, ids.",
             c"O(log N), plus O(L) for L ids";
         /// IM.OFFLINE.PAGE <user> <device> [AFTER <seq>] [COUNT <n>] [DELAY <from>]
-        c"im.offline.page" => offline::offline_page, c"readonly", 1,
+        c"im.offline.page" => offline_page::offline_page, c"readonly", 1,
             arity -3, keys RO | ACCESS,
             c"Pages through a device's offline messages in seq order.",
             c"O(C + log N): C messages in the page";
         /// IM.INFO <user>
-        c"im.info" => offline::info, c"readonly", 1,
+        c"im.info" => info::info, c"readonly", 1,
             arity 2, keys RO | ACCESS,
             c"Counts of a mailbox: messages, bytes, devices, online, pending, first, last, next seq.",
             c"O(D): D registered devices";
         /// IM.SWEEP [LIMIT <n>]
-        c"im.sweep" => crate::commands::sweep::sweep, c"write", 0,
+        c"im.sweep" => sweep::sweep, c"write", 0,
             arity -1, keys NO_KEY,
             c"Runs the timer's due work now (resend, expiry, retention) on this node.",
             c"O(W): W items of due work";
         /// IM.APPLY <user> <effects> [<stanza>] (replication and AOF)
-        c"im.apply" => internal::apply, c"write", 1,
+        c"im.apply" => apply::apply, c"write", 1,
             arity -3, keys RW | UPDATE,
             c"Internal: a primary's changes, as replicas and the AOF receive them. Refused to clients.",
             c"O(E): E effects";
         /// IM.LOAD <user> HEAD|MSGS <blob> (AOF rewrite)
-        c"im.load" => internal::load, c"write", 1,
+        c"im.load" => load::load, c"write", 1,
             arity 4, keys OW | UPDATE,
             c"Internal: a mailbox as an AOF rewrite writes it. Refused to clients.",
             c"O(B): B bytes of the blob";
@@ -170,8 +177,8 @@ mod registration {
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         crate::log::init(ctx);
-        crate::wrapper::install_panic_hook();
-        crate::wrapper::read_debug_panic_key();
+        crate::panics::install_hook();
+        crate::panics::read_debug_key();
         if !args.len().is_multiple_of(2) {
             crate::log::warning(
                 "redis-im: load arguments are <setting> <value> pairs; one value is missing",
@@ -195,6 +202,8 @@ mod registration {
                 );
             }
         }
+        crate::keyspace::set_mailbox_type(*MAILBOX_TYPE.raw_type.borrow());
+        crate::timer::set_callback(Some(crate::wrapper::timer::on_timer));
         if !crate::wrapper::events::subscribe(ctx) {
             return Status::Err;
         }

@@ -417,13 +417,13 @@ impl Log {
 
     /// The index of the chunk that would hold `seq`: the last one whose
     /// base is at most `seq`.
-    fn slot(&self, seq: u64) -> Option<usize> {
+    fn chunk_index(&self, seq: u64) -> Option<usize> {
         self.chunks
             .partition_point(|(b, _)| *b <= seq)
             .checked_sub(1)
     }
 
-    /// Puts a chunk in its place in base order; the deque grows one slot at
+    /// Puts a chunk in its place in base order; the deque grows one place at
     /// a time while small (most mailboxes hold one or two chunks).
     fn put_chunk(&mut self, base: u64, chunk: Chunk) {
         if self.chunks.len() == self.chunks.capacity() {
@@ -481,7 +481,7 @@ impl Log {
     }
 
     fn locate(&self, seq: u64) -> Option<(u64, &Chunk, usize)> {
-        let (base, chunk) = self.chunks.get(self.slot(seq)?)?;
+        let (base, chunk) = self.chunks.get(self.chunk_index(seq)?)?;
         let idx = chunk.find(*base, seq)?;
         Some((*base, chunk, idx))
     }
@@ -500,7 +500,7 @@ impl Log {
 
     /// Rewrites the flags and the owing-device count of message `seq`.
     pub fn set_header(&mut self, seq: u64, flags: u8, owers: u16) -> bool {
-        let Some((base, chunk)) = self.slot(seq).and_then(|i| self.chunks.get_mut(i)) else {
+        let Some((base, chunk)) = self.chunk_index(seq).and_then(|i| self.chunks.get_mut(i)) else {
             return false;
         };
         let Some(idx) = chunk.find(*base, seq) else {
@@ -540,7 +540,7 @@ impl Log {
 
     /// Live messages with `seq >= from`, in order.
     pub fn iter_from(&self, from: u64) -> LogIter<'_> {
-        let mut chunks = self.chunks.range(self.slot(from).unwrap_or(0)..);
+        let mut chunks = self.chunks.range(self.chunk_index(from).unwrap_or(0)..);
         // Start inside the first chunk at the first record >= from.
         let current = chunks.next().map(|(base, c)| {
             let idx = c.lower_bound(*base, from);
@@ -580,7 +580,7 @@ impl Log {
             return;
         }
         // In the middle (an import keeping an old seq): insert in order.
-        let Some(i) = self.slot(m.seq) else {
+        let Some(i) = self.chunk_index(m.seq) else {
             self.put_chunk(m.seq, Chunk::new(m.seq, &m));
             return;
         };
@@ -628,7 +628,7 @@ impl Log {
 
     /// Removes message `seq`; answers its stanza size when it was there.
     pub fn remove(&mut self, seq: u64) -> Option<usize> {
-        let i = self.slot(seq)?;
+        let i = self.chunk_index(seq)?;
         let (base, chunk) = self.chunks.get_mut(i)?;
         let base = *base;
         let idx = chunk.find(base, seq)?;

@@ -2,13 +2,14 @@
 //! owed. Plain Rust, no server: every change is an [`Effect`], applied the
 //! same way on the primary, on a replica and when the AOF is replayed.
 
+pub mod due;
 pub mod effect;
 pub mod ids;
 pub mod log;
 pub mod pending;
 pub mod persist;
 pub mod rangeset;
-pub mod timer;
+pub mod store;
 
 use log::{IdSpec, Log, Msg, NewMsg, ACKED, VOLATILE};
 pub use pending::{Deliveries, Pending};
@@ -16,6 +17,13 @@ use rangeset::RangeSet;
 
 pub use effect::Effect;
 use ids::IdIndex;
+pub use store::room_for;
+
+/// Most bytes of a message id (SPEC §3).
+pub const MAX_ID: usize = 1024;
+/// Most devices a mailbox registers (a message records how many owe it
+/// in 11 bits of its header).
+pub const MAX_DEVICES: usize = 2000;
 
 /// Asks the CPU to start fetching the cache line at `p` (a hint only).
 #[inline]

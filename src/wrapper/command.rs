@@ -2,15 +2,16 @@
 
 use super::guard;
 use crate::log;
-use crate::reply::{self, error, Reply};
+use crate::reply::{self, error, Answer};
 use redis_module::{raw, Context, RedisString};
 use smallvec::SmallVec;
 use std::ffi::CStr;
 use std::mem::ManuallyDrop;
 use std::os::raw::c_int;
 
-/// A command's handler: the server's arguments in, the reply out.
-pub type Handler = fn(&Context, &[RedisString]) -> Reply;
+/// A command's handler: the server's arguments in, the reply (or error
+/// reply) out.
+pub type Handler = fn(&Context, &[RedisString]) -> Answer;
 
 /// The reply of a command whose handler panicked (the panic is in the
 /// server log, and counted in `INFO im` as `panics`).
@@ -58,9 +59,9 @@ pub unsafe fn dispatch(
         },
         || {
             if let Some(key) = args.get(1) {
-                super::debug_panic(key.as_slice());
+                crate::panics::debug_panic(key.as_slice());
             }
-            handler(&context, args)
+            handler(&context, args).unwrap_or_else(|e| e)
         },
     );
     guard("a reply", || (), || reply::send(&context, &r));

@@ -223,5 +223,5 @@ unsafe extern "C" fn unlink(_ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         return;
     }
     let mb = &*value.cast::<Mailbox>();
-    guard("unlinking a mailbox", || (), || crate::sweep::forget(mb));
+    guard("unlinking a mailbox", || (), || crate::timer::forget(mb));
 }

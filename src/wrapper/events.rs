@@ -12,10 +12,9 @@
 //! None of them writes data: a callback outside a client's command that
 //! wrote would propagate while the server may be pausing writes (SPEC §5).
 
-use super::datatype::MAILBOX_TYPE;
 use super::guard;
 use crate::mailbox::Mailbox;
-use crate::{log, propagation, server, sweep};
+use crate::{keyspace, log, propagation, server, timer};
 use redis_module::{raw, Context, RedisString};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
@@ -143,9 +142,9 @@ unsafe extern "C" fn on_role_changed(
         || {
             propagation::recheck();
             if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
-                sweep::arm(&ctx);
+                timer::arm(&ctx);
             } else {
-                sweep::disarm(&ctx);
+                timer::disarm(&ctx);
             }
         },
     );
@@ -191,7 +190,7 @@ unsafe extern "C" fn on_config_changed(
             if names.iter().any(|n| TIMER_SETTINGS.contains(n)) {
                 rebuild(&ctx);
             } else if names.contains(&&b"im.sweep-interval"[..]) {
-                sweep::arm(&ctx);
+                timer::arm(&ctx);
             }
         },
     );
@@ -231,10 +230,21 @@ unsafe extern "C" fn on_keyspace_event(
         guard(
             "scheduling a mailbox that arrived",
             || (),
-            || sweep::key_arrived(&ctx, key),
+            || key_arrived(&ctx, key),
         );
     }
     raw::REDISMODULE_OK as c_int
+}
+
+/// A mailbox arrived under a new name (`RENAME`, `MOVE`, `COPY`,
+/// `RESTORE`): it is scheduled there. A copy has no entry; a moved mailbox
+/// lost its old one when it left its old name.
+fn key_arrived(ctx: &Context, key: &[u8]) {
+    let name = server::string(ctx, key);
+    if let Ok(Some(mb)) = keyspace::read(ctx, &name) {
+        timer::forget(mb);
+        timer::reschedule(ctx, key, mb);
+    }
 }
 
 /// Rebuilds the timer's schedule from every mailbox in every database
@@ -242,7 +252,7 @@ unsafe extern "C" fn on_keyspace_event(
 /// then arms the timer.
 pub fn rebuild(ctx: &Context) {
     struct Scan {
-        settings: crate::mailbox::timer::TimerSettings,
+        settings: crate::mailbox::due::TimerSettings,
         db: i32,
     }
     /// # Safety
@@ -263,7 +273,7 @@ pub fn rebuild(ctx: &Context) {
         ) else {
             return;
         };
-        if get_type(key) != *MAILBOX_TYPE.raw_type.borrow() {
+        if get_type(key) != keyspace::mailbox_type() {
             return;
         }
         let value = get_value(key);
@@ -275,11 +285,11 @@ pub fn rebuild(ctx: &Context) {
         guard(
             "scheduling a mailbox",
             || (),
-            || sweep::schedule_scanned(scan.db, key_name, mb, &scan.settings),
+            || timer::schedule_scanned(scan.db, key_name, mb, &scan.settings),
         );
     }
     let _keep = server::KeepDb::new(ctx);
-    sweep::clear_schedule();
+    timer::clear();
     let (Some(create), Some(scan_fn), Some(destroy)) = (unsafe {
         (
             raw::RedisModule_ScanCursorCreate,
@@ -292,7 +302,7 @@ pub fn rebuild(ctx: &Context) {
     let mut db = 0;
     while server::select_db(ctx, db) {
         let mut scan = Scan {
-            settings: sweep::settings(),
+            settings: timer::settings(),
             db,
         };
         // SAFETY: the cursor is made, used and destroyed here; the scan
@@ -311,5 +321,5 @@ pub fn rebuild(ctx: &Context) {
         db += 1;
     }
     drop(_keep);
-    sweep::arm(ctx);
+    timer::arm(ctx);
 }

@@ -1,18 +1,20 @@
 //! What the timer owes a mailbox: when its next piece of work is due and,
 //! at a given time, which resends, expiries, idle devices and expired
-//! messages are due. Pure decisions; the sweep turns them into effects.
+//! messages are due (SPEC §5, §6). Pure decisions; the sweep turns them
+//! into effects. Times are Unix ms.
 
-use super::Mailbox;
+use super::{Effect, Mailbox};
 
-/// The settings the timer's decisions depend on.
+/// The settings the timer's decisions depend on (SPEC §7), in ms.
 #[derive(Clone, Copy, Debug)]
 pub struct TimerSettings {
-    /// 0: no resends.
+    /// `resend-interval`; 0: no resends.
     pub resend_interval: i64,
+    /// `ack-timeout`.
     pub ack_timeout: i64,
-    /// 0: devices are never forgotten.
+    /// `device-idle`; 0: devices are never forgotten.
     pub device_idle: i64,
-    /// 0: messages are kept forever.
+    /// `retention`; 0: messages are kept forever.
     pub retention: i64,
     /// Retention hands messages to the archive queue instead of deleting
     /// them; while no archive queue exists they stay.
@@ -47,7 +49,35 @@ fn min_opt(a: Option<i64>, b: i64) -> Option<i64> {
 }
 
 impl Mailbox {
-    /// When the next piece of timer work in this mailbox is due.
+    /// True when applying `effects` cannot move the mailbox's next deadline
+    /// from the one the schedule holds for it, so that the schedule need
+    /// not be touched: stores appended to a non-empty log, each pending
+    /// only on devices that already wait for an older delivery. A new
+    /// delivery goes behind those (its seq and time are the highest), so
+    /// the oldest and least recently sent ones stay; the log's head and
+    /// every device's last-seen time stay as well. False whenever the
+    /// mailbox's schedule entry is not known.
+    pub fn keeps_due(&self, effects: &[Effect<'_>]) -> bool {
+        self.entry.get().due().is_some()
+            && !self.log.is_empty()
+            && effects.iter().all(|e| match e {
+                Effect::Store {
+                    seq, ts, pending, ..
+                } => {
+                    // Every last send is a store's time (at most the log's
+                    // latest) or a resend's (at most the last change's time).
+                    *seq >= self.next_seq
+                        && *ts >= self.touched
+                        && pending
+                            .iter()
+                            .all(|n| self.device(n).is_some_and(|d| !d.pending.is_empty()))
+                }
+                _ => false,
+            })
+    }
+
+    /// When the next piece of timer work in this mailbox is due (ms), under
+    /// the settings `s`; `None` when it has none.
     pub fn next_due(&self, s: &TimerSettings) -> Option<i64> {
         let mut due = None;
         for d in &self.devices {
