@@ -11,18 +11,71 @@ use std::sync::Mutex;
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
-pub static RESEND_INTERVAL: AtomicI64 = AtomicI64::new(3000);
-pub static ACK_TIMEOUT: AtomicI64 = AtomicI64::new(10_000);
-pub static MAX_PENDING: AtomicI64 = AtomicI64::new(1000);
-pub static SWEEP_INTERVAL: AtomicI64 = AtomicI64::new(100);
-pub static SWEEP_BUDGET: AtomicI64 = AtomicI64::new(1000);
-pub static MAX_STANZA_BYTES: AtomicI64 = AtomicI64::new(65536);
-pub static MAX_MESSAGES: AtomicI64 = AtomicI64::new(10_000);
-pub static MAX_BYTES: AtomicI64 = AtomicI64::new(16 * 1024 * 1024);
-pub static RETENTION: AtomicI64 = AtomicI64::new(7 * DAY_MS);
-pub static MAILBOX_IDLE: AtomicI64 = AtomicI64::new(30 * DAY_MS);
-pub static DEVICE_IDLE: AtomicI64 = AtomicI64::new(30 * DAY_MS);
-pub static ARCHIVE: AtomicBool = AtomicBool::new(false);
+/// Every setting's default, in its unit (SPEC §7); registration passes
+/// them to the server, which sets each at load time.
+pub mod defaults {
+    use super::DAY_MS;
+    /// ms; 0: no resend events.
+    pub const RESEND_INTERVAL: i64 = 3000;
+    /// ms.
+    pub const ACK_TIMEOUT: i64 = 10_000;
+    /// Pending messages per device.
+    pub const MAX_PENDING: i64 = 1000;
+    /// ms; 0: the timer is off.
+    pub const SWEEP_INTERVAL: i64 = 100;
+    /// µs of work per timer run.
+    pub const SWEEP_BUDGET: i64 = 1000;
+    /// bytes.
+    pub const MAX_STANZA_BYTES: i64 = 65536;
+    /// Messages per mailbox.
+    pub const MAX_MESSAGES: i64 = 10_000;
+    /// Stanza bytes per mailbox.
+    pub const MAX_BYTES: i64 = 16 * 1024 * 1024;
+    /// ms; 0: kept forever.
+    pub const RETENTION: i64 = 7 * DAY_MS;
+    /// ms; 0: never.
+    pub const MAILBOX_IDLE: i64 = 30 * DAY_MS;
+    /// ms; 0: never.
+    pub const DEVICE_IDLE: i64 = 30 * DAY_MS;
+    pub const ARCHIVE: bool = false;
+    pub const OFFLINE_TYPES: &str = "chat normal";
+    pub const EVENT_PREFIX: &str = "im:events:";
+    pub const DELAY_FROM: &str = "";
+}
+
+/// The names of the settings, as `CONFIG` and the load arguments know them
+/// (`im.<name>` in `CONFIG`).
+pub const NAMES: &[&str] = &[
+    "resend-interval",
+    "ack-timeout",
+    "max-pending",
+    "sweep-interval",
+    "sweep-budget",
+    "max-stanza-bytes",
+    "max-messages",
+    "max-bytes",
+    "retention",
+    "mailbox-idle",
+    "device-idle",
+    "offline-types",
+    "event-prefix",
+    "delay-from",
+    "archive",
+    "quota-policy",
+];
+
+pub static RESEND_INTERVAL: AtomicI64 = AtomicI64::new(defaults::RESEND_INTERVAL);
+pub static ACK_TIMEOUT: AtomicI64 = AtomicI64::new(defaults::ACK_TIMEOUT);
+pub static MAX_PENDING: AtomicI64 = AtomicI64::new(defaults::MAX_PENDING);
+pub static SWEEP_INTERVAL: AtomicI64 = AtomicI64::new(defaults::SWEEP_INTERVAL);
+pub static SWEEP_BUDGET: AtomicI64 = AtomicI64::new(defaults::SWEEP_BUDGET);
+pub static MAX_STANZA_BYTES: AtomicI64 = AtomicI64::new(defaults::MAX_STANZA_BYTES);
+pub static MAX_MESSAGES: AtomicI64 = AtomicI64::new(defaults::MAX_MESSAGES);
+pub static MAX_BYTES: AtomicI64 = AtomicI64::new(defaults::MAX_BYTES);
+pub static RETENTION: AtomicI64 = AtomicI64::new(defaults::RETENTION);
+pub static MAILBOX_IDLE: AtomicI64 = AtomicI64::new(defaults::MAILBOX_IDLE);
+pub static DEVICE_IDLE: AtomicI64 = AtomicI64::new(defaults::DEVICE_IDLE);
+pub static ARCHIVE: AtomicBool = AtomicBool::new(defaults::ARCHIVE);
 
 pub static QUOTA_POLICY: Mutex<QuotaPolicy> = Mutex::new(QuotaPolicy::Reject);
 pub static OFFLINE_TYPES: TextSetting = TextSetting::new(check_types);

@@ -195,8 +195,8 @@ impl<'c> Writer<'c> {
             return 0;
         };
         for e in effects {
-            if let Effect::Store { seq, .. } = e {
-                HIGHEST_SEQ.fetch_max(*seq, Ordering::Relaxed);
+            if let Effect::Store { message, .. } = e {
+                HIGHEST_SEQ.fetch_max(message.seq, Ordering::Relaxed);
             }
         }
         let before = Gauges::of(mb);

@@ -155,26 +155,6 @@ mod registration {
             c"O(B): B bytes of the blob";
     }
 
-    /// The settings that may follow the module's path at load time.
-    const SETTINGS: &[&str] = &[
-        "resend-interval",
-        "ack-timeout",
-        "max-pending",
-        "sweep-interval",
-        "sweep-budget",
-        "max-stanza-bytes",
-        "max-messages",
-        "max-bytes",
-        "retention",
-        "mailbox-idle",
-        "device-idle",
-        "offline-types",
-        "event-prefix",
-        "delay-from",
-        "archive",
-        "quota-policy",
-    ];
-
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         crate::log::init(ctx);
         crate::panics::install_hook();
@@ -186,7 +166,7 @@ mod registration {
             return Status::Err;
         }
         for name in args.iter().step_by(2) {
-            if !SETTINGS.iter().any(|s| s.as_bytes() == name.as_slice()) {
+            if !NAMES.iter().any(|s| s.as_bytes() == name.as_slice()) {
                 crate::log::warning(&format!(
                     "redis-im: unknown setting '{}' at load time",
                     crate::log::escape(name.as_slice(), 64)
@@ -222,25 +202,25 @@ mod registration {
         commands: [],
         configurations: [
             i64: [
-                ["resend-interval", &RESEND_INTERVAL, 3000, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["ack-timeout", &ACK_TIMEOUT, 10_000, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["max-pending", &MAX_PENDING, 1000, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["sweep-interval", &SWEEP_INTERVAL, 100, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["sweep-budget", &SWEEP_BUDGET, 1000, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["max-stanza-bytes", &MAX_STANZA_BYTES, 65536, 16, 512 * 1024 * 1024, ConfigurationFlags::MEMORY, None],
-                ["max-messages", &MAX_MESSAGES, 10_000, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["max-bytes", &MAX_BYTES, 16 * 1024 * 1024, 1, MS, ConfigurationFlags::MEMORY, None],
-                ["retention", &RETENTION, 7 * DAY_MS, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["mailbox-idle", &MAILBOX_IDLE, 30 * DAY_MS, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["device-idle", &DEVICE_IDLE, 30 * DAY_MS, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["resend-interval", &RESEND_INTERVAL, defaults::RESEND_INTERVAL, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["ack-timeout", &ACK_TIMEOUT, defaults::ACK_TIMEOUT, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["max-pending", &MAX_PENDING, defaults::MAX_PENDING, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["sweep-interval", &SWEEP_INTERVAL, defaults::SWEEP_INTERVAL, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["sweep-budget", &SWEEP_BUDGET, defaults::SWEEP_BUDGET, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["max-stanza-bytes", &MAX_STANZA_BYTES, defaults::MAX_STANZA_BYTES, 16, 512 * 1024 * 1024, ConfigurationFlags::MEMORY, None],
+                ["max-messages", &MAX_MESSAGES, defaults::MAX_MESSAGES, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["max-bytes", &MAX_BYTES, defaults::MAX_BYTES, 1, MS, ConfigurationFlags::MEMORY, None],
+                ["retention", &RETENTION, defaults::RETENTION, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["mailbox-idle", &MAILBOX_IDLE, defaults::MAILBOX_IDLE, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["device-idle", &DEVICE_IDLE, defaults::DEVICE_IDLE, 0, MS, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
-                ["offline-types", &OFFLINE_TYPES, "chat normal", ConfigurationFlags::DEFAULT, None],
-                ["event-prefix", &EVENT_PREFIX, "im:events:", ConfigurationFlags::DEFAULT, None],
-                ["delay-from", &DELAY_FROM, "", ConfigurationFlags::DEFAULT, None],
+                ["offline-types", &OFFLINE_TYPES, defaults::OFFLINE_TYPES, ConfigurationFlags::DEFAULT, None],
+                ["event-prefix", &EVENT_PREFIX, defaults::EVENT_PREFIX, ConfigurationFlags::DEFAULT, None],
+                ["delay-from", &DELAY_FROM, defaults::DELAY_FROM, ConfigurationFlags::DEFAULT, None],
             ],
             bool: [
-                ["archive", &ARCHIVE, false, ConfigurationFlags::DEFAULT, None],
+                ["archive", &ARCHIVE, defaults::ARCHIVE, ConfigurationFlags::DEFAULT, None],
             ],
             enum: [
                 ["quota-policy", &QUOTA_POLICY, QuotaPolicy::Reject, ConfigurationFlags::DEFAULT, None],

@@ -61,9 +61,8 @@ impl Mailbox {
         self.entry.get().due().is_some()
             && !self.log.is_empty()
             && effects.iter().all(|e| match e {
-                Effect::Store {
-                    seq, ts, pending, ..
-                } => {
+                Effect::Store { message, pending } => {
+                    let (seq, ts) = (&message.seq, &message.ts);
                     // Every last send is a store's time (at most the log's
                     // latest) or a resend's (at most the last change's time).
                     *seq >= self.next_seq
@@ -146,7 +145,7 @@ impl Mailbox {
 
 #[cfg(test)]
 mod tests {
-    use super::super::log::IdSpec;
+    use super::super::log::{IdSpec, Message};
     use super::super::Effect;
     use super::*;
 
@@ -172,11 +171,13 @@ mod tests {
             mb.apply(
                 ts,
                 &Effect::Store {
-                    seq: mb.next_seq,
-                    ts,
-                    flags: 0,
-                    id: IdSpec::Own(id.as_bytes()),
-                    stanza: b"<message/>",
+                    message: Message {
+                        seq: mb.next_seq,
+                        ts,
+                        flags: 0,
+                        id: IdSpec::Own(id.as_bytes()),
+                        stanza: b"<message/>",
+                    },
                     pending: smallvec::smallvec![&b"p"[..]],
                 },
             );

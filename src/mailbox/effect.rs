@@ -3,7 +3,7 @@
 //! primary applies them and replicates them as one `IM.APPLY` blob; replicas
 //! and AOF replay decode and apply the same list.
 
-use super::log::IdSpec;
+use super::log::{IdSpec, Message};
 use crate::codec::{put_bytes, put_i64, put_u64, Reader};
 use smallvec::SmallVec;
 
@@ -32,12 +32,10 @@ pub enum Effect<'a> {
     Forget {
         device: &'a [u8],
     },
+    /// A new message, pending on `pending` and owed to every registered
+    /// device.
     Store {
-        seq: u64,
-        ts: i64,
-        flags: u8,
-        id: IdSpec<'a>,
-        stanza: &'a [u8],
+        message: Message<'a>,
         pending: Devices<'a>,
     },
     Ack {
@@ -82,9 +80,7 @@ pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>], shared: Optio
     let room: usize = effects
         .iter()
         .map(|e| match e {
-            Effect::Store {
-                stanza, pending, ..
-            } => stanza.len() + 64 + pending.len() * 32,
+            Effect::Store { message, pending } => message.stanza.len() + 64 + pending.len() * 32,
             Effect::Ack { seqs, .. } => 300 + seqs.len() * 10,
             Effect::Resend { seqs, .. } => 300 + seqs.len() * 10,
             _ => 300,
@@ -118,11 +114,14 @@ pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>], shared: Optio
                 put_bytes(out, device);
             }
             Effect::Store {
-                seq,
-                ts,
-                flags,
-                id,
-                stanza,
+                message:
+                    Message {
+                        seq,
+                        ts,
+                        flags,
+                        id,
+                        stanza,
+                    },
                 pending,
             } => {
                 out.push(6);
@@ -246,11 +245,13 @@ pub fn decode<'a>(blob: &'a [u8], args: &[&'a [u8]]) -> Option<(i64, Vec<Effect<
                     pending.push(r.bytes()?);
                 }
                 Effect::Store {
-                    seq,
-                    ts,
-                    flags,
-                    id,
-                    stanza,
+                    message: Message {
+                        seq,
+                        ts,
+                        flags,
+                        id,
+                        stanza,
+                    },
                     pending,
                 }
             }
@@ -299,19 +300,23 @@ mod tests {
             Effect::Disconnect { device: b"d" },
             Effect::Forget { device: b"e" },
             Effect::Store {
-                seq: 17,
-                ts: 99,
-                flags: 4,
-                id: IdSpec::InStanza { off: 13, len: 1 },
-                stanza: b"<message id='x'/>",
+                message: Message {
+                    seq: 17,
+                    ts: 99,
+                    flags: 4,
+                    id: IdSpec::InStanza { off: 13, len: 1 },
+                    stanza: b"<message id='x'/>",
+                },
                 pending: smallvec::smallvec![&b"d"[..], &b"f"[..]],
             },
             Effect::Store {
-                seq: 18,
-                ts: -1,
-                flags: 0,
-                id: IdSpec::Own(b"gen"),
-                stanza: b"<iq/>",
+                message: Message {
+                    seq: 18,
+                    ts: -1,
+                    flags: 0,
+                    id: IdSpec::Own(b"gen"),
+                    stanza: b"<iq/>",
+                },
                 pending: Devices::new(),
             },
             Effect::Ack {
@@ -334,7 +339,11 @@ mod tests {
         assert_eq!(decode(&blob[..blob.len() - 1], &[]), None);
         assert_eq!(decode(b"", &[]), None);
         // The first store's stanza passed as an argument, not copied.
-        let Effect::Store { stanza, .. } = &effects[5] else {
+        let Effect::Store {
+            message: Message { stanza, .. },
+            ..
+        } = &effects[5]
+        else {
             unreachable!()
         };
         assert!(encode(&mut by_ref, 1234, &effects, Some(stanza)));
@@ -366,11 +375,13 @@ mod tests {
         put_u64(&mut v1, 1);
         put_bytes(&mut v1, b"d");
         let want = Effect::Store {
-            seq: 5,
-            ts: 70,
-            flags: 0,
-            id: IdSpec::Own(b"id-5"),
-            stanza: b"<message/>",
+            message: Message {
+                seq: 5,
+                ts: 70,
+                flags: 0,
+                id: IdSpec::Own(b"id-5"),
+                stanza: b"<message/>",
+            },
             pending: smallvec::smallvec![&b"d"[..]],
         };
         assert_eq!(decode(&v1, &[]), Some((77, vec![want])));

@@ -63,12 +63,14 @@ impl<'a> Msg<'a> {
     /// The message as something to insert again (a copy, a split).
     pub fn to_new(&self) -> NewMsg<'a> {
         NewMsg {
-            seq: self.seq,
-            ts: self.ts,
-            flags: self.flags,
+            message: Message {
+                seq: self.seq,
+                ts: self.ts,
+                flags: self.flags,
+                id: self.id_spec(),
+                stanza: self.stanza,
+            },
             owers: self.owers,
-            id: self.id_spec(),
-            stanza: self.stanza,
         }
     }
 
@@ -126,15 +128,30 @@ fn grow_offsets(offsets: &mut Offsets) {
     }
 }
 
-/// A message to add to the log.
-#[derive(Clone, Copy, Debug)]
-pub struct NewMsg<'a> {
+/// A stored message as a store gives it (SPEC §1): its seq, its time (Unix
+/// ms), its flags (`VOLATILE`, `HAS_DELAY`, ...), where its id is, and the
+/// stanza's bytes. `Effect::Store` carries one; the log keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message<'a> {
     pub seq: u64,
     pub ts: i64,
     pub flags: u8,
-    pub owers: u16,
     pub id: IdSpec<'a>,
     pub stanza: &'a [u8],
+}
+
+/// A message to add to the log, with how many devices owe it.
+#[derive(Clone, Copy, Debug)]
+pub struct NewMsg<'a> {
+    pub message: Message<'a>,
+    pub owers: u16,
+}
+
+impl<'a> std::ops::Deref for NewMsg<'a> {
+    type Target = Message<'a>;
+    fn deref(&self) -> &Message<'a> {
+        &self.message
+    }
 }
 
 struct Chunk {
@@ -559,8 +576,11 @@ impl Log {
     /// Adds a message. `m.seq` must not be held already.
     pub fn insert(&mut self, m: &NewMsg<'_>) {
         let m = NewMsg {
-            flags: m.flags & PERSISTED_FLAGS,
-            ..*m
+            message: Message {
+                flags: m.flags & PERSISTED_FLAGS,
+                ..m.message
+            },
+            owers: m.owers,
         };
         self.len += 1;
         self.bytes += m.stanza.len() as u64;
@@ -681,12 +701,14 @@ mod tests {
 
     fn add(log: &mut Log, seq: u64, s: &str) {
         log.insert(&NewMsg {
-            seq,
-            ts: 1000 + seq as i64,
-            flags: 0,
+            message: Message {
+                seq,
+                ts: 1000 + seq as i64,
+                flags: 0,
+                id: IdSpec::Own(format!("id{seq}").as_bytes()),
+                stanza: s.as_bytes(),
+            },
             owers: 1,
-            id: IdSpec::Own(format!("id{seq}").as_bytes()),
-            stanza: s.as_bytes(),
         });
     }
 
@@ -815,12 +837,14 @@ mod tests {
         let mut log = Log::default();
         let s = b"<message id='abc'/>";
         log.insert(&NewMsg {
-            seq: 1,
-            ts: 5,
-            flags: 0,
+            message: Message {
+                seq: 1,
+                ts: 5,
+                flags: 0,
+                id: IdSpec::InStanza { off: 13, len: 3 },
+                stanza: s,
+            },
             owers: 0,
-            id: IdSpec::InStanza { off: 13, len: 3 },
-            stanza: s,
         });
         let m = log.get(1).unwrap();
         assert_eq!(m.id, b"abc");
@@ -837,12 +861,14 @@ mod tests {
             .collect();
         for (i, s) in stanzas.iter().enumerate() {
             log.insert(&NewMsg {
-                seq: base + i as u64,
-                ts: 1_795_766_874_806,
-                flags: 0,
+                message: Message {
+                    seq: base + i as u64,
+                    ts: 1_795_766_874_806,
+                    flags: 0,
+                    id: IdSpec::InStanza { off: 13, len: 2 },
+                    stanza: s.as_bytes(),
+                },
                 owers: 1,
-                id: IdSpec::InStanza { off: 13, len: 2 },
-                stanza: s.as_bytes(),
             });
         }
         for i in 0..3 {

@@ -17,6 +17,7 @@ use rangeset::RangeSet;
 
 pub use effect::Effect;
 use ids::IdIndex;
+pub use log::Message;
 pub use store::room_for;
 
 /// Most bytes of a message id (SPEC §3).
@@ -417,13 +418,16 @@ impl Mailbox {
                 before - self.log.len()
             }
             Effect::Store {
-                seq,
-                ts,
-                flags,
-                id,
-                stanza,
+                message,
                 ref pending,
             } => {
+                let Message {
+                    seq,
+                    ts,
+                    flags,
+                    stanza,
+                    ..
+                } = message;
                 if self.log.contains(seq) {
                     return 0;
                 }
@@ -458,14 +462,7 @@ impl Mailbox {
                     }
                     owers = owers.saturating_add(1);
                 }
-                self.add_message(&NewMsg {
-                    seq,
-                    ts,
-                    flags,
-                    owers,
-                    id,
-                    stanza,
-                });
+                self.add_message(&NewMsg { message, owers });
                 1
             }
             Effect::Ack { device, ref seqs } => {

@@ -3,7 +3,7 @@
 //! followed by the messages in seq order. Two mailboxes with the same
 //! content encode to the same bytes, whatever their chunk layout.
 
-use super::log::{IdSpec, Msg, NewMsg, PERSISTED_FLAGS};
+use super::log::{IdSpec, Message, Msg, NewMsg, PERSISTED_FLAGS};
 use super::rangeset::RangeSet;
 use super::{Deliveries, Device, Mailbox, Pending};
 use crate::codec::{put_bytes, put_i64, put_u64, Reader};
@@ -149,12 +149,14 @@ impl Mailbox {
                 return None;
             }
             self.add_message(&NewMsg {
-                seq,
-                ts,
-                flags,
+                message: Message {
+                    seq,
+                    ts,
+                    flags,
+                    id,
+                    stanza,
+                },
                 owers,
-                id,
-                stanza,
             });
             n += 1;
         }

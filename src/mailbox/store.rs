@@ -7,7 +7,7 @@
 //! command commits.
 
 use super::effect::{Devices, Effect};
-use super::log::{IdSpec, HAS_DELAY, VOLATILE};
+use super::log::{IdSpec, Message, HAS_DELAY, VOLATILE};
 use super::{Mailbox, MAX_DEVICES, MAX_ID};
 use smallvec::SmallVec;
 
@@ -132,11 +132,13 @@ impl<'a> Store<'a> {
             Id::Generated(id) => IdSpec::Own(id),
         };
         effects.push(Effect::Store {
-            seq: self.seq,
-            ts: self.ts,
-            flags: self.flags,
-            id,
-            stanza: self.stanza,
+            message: Message {
+                seq: self.seq,
+                ts: self.ts,
+                flags: self.flags,
+                id,
+                stanza: self.stanza,
+            },
             pending: self.pending.iter().collect::<Devices<'_>>(),
         });
         effects.extend(self.kicked.iter().map(|device| Effect::Expire { device }));
@@ -399,7 +401,10 @@ mod tests {
         assert!(matches!(
             s.effects()[1],
             Effect::Store {
-                id: IdSpec::InStanza { off: 13, len: 2 },
+                message: Message {
+                    id: IdSpec::InStanza { off: 13, len: 2 },
+                    ..
+                },
                 ..
             }
         ));
