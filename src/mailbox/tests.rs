@@ -402,15 +402,14 @@ fn keeps_due_agrees_with_recomputing_the_deadline() {
         // One or two stores, as IM.STORE makes them.
         now += rng.below(300) as i64;
         let mut stores = Vec::new();
-        let mut seq = mb.next_seq;
-        for k in 0..1 + rng.below(2) {
+        let first = mb.next_seq;
+        for (seq, k) in (first..).zip(0..1 + rng.below(2)) {
             let pending: Vec<&[u8]> = names
                 .iter()
                 .copied()
                 .filter(|_| rng.below(2) == 0)
                 .collect();
             stores.push((seq, mb.log.max_ts().max(now) + k as i64, pending));
-            seq += 1;
         }
         let ids: Vec<String> = stores.iter().map(|(q, _, _)| format!("n{q}")).collect();
         let effects: Vec<Effect<'_>> = stores
