@@ -36,6 +36,7 @@ pub struct DueWork {
 }
 
 impl DueWork {
+    /// Nothing is due.
     pub fn is_empty(&self) -> bool {
         self.expire.is_empty()
             && self.resend.is_empty()

@@ -12,52 +12,88 @@ pub type Devices<'a> = SmallVec<[&'a [u8]; 2]>;
 /// The seqs one ack names (usually a few).
 pub type Seqs = SmallVec<[u64; 4]>;
 
+/// One change a command or the timer makes to a mailbox, applied by
+/// [`super::Mailbox::apply`] alike on the primary, on a replica and in AOF
+/// replay. Device names are bytes borrowed from the command or the blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect<'a> {
     /// The key is new: the mailbox starts its seq counter here.
     Create {
+        /// The first seq it hands out (from the clock, so that a mailbox
+        /// created again never reuses a seq: SPEC §1).
         next_seq: u64,
     },
     /// Registers the device if new and marks it seen.
     Register {
+        /// The device's name.
         device: &'a [u8],
     },
+    /// `IM.CONNECT` (SPEC §2): registers the device if new, marks it online
+    /// on `node` and seen; if it was online already (a replaced session),
+    /// its pending messages go offline.
     Connect {
+        /// The device's name.
         device: &'a [u8],
+        /// The node that now holds its session.
         node: &'a [u8],
     },
+    /// `IM.DISCONNECT` (SPEC §2): marks the device offline and seen; its
+    /// pending messages go offline at once. Nothing for a device that is
+    /// not registered.
     Disconnect {
+        /// The device's name.
         device: &'a [u8],
     },
+    /// `IM.FORGET` (SPEC §2): unregisters the device; the messages that
+    /// thereby leave the mailbox (SPEC §1) are deleted. Nothing for a
+    /// device that is not registered.
     Forget {
+        /// The device's name.
         device: &'a [u8],
     },
     /// A new message, pending on `pending` and owed to every registered
-    /// device.
+    /// device (a [`VOLATILE`](super::log::VOLATILE) one only to those it is
+    /// pending on). Nothing when the log holds its seq already.
     Store {
+        /// The message, its seq and time already fixed.
         message: Message<'a>,
+        /// The devices it is pending on (registered if new).
         pending: Devices<'a>,
     },
+    /// `IM.ACK` by ids (SPEC §3): registers the device if new and marks it
+    /// seen; acks each of `seqs` it owes, pending or offline alike, and
+    /// ignores the others.
     Ack {
+        /// The device's name.
         device: &'a [u8],
+        /// The seqs of the ids named that the mailbox holds.
         seqs: Seqs,
     },
+    /// `IM.ACK ... UPTO` (SPEC §3, as XEP-0198's `h`): as [`Effect::Ack`]
+    /// for every seq the device owes up to `upto`.
     AckUpto {
+        /// The device's name.
         device: &'a [u8],
+        /// The highest seq acked (inclusive).
         upto: u64,
     },
     /// Removes a message for every device (quota, retention).
     Drop {
+        /// The message's seq.
         seq: u64,
     },
     /// The timer sent these pending messages to the device again.
     Resend {
+        /// The device's name.
         device: &'a [u8],
+        /// The seqs resent: each one's attempt count grows and its last
+        /// send becomes now; a seq not pending on the device is skipped.
         seqs: Vec<u64>,
     },
     /// The device's session is given up (ack timeout, too many pending):
     /// its pending messages go offline and it is marked offline.
     Expire {
+        /// The device's name.
         device: &'a [u8],
     },
 }

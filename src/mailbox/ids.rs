@@ -27,6 +27,8 @@ enum Table {
     Wide(HashTable<u64>),
 }
 
+/// A mailbox's live messages by id (SPEC §1: an id is unique within the
+/// mailbox), for duplicate stores and acks by id (SPEC §3).
 pub struct IdIndex {
     table: Table,
 }
@@ -51,7 +53,8 @@ impl IdIndex {
         }
     }
 
-    /// The seq of the live message with this id.
+    /// The seq of the live message with this id; `None` when `log` holds
+    /// none.
     pub fn find(&self, log: &Log, id: &[u8]) -> Option<u64> {
         let is = |seq: u64| log.get(seq).is_some_and(|m| m.id == id);
         match &self.table {

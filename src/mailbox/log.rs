@@ -44,18 +44,34 @@ fn header(flags: u8, owers: u16) -> [u8; HEADER] {
 /// Where a message's id is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdSpec<'a> {
-    InStanza { off: usize, len: usize },
+    /// The stanza's own `id` attribute, verbatim: bytes `off..off + len` of
+    /// the stanza (the id costs no bytes of its own).
+    InStanza {
+        /// Where it starts in the stanza (bytes).
+        off: usize,
+        /// Its length (bytes).
+        len: usize,
+    },
+    /// Its own bytes: the `ID` option, a generated id, or the resolved
+    /// value of a stanza `id` written with entity references.
     Own(&'a [u8]),
 }
 
 /// A message as read from the log.
 #[derive(Clone, Copy, Debug)]
 pub struct Msg<'a> {
+    /// Its seq (SPEC §1).
     pub seq: u64,
+    /// Its creation time (Unix ms).
     pub ts: i64,
+    /// Its record's flags ([`ACKED`], [`VOLATILE`], [`ID_IN_STANZA`],
+    /// [`HAS_DELAY`]).
     pub flags: u8,
+    /// How many registered devices still owe it (pending or offline).
     pub owers: u16,
+    /// Its id (SPEC §1: unique within the mailbox).
     pub id: &'a [u8],
+    /// The stanza's bytes, exactly as stored.
     pub stanza: &'a [u8],
 }
 
@@ -74,6 +90,8 @@ impl<'a> Msg<'a> {
         }
     }
 
+    /// Where its id is: a slice of the stanza when the record says so
+    /// ([`ID_IN_STANZA`]), else its own bytes.
     pub fn id_spec(&self) -> IdSpec<'a> {
         if self.flags & ID_IN_STANZA != 0 {
             let off = self.id.as_ptr() as usize - self.stanza.as_ptr() as usize;
@@ -133,17 +151,26 @@ fn grow_offsets(offsets: &mut Offsets) {
 /// stanza's bytes. `Effect::Store` carries one; the log keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Message<'a> {
+    /// Its seq: the stable handle of the message (SPEC §1).
     pub seq: u64,
+    /// Its creation time (Unix ms), kept through every move.
     pub ts: i64,
+    /// Its flags; the log keeps only [`PERSISTED_FLAGS`] and sets
+    /// [`ID_IN_STANZA`] from `id`.
     pub flags: u8,
+    /// Where its id is.
     pub id: IdSpec<'a>,
+    /// The stanza's bytes, exactly as given.
     pub stanza: &'a [u8],
 }
 
 /// A message to add to the log, with how many devices owe it.
 #[derive(Clone, Copy, Debug)]
 pub struct NewMsg<'a> {
+    /// The message.
     pub message: Message<'a>,
+    /// How many devices owe it (pending or offline); the record holds at
+    /// most [`MAX_OWERS`].
     pub owers: u16,
 }
 
@@ -406,11 +433,12 @@ impl Log {
         self.len
     }
 
+    /// Holds no message.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// Sum of the stanzas' sizes.
+    /// Sum of the stanzas' sizes (bytes).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -503,6 +531,8 @@ impl Log {
         Some((*base, chunk, idx))
     }
 
+    /// Message `seq`; `None` when the log does not hold it (never stored,
+    /// or removed).
     pub fn get(&self, seq: u64) -> Option<Msg<'_>> {
         if self.max_seq.is_none_or(|m| seq > m) {
             return None;
@@ -511,11 +541,13 @@ impl Log {
         chunk.record(base, idx).map(|(m, _)| m)
     }
 
+    /// Whether the log holds message `seq`.
     pub fn contains(&self, seq: u64) -> bool {
         self.get(seq).is_some()
     }
 
-    /// Rewrites the flags and the owing-device count of message `seq`.
+    /// Rewrites the flags and the owing-device count of message `seq`;
+    /// false when the log does not hold it.
     pub fn set_header(&mut self, seq: u64, flags: u8, owers: u16) -> bool {
         let Some((base, chunk)) = self.chunk_index(seq).and_then(|i| self.chunks.get_mut(i)) else {
             return false;
@@ -530,7 +562,8 @@ impl Log {
         true
     }
 
-    /// The first live message's seq and time.
+    /// The first live message's seq and time (Unix ms); `None` when the
+    /// log is empty.
     pub fn head(&self) -> Option<(u64, i64)> {
         self.head
     }
@@ -540,12 +573,14 @@ impl Log {
         self.max_ts
     }
 
+    /// The message with the lowest seq; `None` when the log is empty.
     pub fn first(&self) -> Option<Msg<'_>> {
         // The first chunk always holds a live record: empty chunks are dropped.
         let (base, chunk) = self.chunks.front()?;
         chunk.records(*base).find(|m| m.flags & DEAD == 0)
     }
 
+    /// The message with the highest seq; `None` when the log is empty.
     pub fn last(&self) -> Option<Msg<'_>> {
         // The last chunk always holds a live record: empty chunks are dropped.
         let (base, chunk) = self.chunks.back()?;

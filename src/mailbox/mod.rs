@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The domain core: one user's mailbox, its devices and what each device is
 //! owed. Plain Rust, no server: every change is an [`Effect`], applied the
 //! same way on the primary, on a replica and when the AOF is replayed.
@@ -43,19 +44,34 @@ pub fn prefetch<T>(p: Option<&T>) {
     let _ = p;
 }
 
-/// One client installation of the user.
+/// One client installation of the user (SPEC §1: an XMPP resource or a
+/// device id), registered in the mailbox by `IM.CONNECT`, an ack or a store
+/// that names it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Device {
+    /// Its name: any bytes (1 to 256, checked by the commands; SPEC §8).
     pub name: Box<[u8]>,
+    /// The node that holds, or last held, its session: its events go to
+    /// `<event-prefix><node>` (SPEC §5); [`DEFAULT_NODE`] until a connect
+    /// names one.
     pub node: Box<[u8]>,
+    /// A live session holds it: from `IM.CONNECT` until `IM.DISCONNECT`,
+    /// an expiry or a kick (SPEC §2, §5).
     pub online: bool,
+    /// When it was last registered, connected, disconnected or acked (Unix
+    /// ms); `device-idle` counts from here (SPEC §5).
     pub last_seen: i64,
+    /// The messages pending on its session, waiting for its ack.
     pub pending: Deliveries,
+    /// The seqs of its offline messages (SPEC §1, §4).
     pub offline: RangeSet,
+    /// How many seqs `offline` holds.
     pub offline_count: u64,
+    /// The sum of their stanzas' sizes (bytes).
     pub offline_bytes: u64,
 }
 
+/// The node of a device whose `IM.CONNECT` named none (SPEC §2).
 pub const DEFAULT_NODE: &[u8] = b"default";
 
 impl Device {
@@ -96,12 +112,16 @@ impl Device {
     }
 }
 
-/// A device's offline summary (`IM.OFFLINE.INFO`).
+/// A device's offline summary (`IM.OFFLINE.INFO`, SPEC §4).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct OfflineInfo {
+    /// How many messages.
     pub count: u64,
+    /// The sum of their stanzas' sizes (bytes).
     pub bytes: u64,
+    /// The lowest seq; 0 when none.
     pub first: u64,
+    /// The highest seq; 0 when none.
     pub last: u64,
 }
 
@@ -109,17 +129,22 @@ pub struct OfflineInfo {
 pub struct Mailbox {
     /// The seq the next stored message gets.
     pub next_seq: u64,
-    /// Last time a command changed the mailbox (ms).
+    /// Last time a command or the timer changed the mailbox (Unix ms).
     pub touched: i64,
     /// Its entry in the timer's schedule (kept in memory only).
     pub entry: std::cell::Cell<crate::schedule::Entry>,
+    /// The registered devices, in the order they registered (at most
+    /// [`MAX_DEVICES`]).
     pub devices: Vec<Device>,
+    /// The messages it holds, by seq.
     pub log: Log,
     /// Messages by id, for duplicate detection and acks by id.
     ids: IdIndex,
 }
 
 impl Mailbox {
+    /// An empty mailbox whose seq counter starts at `next_seq`, touched at
+    /// `now` (Unix ms).
     pub fn new(next_seq: u64, now: i64) -> Mailbox {
         Mailbox {
             next_seq,
@@ -136,10 +161,13 @@ impl Mailbox {
         self.log.is_empty() && self.devices.is_empty()
     }
 
+    /// Where the device named `name` sits in `devices`; `None` when it is
+    /// not registered.
     pub fn device_index(&self, name: &[u8]) -> Option<usize> {
         self.devices.iter().position(|d| &*d.name == name)
     }
 
+    /// The device named `name`; `None` when it is not registered.
     pub fn device(&self, name: &[u8]) -> Option<&Device> {
         self.devices.iter().find(|d| &*d.name == name)
     }
@@ -153,11 +181,14 @@ impl Mailbox {
         self.log.prefetch_tail();
     }
 
-    /// The seq of the live message with this id.
+    /// The seq of the live message with this id; `None` when the mailbox
+    /// holds none.
     pub fn find_id(&self, id: &[u8]) -> Option<u64> {
         self.ids.find(&self.log, id)
     }
 
+    /// Pending deliveries over all devices, a message counted once per
+    /// device it is pending on (`IM.INFO`'s `pending`).
     pub fn pending_total(&self) -> u64 {
         self.devices.iter().map(|d| d.pending.len() as u64).sum()
     }

@@ -49,17 +49,25 @@ pub struct Limits {
 pub enum Refusal {
     /// The stanza's `id` attribute is longer than [`MAX_ID`] bytes
     /// (SPEC §3: refused, never replaced by a generated id).
-    IdTooLong { len: usize },
+    IdTooLong {
+        /// The id's length (bytes).
+        len: usize,
+    },
     /// Registering the devices it names would take the mailbox over
     /// [`MAX_DEVICES`].
     TooManyDevices,
     /// `max-messages` or `max-bytes` would be passed, with `quota-policy
     /// reject` or a stanza larger than `max-bytes` itself (`IMFULL`).
     Full {
+        /// Messages the mailbox holds.
         count: u64,
+        /// Stanza bytes it holds.
         bytes: u64,
+        /// The new stanza's size (bytes).
         size: u64,
+        /// `max-messages`.
         max_messages: u64,
+        /// `max-bytes` (bytes).
         max_bytes: u64,
     },
 }
@@ -72,8 +80,11 @@ pub enum Plan<'a> {
     /// names the message held (its seq and id) and the devices it is
     /// pending on.
     Duplicate {
+        /// The held message's seq.
         seq: u64,
+        /// Its id.
         id: Vec<u8>,
+        /// The devices it is pending on.
         pending_on: Names,
     },
     /// The policy keeps it only while pending, and no device gets it now:
@@ -87,12 +98,15 @@ pub enum Plan<'a> {
 pub struct Store<'a> {
     /// The counter a new mailbox starts at (`None`: the mailbox exists).
     pub create: Option<u64>,
+    /// Its seq: the mailbox's next, or `create` for a new mailbox
+    /// (SPEC §1).
     pub seq: u64,
-    /// Its time (ms): never before the mailbox's latest, so that messages
-    /// are in time order as in seq order (the expiry relies on it).
+    /// Its time (Unix ms): never before the mailbox's latest, so that
+    /// messages are in time order as in seq order (the expiry relies on it).
     pub ts: i64,
     flags: u8,
     id: Id<'a>,
+    /// The stanza's bytes, exactly as given.
     pub stanza: &'a [u8],
     /// The devices it is pending on, in the order of the request.
     pub pending: Names,
@@ -155,19 +169,23 @@ pub struct Names {
 }
 
 impl Names {
+    /// Appends a copy of `name`.
     pub fn push(&mut self, name: &[u8]) {
         self.buf.extend_from_slice(name);
         self.ends.push(self.buf.len());
     }
 
+    /// How many names.
     pub fn len(&self) -> usize {
         self.ends.len()
     }
 
+    /// Holds no name.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
 
+    /// The names, in the order they were pushed.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
         self.ends.iter().enumerate().map(|(i, &end)| {
             let start = if i == 0 { 0 } else { self.ends[i - 1] };
