@@ -7,6 +7,8 @@
 //! then writes a Markdown report and an SVG plot.
 
 mod load;
+#[cfg(test)]
+mod render_test;
 mod report;
 mod resp;
 mod server;
