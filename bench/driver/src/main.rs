@@ -7,16 +7,18 @@
 //! then writes a Markdown report and an SVG plot.
 
 mod load;
+mod markdown;
 #[cfg(test)]
 mod render_test;
-mod report;
 mod resp;
+mod results;
 mod server;
+mod svg;
 mod workloads;
 
 use load::{Plan, Stats};
-use report::*;
 use resp::{Conn, Val};
+use results::*;
 use server::Server;
 use std::io;
 use std::path::PathBuf;
@@ -1285,9 +1287,9 @@ fn suite(
     if let Some(d) = svg.parent() {
         std::fs::create_dir_all(d)?;
     }
-    std::fs::write(md, report::markdown(&s.res))?;
-    std::fs::write(svg, report::svg(&s.res))?;
+    std::fs::write(md, markdown::markdown(&s.res))?;
+    std::fs::write(svg, svg::svg(&s.res))?;
     log(format!("wrote {} and {}", md.display(), svg.display()));
-    println!("{}", report::targets_text(&s.res));
+    println!("{}", targets_text(&s.res));
     Ok(())
 }

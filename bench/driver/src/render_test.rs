@@ -2,7 +2,9 @@
 //! the files in `tests/fixtures/`. `UPDATE_FIXTURES=1 cargo test` writes
 //! those files anew (only for a change meant to alter the output).
 
-use crate::report::*;
+use crate::markdown::markdown;
+use crate::results::*;
+use crate::svg::svg;
 use crate::Params;
 use std::path::PathBuf;
 

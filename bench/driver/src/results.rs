@@ -1,0 +1,387 @@
+//! The results of a run, as the suite records them, and the targets they
+//! are held to; the helpers of numbers' text shared by the renderings.
+
+use crate::workloads::STANZA_BYTES;
+use crate::{percentile, Params};
+use std::fmt::Write;
+
+pub const TOOL_RB: &str = "redis-benchmark";
+pub const TOOL_DRIVER: &str = "driver";
+
+pub const L_PING: &str = "PING";
+pub const L_HSET: &str = "HSET OGM:<id> STANZA … CREATIONDATE …";
+pub const L_IM_ON: &str = "IM.STORE, device online (pending)";
+pub const L_IM_OFF: &str = "IM.STORE, device offline";
+pub const L_SEED_ON: &str = "seed layout: SADD SOGU + HMSET OGM";
+pub const L_SEED_OFF: &str = "seed layout offline: ZADD + HMSET OFOFFLINE";
+pub const L_LUA_ON: &str = "Lua EVALSHA: SADD SOGU + HSET OGM";
+pub const L_LUA_OFF: &str = "Lua EVALSHA offline: ZADD + HSET OFOFFLINE";
+pub const L_XADD: &str = "XADD to a stream per user";
+/// A module command on a missing key answering with one reply call, and
+/// the same with 17: what the server's module API itself costs.
+pub const L_API_ONE: &str = "IM.DEVICES on a missing key (1 reply call)";
+pub const L_API_MANY: &str = "IM.INFO on a missing key (17 reply calls)";
+pub const L_CYCLE_IM: &str = "redis-im: IM.STORE, IM.ACK";
+pub const L_CYCLE_SEED: &str = "seed layout: SADD+HMSET, SADD URT+SADD RT+SREM+DEL";
+pub const L_CYCLE_LUA: &str = "Lua: EVALSHA store, EVALSHA ack";
+pub const L_CYCLE_STREAM: &str = "streams: XADD+XREADGROUP, XACK";
+pub const L_MEM_IM_OFF: &str = "redis-im, offline device";
+pub const L_MEM_IM_ON: &str = "redis-im, online device (pending)";
+pub const L_PAGE_IM: &str = "redis-im: IM.OFFLINE.PAGE AFTER <seq> COUNT 100";
+pub const L_PAGE_SEED: &str = "seed layout: ZRANGEBYSCORE LIMIT 100 + 100 HGETALL";
+pub const L_PAGE_STREAM: &str = "stream: XRANGE (<id> + COUNT 100";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Store,
+    Cycle,
+    /// Cycles without pipelining.
+    CycleSync,
+}
+
+pub struct Measure {
+    pub section: Section,
+    pub label: String,
+    pub tool: &'static str,
+    pub runs: Vec<f64>,
+}
+
+impl Measure {
+    pub fn median(&self) -> f64 {
+        percentile(&self.runs, 50.0)
+    }
+}
+
+pub struct MemRow {
+    pub label: String,
+    pub bytes_per_msg: f64,
+    /// Users and devices alone, before any message (per user).
+    pub per_user: f64,
+    /// The messages alone, after the users were there (per message).
+    pub per_msg_after_users: f64,
+}
+
+/// Round-trip median and p99, and the server's own time, per request (µs).
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Timing {
+    pub median: f64,
+    pub p99: f64,
+    pub server: f64,
+}
+
+#[derive(Default, Debug)]
+pub struct PageRow {
+    pub label: String,
+    pub small: Timing,
+    pub big: Timing,
+}
+
+impl PageRow {
+    pub fn set(&mut self, i: usize, t: Timing) {
+        if i == 0 {
+            self.small = t;
+        } else {
+            self.big = t;
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct SweepRes {
+    pub pending: i64,
+    pub due: i64,
+    /// IM.SWEEP with only the due deliveries pending.
+    pub alone_us: i64,
+    /// IM.SWEEP with all of them pending.
+    pub mixed_us: i64,
+    pub budget_us: i64,
+    pub timer_runs: i64,
+    pub timer_runs_seen: u64,
+    pub timer_resent: i64,
+    pub timer_max_us: i64,
+    pub timer_p50_us: i64,
+    pub timer_p99_us: i64,
+    pub runs_per_sec: f64,
+    pub close_runs: u64,
+    /// The timer with no load: p50, p99, max µs, runs seen.
+    pub quiet: (i64, i64, i64, u64),
+    pub quiet_runs_per_sec: f64,
+    pub quiet_close_runs: u64,
+    /// Work was still due when the load stopped (every run was a full one).
+    pub backlog_left: bool,
+}
+
+#[derive(Default)]
+pub struct StallRes {
+    pub secs: f64,
+    pub load_rate_off: f64,
+    pub load_rate_on: f64,
+    /// (event, max ms, samples)
+    pub events: Vec<(String, i64, usize)>,
+    pub base_events: Vec<(String, i64, usize)>,
+    pub longest_us: i64,
+    pub probe_max_off_ms: f64,
+    pub probe_p99_off_ms: f64,
+    pub probe_max_on_ms: f64,
+    pub probe_p99_on_ms: f64,
+    pub slow_off: Vec<(String, i64)>,
+    pub slow_on: Vec<(String, i64)>,
+}
+
+impl StallRes {
+    pub fn events_max_ms(&self) -> i64 {
+        self.events.iter().map(|e| e.1).max().unwrap_or(0)
+    }
+}
+
+#[derive(Default)]
+pub struct RdbRes {
+    pub messages: i64,
+    pub keys: i64,
+    pub save_secs: f64,
+    pub bytes: u64,
+    pub plain_secs: f64,
+    pub plain_bytes: u64,
+    pub load_secs: Option<f64>,
+    pub startup_secs: f64,
+}
+
+pub struct Target {
+    pub name: String,
+    pub measured: String,
+    pub ratio: f64,
+    pub goal: String,
+    pub pass: bool,
+}
+
+pub struct Results {
+    pub machine: Vec<(String, String)>,
+    pub p: Params,
+    pub measures: Vec<Measure>,
+    pub memory: Vec<MemRow>,
+    pub paging: Vec<PageRow>,
+    pub sweep: SweepRes,
+    pub stall: StallRes,
+    pub rdb: RdbRes,
+    pub targets: Vec<Target>,
+    pub total_secs: f64,
+}
+
+pub fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let s = n.abs().to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+impl Results {
+    pub fn new(machine: Vec<(String, String)>, p: Params) -> Results {
+        Results {
+            machine,
+            p,
+            measures: Vec::new(),
+            memory: Vec::new(),
+            paging: Vec::new(),
+            sweep: SweepRes::default(),
+            stall: StallRes::default(),
+            rdb: RdbRes::default(),
+            targets: Vec::new(),
+            total_secs: 0.0,
+        }
+    }
+
+    pub fn measure(&mut self, section: Section, label: &str, tool: &'static str, v: f64) {
+        match self
+            .measures
+            .iter_mut()
+            .find(|m| m.section == section && m.label == label && m.tool == tool)
+        {
+            Some(m) => m.runs.push(v),
+            None => self.measures.push(Measure {
+                section,
+                label: label.into(),
+                tool,
+                runs: vec![v],
+            }),
+        }
+    }
+
+    pub fn get(&self, section: Section, label: &str, tool: &str) -> Option<&Measure> {
+        self.measures
+            .iter()
+            .find(|m| m.section == section && m.label == label && m.tool == tool)
+    }
+
+    pub fn rate(&self, section: Section, label: &str, tool: &str) -> f64 {
+        self.get(section, label, tool)
+            .map_or(f64::NAN, |m| m.median())
+    }
+
+    fn mem(&self, label: &str) -> f64 {
+        self.memory
+            .iter()
+            .find(|m| m.label == label)
+            .map_or(f64::NAN, |m| m.bytes_per_msg)
+    }
+
+    /// The stall the timer causes: the longest latency event seen while it
+    /// worked, or its longest run, whichever is larger (ms).
+    pub fn stall_ms(&self) -> f64 {
+        (self.stall.events_max_ms() as f64).max(self.sweep.timer_max_us as f64 / 1000.0)
+    }
+
+    pub fn evaluate(&mut self) {
+        let mut t = Vec::new();
+        let mut at_least = |name: &str, a: f64, b: f64, goal: f64, measured: String| {
+            let r = a / b;
+            t.push(Target {
+                name: name.into(),
+                measured,
+                ratio: r,
+                goal: format!("≥ {goal}"),
+                pass: r >= goal,
+            });
+        };
+        let rb = |l: &str| self.rate(Section::Store, l, TOOL_RB);
+        let cy = |l: &str| self.rate(Section::Cycle, l, TOOL_DRIVER);
+        let ops = |a: f64, b: f64| format!("{} vs {} ops/s", thousands(a), thousands(b));
+        at_least(
+            "IM.STORE (pending) ≥ 0.9× HSET",
+            rb(L_IM_ON),
+            rb(L_HSET),
+            0.9,
+            ops(rb(L_IM_ON), rb(L_HSET)),
+        );
+        at_least(
+            "IM.STORE (offline) ≥ 0.9× HSET",
+            rb(L_IM_OFF),
+            rb(L_HSET),
+            0.9,
+            ops(rb(L_IM_OFF), rb(L_HSET)),
+        );
+        at_least(
+            "IM.STORE (pending) ≥ 2.5× Lua store",
+            rb(L_IM_ON),
+            rb(L_LUA_ON),
+            2.5,
+            ops(rb(L_IM_ON), rb(L_LUA_ON)),
+        );
+        at_least(
+            "IM.STORE (offline) ≥ 2.5× Lua store (offline)",
+            rb(L_IM_OFF),
+            rb(L_LUA_OFF),
+            2.5,
+            ops(rb(L_IM_OFF), rb(L_LUA_OFF)),
+        );
+        at_least(
+            "store+ack cycle ≥ 3× seed layout",
+            cy(L_CYCLE_IM),
+            cy(L_CYCLE_SEED),
+            3.0,
+            ops(cy(L_CYCLE_IM), cy(L_CYCLE_SEED)),
+        );
+        at_least(
+            "store+ack cycle ≥ 2× Lua",
+            cy(L_CYCLE_IM),
+            cy(L_CYCLE_LUA),
+            2.0,
+            ops(cy(L_CYCLE_IM), cy(L_CYCLE_LUA)),
+        );
+        let mut at_most = |name: &str, r: f64, goal: f64, measured: String| {
+            t.push(Target {
+                name: name.into(),
+                measured,
+                ratio: r,
+                goal: format!("≤ {goal}"),
+                pass: r <= goal,
+            });
+        };
+        let m = self.mem(L_MEM_IM_OFF);
+        at_most(
+            "memory ≤ 1.2× stanza bytes",
+            m / STANZA_BYTES as f64,
+            1.2,
+            format!("{m:.0} bytes per {STANZA_BYTES}-byte stanza"),
+        );
+        if let Some(p) = self.paging.iter().find(|p| p.label == L_PAGE_IM) {
+            at_most(
+                &format!(
+                    "paging from {} ≤ 1.5× from {}",
+                    count_name(self.p.page_big),
+                    count_name(self.p.page_small)
+                ),
+                p.big.median / p.small.median,
+                1.5,
+                format!(
+                    "{:.0} vs {:.0} µs round trip (server time {:.0} vs {:.0} µs)",
+                    p.big.median, p.small.median, p.big.server, p.small.server
+                ),
+            );
+        }
+        let s = &self.sweep;
+        if s.timer_runs_seen == 0 {
+            // The timer phase did not run (`--only`): nothing to judge.
+            t.retain(|x| x.ratio.is_finite());
+            self.targets = t;
+            return;
+        }
+        at_most(
+            "timer run ≤ 1.2× sweep-budget",
+            s.timer_max_us as f64 / s.budget_us as f64,
+            1.2,
+            format!(
+                "longest of {} runs {} µs, budget {} µs",
+                s.timer_runs_seen, s.timer_max_us, s.budget_us
+            ),
+        );
+        let stall = self.stall_ms();
+        at_most(
+            "timer stall ≤ 2 ms",
+            stall / 2.0,
+            1.0,
+            format!(
+                "{stall:.2} ms (latency events max {} ms, longest run {:.2} ms)",
+                self.stall.events_max_ms(),
+                s.timer_max_us as f64 / 1000.0
+            ),
+        );
+        t.retain(|x| x.ratio.is_finite());
+        self.targets = t;
+    }
+}
+
+pub fn count_name(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1000 && n % 1000 == 0 => format!("{}k", n / 1000),
+        n => n.to_string(),
+    }
+}
+
+pub fn targets_text(r: &Results) -> String {
+    let mut s = String::from(
+        "target                                             ratio   goal    result  measured\n",
+    );
+    for t in &r.targets {
+        let _ = writeln!(
+            s,
+            "{:<50} {:>6.2}  {:<6}  {:<6}  {}",
+            t.name,
+            t.ratio,
+            t.goal,
+            if t.pass { "PASS" } else { "FAIL" },
+            t.measured
+        );
+    }
+    s
+}
