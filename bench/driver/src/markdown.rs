@@ -31,10 +31,21 @@ fn slow_text(v: &[(String, i64)]) -> String {
         + " µs"
 }
 
+/// The report: one section after the other.
 pub fn markdown(r: &Results) -> String {
-    let p = &r.p;
+    let sections: [fn(&mut String, &Results); 12] = [
+        title, machine, how, targets, stores, api_cost, cycles, memory, paging, timer, rdb, plot,
+    ];
     let mut s = String::new();
-    let w = &mut s;
+    for section in sections {
+        section(&mut s, r);
+    }
+    s
+}
+
+/// The title and what wrote the report.
+fn title(w: &mut String, r: &Results) {
+    let p = &r.p;
     let _ = writeln!(w, "# redis-im benchmarks\n");
     let _ = writeln!(
         w,
@@ -43,10 +54,19 @@ pub fn markdown(r: &Results) -> String {
         if p.quick { " **with `--quick`: a smoke run with small sizes, not the reference numbers**" } else { "" },
         r.total_secs
     );
+}
+
+/// The machine and the server, as recorded at the start.
+fn machine(w: &mut String, r: &Results) {
     let _ = writeln!(w, "## Machine\n\n| | |\n|---|---|");
     for (k, v) in &r.machine {
         let _ = writeln!(w, "| {} | {} |", k, md_cell(v));
     }
+}
+
+/// How the throughput is measured: the run's sizes.
+fn how(w: &mut String, r: &Results) {
+    let p = &r.p;
     let _ = writeln!(w, "\n## How\n");
     let _ = writeln!(
         w,
@@ -69,7 +89,10 @@ pub fn markdown(r: &Results) -> String {
         p.repeats,
         p.users
     );
+}
 
+/// The targets and their verdicts.
+fn targets(w: &mut String, r: &Results) {
     let _ = writeln!(
         w,
         "## Targets\n\n| target | measured | ratio | goal | result |\n|---|---|---:|---|---|"
@@ -85,7 +108,10 @@ pub fn markdown(r: &Results) -> String {
             if t.pass { "PASS" } else { "FAIL" }
         );
     }
+}
 
+/// Single stores: redis-benchmark and the driver side by side.
+fn stores(w: &mut String, r: &Results) {
     let _ = writeln!(
         w,
         "\n## Store throughput (operations/s)\n\n| variant | commands | redis-benchmark | range | driver | range |\n|---|---:|---:|---|---:|---|"
@@ -114,7 +140,10 @@ pub fn markdown(r: &Results) -> String {
             md_cell(label)
         );
     }
+}
 
+/// What the module API itself costs (only when both API commands ran).
+fn api_cost(w: &mut String, r: &Results) {
     let one = r.rate(Section::Store, L_API_ONE, TOOL_RB);
     let many = r.rate(Section::Store, L_API_MANY, TOOL_RB);
     if one > 0.0 && many > 0.0 {
@@ -134,7 +163,11 @@ pub fn markdown(r: &Results) -> String {
             1e6 / many,
         );
     }
+}
 
+/// Store + ack cycles, pipelined and not.
+fn cycles(w: &mut String, r: &Results) {
+    let p = &r.p;
     let _ = writeln!(
         w,
         "\n## Store + ack cycle (cycles/s, driver)\n\n\
@@ -178,7 +211,11 @@ pub fn markdown(r: &Results) -> String {
         "\nThe stream variant keeps every entry after `XACK` (deleting it would take an `XDEL` more); the others \
          leave nothing behind, which the driver checks after each run."
     );
+}
 
+/// Memory per stored message.
+fn memory(w: &mut String, r: &Results) {
+    let p = &r.p;
     let _ = writeln!(
         w,
         "\n## Memory per stored message\n\n{} messages over {} users; `used_memory` after minus before \
@@ -207,7 +244,11 @@ pub fn markdown(r: &Results) -> String {
         w,
         "\nThe Lua variant stores the same keys as the seed layout, so it costs the same."
     );
+}
 
+/// A page of offline messages from two mailbox sizes.
+fn paging(w: &mut String, r: &Results) {
+    let p = &r.p;
     let (sm, bg) = (count_name(p.page_small), count_name(p.page_big));
     let _ = writeln!(
         w,
@@ -236,9 +277,12 @@ pub fn markdown(r: &Results) -> String {
             b.server / a.server
         );
     }
+}
 
-    let sw = &r.sweep;
-    let st = &r.stall;
+/// The timer: `IM.SWEEP` alone, then the timer's runs and the stall they
+/// cause under a load.
+fn timer(w: &mut String, r: &Results) {
+    let (p, sw) = (&r.p, &r.sweep);
     let _ = writeln!(
         w,
         "\n## The timer\n\n{} users, one online device each, {} pending deliveries; `ack-timeout` one day; \
@@ -250,6 +294,20 @@ pub fn markdown(r: &Results) -> String {
         1500
     );
     let _ = writeln!(w, "| measurement | value |\n|---|---|");
+    sweep_rows(w, sw);
+    timer_rows(w, sw, &r.stall);
+    stall_rows(w, r);
+    let _ = writeln!(
+        w,
+        "\nThe stall is the longest time the event loop is held by the timer: the longest latency event or the \
+         longest run, whichever is larger (Redis has no latency event for module timers). The probe's \
+         round-trip times also hold the client's own scheduling on {} cores, so they are shown, not judged.",
+        r.machine.iter().find(|(k, _)| k == "nproc").map_or("?", |(_, v)| v.as_str())
+    );
+}
+
+/// `IM.SWEEP` with no budget, with and without the deliveries not due.
+fn sweep_rows(w: &mut String, sw: &SweepRes) {
     let _ = writeln!(
         w,
         "| `IM.SWEEP`, {} pending, all {} due (reply `resent` = {}) | {} µs ({:.2} µs per resend) |",
@@ -273,6 +331,10 @@ pub fn markdown(r: &Results) -> String {
         "| the same work with 100× more not-due deliveries costs | {:.2}× |",
         sw.mixed_us as f64 / sw.alone_us as f64
     );
+}
+
+/// The timer's runs during the load and with no load.
+fn timer_rows(w: &mut String, sw: &SweepRes, st: &StallRes) {
     let _ = writeln!(
         w,
         "| timer (`sweep-interval 100`, `sweep-budget {}`) during a {:.0} s load, the {} not-due deliveries \
@@ -309,6 +371,11 @@ pub fn markdown(r: &Results) -> String {
         sw.quiet_runs_per_sec,
         sw.quiet_close_runs
     );
+}
+
+/// What the load and the server saw while the timer ran, and without it.
+fn stall_rows(w: &mut String, r: &Results) {
+    let (p, st) = (&r.p, &r.stall);
     let _ = writeln!(
         w,
         "| `im_sweep_longest_us` (since start: includes the unbudgeted `IM.SWEEP` calls above) | {} µs |",
@@ -347,14 +414,10 @@ pub fn markdown(r: &Results) -> String {
         "| the same, timer on | {:.2} / {:.2} ms |",
         st.probe_p99_on_ms, st.probe_max_on_ms
     );
-    let _ = writeln!(
-        w,
-        "\nThe stall is the longest time the event loop is held by the timer: the longest latency event or the \
-         longest run, whichever is larger (Redis has no latency event for module timers). The probe's \
-         round-trip times also hold the client's own scheduling on {} cores, so they are shown, not judged.",
-        r.machine.iter().find(|(k, _)| k == "nproc").map_or("?", |(_, v)| v.as_str())
-    );
+}
 
+/// SAVE and the restart that loads it.
+fn rdb(w: &mut String, r: &Results) {
     let rd = &r.rdb;
     let _ = writeln!(
         w,
@@ -378,8 +441,11 @@ pub fn markdown(r: &Results) -> String {
         "\nThe restart loads the compressed file. Every stanza of the benchmark has the same text but its id, \
          which LZF compresses far better than real chat; the uncompressed size is the honest upper bound."
     );
+}
+
+/// The plot, beside the report.
+fn plot(w: &mut String, _: &Results) {
     let _ = writeln!(w, "\n![benchmark plot](bench.svg)");
-    s
 }
 
 /// The lowest and highest of a measure's runs ("-" for a single run).

@@ -154,6 +154,31 @@ pub struct Target {
     pub pass: bool,
 }
 
+impl Target {
+    /// Passes when `a / b` is at least `goal`.
+    fn at_least(name: &str, a: f64, b: f64, goal: f64, measured: String) -> Target {
+        let r = a / b;
+        Target {
+            name: name.into(),
+            measured,
+            ratio: r,
+            goal: format!("≥ {goal}"),
+            pass: r >= goal,
+        }
+    }
+
+    /// Passes when `r` is at most `goal`.
+    fn at_most(name: &str, r: f64, goal: f64, measured: String) -> Target {
+        Target {
+            name: name.into(),
+            measured,
+            ratio: r,
+            goal: format!("≤ {goal}"),
+            pass: r <= goal,
+        }
+    }
+}
+
 pub struct Results {
     pub machine: Vec<(String, String)>,
     pub p: Params,
@@ -240,81 +265,76 @@ impl Results {
         (self.stall.events_max_ms() as f64).max(self.sweep.timer_max_us as f64 / 1000.0)
     }
 
+    /// Holds the results to their targets (`self.targets`, in a fixed
+    /// order); a target whose figures were not measured is left out.
     pub fn evaluate(&mut self) {
-        let mut t = Vec::new();
-        let mut at_least = |name: &str, a: f64, b: f64, goal: f64, measured: String| {
-            let r = a / b;
-            t.push(Target {
-                name: name.into(),
-                measured,
-                ratio: r,
-                goal: format!("≥ {goal}"),
-                pass: r >= goal,
-            });
-        };
+        let mut t = self.throughput_targets();
+        t.extend(self.space_and_paging_targets());
+        // Without the timer phase (`--only`) there is nothing to judge.
+        if self.sweep.timer_runs_seen > 0 {
+            t.extend(self.timer_targets());
+        }
+        t.retain(|x| x.ratio.is_finite());
+        self.targets = t;
+    }
+
+    fn throughput_targets(&self) -> Vec<Target> {
         let rb = |l: &str| self.rate(Section::Store, l, TOOL_RB);
         let cy = |l: &str| self.rate(Section::Cycle, l, TOOL_DRIVER);
-        let ops = |a: f64, b: f64| format!("{} vs {} ops/s", thousands(a), thousands(b));
-        at_least(
-            "IM.STORE (pending) ≥ 0.9× HSET",
-            rb(L_IM_ON),
-            rb(L_HSET),
-            0.9,
-            ops(rb(L_IM_ON), rb(L_HSET)),
-        );
-        at_least(
-            "IM.STORE (offline) ≥ 0.9× HSET",
-            rb(L_IM_OFF),
-            rb(L_HSET),
-            0.9,
-            ops(rb(L_IM_OFF), rb(L_HSET)),
-        );
-        at_least(
-            "IM.STORE (pending) ≥ 2.5× Lua store",
-            rb(L_IM_ON),
-            rb(L_LUA_ON),
-            2.5,
-            ops(rb(L_IM_ON), rb(L_LUA_ON)),
-        );
-        at_least(
-            "IM.STORE (offline) ≥ 2.5× Lua store (offline)",
-            rb(L_IM_OFF),
-            rb(L_LUA_OFF),
-            2.5,
-            ops(rb(L_IM_OFF), rb(L_LUA_OFF)),
-        );
-        at_least(
-            "store+ack cycle ≥ 3× seed layout",
-            cy(L_CYCLE_IM),
-            cy(L_CYCLE_SEED),
-            3.0,
-            ops(cy(L_CYCLE_IM), cy(L_CYCLE_SEED)),
-        );
-        at_least(
-            "store+ack cycle ≥ 2× Lua",
-            cy(L_CYCLE_IM),
-            cy(L_CYCLE_LUA),
-            2.0,
-            ops(cy(L_CYCLE_IM), cy(L_CYCLE_LUA)),
-        );
-        let mut at_most = |name: &str, r: f64, goal: f64, measured: String| {
-            t.push(Target {
-                name: name.into(),
-                measured,
-                ratio: r,
-                goal: format!("≤ {goal}"),
-                pass: r <= goal,
-            });
+        let vs = |name: &str, a: f64, b: f64, goal: f64| {
+            let measured = format!("{} vs {} ops/s", thousands(a), thousands(b));
+            Target::at_least(name, a, b, goal, measured)
         };
+        vec![
+            vs(
+                "IM.STORE (pending) ≥ 0.9× HSET",
+                rb(L_IM_ON),
+                rb(L_HSET),
+                0.9,
+            ),
+            vs(
+                "IM.STORE (offline) ≥ 0.9× HSET",
+                rb(L_IM_OFF),
+                rb(L_HSET),
+                0.9,
+            ),
+            vs(
+                "IM.STORE (pending) ≥ 2.5× Lua store",
+                rb(L_IM_ON),
+                rb(L_LUA_ON),
+                2.5,
+            ),
+            vs(
+                "IM.STORE (offline) ≥ 2.5× Lua store (offline)",
+                rb(L_IM_OFF),
+                rb(L_LUA_OFF),
+                2.5,
+            ),
+            vs(
+                "store+ack cycle ≥ 3× seed layout",
+                cy(L_CYCLE_IM),
+                cy(L_CYCLE_SEED),
+                3.0,
+            ),
+            vs(
+                "store+ack cycle ≥ 2× Lua",
+                cy(L_CYCLE_IM),
+                cy(L_CYCLE_LUA),
+                2.0,
+            ),
+        ]
+    }
+
+    fn space_and_paging_targets(&self) -> Vec<Target> {
         let m = self.mem(L_MEM_IM_OFF);
-        at_most(
+        let mut t = vec![Target::at_most(
             "memory ≤ 1.2× stanza bytes",
             m / STANZA_BYTES as f64,
             1.2,
             format!("{m:.0} bytes per {STANZA_BYTES}-byte stanza"),
-        );
+        )];
         if let Some(p) = self.paging.iter().find(|p| p.label == L_PAGE_IM) {
-            at_most(
+            t.push(Target::at_most(
                 &format!(
                     "paging from {} ≤ 1.5× from {}",
                     count_name(self.p.page_big),
@@ -326,37 +346,35 @@ impl Results {
                     "{:.0} vs {:.0} µs round trip (server time {:.0} vs {:.0} µs)",
                     p.big.median, p.small.median, p.big.server, p.small.server
                 ),
-            );
+            ));
         }
+        t
+    }
+
+    fn timer_targets(&self) -> Vec<Target> {
         let s = &self.sweep;
-        if s.timer_runs_seen == 0 {
-            // The timer phase did not run (`--only`): nothing to judge.
-            t.retain(|x| x.ratio.is_finite());
-            self.targets = t;
-            return;
-        }
-        at_most(
-            "timer run ≤ 1.2× sweep-budget",
-            s.timer_max_us as f64 / s.budget_us as f64,
-            1.2,
-            format!(
-                "longest of {} runs {} µs, budget {} µs",
-                s.timer_runs_seen, s.timer_max_us, s.budget_us
-            ),
-        );
         let stall = self.stall_ms();
-        at_most(
-            "timer stall ≤ 2 ms",
-            stall / 2.0,
-            1.0,
-            format!(
-                "{stall:.2} ms (latency events max {} ms, longest run {:.2} ms)",
-                self.stall.events_max_ms(),
-                s.timer_max_us as f64 / 1000.0
+        vec![
+            Target::at_most(
+                "timer run ≤ 1.2× sweep-budget",
+                s.timer_max_us as f64 / s.budget_us as f64,
+                1.2,
+                format!(
+                    "longest of {} runs {} µs, budget {} µs",
+                    s.timer_runs_seen, s.timer_max_us, s.budget_us
+                ),
             ),
-        );
-        t.retain(|x| x.ratio.is_finite());
-        self.targets = t;
+            Target::at_most(
+                "timer stall ≤ 2 ms",
+                stall / 2.0,
+                1.0,
+                format!(
+                    "{stall:.2} ms (latency events max {} ms, longest run {:.2} ms)",
+                    self.stall.events_max_ms(),
+                    s.timer_max_us as f64 / 1000.0
+                ),
+            ),
+        ]
     }
 }
 
