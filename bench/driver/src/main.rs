@@ -328,7 +328,8 @@ impl Suite {
                     "store  redis-benchmark  {label:<50} {rate:>10.0} ops/s  (run {})",
                     r + 1
                 ));
-                self.res.measure(Section::Store, label, TOOL_RB, rate);
+                self.res
+                    .measure(Section::Store, label, Tool::RedisBenchmark, rate);
             }
             for (label, setup, kind, online) in &drv_cases {
                 self.reset(*setup, "user:", users)?;
@@ -341,7 +342,7 @@ impl Suite {
                     r + 1
                 ));
                 self.res
-                    .measure(Section::Store, label, TOOL_DRIVER, st.rate());
+                    .measure(Section::Store, label, Tool::Driver, st.rate());
             }
         }
         Ok(())
@@ -394,7 +395,7 @@ impl Suite {
                     r + 1
                 ));
                 self.res
-                    .measure(Section::Cycle, label, TOOL_DRIVER, st.rate());
+                    .measure(Section::Cycle, label, Tool::Driver, st.rate());
             }
             // The same without pipelining: a thread per connection, each
             // command waiting for its reply (the seed's blocking client).
@@ -410,7 +411,7 @@ impl Suite {
                     r + 1
                 ));
                 self.res
-                    .measure(Section::CycleSync, label, TOOL_DRIVER, st.rate());
+                    .measure(Section::CycleSync, label, Tool::Driver, st.rate());
             }
         }
         Ok(())
@@ -827,12 +828,12 @@ impl Suite {
         self.res.sweep.timer_p99_us = on.run_p99_us;
         self.res.sweep.runs_per_sec = on.runs_per_sec;
         self.res.sweep.close_runs = on.close_runs;
-        self.res.sweep.quiet = (
-            quiet.run_p50_us,
-            quiet.run_p99_us,
-            quiet.run_max_us,
-            quiet.runs_seen,
-        );
+        self.res.sweep.quiet = QuietRuns {
+            p50_us: quiet.run_p50_us,
+            p99_us: quiet.run_p99_us,
+            max_us: quiet.run_max_us,
+            runs_seen: quiet.runs_seen,
+        };
         self.res.sweep.quiet_runs_per_sec = quiet.runs_per_sec;
         self.res.sweep.quiet_close_runs = quiet.close_runs;
         self.res.sweep.timer_runs_seen = on.runs_seen;
@@ -855,7 +856,7 @@ impl Suite {
         Ok(())
     }
 
-    fn latency_events(&mut self) -> io::Result<Vec<(String, i64, usize)>> {
+    fn latency_events(&mut self) -> io::Result<Vec<LatencyEvent>> {
         let v = self.admin.ok(&["LATENCY", "LATEST"])?;
         let mut out = Vec::new();
         for e in v.arr().unwrap_or_default() {
@@ -873,7 +874,11 @@ impl Suite {
                 .max()
                 .unwrap_or(0);
             let n = hist.arr().map_or(0, |h| h.len());
-            out.push((name, max.max(hmax), n));
+            out.push(LatencyEvent {
+                name,
+                max_ms: max.max(hmax),
+                samples: n,
+            });
         }
         Ok(out)
     }
@@ -943,7 +948,7 @@ impl Suite {
         };
         let slow = self.admin.ok(&["SLOWLOG", "GET", "1000"])?;
         self.admin.ok(&["SLOWLOG", "RESET"])?;
-        let mut slowest: Vec<(String, i64)> = Vec::new();
+        let mut slowest: Vec<SlowCommand> = Vec::new();
         for e in slow.arr().unwrap_or_default() {
             let Some(e) = e.arr() else { continue };
             let us = e.get(2).and_then(|v| v.int()).unwrap_or(0);
@@ -954,12 +959,12 @@ impl Suite {
                 .and_then(|n| n.bytes())
                 .map(|n| String::from_utf8_lossy(n).to_uppercase())
                 .unwrap_or_default();
-            match slowest.iter_mut().find(|(n, _)| *n == name) {
-                Some(x) => x.1 = x.1.max(us),
-                None => slowest.push((name, us)),
+            match slowest.iter_mut().find(|c| c.name == name) {
+                Some(c) => c.max_us = c.max_us.max(us),
+                None => slowest.push(SlowCommand { name, max_us: us }),
             }
         }
-        slowest.sort_by_key(|x| -x.1);
+        slowest.sort_by_key(|c| -c.max_us);
         Ok(StallSample {
             load_rate: st.rate(),
             probe_max_ms: rtts.iter().cloned().fold(0.0, f64::max),
@@ -1048,7 +1053,7 @@ struct StallSample {
     /// Runs that came less than 20 ms after the one before.
     close_runs: u64,
     /// SLOWLOG (> 1 ms) during the run: command and its longest µs.
-    slowest: Vec<(String, i64)>,
+    slowest: Vec<SlowCommand>,
 }
 
 pub fn percentile(v: &[f64], p: f64) -> f64 {

@@ -10,22 +10,22 @@ fn md_cell(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-fn events_text(e: &[(String, i64, usize)]) -> String {
+fn events_text(e: &[LatencyEvent]) -> String {
     if e.is_empty() {
         return "none".into();
     }
     e.iter()
-        .map(|(n, ms, k)| format!("{n}: max {ms} ms ({k} samples)"))
+        .map(|e| format!("{}: max {} ms ({} samples)", e.name, e.max_ms, e.samples))
         .collect::<Vec<_>>()
         .join("; ")
 }
 
-fn slow_text(v: &[(String, i64)]) -> String {
+fn slow_text(v: &[SlowCommand]) -> String {
     if v.is_empty() {
         return "none".into();
     }
     v.iter()
-        .map(|(n, us)| format!("{n} {}", thousands(*us as f64)))
+        .map(|c| format!("{} {}", c.name, thousands(c.max_us as f64)))
         .collect::<Vec<_>>()
         .join(", ")
         + " µs"
@@ -128,12 +128,12 @@ fn stores(w: &mut String, r: &Results) {
         (L_XADD, 1),
     ];
     for (label, cmds) in store_rows {
-        let cell = |tool: &str| match r.get(Section::Store, label, tool) {
+        let cell = |tool: Tool| match r.get(Section::Store, label, tool) {
             Some(m) => (thousands(m.median()), spread(m)),
             None => ("-".into(), "-".into()),
         };
-        let (a, ar) = cell(TOOL_RB);
-        let (b, br) = cell(TOOL_DRIVER);
+        let (a, ar) = cell(Tool::RedisBenchmark);
+        let (b, br) = cell(Tool::Driver);
         let _ = writeln!(
             w,
             "| {} | {cmds} | {a} | {ar} | {b} | {br} |",
@@ -144,8 +144,8 @@ fn stores(w: &mut String, r: &Results) {
 
 /// What the module API itself costs (only when both API commands ran).
 fn api_cost(w: &mut String, r: &Results) {
-    let one = r.rate(Section::Store, L_API_ONE, TOOL_RB);
-    let many = r.rate(Section::Store, L_API_MANY, TOOL_RB);
+    let one = r.rate(Section::Store, L_API_ONE, Tool::RedisBenchmark);
+    let many = r.rate(Section::Store, L_API_MANY, Tool::RedisBenchmark);
     if one > 0.0 && many > 0.0 {
         let per_call_ns = (1e9 / many - 1e9 / one) / 16.0;
         let _ = writeln!(
@@ -181,15 +181,15 @@ fn cycles(w: &mut String, r: &Results) {
         p.conns,
         thousands((p.ops / 4) as f64)
     );
-    let im = r.rate(Section::Cycle, L_CYCLE_IM, TOOL_DRIVER);
-    let im_sync = r.rate(Section::CycleSync, L_CYCLE_IM, TOOL_DRIVER);
+    let im = r.rate(Section::Cycle, L_CYCLE_IM, Tool::Driver);
+    let im_sync = r.rate(Section::CycleSync, L_CYCLE_IM, Tool::Driver);
     for (label, cmds) in [
         (L_CYCLE_IM, 2),
         (L_CYCLE_SEED, 6),
         (L_CYCLE_LUA, 2),
         (L_CYCLE_STREAM, 3),
     ] {
-        let cell = |sec: Section, base: f64| match r.get(sec, label, TOOL_DRIVER) {
+        let cell = |sec: Section, base: f64| match r.get(sec, label, Tool::Driver) {
             Some(m) => format!(
                 "{} | {} | {:.2}×",
                 thousands(m.median()),
@@ -364,10 +364,10 @@ fn timer_rows(w: &mut String, sw: &SweepRes, st: &StallRes) {
     let _ = writeln!(
         w,
         "| the same timer with no load at all ({} runs seen): median / p99 / longest; runs per second | {} / {} / {} µs; {:.1}/s, {} runs less than 20 ms after the previous |",
-        sw.quiet.3,
-        thousands(sw.quiet.0 as f64),
-        thousands(sw.quiet.1 as f64),
-        thousands(sw.quiet.2 as f64),
+        sw.quiet.runs_seen,
+        thousands(sw.quiet.p50_us as f64),
+        thousands(sw.quiet.p99_us as f64),
+        thousands(sw.quiet.max_us as f64),
         sw.quiet_runs_per_sec,
         sw.quiet_close_runs
     );

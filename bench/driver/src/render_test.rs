@@ -55,10 +55,20 @@ fn full() -> Results {
         let f = 1.0 + [0.0, 0.013, -0.021, 0.007, -0.004][run];
         for (label, rb, drv) in store {
             if let Some(secs) = rb {
-                r.measure(Section::Store, label, TOOL_RB, rate(200_000.0, secs * f));
+                r.measure(
+                    Section::Store,
+                    label,
+                    Tool::RedisBenchmark,
+                    rate(200_000.0, secs * f),
+                );
             }
             if label != L_API_ONE && label != L_API_MANY {
-                r.measure(Section::Store, label, TOOL_DRIVER, rate(200_000.0, drv / f));
+                r.measure(
+                    Section::Store,
+                    label,
+                    Tool::Driver,
+                    rate(200_000.0, drv / f),
+                );
             }
         }
         for (label, secs, sync) in [
@@ -70,13 +80,13 @@ fn full() -> Results {
             r.measure(
                 Section::Cycle,
                 label,
-                TOOL_DRIVER,
+                Tool::Driver,
                 rate(200_000.0, secs * f),
             );
             r.measure(
                 Section::CycleSync,
                 label,
-                TOOL_DRIVER,
+                Tool::Driver,
                 rate(50_000.0, sync / f),
             );
         }
@@ -130,7 +140,12 @@ fn full() -> Results {
         timer_p99_us: 974,
         runs_per_sec: 49.0 / 4.9512,
         close_runs: 1,
-        quiet: (920, 990, 1012, 48),
+        quiet: QuietRuns {
+            p50_us: 920,
+            p99_us: 990,
+            max_us: 1012,
+            runs_seen: 48,
+        },
         quiet_runs_per_sec: 47.0 / 4.7003,
         quiet_close_runs: 0,
         backlog_left: true,
@@ -140,8 +155,16 @@ fn full() -> Results {
         load_rate_off: rate(100_010.0, 5.0004),
         load_rate_on: rate(99_950.0, 5.0011),
         events: vec![
-            ("module-acquire-GIL".into(), 1, 3),
-            ("command".into(), 2, 1),
+            LatencyEvent {
+                name: "module-acquire-GIL".into(),
+                max_ms: 1,
+                samples: 3,
+            },
+            LatencyEvent {
+                name: "command".into(),
+                max_ms: 2,
+                samples: 1,
+            },
         ],
         base_events: Vec::new(),
         longest_us: 11_558,
@@ -150,7 +173,16 @@ fn full() -> Results {
         probe_max_on_ms: 3.4129,
         probe_p99_on_ms: 0.7249,
         slow_off: Vec::new(),
-        slow_on: vec![("IM.STORE".into(), 1520), ("EXEC".into(), 1003)],
+        slow_on: vec![
+            SlowCommand {
+                name: "IM.STORE".into(),
+                max_us: 1520,
+            },
+            SlowCommand {
+                name: "EXEC".into(),
+                max_us: 1003,
+            },
+        ],
     };
     r.rdb = RdbRes {
         messages: 1_000_000,
@@ -179,16 +211,16 @@ fn partial() -> Results {
         (L_IM_OFF, 20_000.0 / 0.0399, 20_000.0 / 0.0437),
         (L_LUA_ON, 20_000.0 / 0.1203, 20_000.0 / 0.1141),
     ] {
-        r.measure(Section::Store, label, TOOL_RB, rb);
-        r.measure(Section::Store, label, TOOL_DRIVER, drv);
+        r.measure(Section::Store, label, Tool::RedisBenchmark, rb);
+        r.measure(Section::Store, label, Tool::Driver, drv);
     }
-    r.measure(Section::Store, L_SEED_ON, TOOL_DRIVER, 20_000.0 / 0.0781);
-    r.measure(Section::Cycle, L_CYCLE_IM, TOOL_DRIVER, 20_000.0 / 0.0512);
-    r.measure(Section::Cycle, L_CYCLE_LUA, TOOL_DRIVER, 20_000.0 / 0.1702);
+    r.measure(Section::Store, L_SEED_ON, Tool::Driver, 20_000.0 / 0.0781);
+    r.measure(Section::Cycle, L_CYCLE_IM, Tool::Driver, 20_000.0 / 0.0512);
+    r.measure(Section::Cycle, L_CYCLE_LUA, Tool::Driver, 20_000.0 / 0.1702);
     r.measure(
         Section::CycleSync,
         L_CYCLE_IM,
-        TOOL_DRIVER,
+        Tool::Driver,
         5_000.0 / 0.0833,
     );
     r.total_secs = 9.87;

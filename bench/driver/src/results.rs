@@ -5,9 +5,6 @@ use crate::workloads::STANZA_BYTES;
 use crate::{percentile, Params};
 use std::fmt::Write;
 
-pub const TOOL_RB: &str = "redis-benchmark";
-pub const TOOL_DRIVER: &str = "driver";
-
 pub const L_PING: &str = "PING";
 pub const L_HSET: &str = "HSET OGM:<id> STANZA … CREATIONDATE …";
 pub const L_IM_ON: &str = "IM.STORE, device online (pending)";
@@ -31,7 +28,7 @@ pub const L_PAGE_IM: &str = "redis-im: IM.OFFLINE.PAGE AFTER <seq> COUNT 100";
 pub const L_PAGE_SEED: &str = "seed layout: ZRANGEBYSCORE LIMIT 100 + 100 HGETALL";
 pub const L_PAGE_STREAM: &str = "stream: XRANGE (<id> + COUNT 100";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Section {
     Store,
     Cycle,
@@ -39,10 +36,18 @@ pub enum Section {
     CycleSync,
 }
 
+/// What timed a measure.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Tool {
+    RedisBenchmark,
+    /// The driver's load loop (`load.rs`).
+    Driver,
+}
+
 pub struct Measure {
     pub section: Section,
     pub label: String,
-    pub tool: &'static str,
+    pub tool: Tool,
     pub runs: Vec<f64>,
 }
 
@@ -103,12 +108,36 @@ pub struct SweepRes {
     pub timer_p99_us: i64,
     pub runs_per_sec: f64,
     pub close_runs: u64,
-    /// The timer with no load: p50, p99, max µs, runs seen.
-    pub quiet: (i64, i64, i64, u64),
+    /// The timer with no load.
+    pub quiet: QuietRuns,
     pub quiet_runs_per_sec: f64,
     pub quiet_close_runs: u64,
     /// Work was still due when the load stopped (every run was a full one).
     pub backlog_left: bool,
+}
+
+/// The timer's runs with no load at all.
+#[derive(Default, Debug, Clone, Copy, PartialEq)]
+pub struct QuietRuns {
+    pub p50_us: i64,
+    pub p99_us: i64,
+    pub max_us: i64,
+    pub runs_seen: u64,
+}
+
+/// An event of `LATENCY LATEST` and its `LATENCY HISTORY`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyEvent {
+    pub name: String,
+    pub max_ms: i64,
+    pub samples: usize,
+}
+
+/// A command of `SLOWLOG` and its longest time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowCommand {
+    pub name: String,
+    pub max_us: i64,
 }
 
 #[derive(Default)]
@@ -116,21 +145,22 @@ pub struct StallRes {
     pub secs: f64,
     pub load_rate_off: f64,
     pub load_rate_on: f64,
-    /// (event, max ms, samples)
-    pub events: Vec<(String, i64, usize)>,
-    pub base_events: Vec<(String, i64, usize)>,
+    /// Timer on.
+    pub events: Vec<LatencyEvent>,
+    /// Timer off.
+    pub base_events: Vec<LatencyEvent>,
     pub longest_us: i64,
     pub probe_max_off_ms: f64,
     pub probe_p99_off_ms: f64,
     pub probe_max_on_ms: f64,
     pub probe_p99_on_ms: f64,
-    pub slow_off: Vec<(String, i64)>,
-    pub slow_on: Vec<(String, i64)>,
+    pub slow_off: Vec<SlowCommand>,
+    pub slow_on: Vec<SlowCommand>,
 }
 
 impl StallRes {
     pub fn events_max_ms(&self) -> i64 {
-        self.events.iter().map(|e| e.1).max().unwrap_or(0)
+        self.events.iter().map(|e| e.max_ms).max().unwrap_or(0)
     }
 }
 
@@ -225,7 +255,7 @@ impl Results {
         }
     }
 
-    pub fn measure(&mut self, section: Section, label: &str, tool: &'static str, v: f64) {
+    pub fn measure(&mut self, section: Section, label: &str, tool: Tool, v: f64) {
         match self
             .measures
             .iter_mut()
@@ -241,13 +271,13 @@ impl Results {
         }
     }
 
-    pub fn get(&self, section: Section, label: &str, tool: &str) -> Option<&Measure> {
+    pub fn get(&self, section: Section, label: &str, tool: Tool) -> Option<&Measure> {
         self.measures
             .iter()
             .find(|m| m.section == section && m.label == label && m.tool == tool)
     }
 
-    pub fn rate(&self, section: Section, label: &str, tool: &str) -> f64 {
+    pub fn rate(&self, section: Section, label: &str, tool: Tool) -> f64 {
         self.get(section, label, tool)
             .map_or(f64::NAN, |m| m.median())
     }
@@ -279,8 +309,8 @@ impl Results {
     }
 
     fn throughput_targets(&self) -> Vec<Target> {
-        let rb = |l: &str| self.rate(Section::Store, l, TOOL_RB);
-        let cy = |l: &str| self.rate(Section::Cycle, l, TOOL_DRIVER);
+        let rb = |l: &str| self.rate(Section::Store, l, Tool::RedisBenchmark);
+        let cy = |l: &str| self.rate(Section::Cycle, l, Tool::Driver);
         let vs = |name: &str, a: f64, b: f64, goal: f64| {
             let measured = format!("{} vs {} ops/s", thousands(a), thousands(b));
             Target::at_least(name, a, b, goal, measured)

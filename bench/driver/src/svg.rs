@@ -157,14 +157,14 @@ fn panels(r: &Results) -> Vec<Panel> {
             "Store throughput, redis-benchmark (operations/s)",
             rate_bars(r, |m| {
                 m.section == Section::Store
-                    && m.tool == TOOL_RB
+                    && m.tool == Tool::RedisBenchmark
                     && ![L_PING, L_API_ONE, L_API_MANY].contains(&m.label.as_str())
             }),
         ),
         plain(
             "Store throughput, driver (operations/s)",
             rate_bars(r, |m| {
-                m.section == Section::Store && m.tool == TOOL_DRIVER && m.label != L_PING
+                m.section == Section::Store && m.tool == Tool::Driver && m.label != L_PING
             }),
         ),
         plain(
