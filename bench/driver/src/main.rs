@@ -1,10 +1,14 @@
 //! im-bench: the load driver and benchmark suite of redis-im.
 //!
-//! `im-bench suite [--quick] --module PATH --work DIR --md FILE --svg FILE`
-//! starts one redis-server with the module and measures, side by side on
-//! that server, redis-im against the seed's key layout (driven from the
-//! client and as Lua scripts), streams, and plain HSET/PING as ceilings;
-//! then writes a Markdown report and an SVG plot.
+//! `im-bench suite [--quick] --module PATH --work DIR --json FILE --md FILE
+//! --svg FILE` starts one redis-server with the module and measures, side
+//! by side on that server, redis-im against the seed's key layout (driven
+//! from the client and as Lua scripts), streams, and plain HSET/PING as
+//! ceilings; then writes the results as JSON, a Markdown report and an SVG
+//! plot.
+//!
+//! `im-bench render --json FILE [--md FILE] [--svg FILE]` writes the report
+//! and the plot of results kept as JSON, running nothing.
 
 mod load;
 mod markdown;
@@ -19,6 +23,7 @@ mod workloads;
 use load::{Plan, Stats};
 use resp::{Conn, Val};
 use results::*;
+use serde::{Deserialize, Serialize};
 use server::Server;
 use std::io;
 use std::path::PathBuf;
@@ -50,7 +55,7 @@ fn fail(msg: impl Into<String>) -> io::Error {
 }
 
 /// Sizes of the run (`--quick` makes everything smaller).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Params {
     pub quick: bool,
     /// Operations per throughput measurement.
@@ -1160,9 +1165,10 @@ fn machine(module: &std::path::Path, appendonly: bool) -> Vec<(String, String)> 
 
 fn usage() -> ! {
     eprintln!(
-        "usage: im-bench suite [--quick] --module PATH [--work DIR] [--md FILE] [--svg FILE]\n\
+        "usage: im-bench suite [--quick] --module PATH [--work DIR] [--json FILE] [--md FILE] [--svg FILE]\n\
          \x20                    [--ops N] [--repeats R] [--conns C] [--depth D] [--appendonly]\n\
-         \x20                    [--only stores,cycles,memory,paging,timer,rdb]"
+         \x20                    [--only stores,cycles,memory,paging,timer,rdb]\n\
+         \x20      im-bench render --json FILE [--md FILE] [--svg FILE]"
     );
     std::process::exit(2);
 }
@@ -1170,18 +1176,43 @@ fn usage() -> ! {
 fn main() {
     elapsed_total();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(|s| s.as_str()) != Some("suite") {
-        usage();
+    let done = match args.first().map(|s| s.as_str()) {
+        Some("suite") => suite(&suite_args(&args[1..])),
+        Some("render") => render_cmd(&args[1..]),
+        _ => usage(),
+    };
+    if let Err(e) = done {
+        eprintln!("im-bench: {e}");
+        std::process::exit(1);
     }
+}
+
+/// What `suite` is to do: the sizes, the phases, where things go.
+struct SuiteArgs {
+    p: Params,
+    phases: Vec<String>,
+    module: PathBuf,
+    work: PathBuf,
+    out: Outputs,
+    appendonly: bool,
+}
+
+/// Where a run's results go: the JSON, the report and the plot.
+struct Outputs {
+    json: PathBuf,
+    md: PathBuf,
+    svg: PathBuf,
+}
+
+fn suite_args(args: &[String]) -> SuiteArgs {
     let mut quick = false;
     let mut appendonly = false;
     let mut module = None;
     let mut work = PathBuf::from("run-data/bench");
-    let mut md = None;
-    let mut svg = None;
+    let (mut json, mut md, mut svg) = (None, None, None);
     let mut overrides: Vec<(String, String)> = Vec::new();
     let mut only: Option<String> = None;
-    let mut it = args[1..].iter();
+    let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().unwrap_or_else(|| usage());
         match a.as_str() {
@@ -1189,6 +1220,7 @@ fn main() {
             "--appendonly" => appendonly = true,
             "--module" => module = Some(PathBuf::from(val())),
             "--work" => work = PathBuf::from(val()),
+            "--json" => json = Some(PathBuf::from(val())),
             "--md" => md = Some(PathBuf::from(val())),
             "--svg" => svg = Some(PathBuf::from(val())),
             "--only" => only = Some(val()),
@@ -1197,6 +1229,23 @@ fn main() {
         }
     }
     let Some(module) = module else { usage() };
+    let out = Outputs {
+        json: json.unwrap_or_else(|| work.join("bench.json")),
+        md: md.unwrap_or_else(|| work.join("bench.md")),
+        svg: svg.unwrap_or_else(|| work.join("bench.svg")),
+    };
+    SuiteArgs {
+        p: params(quick, overrides),
+        phases: phases(only),
+        module,
+        work,
+        out,
+        appendonly,
+    }
+}
+
+/// The run's sizes: `--quick`'s or the full ones, and the options given.
+fn params(quick: bool, overrides: Vec<(String, String)>) -> Params {
     let mut p = Params::new(quick);
     for (k, v) in overrides {
         let n: u64 = v.parse().unwrap_or_else(|_| usage());
@@ -1208,8 +1257,11 @@ fn main() {
             _ => {}
         }
     }
-    let md = md.unwrap_or_else(|| work.join("bench.md"));
-    let svg = svg.unwrap_or_else(|| work.join("bench.svg"));
+    p
+}
+
+/// The phases `--only` names (all of them without it).
+fn phases(only: Option<String>) -> Vec<String> {
     let phases: Vec<String> = only
         .map(|o| o.split(',').map(|s| s.trim().to_string()).collect())
         .unwrap_or_else(|| PHASES.iter().map(|s| s.to_string()).collect());
@@ -1220,39 +1272,63 @@ fn main() {
         );
         std::process::exit(2);
     }
-    match suite(p, &phases, &module, &work, &md, &svg, appendonly) {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("im-bench: {e}");
-            std::process::exit(1);
+    phases
+}
+
+/// `render`: the report and the plot of results a suite wrote, by default
+/// beside them (`bench.json` gives `bench.md` and `bench.svg`).
+fn render_cmd(args: &[String]) -> io::Result<()> {
+    let (mut json, mut md, mut svg) = (None, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().map(PathBuf::from).unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--json" => json = Some(val()),
+            "--md" => md = Some(val()),
+            "--svg" => svg = Some(val()),
+            _ => usage(),
         }
     }
+    let Some(json) = json else { usage() };
+    let text =
+        std::fs::read_to_string(&json).map_err(|e| fail(format!("{}: {e}", json.display())))?;
+    let r = Results::from_json(&text).map_err(|e| fail(format!("{}: {e}", json.display())))?;
+    let md = md.unwrap_or_else(|| json.with_extension("md"));
+    let svg = svg.unwrap_or_else(|| json.with_extension("svg"));
+    write_files(&[(&md, markdown::markdown(&r)), (&svg, svg::svg(&r))])?;
+    println!("{}", targets_text(&r));
+    Ok(())
+}
+
+/// Writes each file, making its directory first.
+fn write_files(files: &[(&std::path::Path, String)]) -> io::Result<()> {
+    for (path, text) in files {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(path, text)?;
+    }
+    let names: Vec<String> = files.iter().map(|f| f.0.display().to_string()).collect();
+    log(format!("wrote {}", names.join(", ")));
+    Ok(())
 }
 
 const PHASES: &[&str] = &["stores", "cycles", "memory", "paging", "timer", "rdb"];
 
-fn suite(
-    p: Params,
-    phases: &[String],
-    module: &std::path::Path,
-    work: &std::path::Path,
-    md: &std::path::Path,
-    svg: &std::path::Path,
-    appendonly: bool,
-) -> io::Result<()> {
-    std::fs::create_dir_all(work)?;
-    let _ = std::fs::remove_file(work.join("bench.rdb"));
-    let _ = std::fs::remove_file(work.join("redis.log"));
-    let module = std::fs::canonicalize(module)?;
-    let work = std::fs::canonicalize(work)?;
+fn suite(a: &SuiteArgs) -> io::Result<()> {
+    std::fs::create_dir_all(&a.work)?;
+    let _ = std::fs::remove_file(a.work.join("bench.rdb"));
+    let _ = std::fs::remove_file(a.work.join("redis.log"));
+    let module = std::fs::canonicalize(&a.module)?;
+    let work = std::fs::canonicalize(&a.work)?;
     let _ = std::fs::remove_dir_all(work.join("appendonlydir"));
     let mut server = Server::new(&module, &work, server::free_port()?);
-    server.appendonly = appendonly;
+    server.appendonly = a.appendonly;
     server.start()?;
     let admin = Conn::connect(server.port)?;
     let mut s = Suite {
-        res: Results::new(machine(&module, appendonly), p.clone()),
-        p,
+        res: Results::new(machine(&module, a.appendonly), a.p.clone()),
+        p: a.p.clone(),
         server,
         admin,
         shas: Shas::default(),
@@ -1264,7 +1340,7 @@ fn suite(
     ));
     s.config_set("im.max-pending", 1_000_000_000)?;
     s.load_scripts()?;
-    let on = |name: &str| phases.iter().any(|p| p == name);
+    let on = |name: &str| a.phases.iter().any(|p| p == name);
     if on("stores") {
         s.stores()?;
     }
@@ -1286,15 +1362,12 @@ fn suite(
     s.server.stop();
     s.res.total_secs = elapsed_total();
     s.res.evaluate();
-    if let Some(d) = md.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    if let Some(d) = svg.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::write(md, markdown::markdown(&s.res))?;
-    std::fs::write(svg, svg::svg(&s.res))?;
-    log(format!("wrote {} and {}", md.display(), svg.display()));
-    println!("{}", targets_text(&s.res));
+    let (r, out) = (&s.res, &a.out);
+    write_files(&[
+        (&out.json, r.to_json()?),
+        (&out.md, markdown::markdown(r)),
+        (&out.svg, svg::svg(r)),
+    ])?;
+    println!("{}", targets_text(r));
     Ok(())
 }

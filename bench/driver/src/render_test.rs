@@ -261,12 +261,54 @@ fn check_all(stem: &str, r: &Results) {
     check(&format!("{stem}.txt"), &targets_text(r));
 }
 
+/// The results render as the fixtures, and so do they after a round trip
+/// through JSON (which gives back the same results and the same JSON).
+fn renders_alike(stem: &str, r: Results) {
+    check_all(stem, &r);
+    let json = r.to_json().unwrap();
+    check(&format!("{stem}.json"), &json);
+    let back = Results::from_json(&json).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.to_json().unwrap(), json);
+    check_all(stem, &back);
+}
+
 #[test]
 fn full_run_renders_as_the_fixtures() {
-    check_all("full", &full());
+    renders_alike("full", full());
 }
 
 #[test]
 fn partial_run_renders_as_the_fixtures() {
-    check_all("partial", &partial());
+    renders_alike("partial", partial());
+}
+
+/// Results kept as JSON (the fixture, as `render` reads a file) render as
+/// the fixtures, with the targets' verdicts as they were recorded.
+#[test]
+fn kept_json_renders_as_the_fixtures() {
+    for stem in ["full", "partial"] {
+        let text = std::fs::read_to_string(fixture(&format!("{stem}.json"))).unwrap();
+        check_all(stem, &Results::from_json(&text).unwrap());
+    }
+}
+
+#[test]
+fn json_of_another_format_is_refused() {
+    let mut r = partial();
+    r.format = FORMAT + 1;
+    let e = Results::from_json(&r.to_json().unwrap()).unwrap_err();
+    let want = format!("results of format {}", FORMAT + 1);
+    assert!(e.to_string().contains(&want), "{e}");
+    assert!(Results::from_json("{}").is_err());
+}
+
+/// A rate the driver could not compute is written as null and read back
+/// as NaN, not refused.
+#[test]
+fn non_finite_rates_read_back() {
+    let mut r = partial();
+    r.sweep.runs_per_sec = f64::INFINITY;
+    let back = Results::from_json(&r.to_json().unwrap()).unwrap();
+    assert!(back.sweep.runs_per_sec.is_nan());
 }

@@ -3,7 +3,13 @@
 
 use crate::workloads::STANZA_BYTES;
 use crate::{percentile, Params};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt::Write;
+use std::io;
+
+/// The version of the results' JSON (its `format`); a change that older
+/// files do not fit takes a new one.
+pub const FORMAT: u32 = 1;
 
 pub const L_PING: &str = "PING";
 pub const L_HSET: &str = "HSET OGM:<id> STANZA … CREATIONDATE …";
@@ -28,7 +34,8 @@ pub const L_PAGE_IM: &str = "redis-im: IM.OFFLINE.PAGE AFTER <seq> COUNT 100";
 pub const L_PAGE_SEED: &str = "seed layout: ZRANGEBYSCORE LIMIT 100 + 100 HGETALL";
 pub const L_PAGE_STREAM: &str = "stream: XRANGE (<id> + COUNT 100";
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Section {
     Store,
     Cycle,
@@ -37,13 +44,15 @@ pub enum Section {
 }
 
 /// What timed a measure.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Tool {
     RedisBenchmark,
     /// The driver's load loop (`load.rs`).
     Driver,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measure {
     pub section: Section,
     pub label: String,
@@ -57,6 +66,7 @@ impl Measure {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemRow {
     pub label: String,
     pub bytes_per_msg: f64,
@@ -67,14 +77,14 @@ pub struct MemRow {
 }
 
 /// Round-trip median and p99, and the server's own time, per request (µs).
-#[derive(Default, Debug, Clone, Copy)]
+#[derive(Default, Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
     pub median: f64,
     pub p99: f64,
     pub server: f64,
 }
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PageRow {
     pub label: String,
     pub small: Timing,
@@ -91,7 +101,7 @@ impl PageRow {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepRes {
     pub pending: i64,
     pub due: i64,
@@ -106,10 +116,12 @@ pub struct SweepRes {
     pub timer_max_us: i64,
     pub timer_p50_us: i64,
     pub timer_p99_us: i64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub runs_per_sec: f64,
     pub close_runs: u64,
     /// The timer with no load.
     pub quiet: QuietRuns,
+    #[serde(deserialize_with = "nan_if_null")]
     pub quiet_runs_per_sec: f64,
     pub quiet_close_runs: u64,
     /// Work was still due when the load stopped (every run was a full one).
@@ -117,7 +129,7 @@ pub struct SweepRes {
 }
 
 /// The timer's runs with no load at all.
-#[derive(Default, Debug, Clone, Copy, PartialEq)]
+#[derive(Default, Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct QuietRuns {
     pub p50_us: i64,
     pub p99_us: i64,
@@ -126,7 +138,7 @@ pub struct QuietRuns {
 }
 
 /// An event of `LATENCY LATEST` and its `LATENCY HISTORY`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatencyEvent {
     pub name: String,
     pub max_ms: i64,
@@ -134,13 +146,13 @@ pub struct LatencyEvent {
 }
 
 /// A command of `SLOWLOG` and its longest time.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SlowCommand {
     pub name: String,
     pub max_us: i64,
 }
 
-#[derive(Default)]
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StallRes {
     pub secs: f64,
     pub load_rate_off: f64,
@@ -164,7 +176,7 @@ impl StallRes {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RdbRes {
     pub messages: i64,
     pub keys: i64,
@@ -176,6 +188,7 @@ pub struct RdbRes {
     pub startup_secs: f64,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     pub name: String,
     pub measured: String,
@@ -209,8 +222,16 @@ impl Target {
     }
 }
 
+/// All a run measured, its machine and sizes, and the targets' verdicts:
+/// what the JSON holds, and all the renderings read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Results {
+    /// `FORMAT`.
+    pub format: u32,
+    /// What `machine()` recorded, in its order (a JSON object).
+    #[serde(with = "ordered_map")]
     pub machine: Vec<(String, String)>,
+    #[serde(rename = "params")]
     pub p: Params,
     pub measures: Vec<Measure>,
     pub memory: Vec<MemRow>,
@@ -220,6 +241,46 @@ pub struct Results {
     pub rdb: RdbRes,
     pub targets: Vec<Target>,
     pub total_secs: f64,
+}
+
+/// A number that serde_json wrote as null (it was NaN or infinite) reads
+/// back as NaN.
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Pairs as a JSON object, its keys in the pairs' order.
+mod ordered_map {
+    use serde::de::{MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(pairs: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(pairs.len()))?;
+        for (k, v) in pairs {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Vec<(String, String)>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(kv) = m.next_entry()? {
+                    pairs.push(kv);
+                }
+                Ok(pairs)
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
 }
 
 pub fn thousands(v: f64) -> String {
@@ -242,6 +303,7 @@ pub fn thousands(v: f64) -> String {
 impl Results {
     pub fn new(machine: Vec<(String, String)>, p: Params) -> Results {
         Results {
+            format: FORMAT,
             machine,
             p,
             measures: Vec::new(),
@@ -253,6 +315,29 @@ impl Results {
             targets: Vec::new(),
             total_secs: 0.0,
         }
+    }
+
+    /// The results as JSON (pretty, ending with a newline).
+    pub fn to_json(&self) -> io::Result<String> {
+        let mut s = serde_json::to_string_pretty(self)?;
+        s.push('\n');
+        Ok(s)
+    }
+
+    /// Results written by `to_json`, refused when of another `FORMAT`.
+    pub fn from_json(text: &str) -> io::Result<Results> {
+        #[derive(Deserialize)]
+        struct Head {
+            format: u32,
+        }
+        let head: Head = serde_json::from_str(text)?;
+        if head.format != FORMAT {
+            return Err(io::Error::other(format!(
+                "results of format {}, this im-bench reads format {FORMAT}",
+                head.format
+            )));
+        }
+        Ok(serde_json::from_str(text)?)
     }
 
     pub fn measure(&mut self, section: Section, label: &str, tool: Tool, v: f64) {
