@@ -1,5 +1,6 @@
-//! The results of a run, as the suite records them, and the targets they
-//! are held to; the helpers of numbers' text shared by the renderings.
+//! The results of a run, as the suite records them and as JSON keeps them,
+//! and the targets they are held to; the helpers of numbers' text shared by
+//! the renderings (`markdown.rs`, `svg.rs`).
 
 use crate::workloads::STANZA_BYTES;
 use crate::{percentile, Params};
@@ -52,6 +53,7 @@ pub enum Tool {
     Driver,
 }
 
+/// One figure (operations or cycles per second), once per repeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measure {
     pub section: Section,
