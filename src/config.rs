@@ -38,6 +38,9 @@ pub mod defaults {
     /// ms; 0: never.
     pub const DEVICE_IDLE: i64 = 30 * DAY_MS;
     pub const ARCHIVE: bool = false;
+    /// On: a phone asleep learns of its messages only from a push, and
+    /// the event costs one publish per device that got messages offline.
+    pub const PUSH_EVENTS: bool = true;
     pub const OFFLINE_TYPES: &str = "chat normal";
     pub const EVENT_PREFIX: &str = "im:events:";
     pub const DELAY_FROM: &str = "";
@@ -62,6 +65,7 @@ pub const NAMES: &[&str] = &[
     "delay-from",
     "archive",
     "quota-policy",
+    "push-events",
 ];
 
 pub static RESEND_INTERVAL: AtomicI64 = AtomicI64::new(defaults::RESEND_INTERVAL);
@@ -76,6 +80,7 @@ pub static RETENTION: AtomicI64 = AtomicI64::new(defaults::RETENTION);
 pub static MAILBOX_IDLE: AtomicI64 = AtomicI64::new(defaults::MAILBOX_IDLE);
 pub static DEVICE_IDLE: AtomicI64 = AtomicI64::new(defaults::DEVICE_IDLE);
 pub static ARCHIVE: AtomicBool = AtomicBool::new(defaults::ARCHIVE);
+pub static PUSH_EVENTS: AtomicBool = AtomicBool::new(defaults::PUSH_EVENTS);
 
 pub static QUOTA_POLICY: Mutex<QuotaPolicy> = Mutex::new(QuotaPolicy::Reject);
 pub static OFFLINE_TYPES: TextSetting = TextSetting::new(check_types);
@@ -223,6 +228,11 @@ pub fn is_offline_type(t: &[u8]) -> bool {
         }
         types.iter().any(|k| k.as_slice() == t)
     })
+}
+
+/// `push-events`: `offline` events on `<event-prefix>push` (SPEC §5).
+pub fn push_events() -> bool {
+    PUSH_EVENTS.load(Ordering::Relaxed)
 }
 
 pub fn event_prefix() -> String {

@@ -237,6 +237,7 @@ mod registration {
             ],
             bool: [
                 ["archive", &ARCHIVE, defaults::ARCHIVE, ConfigurationFlags::DEFAULT, None],
+                ["push-events", &PUSH_EVENTS, defaults::PUSH_EVENTS, ConfigurationFlags::DEFAULT, None],
             ],
             enum: [
                 ["quota-policy", &QUOTA_POLICY, QuotaPolicy::Reject, ConfigurationFlags::DEFAULT, None],
