@@ -946,3 +946,68 @@ mod differential {
         );
     }
 }
+
+/// Parse time of realistic stanzas, in release:
+/// `cargo test --release --lib stanza::timing -- --ignored --nocapture`.
+#[cfg(test)]
+mod timing {
+    use super::parse;
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    /// A chat message as clients send it: 241 bytes.
+    pub const CHAT_241: &str = "<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' type='chat' id='x000000000001-000000000002'><body>Lunch at noon? I booked, &amp; paid.</body><active xmlns='http://jabber.org/protocol/chatstates'/></message>";
+
+    /// A message of about 4 KB: a long body, its XHTML-IM copy and the
+    /// usual extensions.
+    pub fn chat_4k() -> String {
+        let para = "The table by the window is booked for noon &amp; the menu looks good: soup, \
+                    bread, a salad with caf\u{e9} dressing, and tea (\u{4e00}\u{676f}). ";
+        let mut body = String::new();
+        let mut html = String::new();
+        while body.len() + html.len() < 3300 {
+            body.push_str(para);
+            html.push_str("<p style='margin:0'>");
+            html.push_str(para);
+            html.push_str("<br/></p>");
+        }
+        format!(
+            "<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' \
+             type='chat' id='x000000000001-000000000002' xml:lang='en'><body>{body}</body>\
+             <html xmlns='http://jabber.org/protocol/xhtml-im'><body xmlns='http://www.w3.org/1999/xhtml'>{html}</body></html>\
+             <active xmlns='http://jabber.org/protocol/chatstates'/><request xmlns='urn:xmpp:receipts'/>\
+             <markable xmlns='urn:xmpp:chat-markers:0'/><origin-id xmlns='urn:xmpp:sid:0' id='b9d3f0c2-6f7e-4a5b'/>\
+             <store xmlns='urn:xmpp:hints'/></message>"
+        )
+    }
+
+    fn ns_per_parse(raw: &[u8]) -> f64 {
+        assert!(parse(raw).is_ok());
+        let mut best = f64::MAX;
+        for _ in 0..7 {
+            let n = 2_000_000 / (1 + raw.len() / 256);
+            let t = Instant::now();
+            for _ in 0..n {
+                black_box(parse(black_box(raw)).is_ok());
+            }
+            best = best.min(t.elapsed().as_nanos() as f64 / n as f64);
+        }
+        best
+    }
+
+    #[test]
+    #[ignore]
+    fn parse_time() {
+        assert_eq!(CHAT_241.len(), 241);
+        let big = chat_4k();
+        println!(
+            "241 bytes: {:.1} ns/parse",
+            ns_per_parse(CHAT_241.as_bytes())
+        );
+        println!(
+            "{} bytes: {:.1} ns/parse",
+            big.len(),
+            ns_per_parse(big.as_bytes())
+        );
+    }
+}
