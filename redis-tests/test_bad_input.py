@@ -133,6 +133,13 @@ def test_unknown_option(r, raw, args):
     check_unchanged(r, raw, args, mentions("BOGUS"))
 
 
+def test_error_text_keeps_non_ascii_input(r, raw):
+    """An error quoting a character past ASCII (U+0100 once became NUL and
+    aborted the server) sends it as UTF-8."""
+    check_unchanged(r, raw, ["IM.OFFLINE.PAGE", "USER", "laptop", "\u0100\u00e9", "5"],
+                    mentions("'\u0100\u00e9'"))
+
+
 SYNTAX = [
     ["IM.CONNECT", "USER", "phone", "NODE"],
     ["IM.STORE", "USER", GOOD, "ID"],

@@ -67,8 +67,15 @@ pub fn send(context: &redis_module::Context, r: &Reply) {
             raw::reply_with_simple_string(ctx, c.as_ptr());
         }
         Reply::Error(msg) => {
+            // Straight to the module API: `raw::reply_with_error` casts each
+            // character to a byte, which mangles UTF-8 and panics (aborting
+            // the server) on a character that becomes NUL, such as U+0100.
             let c = CString::new(msg.replace(['\r', '\n', '\0'], " ")).unwrap_or_default();
-            raw::reply_with_error(ctx, c.as_ptr());
+            unsafe {
+                if let Some(f) = raw::RedisModule_ReplyWithError {
+                    f(ctx, c.as_ptr());
+                }
+            }
         }
         Reply::WrongArity => unsafe {
             if let Some(f) = raw::RedisModule_WrongArity {
