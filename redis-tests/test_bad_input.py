@@ -46,6 +46,7 @@ def starts_err(err):
 def mentions_stanza(err):
     starts_err(err)
     assert "stanza" in err.lower(), err
+    assert err.isprintable(), err
 
 
 def over(n):
@@ -63,6 +64,17 @@ BAD_STANZAS = {
     "empty": b"",
     "unquoted-attribute": b"<message id=b type=chat/>",
     "bad-entity": b"<message id='b'><body>&nope;</body></message>",
+    "control-character": b"<message id='b'><body>a\x1bb</body></message>",
+    "nul": b"<message id='b'><body>a\x00b</body></message>",
+    "reference-to-control": b"<message id='b'><body>&#1;</body></message>",
+    "reference-to-surrogate": b"<message id='b'><body>&#xD800;</body></message>",
+    "fffe": "<message id='b'><body>\ufffe</body></message>".encode(),
+    "cdata-end-in-text": b"<message id='b'><body>a]]>b</body></message>",
+    "double-hyphen-in-comment": b"<message id='b'><!-- a -- b --><body>x</body></message>",
+    "undeclared-prefix": b"<message id='b'><x:body>hi</x:body></message>",
+    "undeclaring-a-prefix": b"<message id='b' xmlns:p=''><body>hi</body></message>",
+    "repeated-non-ascii-attribute": "<message \u0100='1' \u0100='2'/>".encode(),
+    "doctype": b"<!DOCTYPE message><message id='b'/>",
     "over-default-limit": over(65536),
 }
 
