@@ -92,6 +92,9 @@ pub fn offline_page(ctx: &Context, args: &[RedisString]) -> Reply {
                 Err(e) => return e,
             };
         } else if is(o, "DELAY") {
+            if let Err(e) = stanza::check_delay_from(v) {
+                return error(e);
+            }
             delay = Some(v.to_vec());
         } else {
             return unknown_option(o);
