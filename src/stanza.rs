@@ -217,17 +217,16 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// The bytes the character checks take at a time.
+const BLOCK: usize = 64;
+
 /// Where the first character of `raw` (valid UTF-8) that does not match
 /// XML 1.0 `Char` starts: a C0 control but tab, LF and CR, or U+FFFE or
-/// U+FFFF (UTF-8 has no surrogates). One pass, 32 bytes at a time with no
-/// branch inside a block, so that the compiler makes vector code of it.
+/// U+FFFF (UTF-8 has no surrogates). One pass, `BLOCK` bytes at a time
+/// with no branch inside a block, so that the compiler makes vector code of
+/// it: a block is looked at again only when it holds a byte below 0x20 or
+/// 0xEF (the first byte of U+F000..U+FFFF).
 fn first_non_char(raw: &[u8]) -> Option<usize> {
-    // Suspect: a C0 control but tab, LF, CR; or 0xEF, the first byte of
-    // U+F000..U+FFFF, looked at closely.
-    #[inline(always)]
-    fn suspect(b: u8) -> bool {
-        (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r') | (b == 0xEF)
-    }
     fn exact(raw: &[u8], from: usize, to: usize) -> Option<usize> {
         (from..to).find(|&i| {
             let b = raw[i];
@@ -237,15 +236,23 @@ fn first_non_char(raw: &[u8]) -> Option<usize> {
                     && matches!(raw.get(i + 2), Some(0xBE | 0xBF)))
         })
     }
-    const BLOCK: usize = 32;
-    let mut blocks = raw.chunks_exact(BLOCK);
-    let mut at = 0;
-    for block in &mut blocks {
-        let mut any = false;
+    /// Tab, LF and CR are common: a block holding them and no 0xEF is
+    /// looked at again with vector code before byte by byte.
+    fn closer(block: &[u8]) -> bool {
+        let (mut bad, mut ef) = (false, false);
         for &b in block {
-            any |= suspect(b);
+            bad |= b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r';
+            ef |= b == 0xEF;
         }
-        if any {
+        bad || ef
+    }
+    let mut at = 0;
+    for block in raw.chunks_exact(BLOCK) {
+        let mut suspect = false;
+        for &b in block {
+            suspect |= (b < 0x20) | (b == 0xEF);
+        }
+        if suspect && closer(block) {
             if let Some(i) = exact(raw, at, at + BLOCK) {
                 return Some(i);
             }
@@ -256,13 +263,12 @@ fn first_non_char(raw: &[u8]) -> Option<usize> {
 }
 
 /// Checks that `raw` is UTF-8 and that each of its characters matches XML
-/// 1.0 `Char` (§2.2). ASCII is checked 32 bytes at a time in one pass (the
+/// 1.0 `Char` (§2.2). ASCII is checked `BLOCK` bytes at a time in one pass (the
 /// last block padded), with no branch inside a block so that the compiler
 /// makes vector code of it; from the first block past ASCII on, the
 /// standard UTF-8 check and [`first_non_char`] take over. Answers whether
 /// `raw` may hold a tab, LF or CR (false when it surely holds none).
 fn check_chars(raw: &[u8]) -> Result<bool, String> {
-    const BLOCK: usize = 32;
     let mut ws = false;
     let mut at = 0;
     while at < raw.len() {
