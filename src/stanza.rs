@@ -2167,6 +2167,10 @@ mod differential {
     struct Facts {
         kind: Kind,
         type_attr: Option<Vec<u8>>,
+        /// RFC 6121 §5.2.2.
+        message_type: Vec<u8>,
+        /// `keep_offline` when chat and normal messages are kept.
+        kept: bool,
         id: Option<(Vec<u8>, Option<usize>)>,
         has_body: bool,
         chat_state: bool,
@@ -2179,6 +2183,8 @@ mod differential {
         Facts {
             kind: s.kind,
             type_attr: s.type_attr.as_deref().map(<[u8]>::to_vec),
+            message_type: s.message_type().to_vec(),
+            kept: s.keep_offline(|t| t == b"chat" || t == b"normal"),
             id: s.id.as_ref().map(|i| (i.value.to_vec(), i.verbatim_at)),
             has_body: s.has_body,
             chat_state: s.chat_state,
@@ -2209,9 +2215,16 @@ mod differential {
             root.attributes()
                 .find(|a| a.namespace().is_none() && a.name() == name)
         };
+        let type_attr = unprefixed("type").map(|a| a.value());
+        let known = ["chat", "error", "groupchat", "headline", "normal"];
         let mut f = Facts {
             kind,
-            type_attr: unprefixed("type").map(|a| a.value().as_bytes().to_vec()),
+            type_attr: type_attr.map(|t| t.as_bytes().to_vec()),
+            message_type: match type_attr {
+                Some(t) if known.contains(&t) => t.as_bytes().to_vec(),
+                _ => b"normal".to_vec(),
+            },
+            kept: false,
             id: unprefixed("id").map(|a| {
                 let r = a.range_value();
                 let verbatim = text.get(r.clone()) == Some(a.value());
@@ -2232,6 +2245,11 @@ mod differential {
             f.store_hint |= uri == NS_HINTS && local == "store";
             f.has_delay |= uri == NS_DELAY && local == "delay";
         }
+        // XEP-0160, XEP-0334, as the spec words them.
+        let silent_chat_state = f.chat_state && !f.has_body;
+        let kept_type = f.message_type == b"chat" || f.message_type == b"normal";
+        f.kept = f.store_hint
+            || (kind == Kind::Message && !f.no_store && !silent_chat_state && kept_type);
         f
     }
 
@@ -2440,6 +2458,8 @@ mod differential {
         "<!-- pre --> <message id='c'/> <!-- post -->",
         "<message id='x]]>y' xml:lang='en' type='normal'><thread parent='e0ffe42b28561960c6b12b944a092794b9683a38'>7edac73ab41e45c4aafa7b2d7b749080</thread><body>ok &gt; ]] fine</body></message>",
         "<message xmlns='jabber:client' xmlns:a='urn:u' xmlns:b='urn:v' a:x='1' b:x='2'><a:c b:y='3'/></message>",
+        "<message xmlns:a='urn:x' xmlns:b='urn:xx' type='chat' a:k='1' b:k='2'><a:c xmlns:d='urn:x' d:e='' a:f='' b:e=''/></message>",
+        "<message type='Chat' id='t1'><body>x</body></message>",
     ];
 
     /// What mutations insert or put in place of a byte.
