@@ -29,6 +29,7 @@ pub const NS_XMLNS: &[u8] = b"http://www.w3.org/2000/xmlns/";
 /// The message types RFC 6121 §5.2.2 defines (case-sensitive).
 pub const MESSAGE_TYPES: [&[u8]; 5] = [b"chat", b"error", b"groupchat", b"headline", b"normal"];
 
+/// The three stanza kinds of RFC 6120 §8, by the root's local name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Message,
@@ -66,9 +67,11 @@ pub struct IdAttr<'a> {
 /// What the module reads from a stanza.
 #[derive(Debug)]
 pub struct Stanza<'a> {
+    /// The root's kind (RFC 6120 §8).
     pub kind: Kind,
     /// The root's `type` attribute, normalized (XML 1.0 §3.3.3).
     pub type_attr: Option<Cow<'a, [u8]>>,
+    /// The root's `id` attribute (RFC 6120 §8.1.3).
     pub id: Option<IdAttr<'a>>,
     /// A `<body>` child of the root in the root's own namespace.
     pub has_body: bool,
