@@ -307,16 +307,19 @@ fn check_chars(raw: &[u8]) -> Result<bool, String> {
 #[inline(never)]
 fn check_past_ascii(raw: &[u8], at: usize) -> Result<bool, String> {
     let rest = &raw[at..];
-    if let Err(e) = std::str::from_utf8(rest) {
-        return Err(err(format_args!(
-            "not UTF-8 at byte {}",
-            at + e.valid_up_to()
-        )));
-    }
-    if let Some(i) = first_non_char(rest) {
+    // The first problem: a character that is not a `Char` before bytes
+    // that are not UTF-8 is the one reported.
+    let (valid, utf8) = match std::str::from_utf8(rest) {
+        Ok(_) => (rest, None),
+        Err(e) => (&rest[..e.valid_up_to()], Some(at + e.valid_up_to())),
+    };
+    if let Some(i) = first_non_char(valid) {
         return Err(non_char(raw, at + i));
     }
-    Ok(true)
+    match utf8 {
+        Some(u) => Err(err(format_args!("not UTF-8 at byte {u}"))),
+        None => Ok(true),
+    }
 }
 
 #[cold]
@@ -1566,23 +1569,87 @@ mod tests {
         }
     }
 
+    /// The error `check_chars` must give, from a plain check: the first
+    /// problem, a character that is not a `Char` or bytes that are not
+    /// UTF-8.
+    fn plain_check(raw: &[u8]) -> Result<(), String> {
+        let (valid, bad_utf8) = match std::str::from_utf8(raw) {
+            Ok(s) => (s, None),
+            Err(e) => (
+                std::str::from_utf8(&raw[..e.valid_up_to()]).unwrap(),
+                Some(e.valid_up_to()),
+            ),
+        };
+        match valid.char_indices().find(|&(_, c)| !is_xml_char(c as u32)) {
+            Some((i, c)) => Err(format!(
+                "U+{:04X} is not a character XML allows (Char) at byte {i}",
+                c as u32
+            )),
+            None => match bad_utf8 {
+                Some(u) => Err(format!("not UTF-8 at byte {u}")),
+                None => Ok(()),
+            },
+        }
+    }
+
     #[test]
-    fn first_non_char_finds_every_one() {
-        // Against a plain per-character check, at every offset of a block.
-        for at in 0..70 {
-            for bad in ["\0", "\x01", "\x1b", "\x1f", "\u{FFFE}", "\u{FFFF}"] {
-                let mut s = "a\tb\n\r\u{FFFD}\u{EFFF}\u{FEFF}x".repeat(8);
-                let at = s
-                    .char_indices()
-                    .map(|(i, _)| i)
-                    .find(|&i| i >= at)
-                    .unwrap_or(s.len());
-                s.insert_str(at, bad);
-                assert_eq!(first_non_char(s.as_bytes()), Some(at), "{s:?}");
+    fn check_chars_agrees_with_a_plain_check() {
+        let good: &[&[u8]] = &[
+            b"a",
+            b"<x y='1'>",
+            b"\t",
+            b"\n",
+            b"\r",
+            "\u{e9}".as_bytes(),
+            "\u{4e00}".as_bytes(),
+            "\u{FFFD}".as_bytes(),
+            "\u{EFFF}".as_bytes(),
+            "\u{FEFF}".as_bytes(),
+            "\u{1F600}".as_bytes(),
+            "\u{7f}\u{80}\u{9f}".as_bytes(),
+            "\u{EFBF}".as_bytes(),
+            "\u{10FFFF}".as_bytes(),
+        ];
+        let bad: &[&[u8]] = &[
+            b"\0",
+            b"\x01",
+            b"\x1b",
+            b"\x1f",
+            "\u{FFFE}".as_bytes(),
+            "\u{FFFF}".as_bytes(),
+            b"\xff",
+            b"\x80",
+            b"\xe4\xb8",
+            b"\xed\xa0\x80",
+            b"\xc0\xaf",
+            b"\xf4\x90\x80\x80",
+        ];
+        let mut x: u32 = 7;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as usize % n
+        };
+        for round in 0..20_000 {
+            let mut raw = Vec::new();
+            let len = next(300);
+            while raw.len() < len {
+                raw.extend_from_slice(good[next(good.len())]);
+            }
+            if round % 4 != 0 {
+                let at = next(raw.len() + 1);
+                raw.splice(at..at, bad[next(bad.len())].iter().copied());
+            }
+            let want = plain_check(&raw);
+            match (check_chars(&raw), &want) {
+                (Ok(ws), Ok(())) => {
+                    assert!(ws || !raw.iter().any(|&b| b < 0x20), "{raw:?}");
+                }
+                (Err(e), Err(w)) => assert!(e.ends_with(w.as_str()), "{raw:?}: {e} / {w}"),
+                (got, _) => panic!("{raw:?}: {got:?}, want {want:?}"),
             }
         }
-        let ok = "\t\n\r \u{7f}\u{80}\u{9f}\u{D7FF}\u{E000}\u{FFFD}\u{10000}\u{10FFFF}\u{EFBF}";
-        assert_eq!(first_non_char(ok.repeat(9).as_bytes()), None);
     }
 
     #[test]
