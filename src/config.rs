@@ -193,20 +193,12 @@ fn check_event_prefix(v: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `delay-from` and `IM.OFFLINE.PAGE ... DELAY <from>`: written into
-/// stanzas as an XML attribute value (XEP-0203 `from`), so every character
-/// must be an XML 1.0 `Char`, and printable.
-pub fn check_delay_from(v: &str) -> Result<(), &'static str> {
-    if !v.chars().all(is_xml_char) || v.chars().any(|c| c.is_control()) {
-        return Err("must be printable text (it is written into stanzas)");
-    }
-    Ok(())
-}
-
-/// XML 1.0 (Fifth Edition) production [2] `Char`, for a Rust `char`
-/// (which is never a surrogate).
-pub fn is_xml_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | ' '..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+/// `delay-from`: written into stanzas as an XML attribute value (XEP-0203
+/// `from`), so every character must be an XML 1.0 `Char`
+/// (`stanza::check_delay_from`).
+fn check_delay_from(v: &str) -> Result<(), &'static str> {
+    crate::stanza::check_delay_from(v.as_bytes())
+        .map_err(|_| "delay-from holds a character XML does not allow (it is written into stanzas)")
 }
 
 /// Is `t` one of the message types kept offline? The setting is parsed

@@ -2,10 +2,10 @@
 //! `<event-prefix><node>`.
 
 use crate::mailbox::{Effect, Mailbox};
-use smallvec::SmallVec;
 use crate::{config, server};
 use base64::Engine;
 use redis_module::Context;
+use smallvec::SmallVec;
 
 /// An event as one JSON object: `event` first, then the fields in the
 /// order given (SPEC §5 shows them). A field of client bytes is a JSON
