@@ -377,7 +377,7 @@ def test_info(client, protocol):
     info = as_map(reply)
     assert {k: info[k] for k in INFO_FIELDS if k != "next_seq"} == {
         "messages": 2, "bytes": len(m1) + len(m2), "devices": 2, "online": 1, "pending": 2,
-        "first": s1, "last": s2}
+        "first": s1, "last": s2, "queued": 0}
     assert info["next_seq"] > s2
     s3 = store(client, "alice", message("m3"))[0]
     assert s3 >= info["next_seq"]
