@@ -232,11 +232,11 @@ impl<'c> Writer<'c> {
         if empty {
             self.mb = None;
             // SAFETY: an open writable key.
-            unsafe {
+            crate::losses::own_delete(|| unsafe {
                 if let Some(delete) = raw::RedisModule_DeleteKey {
                     delete(self.key.0);
                 }
-            }
+            });
         }
         if !keeps_due {
             crate::timer::changed(self.ctx, self.name.as_slice(), self.mb.as_deref());

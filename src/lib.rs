@@ -9,9 +9,11 @@ pub mod archive;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod doctor;
 pub mod events;
 pub mod keyspace;
 pub mod log;
+pub mod losses;
 pub mod mailbox;
 pub mod metrics;
 pub mod panics;
@@ -29,8 +31,8 @@ pub mod wrapper;
 #[cfg(not(test))]
 mod registration {
     use crate::commands::{
-        ack, apply, archive_ack, archive_pull, connect, devices, disconnect, forget, import, info,
-        load, offline_info, offline_page, store, sweep,
+        ack, apply, archive_ack, archive_pull, connect, devices, disconnect, doctor, forget,
+        import, info, load, offline_info, offline_page, store, sweep,
     };
     use crate::config::*;
     use crate::wrapper::command::{dispatch, CommandInfo};
@@ -159,6 +161,11 @@ mod registration {
             arity -5, keys RW | INSERT,
             c"Puts a message back from the archive, keeping its time and, where free, its seq.",
             c"O(S + log N): S stanza bytes";
+        /// IM.DOCTOR [JSON]
+        c"im.doctor" => doctor::doctor, c"readonly", 0,
+            arity -1, keys NO_KEY,
+            c"Reports how safe the messages are now: durability, eviction risk, the timer's lag, backlogs, losses.",
+            c"O(M) over the mailboxes, bounded to 20 ms";
         /// IM.APPLY <user> <effects> [<stanza>] (replication and AOF)
         c"im.apply" => apply::apply, c"write", 1,
             arity -3, keys RW | UPDATE,
@@ -203,6 +210,7 @@ mod registration {
         if !crate::wrapper::events::subscribe(ctx) {
             return Status::Err;
         }
+        crate::doctor::warn_settings(ctx);
         register_commands(ctx)
     }
 

@@ -39,6 +39,12 @@ metrics! {
     SWEEPS_PAUSED => "sweeps_paused",
     SWEEP_FAILURES => "sweep_failures",
     PANICS => "panics",
+    LOST_EVICTED => "lost_evicted_mailboxes",
+    LOST_EVICTED_MESSAGES => "lost_evicted_messages",
+    LOST_EXPIRED => "lost_expired_mailboxes",
+    LOST_EXPIRED_MESSAGES => "lost_expired_messages",
+    DELETED => "deleted_mailboxes",
+    DELETED_MESSAGES => "deleted_messages",
 }
 
 /// Adds to a counter or gauge. Only the server's main thread (commands,
@@ -133,7 +139,7 @@ pub fn mailbox_removed(mb: &Mailbox) {
 }
 
 /// A gauge's value, or a counter's.
-fn value(m: &AtomicI64) -> i64 {
+pub fn value(m: &AtomicI64) -> i64 {
     let freed = GAUGE_STATICS
         .iter()
         .position(|g| std::ptr::eq(*g, m))

@@ -218,11 +218,21 @@ unsafe extern "C" fn copy(
 ///
 /// # Safety
 /// Called by the server with a valid key option context.
-unsafe extern "C" fn unlink(_ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     if value.is_null() {
         return;
     }
     let mb = &*value.cast::<Mailbox>();
+    let name = raw::RedisModule_GetKeyNameFromOptCtx.map_or(std::ptr::null(), |f| f(ctx));
+    let db = raw::RedisModule_GetDbIdFromOptCtx.map_or(0, |f| f(ctx));
+    if !name.is_null() {
+        let key = redis_module::RedisString::string_as_slice(name as *mut _);
+        guard(
+            "noting a mailbox that leaves",
+            || (),
+            || crate::losses::unlinked(key, db, mb),
+        );
+    }
     guard(
         "unlinking a mailbox",
         || (),
