@@ -35,7 +35,7 @@ mod registration {
         import, info, load, offline_info, offline_page, store, sweep,
     };
     use crate::config::*;
-    use crate::wrapper::command::{dispatch, CommandInfo};
+    use crate::wrapper::command::{dispatch, dispatch_subcommand, register_container, CommandInfo};
     use crate::wrapper::datatype::MAILBOX_TYPE;
     use redis_module::configuration::ConfigurationFlags;
     use redis_module::raw::{
@@ -81,6 +81,7 @@ mod registration {
                     let info = CommandInfo {
                         arity: $arity,
                         key_flags: $keys,
+                        key_pos: 1,
                         summary: $summary,
                         complexity: $complexity,
                     };
@@ -178,6 +179,67 @@ mod registration {
             c"O(B): B bytes of the blob";
     }
 
+    /// Container commands whose subcommands are the dotted commands with
+    /// two dots (`IM.OFFLINE PAGE` is `IM.OFFLINE.PAGE`), for the cluster
+    /// clients that refuse a command name with two dots (redis-py's
+    /// `RedisCluster`): the same handler, the key after the subcommand's
+    /// name, the same key spec and summary.
+    macro_rules! containers {
+        ($($container:literal { $($sub:literal => $handler:path, $flags:literal, $key:literal,
+           arity $arity:literal, keys $keys:expr, $summary:literal, $complexity:literal;)* })*) => {
+            fn register_containers(ctx: &Context) -> Status {
+                $({
+                    let subs = [$({
+                        /// # Safety
+                        /// Called by the server with a command's context and arguments.
+                        unsafe extern "C" fn command(
+                            ctx: *mut raw::RedisModuleCtx,
+                            argv: *mut *mut raw::RedisModuleString,
+                            argc: c_int,
+                        ) -> c_int {
+                            dispatch_subcommand(ctx, argv, argc, $handler)
+                        }
+                        let f: raw::RedisModuleCmdFunc = Some(command);
+                        ($sub, f, $flags, $key, CommandInfo {
+                            arity: $arity,
+                            key_flags: $keys,
+                            key_pos: $key,
+                            summary: $summary,
+                            complexity: $complexity,
+                        })
+                    }),*];
+                    if !register_container(ctx, $container, &subs) {
+                        return Status::Err;
+                    }
+                })*
+                Status::Ok
+            }
+        };
+    }
+
+    containers! {
+        c"im.offline" {
+            c"info" => offline_info::offline_info, c"readonly", 2,
+                arity -4, keys RO | ACCESS,
+                c"IM.OFFLINE.INFO: what a device has not received (count, bytes, first, last, ids).",
+                c"O(log N), plus O(L) for L ids";
+            c"page" => offline_page::offline_page, c"readonly", 2,
+                arity -4, keys RO | ACCESS,
+                c"IM.OFFLINE.PAGE: pages through a device's offline messages in seq order.",
+                c"O(C + log N): C messages in the page";
+        }
+        c"im.archive" {
+            c"pull" => archive_pull::archive_pull, c"write", 0,
+                arity -2, keys NO_KEY,
+                c"IM.ARCHIVE.PULL: hands out queued messages of this node to an archiver, under a lease.",
+                c"O(C + M): C messages handed out, M mailboxes with queued messages visited";
+            c"ack" => archive_ack::archive_ack, c"write", 2,
+                arity -4, keys RW | DELETE,
+                c"IM.ARCHIVE.ACK: removes queued messages an archiver confirmed.",
+                c"O(K log N): K seqs";
+        }
+    }
+
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         crate::log::init(ctx);
         crate::panics::install_hook();
@@ -211,7 +273,10 @@ mod registration {
             return Status::Err;
         }
         crate::doctor::warn_settings(ctx);
-        register_commands(ctx)
+        if register_commands(ctx) == Status::Err {
+            return Status::Err;
+        }
+        register_containers(ctx)
     }
 
     const MS: i64 = i64::MAX / 4;
