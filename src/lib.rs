@@ -19,7 +19,7 @@ pub mod sweep;
 
 /// The registration: left out of unit tests, which run on the system
 /// allocator rather than the server's.
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 mod registration {
     use crate::commands::{dispatch, internal, offline, session, store};
     use crate::config::*;
