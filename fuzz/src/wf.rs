@@ -173,6 +173,7 @@ impl P {
         self.i += 1; // <
         let name = self.name()?;
         let mut attrs: Vec<Attr> = Vec::new();
+        let mut names = std::collections::HashSet::new();
         loop {
             let spaced = self.space();
             match self.peek() {
@@ -189,7 +190,7 @@ impl P {
                 Some(_) => {}
             }
             let an = self.name()?;
-            if attrs.iter().any(|a| a.name == an) {
+            if !names.insert(an.clone()) {
                 return self.fail("duplicate attribute");
             }
             self.space();
@@ -294,7 +295,7 @@ fn namespaces(scope: &mut Scope, name: &str, attrs: &[Attr]) -> R<Option<String>
         ),
         None => scope.lookup("").filter(|u| !u.is_empty()).map(str::to_string),
     };
-    let mut expanded: Vec<(String, String)> = Vec::new();
+    let mut expanded = std::collections::HashSet::new();
     for a in attrs {
         let (p, l) = qname(&a.name)?;
         match p {
@@ -303,11 +304,9 @@ fn namespaces(scope: &mut Scope, name: &str, attrs: &[Attr]) -> R<Option<String>
                 let uri = scope
                     .lookup(p)
                     .ok_or_else(|| format!("undeclared prefix '{p}'"))?;
-                let key = (uri.to_string(), l.to_string());
-                if expanded.contains(&key) {
+                if !expanded.insert((uri.to_string(), l.to_string())) {
                     return Err("two attributes with the same expanded name".into());
                 }
-                expanded.push(key);
             }
         }
     }
