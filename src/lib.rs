@@ -28,7 +28,7 @@ pub mod wrapper;
 
 /// The registration: left out of unit tests, which run on the system
 /// allocator rather than the server's.
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 mod registration {
     use crate::commands::{
         ack, apply, archive_ack, archive_pull, connect, devices, disconnect, doctor, forget,
