@@ -59,7 +59,7 @@ fn main() {
         write(&ed, name, &samples::effect_seed(effects, None));
         // One store passing its stanza as the argument after the blob.
         let shared = effects.iter().find_map(|e| match e {
-            redis_im::mailbox::Effect::Store { stanza, .. } => Some(*stanza),
+            redis_im::mailbox::Effect::Store { message, .. } => Some(message.stanza),
             _ => None,
         });
         if shared.is_some() {

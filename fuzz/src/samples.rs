@@ -36,11 +36,13 @@ fn store<'a>(
         }
     };
     Effect::Store {
-        seq,
-        ts,
-        flags,
-        id,
-        stanza,
+        message: redis_im::mailbox::Message {
+            seq,
+            ts,
+            flags,
+            id,
+            stanza,
+        },
         pending: pending.iter().copied().collect::<Devices<'_>>(),
     }
 }

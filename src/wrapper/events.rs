@@ -276,7 +276,25 @@ unsafe extern "C" fn on_keyspace_event(
         || (),
         || losses::notified(event, key, server::selected_db(&ctx)),
     );
+    // Valkey 8.1 runs this callback on the client of the command and
+    // selects the event's db on it without selecting it back
+    // (valkey-io/valkey#4024): after `MOVE`, whose `move_from` comes on the
+    // client's own db and `move_to` on the other, the client is put back.
+    match event {
+        b"move_from" => MOVE_FROM_DB.set(Some(server::selected_db(&ctx))),
+        b"move_to" => {
+            if let Some(db) = MOVE_FROM_DB.take() {
+                server::select_db(&ctx, db);
+            }
+        }
+        _ => {}
+    }
     raw::REDISMODULE_OK as c_int
+}
+
+thread_local! {
+    /// The db of the last `move_from` event (see `on_keyspace_event`).
+    static MOVE_FROM_DB: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
 }
 
 /// A mailbox arrived under a new name (`RENAME`, `MOVE`, `COPY`,
