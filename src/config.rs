@@ -25,6 +25,8 @@ pub mod defaults {
     pub const SWEEP_INTERVAL: i64 = 100;
     /// µs of work per timer run.
     pub const SWEEP_BUDGET: i64 = 1000;
+    /// % of one core the timer may take while due work is overdue.
+    pub const SWEEP_EFFORT: i64 = 25;
     /// bytes.
     pub const MAX_STANZA_BYTES: i64 = 65536;
     /// Messages per mailbox.
@@ -54,6 +56,7 @@ pub const NAMES: &[&str] = &[
     "max-pending",
     "sweep-interval",
     "sweep-budget",
+    "sweep-effort",
     "max-stanza-bytes",
     "max-messages",
     "max-bytes",
@@ -73,6 +76,7 @@ pub static ACK_TIMEOUT: AtomicI64 = AtomicI64::new(defaults::ACK_TIMEOUT);
 pub static MAX_PENDING: AtomicI64 = AtomicI64::new(defaults::MAX_PENDING);
 pub static SWEEP_INTERVAL: AtomicI64 = AtomicI64::new(defaults::SWEEP_INTERVAL);
 pub static SWEEP_BUDGET: AtomicI64 = AtomicI64::new(defaults::SWEEP_BUDGET);
+pub static SWEEP_EFFORT: AtomicI64 = AtomicI64::new(defaults::SWEEP_EFFORT);
 pub static MAX_STANZA_BYTES: AtomicI64 = AtomicI64::new(defaults::MAX_STANZA_BYTES);
 pub static MAX_MESSAGES: AtomicI64 = AtomicI64::new(defaults::MAX_MESSAGES);
 pub static MAX_BYTES: AtomicI64 = AtomicI64::new(defaults::MAX_BYTES);

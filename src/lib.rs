@@ -295,6 +295,7 @@ mod registration {
                 ["ack-timeout", &ACK_TIMEOUT, defaults::ACK_TIMEOUT, 1, MS, ConfigurationFlags::DEFAULT, None],
                 ["max-pending", &MAX_PENDING, defaults::MAX_PENDING, 1, MS, ConfigurationFlags::DEFAULT, None],
                 ["sweep-interval", &SWEEP_INTERVAL, defaults::SWEEP_INTERVAL, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["sweep-effort", &SWEEP_EFFORT, defaults::SWEEP_EFFORT, 1, 100, ConfigurationFlags::DEFAULT, None],
                 ["sweep-budget", &SWEEP_BUDGET, defaults::SWEEP_BUDGET, 1, MS, ConfigurationFlags::DEFAULT, None],
                 ["max-stanza-bytes", &MAX_STANZA_BYTES, defaults::MAX_STANZA_BYTES, 16, 512 * 1024 * 1024, ConfigurationFlags::MEMORY, None],
                 ["max-messages", &MAX_MESSAGES, defaults::MAX_MESSAGES, 1, MS, ConfigurationFlags::DEFAULT, None],
@@ -326,6 +327,10 @@ mod registration {
             || {
                 crate::metrics::ARCHIVE_LEASED.store(
                     crate::archive::leased_now() as i64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                crate::metrics::SWEEP_LAG_MS.store(
+                    crate::timer::lag_ms(crate::server::now_ms()),
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 crate::metrics::info(ctx, for_crash_report)
