@@ -214,6 +214,15 @@ def wait_replica_synced(primary, replica, timeout=30):
     wait_for(synced, timeout=timeout, what="replica offset to match the primary's")
 
 
+def assert_digests_equal(primary, replica, keys):
+    """Once the replica caught up, each key's DEBUG DIGEST-VALUE is the
+    same on both."""
+    wait_replica_synced(primary, replica)
+    p, r = primary.client(), replica.client()
+    for k in keys:
+        assert digest(p, k) == digest(r, k), k
+
+
 # ---------------------------------------------------------------- mixed traffic
 
 class Workload:

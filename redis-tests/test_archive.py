@@ -5,12 +5,10 @@ Nothing leaves Redis before an archiver confirmed it. Every test runs with
 a replica attached and the AOF on, and ends with the replica's digests
 equal to the primary's."""
 
-import json
 import time
 
-import pytest
-
-from helpers import as_map, digest, expect_error, message, wait_for, wait_replica_synced
+from helpers import (as_map, assert_digests_equal, digest, expect_error, message, wait_for,
+                     wait_replica_synced)
 
 AGE = {"retention": 300, "archive": "yes", "sweep-interval": 10}
 
@@ -20,13 +18,6 @@ def pair(make_server, args):
     replica = make_server(module_args=args, replicaof=primary)
     wait_replica_synced(primary, replica)
     return primary, replica
-
-
-def same_everywhere(primary, replica, keys):
-    wait_replica_synced(primary, replica)
-    p, r = primary.client(), replica.client()
-    for k in keys:
-        assert digest(p, k) == digest(r, k), k
 
 
 def info(r, user):
@@ -74,7 +65,7 @@ def test_aged_messages_are_queued_leased_and_acked(make_server):
     time.sleep(0.1)
     assert pull(r, "LEASE", 1) == []
     assert stats(r)["im_archived"] == 3 and stats(r)["im_archive_queue"] == 0
-    same_everywhere(primary, replica, ["alice"])
+    assert_digests_equal(primary, replica, ["alice"])
 
 
 def test_without_archive_aged_messages_are_deleted_and_counted(make_server):
@@ -85,7 +76,7 @@ def test_without_archive_aged_messages_are_deleted_and_counted(make_server):
     wait_for(lambda: not r.exists("bob"), what="the messages to be deleted")
     assert stats(r)["im_dropped"] == 4
     assert stats(r)["im_archive_queue"] == 0 and pull(r) == []
-    same_everywhere(primary, replica, ["bob"])
+    assert_digests_equal(primary, replica, ["bob"])
 
 
 def test_the_queue_survives_a_reload_and_follows_a_rename(make_server):
@@ -103,7 +94,7 @@ def test_the_queue_survives_a_reload_and_follows_a_rename(make_server):
     assert {u for u, *_ in got} == {b"carol2"}
     assert r.execute_command("IM.ARCHIVE.ACK", "carol2", *[s for _, s, *_ in got]) == 5
     assert not r.exists("carol2")
-    same_everywhere(primary, replica, ["carol", "carol2"])
+    assert_digests_equal(primary, replica, ["carol", "carol2"])
 
 
 def test_import_puts_a_message_back_once(make_server):
@@ -132,7 +123,7 @@ def test_import_puts_a_message_back_once(make_server):
                 ["IM.IMPORT", "dave", "1", "i", message("i"), "BOGUS", "1"]):
         assert expect_error(raw, *bad).startswith("ERR")
     assert info(r, "dave")["messages"] == 3
-    same_everywhere(primary, replica, ["dave"])
+    assert_digests_equal(primary, replica, ["dave"])
 
 
 def test_an_idle_mailbox_is_evicted_through_the_queue_to_a_tombstone(make_server, subscribe):
@@ -167,7 +158,7 @@ def test_an_idle_mailbox_is_evicted_through_the_queue_to_a_tombstone(make_server
     # Each message imported counts down.
     r.execute_command("IM.IMPORT", "erin", 5, "m0", message("m0"), "SEQ", seqs[0])
     assert as_map(r.execute_command("IM.CONNECT", "erin", "phone"))["archived"] == 49
-    same_everywhere(primary, replica, ["erin"])
+    assert_digests_equal(primary, replica, ["erin"])
 
 
 def test_a_device_back_before_the_archiver_gets_what_is_still_queued(make_server):
@@ -189,7 +180,7 @@ def test_a_device_back_before_the_archiver_gets_what_is_still_queued(make_server
     assert r.execute_command("IM.ARCHIVE.ACK", "fay", got[0][1] + 2) == 0
     _, items = r.execute_command("IM.OFFLINE.PAGE", "fay", "laptop")
     assert [i for _, i, _, _ in items] == [b"m2", b"m3", b"m4"]
-    same_everywhere(primary, replica, ["fay"])
+    assert_digests_equal(primary, replica, ["fay"])
 
 
 def test_drop_oldest_goes_through_the_queue_with_archive(make_server):
@@ -204,7 +195,7 @@ def test_drop_oldest_goes_through_the_queue_with_archive(make_server):
     _, items = r.execute_command("IM.OFFLINE.PAGE", "gus", "phone")
     assert [x[1] for x in items] == [b"m2", b"m3", b"m4"]
     assert sorted(x[2] for x in pull(r)) == [b"m0", b"m1"]
-    same_everywhere(primary, replica, ["gus"])
+    assert_digests_equal(primary, replica, ["gus"])
 
 
 def test_pull_and_ack_refuse_bad_arguments(make_server):
@@ -237,4 +228,4 @@ def test_retention_at_scale_keeps_within_the_budget(make_server):
     wait_for(lambda: stats(r)["im_archive_queue"] == 100_000, timeout=60,
              what="every message to be queued")
     assert stats(r)["im_sweep_longest_us"] <= 1200, stats(r)
-    same_everywhere(primary, replica, [f"user:{i}" for i in (1, 500, 1000)])
+    assert_digests_equal(primary, replica, [f"user:{i}" for i in (1, 500, 1000)])

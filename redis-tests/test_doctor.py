@@ -11,13 +11,12 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import redis
 
 from conftest import REPO, free_port
-from helpers import as_map, message, wait_for, wait_replica_synced
+from helpers import message, wait_for, wait_replica_synced
 
 SAFE = {"appendonly": "yes"}
 

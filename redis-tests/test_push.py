@@ -10,7 +10,7 @@ import base64
 
 import pytest
 
-from helpers import as_map, chat_state, message, wait_for, wait_replica_synced
+from helpers import chat_state, message, wait_replica_synced
 
 FIELDS = {"event", "user", "device", "seq", "id", "count"}
 
