@@ -117,6 +117,22 @@ pub fn resend_event(mb: &Mailbox, user: &[u8], device: usize, seq: u64) -> Optio
     })
 }
 
+/// Publishes a restore request for `user`, whose `archived` messages wait
+/// in the archive (SPEC §6), on `<event-prefix>archive`:
+/// `{"event":"restore","user":...,"archived":n}`.
+pub fn publish_restore(ctx: &Context, user: &[u8], archived: u64) {
+    let json = json(
+        "restore",
+        &[
+            ("user", Field::Bytes(user)),
+            ("archived", Field::Int(archived)),
+        ],
+    );
+    let mut channel = config::event_prefix().into_bytes();
+    channel.extend_from_slice(b"archive");
+    server::publish(ctx, &channel, json.as_bytes());
+}
+
 /// Publishes events on `<event-prefix><node>` (any bytes).
 pub fn publish(ctx: &Context, events: &[Event]) {
     if events.is_empty() {

@@ -202,6 +202,7 @@ impl<'c> Writer<'c> {
         let before = Gauges::of(mb);
         let keeps_due = mb.keeps_due(effects);
         let count = effects.iter().fold(0, |_, e| mb.apply(now, e));
+        crate::archive::changed(self.ctx, self.name.as_slice(), Some(&mut *mb));
         before.update(&Gauges::of(mb));
         let empty = mb.is_empty();
         match propagate {
@@ -253,6 +254,10 @@ fn event_name(e: &Effect<'_>) -> &'static CStr {
         Effect::Drop { .. } => c"im.drop",
         Effect::Resend { .. } => c"im.resend",
         Effect::Expire { .. } => c"im.expire",
+        Effect::Queue { .. } => c"im.archive",
+        Effect::ArchiveAck { .. } => c"im.archived",
+        Effect::Evict => c"im.evict",
+        Effect::Unqueue { .. } | Effect::ComeBack | Effect::Imported => c"im.restore",
     }
 }
 

@@ -5,6 +5,7 @@
 //! settings and the `INFO im` section. Each handler is one line that hands
 //! over to `commands/`.
 
+pub mod archive;
 pub mod codec;
 pub mod commands;
 pub mod config;
@@ -28,8 +29,8 @@ pub mod wrapper;
 #[cfg(not(test))]
 mod registration {
     use crate::commands::{
-        ack, apply, connect, devices, disconnect, forget, info, load, offline_info, offline_page,
-        store, sweep,
+        ack, apply, archive_ack, archive_pull, connect, devices, disconnect, forget, import, info,
+        load, offline_info, offline_page, store, sweep,
     };
     use crate::config::*;
     use crate::wrapper::command::{dispatch, CommandInfo};
@@ -143,6 +144,21 @@ mod registration {
             arity -1, keys NO_KEY,
             c"Runs the timer's due work now (resend, expiry, retention) on this node.",
             c"O(W): W items of due work";
+        /// IM.ARCHIVE.PULL [COUNT <n>] [LEASE <ms>]
+        c"im.archive.pull" => archive_pull::archive_pull, c"write", 0,
+            arity -1, keys NO_KEY,
+            c"Hands out queued messages of this node to an archiver, under a lease.",
+            c"O(C + M): C messages handed out, M mailboxes with queued messages visited";
+        /// IM.ARCHIVE.ACK <user> <seq> [<seq> ...]
+        c"im.archive.ack" => archive_ack::archive_ack, c"write", 1,
+            arity -3, keys RW | DELETE,
+            c"Removes queued messages an archiver confirmed; they leave Redis for good.",
+            c"O(K log N): K seqs";
+        /// IM.IMPORT <user> <ts> <id> <stanza> [SEQ <seq>]
+        c"im.import" => import::import, c"write deny-oom", 1,
+            arity -5, keys RW | INSERT,
+            c"Puts a message back from the archive, keeping its time and, where free, its seq.",
+            c"O(S + log N): S stanza bytes";
         /// IM.APPLY <user> <effects> [<stanza>] (replication and AOF)
         c"im.apply" => apply::apply, c"write", 1,
             arity -3, keys RW | UPDATE,
@@ -233,7 +249,13 @@ mod registration {
         crate::wrapper::guard(
             "INFO im",
             || (),
-            || crate::metrics::info(ctx, for_crash_report),
+            || {
+                crate::metrics::ARCHIVE_LEASED.store(
+                    crate::archive::leased_now() as i64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                crate::metrics::info(ctx, for_crash_report)
+            },
         );
     }
 }

@@ -27,6 +27,10 @@ metrics! {
     DROPPED => "dropped",
     REJECTED => "rejected",
     ARCHIVED => "archived",
+    QUEUED => "archive_queued",
+    EVICTED => "evicted",
+    IMPORTED => "imported",
+    ARCHIVE_LEASED => "archive_leased",
     FORGOTTEN => "forgotten",
     SWEEP_RUNS => "sweep_runs",
     SWEEP_LAST_US => "sweep_last_us",
@@ -50,16 +54,17 @@ pub fn add(m: &AtomicI64, v: i64) {
 
 /// What mailboxes freed on any thread took away from each gauge, in the
 /// order of `Gauges::fields`.
-static FREED: [AtomicI64; 6] = [const { AtomicI64::new(0) }; 6];
+static FREED: [AtomicI64; 7] = [const { AtomicI64::new(0) }; 7];
 
 /// The gauges' statics, in the order of `Gauges::fields`.
-const GAUGE_STATICS: [&AtomicI64; 6] = [
+const GAUGE_STATICS: [&AtomicI64; 7] = [
     &MAILBOXES,
     &MESSAGES,
     &BYTES,
     &PENDING,
     &OFFLINE,
     &ONLINE_DEVICES,
+    &ARCHIVE_QUEUE,
 ];
 
 /// The gauges one mailbox contributes.
@@ -70,6 +75,7 @@ pub struct Gauges {
     pending: i64,
     offline: i64,
     online: i64,
+    queued: i64,
 }
 
 impl Gauges {
@@ -77,6 +83,7 @@ impl Gauges {
         let mut g = Gauges {
             messages: mb.log.len() as i64,
             bytes: mb.log.bytes() as i64,
+            queued: mb.queued_count() as i64,
             ..Default::default()
         };
         for d in &mb.devices {
@@ -88,7 +95,7 @@ impl Gauges {
     }
 
     /// One mailbox's share of each gauge, `MAILBOXES` first.
-    fn fields(&self) -> [i64; 6] {
+    fn fields(&self) -> [i64; 7] {
         [
             1,
             self.messages,
@@ -96,6 +103,7 @@ impl Gauges {
             self.pending,
             self.offline,
             self.online,
+            self.queued,
         ]
     }
 

@@ -23,12 +23,20 @@ const RETRY_FAILED_VISIT_MS: i64 = 10_000;
 /// What one sweep did (the reply of `IM.SWEEP`).
 #[derive(Debug, Default)]
 pub struct Report {
+    /// `resend` events sent.
     pub resent: u64,
+    /// Pending deliveries expired (moved offline).
     pub expired: u64,
+    /// Devices kicked (one `kick` event each).
     pub kicked: u64,
+    /// Messages put in the archive queue (retention, eviction).
     pub archived: u64,
+    /// Messages deleted by retention (`archive no`).
     pub dropped: u64,
+    /// Idle devices forgotten.
     pub forgotten: u64,
+    /// Idle mailboxes evicted.
+    pub evicted: u64,
     /// ms until the next due work, -1 when none.
     pub next: i64,
 }
@@ -92,6 +100,8 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
     metrics::add(&metrics::KICKED, r.kicked as i64);
     metrics::add(&metrics::DROPPED, r.dropped as i64);
     metrics::add(&metrics::FORGOTTEN, r.forgotten as i64);
+    metrics::add(&metrics::QUEUED, r.archived as i64);
+    metrics::add(&metrics::EVICTED, r.evicted as i64);
     r
 }
 
@@ -119,6 +129,7 @@ impl Report {
         self.archived += o.archived;
         self.dropped += o.dropped;
         self.forgotten += o.forgotten;
+        self.evicted += o.evicted;
     }
 }
 
@@ -179,6 +190,15 @@ fn visit(
     for &seq in &work.drop {
         effects.push(Effect::Drop { seq });
         r.dropped += 1;
+    }
+    if !work.queue.is_empty() {
+        r.archived += work.queue.len() as u64;
+        effects.push(Effect::Queue { seqs: work.queue });
+    }
+    if work.evict {
+        r.archived += mb.log.len() - mb.queued_count();
+        r.evicted += 1;
+        effects.push(Effect::Evict);
     }
     w.commit(now, &effects, Propagate::Timer);
     events::publish(ctx, &out);

@@ -43,6 +43,7 @@ pub fn settings() -> TimerSettings {
         device_idle: config::get(&config::DEVICE_IDLE),
         retention: config::get(&config::RETENTION),
         archive: config::ARCHIVE.load(Relaxed),
+        mailbox_idle: config::get(&config::MAILBOX_IDLE),
     }
 }
 

@@ -1,6 +1,7 @@
 //! IM.CONNECT <user> <device> [NODE <node>] (SPEC §2)
 
 use super::{is, node_name, unknown_option, user_device, Answer};
+use crate::events;
 use crate::keyspace::{self, Propagate, Writer};
 use crate::mailbox::{self, Effect, OfflineInfo, DEFAULT_NODE};
 use crate::reply::{error, Reply};
@@ -25,15 +26,29 @@ pub fn connect(ctx: &Context, args: &[RedisString]) -> Answer {
     let mut w = Writer::open(ctx, user)?;
     mailbox::room_for(w.mailbox(), std::iter::once(device)).map_err(refusal)?;
     let now = server::now_ms();
-    let mut effects: Vec<Effect<'_>> = Vec::with_capacity(2);
+    let mut effects: Vec<Effect<'_>> = Vec::with_capacity(3);
     effects.extend(keyspace::create_if_new(w.mailbox(), now));
+    // A device back at an evicted mailbox brings back what is still queued
+    // (SPEC §6).
+    if w.mailbox().is_some_and(|m| m.is_evicted()) {
+        effects.push(Effect::ComeBack);
+    }
     effects.push(Effect::Connect { device, node });
     w.commit(now, &effects, Propagate::Effects);
-    let info = w
+    let (info, archived) = w
         .mailbox()
-        .map(|m| m.offline_info(device))
+        .map(|m| (m.offline_info(device), m.archived()))
         .unwrap_or_default();
-    Ok(offline_info_reply(&info, None))
+    let mut reply = offline_info_reply(&info, None);
+    // The rest waits in the archive: the reply says how many, and a
+    // restore request goes to the archiver.
+    if archived > 0 {
+        if let Reply::Map(fields) = &mut reply {
+            fields.push(("archived", archived.into()));
+        }
+        events::publish_restore(ctx, user.as_slice(), archived);
+    }
+    Ok(reply)
 }
 
 /// The map of `IM.OFFLINE.INFO` (and `IM.CONNECT`): `count`, `bytes`,

@@ -39,6 +39,7 @@ pub fn load(ctx: &Context, args: &[RedisString]) -> Answer {
     if let Some(mb) = w.mailbox() {
         timer::reschedule(ctx, user.as_slice(), mb);
     }
+    crate::archive::changed(ctx, user.as_slice(), w.mailbox_mut());
     ctx.replicate_verbatim();
     Ok(Reply::Simple("OK"))
 }

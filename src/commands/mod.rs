@@ -5,10 +5,13 @@
 
 pub mod ack;
 pub mod apply;
+pub mod archive_ack;
+pub mod archive_pull;
 pub mod connect;
 pub mod devices;
 pub mod disconnect;
 pub mod forget;
+pub mod import;
 pub mod info;
 pub mod load;
 pub mod offline_info;

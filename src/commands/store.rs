@@ -82,6 +82,7 @@ fn limits() -> Limits {
         max_bytes: config::get(&config::MAX_BYTES).max(0) as u64,
         drop_oldest: config::quota_policy() == QuotaPolicy::DropOldest,
         max_pending: config::get(&config::MAX_PENDING).max(1) as usize,
+        archive: config::ARCHIVE.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -149,7 +150,11 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Answer {
         }
     }
     metrics::add(&metrics::KICKED, kicks.len() as i64);
-    metrics::add(&metrics::DROPPED, new.drop.len() as i64);
+    if config::ARCHIVE.load(std::sync::atomic::Ordering::Relaxed) {
+        metrics::add(&metrics::QUEUED, new.drop.len() as i64);
+    } else {
+        metrics::add(&metrics::DROPPED, new.drop.len() as i64);
+    }
     w.commit(now, &new.effects(), Propagate::EffectsWith(stanza_arg));
     events::publish(ctx, &kicks);
     metrics::add(&metrics::STORED, 1);

@@ -16,9 +16,11 @@ pub struct TimerSettings {
     pub device_idle: i64,
     /// `retention`; 0: messages are kept forever.
     pub retention: i64,
-    /// Retention hands messages to the archive queue instead of deleting
-    /// them; while no archive queue exists they stay.
+    /// `archive`: retention and `drop-oldest` hand messages to the archive
+    /// queue instead of deleting them, and idle mailboxes are evicted.
     pub archive: bool,
+    /// `mailbox-idle` (ms); 0: never. Eviction needs `archive`.
+    pub mailbox_idle: i64,
 }
 
 /// The work due in one mailbox.
@@ -31,8 +33,14 @@ pub struct DueWork {
     pub resend: Vec<(usize, Vec<u64>)>,
     /// Offline devices not seen for `device_idle`.
     pub forget: Vec<usize>,
-    /// Messages older than `retention`.
+    /// Messages older than `retention`, to delete (`archive no`).
     pub drop: Vec<u64>,
+    /// Messages older than `retention`, to queue for the archive
+    /// (`archive yes`).
+    pub queue: Vec<u64>,
+    /// The mailbox was idle for `mailbox-idle` (with `archive yes`): it is
+    /// evicted (and nothing else is done to it).
+    pub evict: bool,
 }
 
 impl DueWork {
@@ -42,6 +50,8 @@ impl DueWork {
             && self.resend.is_empty()
             && self.forget.is_empty()
             && self.drop.is_empty()
+            && self.queue.is_empty()
+            && !self.evict
     }
 }
 
@@ -93,17 +103,34 @@ impl Mailbox {
                 due = min_opt(due, d.last_seen.saturating_add(s.device_idle));
             }
         }
-        if s.retention > 0 && !s.archive {
-            if let Some((_, ts)) = self.log.head() {
-                due = min_opt(due, ts.saturating_add(s.retention));
+        if s.retention > 0 {
+            if let Some(m) = self.oldest_held() {
+                let from = m.ts.max(self.retention_floor());
+                due = min_opt(due, from.saturating_add(s.retention));
             }
         }
+        if let Some(at) = self.eviction_due(s) {
+            due = min_opt(due, at);
+        }
         due
+    }
+
+    /// When an idle mailbox is evicted (SPEC §6): `mailbox-idle` after it
+    /// was last changed, with `archive yes`, while it holds messages or
+    /// devices and is not evicted already.
+    fn eviction_due(&self, s: &TimerSettings) -> Option<i64> {
+        let holds = !self.devices.is_empty() || self.log.len() > self.queued_count();
+        (s.archive && s.mailbox_idle > 0 && holds && !self.is_evicted())
+            .then(|| self.touched.saturating_add(s.mailbox_idle))
     }
 
     /// The work due at `now`, at most about `limit` items of it.
     pub fn due_work(&self, now: i64, s: &TimerSettings, limit: usize) -> DueWork {
         let mut w = DueWork::default();
+        if self.eviction_due(s).is_some_and(|at| at <= now) {
+            w.evict = true;
+            return w;
+        }
         let mut budget = limit.max(1);
         for (i, d) in self.devices.iter().enumerate() {
             if budget == 0 {
@@ -131,12 +158,17 @@ impl Mailbox {
                 w.forget.push(i);
             }
         }
-        if s.retention > 0 && !s.archive {
-            for m in self.log.iter_from(0) {
-                if budget == 0 || m.ts.saturating_add(s.retention) > now {
+        if s.retention > 0 {
+            let floor = self.retention_floor();
+            for m in self.held_from(0) {
+                if budget == 0 || m.ts.max(floor).saturating_add(s.retention) > now {
                     break;
                 }
-                w.drop.push(m.seq);
+                if s.archive {
+                    w.queue.push(m.seq);
+                } else {
+                    w.drop.push(m.seq);
+                }
                 budget -= 1;
             }
         }
@@ -156,6 +188,7 @@ mod tests {
         device_idle: 10_000,
         retention: 100_000,
         archive: false,
+        mailbox_idle: 0,
     };
 
     fn stored(now: i64) -> Mailbox {

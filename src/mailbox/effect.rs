@@ -96,6 +96,33 @@ pub enum Effect<'a> {
         /// The device's name.
         device: &'a [u8],
     },
+    /// These messages go to the archive queue (retention or `drop-oldest`
+    /// with `archive yes`, SPEC §6): no device owes them any more.
+    Queue {
+        /// The queued messages' seqs.
+        seqs: Vec<u64>,
+    },
+    /// The archiver confirmed these queued messages: they leave for good
+    /// (`IM.ARCHIVE.ACK`).
+    ArchiveAck {
+        /// The confirmed messages' seqs.
+        seqs: Vec<u64>,
+    },
+    /// These queued messages come back to the mailbox, each as a message
+    /// imported (`IM.IMPORT` of an id still queued).
+    Unqueue {
+        /// The returning messages' seqs.
+        seqs: Vec<u64>,
+    },
+    /// The mailbox was idle for `mailbox-idle`: every message goes to the
+    /// archive queue and every device is forgotten (SPEC §6).
+    Evict,
+    /// A device came back to an evicted mailbox: what is still queued
+    /// comes back, and the mailbox gets a fresh retention window.
+    ComeBack,
+    /// A message came back from the archive (`IM.IMPORT`, after the
+    /// `Store` that put it back): one fewer waits there.
+    Imported,
 }
 
 /// Version 1 carries every stanza inline; version 2 may name, instead of
@@ -218,9 +245,24 @@ pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>], shared: Optio
                 out.push(11);
                 put_bytes(out, device);
             }
+            Effect::Queue { seqs } => put_seqs(out, 12, seqs),
+            Effect::ArchiveAck { seqs } => put_seqs(out, 13, seqs),
+            Effect::Unqueue { seqs } => put_seqs(out, 14, seqs),
+            Effect::Evict => out.push(15),
+            Effect::ComeBack => out.push(16),
+            Effect::Imported => out.push(17),
         }
     }
     used
+}
+
+/// An effect that is a tag and a list of seqs.
+fn put_seqs(out: &mut Vec<u8>, tag: u8, seqs: &[u64]) {
+    out.push(tag);
+    put_u64(out, seqs.len() as u64);
+    for s in seqs {
+        put_u64(out, *s);
+    }
 }
 
 fn seqs<C: Default + Extend<u64>>(r: &mut Reader<'_>) -> Option<C> {
@@ -311,6 +353,18 @@ pub fn decode<'a>(blob: &'a [u8], args: &[&'a [u8]]) -> Option<(i64, Vec<Effect<
                 }
             }
             11 => Effect::Expire { device: r.bytes()? },
+            12 => Effect::Queue {
+                seqs: seqs(&mut r)?,
+            },
+            13 => Effect::ArchiveAck {
+                seqs: seqs(&mut r)?,
+            },
+            14 => Effect::Unqueue {
+                seqs: seqs(&mut r)?,
+            },
+            15 => Effect::Evict,
+            16 => Effect::ComeBack,
+            17 => Effect::Imported,
             _ => return None,
         };
         effects.push(e);

@@ -331,23 +331,6 @@ impl Chunk {
         (m.seq == seq && m.flags & DEAD == 0).then_some(idx)
     }
 
-    /// Appends an encoded record, growing through size classes.
-    fn push_record(&mut self, at: usize, rec: &[u8]) {
-        let need = self.data.len() + rec.len();
-        if self.data.capacity() < need {
-            let want = size_class(need);
-            self.data.reserve_exact(want - self.data.len());
-        }
-        let idx = self.offsets.partition_point(|&p| (p as usize) < at);
-        self.data.splice(at..at, rec.iter().copied());
-        for o in &mut self.offsets[idx..] {
-            *o += rec.len() as u16;
-        }
-        grow_offsets(&mut self.offsets);
-        self.offsets.insert(idx, at as u16);
-        self.live += 1;
-    }
-
     /// Appends a record after every other when it fits in the chunk.
     fn append(&mut self, base: u64, m: &NewMsg<'_>) -> bool {
         let len = encoded_len(base, self.base_ts, m);
@@ -482,12 +465,6 @@ impl Log {
             }
             _ => self.chunks.push_back((base, chunk)),
         }
-    }
-
-    fn drop_chunk(&mut self, i: usize) -> Option<(u64, Chunk)> {
-        let c = self.chunks.remove(i);
-        self.shrink_chunks();
-        c
     }
 
     fn shrink_chunks(&mut self) {
@@ -634,51 +611,50 @@ impl Log {
             self.put_chunk(m.seq, Chunk::new(m.seq, &m));
             return;
         }
-        // In the middle (an import keeping an old seq): insert in order.
+        // In the middle (an import keeping an old seq): the chunk that
+        // holds the seq's place is built again with it, by the rule of
+        // appends (a chunk holds at most CHUNK_BYTES unless one record
+        // alone is larger), so that a large record gets a chunk of its own
+        // and no chunk outgrows its 16-bit offsets.
         let Some(i) = self.chunk_index(m.seq) else {
             self.put_chunk(m.seq, Chunk::new(m.seq, &m));
             return;
         };
-        let (base, chunk) = &mut self.chunks[i];
-        let base = *base;
-        if chunk.live == 0 {
-            self.empty_chunks -= 1;
-        }
-        let idx = chunk.lower_bound(base, m.seq);
-        let at = chunk
-            .offsets
-            .get(idx)
-            .map_or(chunk.data.len(), |&p| p as usize);
-        let mut rec = Vec::with_capacity(encoded_len(base, chunk.base_ts, &m));
-        encode(&mut rec, base, chunk.base_ts, &m);
-        chunk.push_record(at, &rec);
-        if chunk.data.len() > 2 * CHUNK_BYTES && chunk.live > 1 {
-            self.split(i);
-        }
+        self.rebuild_with(i, &m);
     }
 
-    /// Splits an oversized chunk in two halves of live records.
-    fn split(&mut self, i: usize) {
-        let Some((base, chunk)) = self.drop_chunk(i) else {
+    /// Replaces chunk `i` by chunks holding its live records and `new`, in
+    /// seq order.
+    fn rebuild_with(&mut self, i: usize, new: &NewMsg<'_>) {
+        let Some((base, old)) = self.chunks.remove(i) else {
             return;
         };
-        let live: Vec<Msg<'_>> = chunk
+        if old.live == 0 {
+            self.empty_chunks -= 1;
+        }
+        let mut records: Vec<NewMsg<'_>> = old
             .records(base)
             .filter(|m| m.flags & DEAD == 0)
+            .map(|m| m.to_new())
             .collect();
-        let half = live.len() / 2;
-        for part in [&live[..half], &live[half..]] {
-            let Some(first) = part.first() else { continue };
-            let mut c = Chunk::new(first.seq, &first.to_new());
-            for m in &part[1..] {
-                let new = m.to_new();
-                let mut rec = Vec::with_capacity(encoded_len(first.seq, c.base_ts, &new));
-                encode(&mut rec, first.seq, c.base_ts, &new);
-                let at = c.data.len();
-                c.push_record(at, &rec);
+        let at = records.partition_point(|r| r.seq < new.seq);
+        records.insert(at, *new);
+        let mut current: Option<(u64, Chunk)> = None;
+        for r in &records {
+            if let Some((b, c)) = &mut current {
+                if c.append(*b, r) {
+                    continue;
+                }
             }
-            self.put_chunk(first.seq, c);
+            if let Some((b, c)) = current.take() {
+                self.put_chunk(b, c);
+            }
+            current = Some((r.seq, Chunk::new(r.seq, r)));
         }
+        if let Some((b, c)) = current {
+            self.put_chunk(b, c);
+        }
+        self.shrink_chunks();
     }
 
     /// Removes message `seq`; answers its stanza size when it was there.
@@ -910,5 +886,52 @@ mod tests {
             let m = log.get(base + i).unwrap_or_else(|| panic!("{i}"));
             assert_eq!(m.id, format!("m{i}").as_bytes());
         }
+    }
+
+    /// A record larger than 64 KiB put between two others (an import of an
+    /// old seq) used to overflow the 16-bit offsets of the chunk it joined:
+    /// the record after it could no longer be found.
+    #[test]
+    fn a_large_record_in_the_middle_gets_a_chunk_of_its_own() {
+        let mut log = Log::default();
+        let small = |seq: u64, stanza: &'static [u8]| NewMsg {
+            message: Message {
+                seq,
+                ts: seq as i64,
+                flags: 0,
+                id: IdSpec::Own(b"x"),
+                stanza,
+            },
+            owers: 1,
+        };
+        log.insert(&small(1, b"<message>one</message>"));
+        log.insert(&small(3, b"<message>three</message>"));
+        let big: &'static [u8] = Box::leak(vec![b'x'; 70_000].into_boxed_slice());
+        log.insert(&small(2, big));
+        assert_eq!(
+            log.get(1).map(|m| m.stanza),
+            Some(&b"<message>one</message>"[..])
+        );
+        assert_eq!(log.get(2).map(|m| m.stanza.len()), Some(70_000));
+        assert_eq!(
+            log.get(3).map(|m| m.stanza),
+            Some(&b"<message>three</message>"[..])
+        );
+        let seqs: Vec<u64> = log.iter_from(0).map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        // A large one below every other, then a small one after the large
+        // seq 2 and before 3 is impossible (consecutive), so one between 3
+        // and a later 9.
+        log.insert(&small(0, big));
+        log.insert(&small(9, b"<message>nine</message>"));
+        log.insert(&small(5, big));
+        log.insert(&small(4, b"<message>four</message>"));
+        let seqs: Vec<u64> = log.iter_from(0).map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5, 9]);
+        for seq in seqs {
+            assert!(log.get(seq).is_some(), "{seq}");
+        }
+        assert_eq!(log.len(), 7);
+        assert_eq!(log.bytes(), 3 * 70_000 + 22 + 24 + 23 + 23);
     }
 }

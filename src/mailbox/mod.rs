@@ -3,6 +3,7 @@
 //! owed. Plain Rust, no server: every change is an [`Effect`], applied the
 //! same way on the primary, on a replica and when the AOF is replayed.
 
+pub mod archive;
 pub mod due;
 pub mod effect;
 pub mod ids;
@@ -140,6 +141,9 @@ pub struct Mailbox {
     pub log: Log,
     /// Messages by id, for duplicate detection and acks by id.
     ids: IdIndex,
+    /// Its archive queue and eviction state (SPEC §6); `None` while it has
+    /// none.
+    pub archive: Option<Box<archive::Archive>>,
 }
 
 impl Mailbox {
@@ -153,12 +157,14 @@ impl Mailbox {
             devices: Vec::new(),
             log: Log::default(),
             ids: IdIndex::new(next_seq),
+            archive: None,
         }
     }
 
-    /// Nothing left to keep: the key can go.
+    /// Nothing left to keep: the key can go. An evicted mailbox whose
+    /// messages the archive holds stays as a tombstone (SPEC §6).
     pub fn is_empty(&self) -> bool {
-        self.log.is_empty() && self.devices.is_empty()
+        self.log.is_empty() && self.devices.is_empty() && self.archived() == 0
     }
 
     /// Where the device named `name` sits in `devices`; `None` when it is
@@ -230,10 +236,10 @@ impl Mailbox {
                 last: d.offline.last().unwrap_or(0),
             },
             None if self.devices.is_empty() => OfflineInfo {
-                count: self.log.len(),
-                bytes: self.log.bytes(),
-                first: self.log.first().map_or(0, |m| m.seq),
-                last: self.log.last().map_or(0, |m| m.seq),
+                count: self.log.len() - self.queued_count(),
+                bytes: self.log.bytes() - self.queued_bytes(),
+                first: self.oldest_held().map_or(0, |m| m.seq),
+                last: self.newest_held().map_or(0, |m| m.seq),
             },
             None => OfflineInfo::default(),
         }
@@ -269,7 +275,7 @@ impl Mailbox {
                 }
             }
             None if self.devices.is_empty() => {
-                for m in self.log.iter_from(from) {
+                for m in self.held_from(from) {
                     if !push(m) {
                         break;
                     }
@@ -291,8 +297,7 @@ impl Mailbox {
         let mut d = Device::new(name, now);
         if self.devices.is_empty() {
             let owed: Vec<(u64, usize, u8, u16)> = self
-                .log
-                .iter_from(0)
+                .held_from(0)
                 .filter(|m| m.flags & VOLATILE == 0)
                 .map(|m| (m.seq, m.stanza.len(), m.flags, m.owers))
                 .collect();
@@ -542,6 +547,23 @@ impl Mailbox {
                 self.pending_to_offline(i);
                 self.devices[i].online = false;
                 expired
+            }
+            Effect::Queue { ref seqs } => seqs.iter().filter(|&&s| self.queue(s)).count() as u64,
+            Effect::ArchiveAck { ref seqs } => {
+                seqs.iter().filter(|&&s| self.archive_ack(s)).count() as u64
+            }
+            Effect::Unqueue { ref seqs } => {
+                let n = seqs.iter().filter(|&&s| self.unqueue(s)).count() as u64;
+                for _ in 0..n {
+                    self.imported(now);
+                }
+                n
+            }
+            Effect::Evict => self.evict(),
+            Effect::ComeBack => self.come_back(now),
+            Effect::Imported => {
+                self.imported(now);
+                1
             }
         }
     }

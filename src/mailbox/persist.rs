@@ -39,6 +39,11 @@ impl Mailbox {
                 put_u64(&mut out, e - s);
             }
         }
+        // The archive state follows only where there is one, so that a
+        // mailbox without one encodes as version 1 did.
+        if let Some(a) = &self.archive {
+            a.encode(&mut out);
+        }
         out
     }
 
@@ -94,6 +99,9 @@ impl Mailbox {
                 offline_count,
                 offline_bytes,
             });
+        }
+        if !r.is_empty() {
+            mb.archive = Some(Box::new(super::archive::Archive::decode(&mut r)?));
         }
         r.is_empty().then_some((mb, messages))
     }
@@ -158,6 +166,7 @@ impl Mailbox {
                 },
                 owers,
             });
+            self.count_if_queued(seq, stanza.len());
             n += 1;
         }
         Some(n)

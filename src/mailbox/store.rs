@@ -42,6 +42,9 @@ pub struct Limits {
     pub drop_oldest: bool,
     /// `max-pending`: pending messages per device before it is given up.
     pub max_pending: usize,
+    /// `archive yes`: `drop-oldest` hands the oldest to the archive queue
+    /// instead of deleting them (SPEC §3, §6).
+    pub archive: bool,
 }
 
 /// Why a store is refused (nothing changes).
@@ -112,6 +115,8 @@ pub struct Store<'a> {
     pub pending: Names,
     /// The oldest messages dropped to make room (`drop-oldest`).
     pub drop: Vec<u64>,
+    /// Those go to the archive queue rather than away (`archive yes`).
+    archive_dropped: bool,
     /// Devices (indexes in the mailbox as it is) given up for holding
     /// `max-pending` unacked messages already, and their names.
     pub kick: Vec<usize>,
@@ -140,7 +145,15 @@ impl<'a> Store<'a> {
         if let Some(next_seq) = self.create {
             effects.push(Effect::Create { next_seq });
         }
-        effects.extend(self.drop.iter().map(|&seq| Effect::Drop { seq }));
+        if self.archive_dropped {
+            if !self.drop.is_empty() {
+                effects.push(Effect::Queue {
+                    seqs: self.drop.clone(),
+                });
+            }
+        } else {
+            effects.extend(self.drop.iter().map(|&seq| Effect::Drop { seq }));
+        }
         let id = match &self.id {
             Id::Given(_, spec) => *spec,
             Id::Generated(id) => IdSpec::Own(id),
@@ -216,6 +229,17 @@ pub fn room_for<'a>(
     Ok(())
 }
 
+/// The messages and stanza bytes a mailbox holds against its quotas: the
+/// queued ones have left it (they wait only for the archiver).
+fn held(mb: Option<&Mailbox>) -> (u64, u64) {
+    mb.map_or((0, 0), |m| {
+        (
+            m.log.len() - m.queued_count(),
+            m.log.bytes() - m.queued_bytes(),
+        )
+    })
+}
+
 /// Oldest messages to drop so that one more of `size` bytes fits; `None`
 /// when it cannot fit at all (even in an empty mailbox).
 fn make_room(mb: Option<&Mailbox>, size: u64, limits: &Limits) -> Option<Vec<u64>> {
@@ -225,9 +249,9 @@ fn make_room(mb: Option<&Mailbox>, size: u64, limits: &Limits) -> Option<Vec<u64
     let Some(mb) = mb else {
         return Some(Vec::new());
     };
-    let (mut count, mut bytes) = (mb.log.len(), mb.log.bytes());
+    let (mut count, mut bytes) = held(Some(mb));
     let mut drop = Vec::new();
-    for m in mb.log.iter_from(0) {
+    for m in mb.held_from(0) {
         if count < limits.max_messages && bytes + size <= limits.max_bytes {
             break;
         }
@@ -303,7 +327,7 @@ pub fn plan<'a>(
 
     // Quotas apply to a new mailbox as to an existing one.
     let size = req.stanza.len() as u64;
-    let (count, bytes) = mb.map_or((0, 0), |m| (m.log.len(), m.log.bytes()));
+    let (count, bytes) = held(mb);
     let mut drop = Vec::new();
     if count + 1 > limits.max_messages || bytes + size > limits.max_bytes {
         let room = if limits.drop_oldest {
@@ -354,6 +378,7 @@ pub fn plan<'a>(
         stanza: req.stanza,
         pending,
         drop,
+        archive_dropped: limits.archive,
         kick,
         kicked,
     }))
@@ -368,6 +393,7 @@ mod tests {
         max_bytes: 1000,
         drop_oldest: false,
         max_pending: 2,
+        archive: false,
     };
 
     fn req(stanza: &'static [u8]) -> Request<'static> {

@@ -59,7 +59,7 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Option<Mailbox> {
             return None;
         }
     }
-    (mb.log.len() == n).then_some(mb)
+    (mb.log.len() == n && mb.archive_consistent()).then_some(mb)
 }
 
 /// # Safety
@@ -191,7 +191,7 @@ fn clone_mailbox(mb: &Mailbox) -> Option<Mailbox> {
     let (mut out, n) = Mailbox::decode_header(&mb.encode_header())?;
     let mut ok = true;
     mb.encode_messages(BATCH, |b| ok &= out.load_messages(b).is_some());
-    (ok && out.log.len() == n).then_some(out)
+    (ok && out.log.len() == n && out.archive_consistent()).then_some(out)
 }
 
 /// # Safety
@@ -223,5 +223,12 @@ unsafe extern "C" fn unlink(_ctx: *mut raw::RedisModuleKeyOptCtx, value: *const 
         return;
     }
     let mb = &*value.cast::<Mailbox>();
-    guard("unlinking a mailbox", || (), || crate::timer::forget(mb));
+    guard(
+        "unlinking a mailbox",
+        || (),
+        || {
+            crate::timer::forget(mb);
+            crate::archive::forget(mb);
+        },
+    );
 }

@@ -14,7 +14,7 @@
 
 use super::guard;
 use crate::mailbox::Mailbox;
-use crate::{keyspace, log, propagation, server, timer};
+use crate::{archive, keyspace, log, propagation, server, timer};
 use redis_module::{raw, Context, RedisString};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
@@ -157,6 +157,7 @@ const TIMER_SETTINGS: &[&[u8]] = &[
     b"im.device-idle",
     b"im.retention",
     b"im.archive",
+    b"im.mailbox-idle",
 ];
 
 /// # Safety
@@ -244,6 +245,7 @@ fn key_arrived(ctx: &Context, key: &[u8]) {
     if let Ok(Some(mb)) = keyspace::read(ctx, &name) {
         timer::forget(mb);
         timer::reschedule(ctx, key, mb);
+        archive::scanned(server::selected_db(ctx), key, mb);
     }
 }
 
@@ -285,11 +287,15 @@ pub fn rebuild(ctx: &Context) {
         guard(
             "scheduling a mailbox",
             || (),
-            || timer::schedule_scanned(scan.db, key_name, mb, &scan.settings),
+            || {
+                timer::schedule_scanned(scan.db, key_name, mb, &scan.settings);
+                archive::scanned(scan.db, key_name, mb);
+            },
         );
     }
     let _keep = server::KeepDb::new(ctx);
     timer::clear();
+    archive::clear();
     let (Some(create), Some(scan_fn), Some(destroy)) = (unsafe {
         (
             raw::RedisModule_ScanCursorCreate,
