@@ -25,7 +25,11 @@ use clap::{Args, Parser, Subcommand};
 use db::{DbUrl, HistoryRange, Row, DEFAULT_DB};
 
 #[derive(Parser, Debug)]
-#[command(name = "im-archiver", version, about = "Archives redis-im's old messages into SQLite or PostgreSQL and restores returning users")]
+#[command(
+    name = "im-archiver",
+    version,
+    about = "Archives redis-im's old messages into SQLite or PostgreSQL and restores returning users"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,7 +52,11 @@ enum Command {
 struct RedisArg {
     /// A server, or any node of a Redis Cluster (its primaries are found
     /// from it).
-    #[arg(long, env = "IM_ARCHIVER_REDIS", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "IM_ARCHIVER_REDIS",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     redis: String,
 }
 
@@ -73,7 +81,9 @@ impl UserArg {
     fn bytes(&self) -> Result<Vec<u8>> {
         let raw = self.user.as_bytes();
         if self.base64 {
-            Ok(base64::engine::general_purpose::STANDARD.decode(raw).context("user is not base64")?)
+            Ok(base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .context("user is not base64")?)
         } else {
             Ok(raw.to_vec())
         }
@@ -179,7 +189,10 @@ fn utc(ms: i64) -> String {
 fn put_bytes(obj: &mut serde_json::Map<String, serde_json::Value>, name: &str, b: &[u8]) {
     match std::str::from_utf8(b) {
         Ok(s) => obj.insert(name.into(), s.into()),
-        Err(_) => obj.insert(format!("{name}_base64"), base64::engine::general_purpose::STANDARD.encode(b).into()),
+        Err(_) => obj.insert(
+            format!("{name}_base64"),
+            base64::engine::general_purpose::STANDARD.encode(b).into(),
+        ),
     };
 }
 
@@ -192,7 +205,8 @@ fn history_json(row: &Row) -> String {
     o.insert("seq".into(), m.seq.into());
     put_bytes(&mut o, "id", &m.id);
     put_bytes(&mut o, "stanza", &m.stanza);
-    let devices: serde_json::Value = serde_json::from_str(&db::devices_to_json(&m.devices)).expect("valid JSON");
+    let devices: serde_json::Value =
+        serde_json::from_str(&db::devices_to_json(&m.devices)).expect("valid JSON");
     o.insert("devices".into(), devices);
     o.insert("archived_at".into(), row.archived_at.into());
     o.insert("restored_at".into(), row.restored_at.into());
@@ -267,7 +281,10 @@ fn execute(command: Command) -> Result<()> {
             let db_url = DbUrl::parse(&a.db.db)?;
             let mut db = db_url.open()?;
             let mut redis = nodes::Redis::open(&a.redis.redis)?;
-            let opts = restore::RestoreOptions { include_restored: a.all, newest: None };
+            let opts = restore::RestoreOptions {
+                include_restored: a.all,
+                newest: None,
+            };
             let n = restore::restore_user(&mut redis, db.as_mut(), &user, opts, &stop)?;
             tracing::info!(user = %show_bytes(&user), restored = n, "restore done");
             println!("{n}");
@@ -276,10 +293,21 @@ fn execute(command: Command) -> Result<()> {
         Command::History(a) => {
             let user = a.user.bytes()?;
             let mut db = DbUrl::parse(&a.db.db)?.open()?;
-            let rows = db.history(&user, HistoryRange { since: a.since, until: a.until, limit: a.limit })?;
+            let rows = db.history(
+                &user,
+                HistoryRange {
+                    since: a.since,
+                    until: a.until,
+                    limit: a.limit,
+                },
+            )?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for row in &rows {
-                let line = if a.json { history_json(row) } else { history_text(row) };
+                let line = if a.json {
+                    history_json(row)
+                } else {
+                    history_text(row)
+                };
                 if let Err(e) = writeln!(out, "{line}") {
                     if e.kind() == std::io::ErrorKind::BrokenPipe {
                         return Ok(());
@@ -287,7 +315,13 @@ fn execute(command: Command) -> Result<()> {
                     return Err(e.into());
                 }
             }
-            out.flush().or_else(|e| if e.kind() == std::io::ErrorKind::BrokenPipe { Ok(()) } else { Err(e) })?;
+            out.flush().or_else(|e| {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
             Ok(())
         }
         Command::Schema(a) => {
@@ -308,31 +342,65 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        Cli::try_parse_from(std::iter::once("im-archiver").chain(args.iter().copied())).map(|c| c.command)
+        Cli::try_parse_from(std::iter::once("im-archiver").chain(args.iter().copied()))
+            .map(|c| c.command)
     }
 
     #[test]
     fn run_arguments() {
-        let Command::Run(a) = parse(&["run", "--redis", "redis://h:7000", "--db", "postgres://x/y", "--batch", "1000", "--lease", "5000"]).unwrap() else {
+        let Command::Run(a) = parse(&[
+            "run",
+            "--redis",
+            "redis://h:7000",
+            "--db",
+            "postgres://x/y",
+            "--batch",
+            "1000",
+            "--lease",
+            "5000",
+        ])
+        .unwrap() else {
             panic!()
         };
-        assert_eq!((a.redis.redis.as_str(), a.db.db.as_str(), a.batch, a.lease), ("redis://h:7000", "postgres://x/y", 1000, 5000));
+        assert_eq!(
+            (a.redis.redis.as_str(), a.db.db.as_str(), a.batch, a.lease),
+            ("redis://h:7000", "postgres://x/y", 1000, 5000)
+        );
         assert_eq!(a.event_prefix, "im:events:");
         assert!(parse(&["run", "--batch", "1001"]).is_err());
         assert!(parse(&["run", "--batch", "0"]).is_err());
         assert!(parse(&["run", "--lease", "0"]).is_err());
-        let Command::Run(a) = parse(&["run"]).unwrap() else { panic!() };
-        assert_eq!((a.batch, a.lease, a.db.db.as_str()), (500, 30_000, DEFAULT_DB));
+        let Command::Run(a) = parse(&["run"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (a.batch, a.lease, a.db.db.as_str()),
+            (500, 30_000, DEFAULT_DB)
+        );
     }
 
     #[test]
     fn user_arguments() {
-        let Command::History(a) = parse(&["history", "alice@example.com", "--since", "5", "--limit", "3", "--json"]).unwrap() else {
+        let Command::History(a) = parse(&[
+            "history",
+            "alice@example.com",
+            "--since",
+            "5",
+            "--limit",
+            "3",
+            "--json",
+        ])
+        .unwrap() else {
             panic!()
         };
         assert_eq!(a.user.bytes().unwrap(), b"alice@example.com");
-        assert_eq!((a.since, a.until, a.limit, a.json), (Some(5), None, Some(3), true));
-        let Command::Restore(a) = parse(&["restore", "--base64", "/wBi"]).unwrap() else { panic!() };
+        assert_eq!(
+            (a.since, a.until, a.limit, a.json),
+            (Some(5), None, Some(3), true)
+        );
+        let Command::Restore(a) = parse(&["restore", "--base64", "/wBi"]).unwrap() else {
+            panic!()
+        };
         assert_eq!(a.user.bytes().unwrap(), b"\xff\x00b");
         assert!(parse(&["restore"]).is_err());
         assert!(parse(&["history", "u", "--since", "x"]).is_err());

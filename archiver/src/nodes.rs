@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use redis::{Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, Value};
+use redis::{
+    Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, Value,
+};
 
 use crate::db::Message;
 use crate::reply;
@@ -26,7 +28,11 @@ pub struct Node {
 
 impl Node {
     fn new(info: ConnectionInfo) -> Node {
-        Node { label: info.addr().to_string(), info, conn: None }
+        Node {
+            label: info.addr().to_string(),
+            info,
+            conn: None,
+        }
     }
 
     /// A new connection of its own to this node (for Pub/Sub).
@@ -36,7 +42,8 @@ impl Node {
 
     fn conn(&mut self) -> Result<&mut Connection> {
         if self.conn.is_none() {
-            self.conn = Some(connect(&self.info).with_context(|| format!("connecting to {}", self.label))?);
+            self.conn =
+                Some(connect(&self.info).with_context(|| format!("connecting to {}", self.label))?);
         }
         Ok(self.conn.as_mut().expect("just set"))
     }
@@ -84,7 +91,12 @@ impl Redis {
         let seed = url
             .into_connection_info()
             .with_context(|| format!("bad Redis URL {url:?}"))?;
-        let mut redis = Redis { seed, cluster: false, nodes: Vec::new(), keyed: None };
+        let mut redis = Redis {
+            seed,
+            cluster: false,
+            nodes: Vec::new(),
+            keyed: None,
+        };
         redis.discover()?;
         Ok(redis)
     }
@@ -123,7 +135,8 @@ impl Redis {
                             old.remove(&label).unwrap_or_else(|| Node::new(info))
                         })
                         .collect();
-                    let mut after: Vec<String> = self.nodes.iter().map(|n| n.label.clone()).collect();
+                    let mut after: Vec<String> =
+                        self.nodes.iter().map(|n| n.label.clone()).collect();
                     after.sort();
                     if cluster != self.cluster {
                         self.keyed = None;
@@ -151,9 +164,14 @@ impl Redis {
         if !cluster_info.contains("cluster_enabled:1") {
             return Ok((false, vec![info.clone()]));
         }
-        let primaries = match redis::cmd("CLUSTER").arg("SHARDS").query::<Value>(&mut conn) {
+        let primaries = match redis::cmd("CLUSTER")
+            .arg("SHARDS")
+            .query::<Value>(&mut conn)
+        {
             Ok(shards) => reply::shards_primaries(&shards)?,
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+            Err(e)
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+            {
                 let nodes: String = redis::cmd("CLUSTER").arg("NODES").query(&mut conn)?;
                 reply::nodes_primaries(&nodes)?
             }
@@ -217,10 +235,16 @@ impl Redis {
                     if self.cluster
                         && matches!(
                             e.kind(),
-                            Some(redis::ServerErrorKind::Moved | redis::ServerErrorKind::Ask | redis::ServerErrorKind::TryAgain)
+                            Some(
+                                redis::ServerErrorKind::Moved
+                                    | redis::ServerErrorKind::Ask
+                                    | redis::ServerErrorKind::TryAgain
+                            )
                         ) =>
                 {
-                    let v = self.keyed_query(&ack(user)).context("IM.ARCHIVE.ACK after a redirection")?;
+                    let v = self
+                        .keyed_query(&ack(user))
+                        .context("IM.ARCHIVE.ACK after a redirection")?;
                     removed += redis::from_redis_value::<i64>(v)?.max(0) as u64;
                 }
                 Value::ServerError(e) => bail!("IM.ARCHIVE.ACK: {e}"),
@@ -234,7 +258,12 @@ impl Redis {
     /// message in the mailbox (the one already there when the id was).
     pub fn import(&mut self, m: &Message) -> Result<(i64, Vec<u8>)> {
         let mut cmd = redis::cmd("IM.IMPORT");
-        cmd.arg(&m.user).arg(m.ts).arg(&m.id).arg(&m.stanza).arg("SEQ").arg(m.seq);
+        cmd.arg(&m.user)
+            .arg(m.ts)
+            .arg(&m.id)
+            .arg(&m.stanza)
+            .arg("SEQ")
+            .arg(m.seq);
         let v = self.keyed_query(&cmd)?;
         reply::imported(&v)
     }
@@ -257,14 +286,22 @@ impl Redis {
     fn keyed_query(&mut self, cmd: &redis::Cmd) -> Result<Value> {
         if self.keyed.is_none() {
             self.keyed = Some(if self.cluster {
-                let infos: Vec<ConnectionInfo> = self.nodes.iter().map(|n| n.info.clone()).collect();
+                let infos: Vec<ConnectionInfo> =
+                    self.nodes.iter().map(|n| n.info.clone()).collect();
                 let client = redis::cluster::ClusterClient::builder(infos)
                     .connection_timeout(TIMEOUT)
                     .response_timeout(TIMEOUT)
                     .build()?;
-                Box::new(client.get_connection().context("connecting to the cluster")?)
+                Box::new(
+                    client
+                        .get_connection()
+                        .context("connecting to the cluster")?,
+                )
             } else {
-                let info = self.nodes.first().map_or_else(|| self.seed.clone(), |n| n.info.clone());
+                let info = self
+                    .nodes
+                    .first()
+                    .map_or_else(|| self.seed.clone(), |n| n.info.clone());
                 Box::new(connect(&info).with_context(|| format!("connecting to {}", info.addr()))?)
             });
         }

@@ -50,7 +50,11 @@ pub fn pulled(v: &Value) -> Result<Vec<Message>> {
                 id: bytes(&f[2]).context("id")?,
                 ts: int(&f[3]).context("ts")?,
                 stanza: bytes(&f[4]).context("stanza")?,
-                devices: array(&f[5])?.iter().map(bytes).collect::<Result<_>>().context("devices")?,
+                devices: array(&f[5])?
+                    .iter()
+                    .map(bytes)
+                    .collect::<Result<_>>()
+                    .context("devices")?,
             })
         })
         .collect()
@@ -98,9 +102,13 @@ pub fn shards_primaries(v: &Value) -> Result<Vec<Addr>> {
             let node = pairs(node)?;
             let field = |name: &str| node.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
             let text = |name: &str| -> Option<String> {
-                field(name).and_then(|v| bytes(v).ok()).map(|b| String::from_utf8_lossy(&b).into_owned())
+                field(name)
+                    .and_then(|v| bytes(v).ok())
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
             };
-            if text("role").as_deref() != Some("master") || text("health").as_deref() == Some("fail") {
+            if text("role").as_deref() != Some("master")
+                || text("health").as_deref() == Some("fail")
+            {
                 continue;
             }
             let port = match field("port") {
@@ -133,11 +141,17 @@ pub fn nodes_primaries(text: &str) -> Result<Vec<Addr>> {
             bail!("bad CLUSTER NODES line: {line}");
         }
         let flags: Vec<&str> = fields[2].split(',').collect();
-        if !flags.contains(&"master") || flags.iter().any(|f| matches!(*f, "fail" | "handshake" | "noaddr")) {
+        if !flags.contains(&"master")
+            || flags
+                .iter()
+                .any(|f| matches!(*f, "fail" | "handshake" | "noaddr"))
+        {
             continue;
         }
         let addr = fields[1].split(['@', ',']).next().unwrap_or_default();
-        let (host, port) = addr.rsplit_once(':').ok_or_else(|| anyhow!("bad address in: {line}"))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| anyhow!("bad address in: {line}"))?;
         if host.is_empty() {
             continue;
         }
@@ -208,9 +222,18 @@ mod tests {
         let m = pulled(&v).unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].user, b"alice@example.com");
-        assert_eq!((m[0].seq, m[0].ts), (1_795_764_670_609_000, 1_795_764_670_635));
-        assert_eq!(m[0].devices, vec![b"phone".to_vec(), b"\xfflaptop".to_vec()]);
-        assert_eq!((m[1].user.as_slice(), m[1].id.as_slice()), (&b"\x00bob"[..], &b"\xff"[..]));
+        assert_eq!(
+            (m[0].seq, m[0].ts),
+            (1_795_764_670_609_000, 1_795_764_670_635)
+        );
+        assert_eq!(
+            m[0].devices,
+            vec![b"phone".to_vec(), b"\xfflaptop".to_vec()]
+        );
+        assert_eq!(
+            (m[1].user.as_slice(), m[1].id.as_slice()),
+            (&b"\x00bob"[..], &b"\xff"[..])
+        );
         assert!(pulled(&Value::Array(vec![])).unwrap().is_empty());
         assert!(pulled(&Value::Array(vec![Value::Array(vec![bulk(b"x")])])).is_err());
         assert!(pulled(&Value::Int(3)).is_err());
@@ -224,7 +247,12 @@ mod tests {
     }
 
     fn node(fields: &[(&str, Value)]) -> Value {
-        Value::Array(fields.iter().flat_map(|(k, v)| [bulk(k.as_bytes()), v.clone()]).collect())
+        Value::Array(
+            fields
+                .iter()
+                .flat_map(|(k, v)| [bulk(k.as_bytes()), v.clone()])
+                .collect(),
+        )
     }
 
     #[test]
@@ -254,11 +282,20 @@ mod tests {
             ("health", bulk(b"online")),
         ]);
         let shard = |slots: Vec<Value>, nodes: Vec<Value>| {
-            node(&[("slots", Value::Array(slots)), ("nodes", Value::Array(nodes))])
+            node(&[
+                ("slots", Value::Array(slots)),
+                ("nodes", Value::Array(nodes)),
+            ])
         };
         let v = Value::Array(vec![
-            shard(vec![Value::Int(0), Value::Int(5460)], vec![primary(7001, "online"), replica]),
-            shard(vec![Value::Int(5461), Value::Int(16383)], vec![primary(7002, "online")]),
+            shard(
+                vec![Value::Int(0), Value::Int(5460)],
+                vec![primary(7001, "online"), replica],
+            ),
+            shard(
+                vec![Value::Int(5461), Value::Int(16383)],
+                vec![primary(7002, "online")],
+            ),
             shard(vec![], vec![primary(7003, "fail")]),
             shard(vec![], vec![no_endpoint]),
         ]);
@@ -279,7 +316,10 @@ mod tests {
                 (bulk(b"role"), bulk(b"master")),
             ])]),
         )])]);
-        assert_eq!(shards_primaries(&as_map).unwrap(), vec![("h".to_string(), 1)]);
+        assert_eq!(
+            shards_primaries(&as_map).unwrap(),
+            vec![("h".to_string(), 1)]
+        );
     }
 
     #[test]
@@ -304,16 +344,37 @@ bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb :0@0 master,noaddr - 0 0 9 connected
 
     #[test]
     fn restore_requests() {
-        let r = restore_request(br#"{"event":"restore","user":"alice@example.com","archived":50}"#).unwrap();
+        let r = restore_request(br#"{"event":"restore","user":"alice@example.com","archived":50}"#)
+            .unwrap();
         assert_eq!(
             r,
-            Some(RestoreRequest { user: b"alice@example.com".to_vec(), archived: Some(50) })
+            Some(RestoreRequest {
+                user: b"alice@example.com".to_vec(),
+                archived: Some(50)
+            })
         );
-        let r = restore_request(br#"{"event":"restore","user_base64":"/wBib2I=","archived":3}"#).unwrap();
-        assert_eq!(r, Some(RestoreRequest { user: b"\xff\x00bob".to_vec(), archived: Some(3) }));
-        let r = restore_request("{\"event\":\"restore\",\"user\":\"j\u{f6}rg\"}".as_bytes()).unwrap();
-        assert_eq!(r, Some(RestoreRequest { user: "j\u{f6}rg".as_bytes().to_vec(), archived: None }));
-        assert_eq!(restore_request(br#"{"event":"kick","user":"a"}"#).unwrap(), None);
+        let r = restore_request(br#"{"event":"restore","user_base64":"/wBib2I=","archived":3}"#)
+            .unwrap();
+        assert_eq!(
+            r,
+            Some(RestoreRequest {
+                user: b"\xff\x00bob".to_vec(),
+                archived: Some(3)
+            })
+        );
+        let r =
+            restore_request("{\"event\":\"restore\",\"user\":\"j\u{f6}rg\"}".as_bytes()).unwrap();
+        assert_eq!(
+            r,
+            Some(RestoreRequest {
+                user: "j\u{f6}rg".as_bytes().to_vec(),
+                archived: None
+            })
+        );
+        assert_eq!(
+            restore_request(br#"{"event":"kick","user":"a"}"#).unwrap(),
+            None
+        );
         assert!(restore_request(br#"{"event":"restore"}"#).is_err());
         assert!(restore_request(br#"{"event":"restore","user_base64":"!!"}"#).is_err());
         assert!(restore_request(b"not json").is_err());

@@ -53,7 +53,12 @@ pub fn restore_user(
                 }
                 Err(e) => {
                     result = Err(e).with_context(|| {
-                        format!("IM.IMPORT of seq {} of {} (after {} loaded)", m.seq, show_bytes(user), imported + seqs.len() as u64)
+                        format!(
+                            "IM.IMPORT of seq {} of {} (after {} loaded)",
+                            m.seq,
+                            show_bytes(user),
+                            imported + seqs.len() as u64
+                        )
                     });
                     break;
                 }
@@ -78,7 +83,12 @@ pub struct Shared {
 /// the worker; reconnects (to the seed, then to any primary) when the
 /// connection drops. Requests published while it is not subscribed are
 /// lost: `im-archiver restore` loads such a user by hand.
-pub fn listen(redis_url: String, channel: String, requests: Sender<RestoreRequest>, shared: Arc<Shared>) {
+pub fn listen(
+    redis_url: String,
+    channel: String,
+    requests: Sender<RestoreRequest>,
+    shared: Arc<Shared>,
+) {
     let mut attempt = 0usize;
     while !shared.stop.load(Ordering::Relaxed) {
         match subscribe_once(&redis_url, &channel, attempt, &requests, &shared) {
@@ -120,7 +130,9 @@ fn subscribe_once(
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), payload = %show_bytes(msg.get_payload_bytes()), "bad restore request"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), payload = %show_bytes(msg.get_payload_bytes()), "bad restore request")
+            }
         }
     }
     Ok(())
@@ -141,7 +153,12 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
 /// `archived` rows of the user not restored since they were archived. The
 /// module counts a message as archived when an archiver acked it, and the
 /// archiver acks only after its commit: those rows are in the database.
-pub fn worker(redis_url: String, db_url: DbUrl, requests: Receiver<RestoreRequest>, shared: Arc<Shared>) {
+pub fn worker(
+    redis_url: String,
+    db_url: DbUrl,
+    requests: Receiver<RestoreRequest>,
+    shared: Arc<Shared>,
+) {
     let mut conns: Option<(Redis, Box<dyn Archive>)> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let req = match requests.recv_timeout(Duration::from_millis(250)) {
@@ -149,7 +166,10 @@ pub fn worker(redis_url: String, db_url: DbUrl, requests: Receiver<RestoreReques
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
-        let opts = RestoreOptions { include_restored: false, newest: req.archived };
+        let opts = RestoreOptions {
+            include_restored: false,
+            newest: req.archived,
+        };
         let mut tries = 0;
         loop {
             let result = (|| -> Result<u64> {

@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::db::{Archive, DbUrl};
 use crate::nodes::Redis;
-use crate::restore::{self, Shared};
 use crate::now_ms;
+use crate::restore::{self, Shared};
 
 /// How `run` behaves.
 #[derive(Clone, Debug)]
@@ -66,13 +66,18 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>) -> Result<()> {
         db = %cfg.db.display(), cluster = redis.is_cluster(), primaries = redis.nodes().len(),
         batch = cfg.batch, lease_ms = cfg.lease_ms, "archiver started"
     );
-    let shared = Arc::new(Shared { stop: stop.clone(), restored: AtomicU64::new(0) });
+    let shared = Arc::new(Shared {
+        stop: stop.clone(),
+        restored: AtomicU64::new(0),
+    });
     let mut threads = Vec::new();
     if cfg.restore_requests {
         let (tx, rx) = std::sync::mpsc::channel();
         let channel = format!("{}archive", cfg.event_prefix);
         let (url, s) = (cfg.redis_url.clone(), shared.clone());
-        threads.push(std::thread::spawn(move || restore::listen(url, channel, tx, s)));
+        threads.push(std::thread::spawn(move || {
+            restore::listen(url, channel, tx, s)
+        }));
         let (url, dbu, s) = (cfg.redis_url.clone(), cfg.db.clone(), shared.clone());
         threads.push(std::thread::spawn(move || restore::worker(url, dbu, rx, s)));
     }
@@ -84,7 +89,12 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>) -> Result<()> {
     result
 }
 
-fn pull_loop(cfg: &RunConfig, redis: &mut Redis, db: &mut dyn Archive, shared: &Shared) -> Result<()> {
+fn pull_loop(
+    cfg: &RunConfig,
+    redis: &mut Redis,
+    db: &mut dyn Archive,
+    shared: &Shared,
+) -> Result<()> {
     let stop = &shared.stop;
     let mut totals = Totals::default();
     let mut interval = Totals::default();
@@ -93,6 +103,7 @@ fn pull_loop(cfg: &RunConfig, redis: &mut Redis, db: &mut dyn Archive, shared: &
     let mut last_discovery = Instant::now();
     let mut last_status = Instant::now();
     let mut queues_empty = false;
+    let mut failed_passes = 0u32;
     while !stop.load(Ordering::Relaxed) {
         if rediscover || last_discovery.elapsed() >= cfg.discover_every {
             last_discovery = Instant::now();
@@ -129,6 +140,15 @@ fn pull_loop(cfg: &RunConfig, redis: &mut Redis, db: &mut dyn Archive, shared: &
             }
         }
         queues_empty = !pulled_any && !failed && !redis.nodes().is_empty();
+        failed_passes = if failed || redis.nodes().is_empty() {
+            failed_passes + 1
+        } else {
+            0
+        };
+        if cfg.once && failed_passes >= 5 {
+            status(redis, &interval, &totals, shared, false);
+            bail!("--once: five passes in a row failed");
+        }
         if last_status.elapsed() >= cfg.status_every {
             status(redis, &interval, &totals, shared, queues_empty);
             interval = Totals::default();
@@ -140,13 +160,15 @@ fn pull_loop(cfg: &RunConfig, redis: &mut Redis, db: &mut dyn Archive, shared: &
         if pulled_any {
             idle = Duration::ZERO;
         } else {
-            idle = (idle * 2).clamp(Duration::from_millis(50), cfg.idle_max);
+            idle = (idle * 2).max(Duration::from_millis(50)).min(cfg.idle_max);
             nap(stop, idle);
         }
     }
     status(redis, &interval, &totals, shared, queues_empty);
     tracing::info!(
-        pulled = totals.pulled, written = totals.written, acked = totals.acked,
+        pulled = totals.pulled,
+        written = totals.written,
+        acked = totals.acked,
         "archiver stopped"
     );
     Ok(())
@@ -156,7 +178,13 @@ fn pull_loop(cfg: &RunConfig, redis: &mut Redis, db: &mut dyn Archive, shared: &
 /// (`INFO im` of every primary) and the lag: the age of the oldest message
 /// pulled in the interval (queues hand out the oldest first), 0 when every
 /// queue was found empty.
-fn status(redis: &mut Redis, interval: &Totals, totals: &Totals, shared: &Shared, queues_empty: bool) {
+fn status(
+    redis: &mut Redis,
+    interval: &Totals,
+    totals: &Totals,
+    shared: &Shared,
+    queues_empty: bool,
+) {
     let mut queued = Some(0u64);
     for node in 0..redis.nodes().len() {
         queued = match (queued, redis.queued(node)) {
@@ -165,7 +193,11 @@ fn status(redis: &mut Redis, interval: &Totals, totals: &Totals, shared: &Shared
         };
     }
     let queued = queued.map_or_else(|| "?".to_string(), |n| n.to_string());
-    let lag_s = if queues_empty { 0.0 } else { interval.oldest_ms as f64 / 1000.0 };
+    let lag_s = if queues_empty {
+        0.0
+    } else {
+        interval.oldest_ms as f64 / 1000.0
+    };
     tracing::info!(
         "status: pulled {} written {} acked {} in {} batches, {} errors; restored {}; total pulled {} acked {}; queued {}; lag {:.1}s",
         interval.pulled, interval.written, interval.acked, interval.batches, interval.errors,
@@ -185,17 +217,32 @@ struct Batch {
 /// Pull, write and commit, ack. `None` when the node's queue is empty.
 /// A batch that fails after the pull is not acked: its lease runs out and
 /// it is handed out again; writing it again changes nothing.
-fn archive_batch(cfg: &RunConfig, redis: &mut Redis, db: &mut dyn Archive, node: usize) -> Result<Option<Batch>> {
+fn archive_batch(
+    cfg: &RunConfig,
+    redis: &mut Redis,
+    db: &mut dyn Archive,
+    node: usize,
+) -> Result<Option<Batch>> {
     let started = Instant::now();
     let messages = redis.pull(node, cfg.batch, cfg.lease_ms)?;
     if messages.is_empty() {
         return Ok(None);
     }
     let now = now_ms();
-    let oldest_ms = messages.iter().map(|m| now - m.ts).max().unwrap_or(0).max(0);
+    let oldest_ms = messages
+        .iter()
+        .map(|m| now - m.ts)
+        .max()
+        .unwrap_or(0)
+        .max(0);
     let written = db.write_batch(&messages, now)?;
     let acked = redis.ack(node, &messages)?;
-    let b = Batch { pulled: messages.len() as u64, written, acked, oldest_ms };
+    let b = Batch {
+        pulled: messages.len() as u64,
+        written,
+        acked,
+        oldest_ms,
+    };
     if acked < b.pulled {
         // Acked by another archiver after its lease ran out, or a lease of
         // ours that ran out before the commit: the rows are there either way.

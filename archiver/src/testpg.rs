@@ -34,22 +34,53 @@ fn bin_dir() -> Option<PathBuf> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl TestPostgres {
     /// `None` when PostgreSQL is not installed.
     pub fn start() -> Option<TestPostgres> {
         let bin = bin_dir()?;
-        let as_postgres = fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
-        let dir = tempfile::Builder::new().prefix("im-archiver-pg").tempdir().unwrap();
+        let as_postgres = fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false);
+        let dir = tempfile::Builder::new()
+            .prefix("im-archiver-pg")
+            .tempdir()
+            .unwrap();
         if as_postgres {
-            let ok = Command::new("chown").arg("postgres:").arg(dir.path()).status().unwrap();
+            let ok = Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.path())
+                .status()
+                .unwrap();
             assert!(ok.success(), "chown postgres {}", dir.path().display());
         }
-        let mut pg = TestPostgres { dir, bin, port: 0, as_postgres };
+        let mut pg = TestPostgres {
+            dir,
+            bin,
+            port: 0,
+            as_postgres,
+        };
         let data = pg.data();
-        pg.run("initdb", &["-D", &data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
         for _ in 0..3 {
             pg.port = free_port();
             let opts = format!(
@@ -58,11 +89,17 @@ impl TestPostgres {
                 pg.dir.path().display()
             );
             let log = pg.dir.path().join("log").display().to_string();
-            if pg.try_run("pg_ctl", &["-D", &data, "-l", &log, "-w", "-o", &opts, "start"]) {
+            if pg.try_run(
+                "pg_ctl",
+                &["-D", &data, "-l", &log, "-w", "-o", &opts, "start"],
+            ) {
                 return Some(pg);
             }
         }
-        panic!("PostgreSQL did not start: {}", fs::read_to_string(pg.dir.path().join("log")).unwrap_or_default());
+        panic!(
+            "PostgreSQL did not start: {}",
+            fs::read_to_string(pg.dir.path().join("log")).unwrap_or_default()
+        );
     }
 
     fn data(&self) -> String {
@@ -78,24 +115,45 @@ impl TestPostgres {
         } else {
             Command::new(path)
         };
-        cmd.stdout(Stdio::null()).stderr(Stdio::null()).current_dir(self.dir.path());
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir(self.dir.path());
         cmd
     }
 
     fn try_run(&self, tool: &str, args: &[&str]) -> bool {
-        self.command(tool).args(args).status().map(|s| s.success()).unwrap_or(false)
+        self.command(tool)
+            .args(args)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
-        let out = self.command(tool).args(args).stderr(Stdio::piped()).output().unwrap();
-        assert!(out.status.success(), "{tool} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self
+            .command(tool)
+            .args(args)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// The URL of a new, empty database on this server.
     pub fn url(&self, db: &str) -> String {
         let base = format!("postgres://postgres@127.0.0.1:{}", self.port);
-        let mut client = postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls).unwrap();
-        client.batch_execute(&format!("DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}")).unwrap();
+        let mut client =
+            postgres::Client::connect(&format!("{base}/postgres"), postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {db}"))
+            .unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .unwrap();
         format!("{base}/{db}")
     }
 }

@@ -67,7 +67,12 @@ pub trait Archive: Send {
     /// A user's rows to load back, in seq order: those not restored since
     /// they were archived (all of them with `include_restored`). With
     /// `newest`, only the last that many of those.
-    fn restorable(&mut self, user: &[u8], include_restored: bool, newest: Option<u64>) -> Result<Vec<Message>>;
+    fn restorable(
+        &mut self,
+        user: &[u8],
+        include_restored: bool,
+        newest: Option<u64>,
+    ) -> Result<Vec<Message>>;
 
     /// Marks these rows as loaded back at `restored_at`.
     fn mark_restored(&mut self, user: &[u8], seqs: &[i64], restored_at: i64) -> Result<()>;
@@ -180,7 +185,9 @@ pub fn devices_from_json(text: &str) -> Result<Vec<Vec<u8>>> {
 fn bytes_json(bytes: &[u8]) -> serde_json::Value {
     match std::str::from_utf8(bytes) {
         Ok(s) => serde_json::Value::String(s.to_string()),
-        Err(_) => serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+        Err(_) => {
+            serde_json::json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) })
+        }
     }
 }
 

@@ -51,7 +51,8 @@ impl PostgresArchive {
             .with_context(|| format!("connecting to {}", super::redact_password(url)))?;
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-        tx.batch_execute(SCHEMA).context("creating the archive table")?;
+        tx.batch_execute(SCHEMA)
+            .context("creating the archive table")?;
         tx.commit()?;
         Ok(PostgresArchive { client })
     }
@@ -99,13 +100,20 @@ impl Archive for PostgresArchive {
         Ok(written)
     }
 
-    fn restorable(&mut self, user: &[u8], include_restored: bool, newest: Option<u64>) -> Result<Vec<Message>> {
+    fn restorable(
+        &mut self,
+        user: &[u8],
+        include_restored: bool,
+        newest: Option<u64>,
+    ) -> Result<Vec<Message>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM im_archive WHERE user_key = $1 \
              AND (restored_at IS NULL OR $2) ORDER BY seq DESC LIMIT $3"
         );
         let limit = newest.map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
-        let rows = self.client.query(&sql, &[&user, &include_restored, &limit])?;
+        let rows = self
+            .client
+            .query(&sql, &[&user, &include_restored, &limit])?;
         let mut out = rows
             .iter()
             .map(|r| row_of(r).map(|row| row.message))
@@ -127,7 +135,9 @@ impl Archive for PostgresArchive {
             "SELECT {COLUMNS} FROM im_archive WHERE user_key = $1 AND ts >= $2 AND ts <= $3 \
              ORDER BY ts, seq LIMIT $4"
         );
-        let limit = range.limit.map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
+        let limit = range
+            .limit
+            .map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
         let rows = self.client.query(
             &sql,
             &[
@@ -142,7 +152,9 @@ impl Archive for PostgresArchive {
 
     #[cfg(test)]
     fn count(&mut self) -> Result<u64> {
-        let row = self.client.query_one("SELECT count(*) FROM im_archive", &[])?;
+        let row = self
+            .client
+            .query_one("SELECT count(*) FROM im_archive", &[])?;
         Ok(row.try_get::<_, i64>(0)? as u64)
     }
 }

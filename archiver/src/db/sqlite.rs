@@ -97,7 +97,12 @@ impl Archive for SqliteArchive {
         Ok(written)
     }
 
-    fn restorable(&mut self, user: &[u8], include_restored: bool, newest: Option<u64>) -> Result<Vec<Message>> {
+    fn restorable(
+        &mut self,
+        user: &[u8],
+        include_restored: bool,
+        newest: Option<u64>,
+    ) -> Result<Vec<Message>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM im_archive WHERE user_key = ?1 \
              AND (restored_at IS NULL OR ?2) ORDER BY seq DESC LIMIT ?3"
@@ -131,7 +136,9 @@ impl Archive for SqliteArchive {
             "SELECT {COLUMNS} FROM im_archive WHERE user_key = ?1 AND ts >= ?2 AND ts <= ?3 \
              ORDER BY ts, seq LIMIT ?4"
         );
-        let limit = range.limit.map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
+        let limit = range
+            .limit
+            .map_or(i64::MAX, |n| n.min(i64::MAX as u64) as i64);
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt
             .query_map(
@@ -149,7 +156,9 @@ impl Archive for SqliteArchive {
 
     #[cfg(test)]
     fn count(&mut self) -> Result<u64> {
-        let n: i64 = self.conn.query_row("SELECT count(*) FROM im_archive", [], |r| r.get(0))?;
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM im_archive", [], |r| r.get(0))?;
         Ok(n as u64)
     }
 }
