@@ -59,9 +59,38 @@ fn nap(stop: &AtomicBool, total: Duration) {
     }
 }
 
+/// Retries `open` every second until it works, unless `--once` (then the
+/// first error ends the run) or stopped (`None`).
+fn open_with_retry<T>(
+    what: &str,
+    cfg: &RunConfig,
+    stop: &AtomicBool,
+    open: impl Fn() -> Result<T>,
+) -> Result<Option<T>> {
+    loop {
+        match open() {
+            Ok(x) => return Ok(Some(x)),
+            Err(e) if !cfg.once => {
+                tracing::warn!(error = %format!("{e:#}"), "{what} not reachable; retrying")
+            }
+            Err(e) => return Err(e),
+        }
+        nap(stop, Duration::from_secs(1));
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+    }
+}
+
 pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>) -> Result<()> {
-    let mut db = cfg.db.open()?;
-    let mut redis = Redis::open(&cfg.redis_url)?;
+    let Some(db) = open_with_retry("database", &cfg, &stop, || cfg.db.open())? else {
+        return Ok(());
+    };
+    let Some(mut redis) = open_with_retry("Redis", &cfg, &stop, || Redis::open(&cfg.redis_url))?
+    else {
+        return Ok(());
+    };
+    let mut db = Some(db);
     tracing::info!(
         db = %cfg.db.display(), cluster = redis.is_cluster(), primaries = redis.nodes().len(),
         batch = cfg.batch, lease_ms = cfg.lease_ms, "archiver started"
@@ -81,7 +110,7 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>) -> Result<()> {
         let (url, dbu, s) = (cfg.redis_url.clone(), cfg.db.clone(), shared.clone());
         threads.push(std::thread::spawn(move || restore::worker(url, dbu, rx, s)));
     }
-    let result = pull_loop(&cfg, &mut redis, db.as_mut(), &shared);
+    let result = pull_loop(&cfg, &mut redis, &mut db, &shared);
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
@@ -92,7 +121,7 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>) -> Result<()> {
 fn pull_loop(
     cfg: &RunConfig,
     redis: &mut Redis,
-    db: &mut dyn Archive,
+    db: &mut Option<Box<dyn Archive>>,
     shared: &Shared,
 ) -> Result<()> {
     let stop = &shared.stop;
@@ -114,11 +143,23 @@ fn pull_loop(
         }
         let mut pulled_any = false;
         let mut failed = false;
+        if db.is_none() {
+            match cfg.db.open() {
+                Ok(d) => *db = Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "database not reachable; retrying");
+                    failed = true;
+                }
+            }
+        }
         for node in 0..redis.nodes().len() {
+            let Some(archive) = db.as_mut() else {
+                break;
+            };
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            match archive_batch(cfg, redis, db, node) {
+            match archive_batch(cfg, redis, archive, node) {
                 Ok(None) => {}
                 Ok(Some(b)) => {
                     pulled_any = true;
@@ -130,12 +171,18 @@ fn pull_loop(
                         t.oldest_ms = t.oldest_ms.max(b.oldest_ms);
                     }
                 }
-                Err(e) => {
+                Err(Failure { in_db, error }) => {
                     failed = true;
                     totals.errors += 1;
                     interval.errors += 1;
-                    tracing::warn!(node = %redis.nodes()[node].label, error = %format!("{e:#}"), "batch failed");
-                    rediscover = true;
+                    tracing::warn!(node = %redis.nodes()[node].label, error = %format!("{error:#}"), "batch failed");
+                    if in_db {
+                        // Connect again: a PostgreSQL restart leaves the
+                        // old connection dead.
+                        *db = None;
+                    } else {
+                        rediscover = true;
+                    }
                 }
             }
         }
@@ -205,6 +252,21 @@ fn status(
     );
 }
 
+/// A batch that failed, and where.
+struct Failure {
+    in_db: bool,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn redis(error: anyhow::Error) -> Failure {
+        Failure {
+            in_db: false,
+            error,
+        }
+    }
+}
+
 /// One batch's counts.
 struct Batch {
     pulled: u64,
@@ -220,11 +282,13 @@ struct Batch {
 fn archive_batch(
     cfg: &RunConfig,
     redis: &mut Redis,
-    db: &mut dyn Archive,
+    db: &mut Box<dyn Archive>,
     node: usize,
-) -> Result<Option<Batch>> {
+) -> Result<Option<Batch>, Failure> {
     let started = Instant::now();
-    let messages = redis.pull(node, cfg.batch, cfg.lease_ms)?;
+    let messages = redis
+        .pull(node, cfg.batch, cfg.lease_ms)
+        .map_err(Failure::redis)?;
     if messages.is_empty() {
         return Ok(None);
     }
@@ -235,8 +299,18 @@ fn archive_batch(
         .max()
         .unwrap_or(0)
         .max(0);
-    let written = db.write_batch(&messages, now)?;
-    let acked = redis.ack(node, &messages)?;
+    let written = match db.write_batch(&messages, now) {
+        Ok(n) => n,
+        Err(e) => {
+            // Once more on a new connection (a restarted PostgreSQL leaves
+            // the old one dead), rather than wait for the lease to end.
+            tracing::warn!(error = %format!("{e:#}"), "database write failed; connecting again");
+            let in_db = |error| Failure { in_db: true, error };
+            *db = cfg.db.open().map_err(in_db)?;
+            db.write_batch(&messages, now).map_err(in_db)?
+        }
+    };
+    let acked = redis.ack(node, &messages).map_err(Failure::redis)?;
     let b = Batch {
         pulled: messages.len() as u64,
         written,
