@@ -11,7 +11,7 @@ import redis
 # Field names, in the order SPEC.md lists them.
 OFFLINE_INFO_FIELDS = ["count", "bytes", "first", "last"]
 DEVICE_FIELDS = ["device", "online", "node", "last_seen", "pending", "offline"]
-INFO_FIELDS = ["messages", "bytes", "devices", "online", "pending", "first", "last", "next_seq"]
+INFO_FIELDS = ["messages", "bytes", "devices", "online", "pending", "first", "last", "next_seq", "queued"]
 
 CHATSTATES = "http://jabber.org/protocol/chatstates"
 HINTS = "urn:xmpp:hints"

@@ -13,7 +13,7 @@ import time
 import pytest
 import redis
 
-from helpers import RawError, as_map, expect_error, message, wait_for
+from helpers import RawError, as_map, expect_error, message, wait_for, wait_replica_synced
 
 CHATSTATES = "http://jabber.org/protocol/chatstates"
 
@@ -406,3 +406,24 @@ def test_a_mailbox_whose_visit_fails_does_not_stop_the_timer(make_server, subscr
     # Retried later, not in every run: one failure so far.
     assert r.info("im")["im_sweep_failures"] == 1
     assert r.info("im")["im_panics"] == 1
+
+
+def test_move_leaves_the_client_on_its_database(make_server):
+    """Valkey 8.1 leaves a client on the destination db after `MOVE` when
+    a module listens to keyspace events (valkey-io/valkey#4024), and its
+    replica's link with it, so later writes land in the wrong db. The
+    module selects the client's db back after `move_to`."""
+    primary = make_server(extra_conf={"appendonly": "yes"})
+    replica = make_server(replicaof=primary)
+    wait_replica_synced(primary, replica)
+    r = primary.client()
+    r.set("plain", 1)
+    assert r.move("plain", 1)
+    r.execute_command("IM.STORE", "box", message("m1"))
+    assert r.move("box", 2)
+    r.set("after", 1)
+    assert primary.client().get("after") == b"1", "the SET landed in another db"
+    wait_replica_synced(primary, replica)
+    rep = replica.client()
+    assert rep.get("after") == b"1"
+    assert replica.client(db=2).exists("box") and replica.client(db=1).get("plain") == b"1"

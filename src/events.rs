@@ -1,10 +1,11 @@
 //! Pub/Sub events (SPEC §5): one JSON object per event on
 //! `<event-prefix><node>`.
 
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Effect, Mailbox};
 use crate::{config, server};
 use base64::Engine;
 use redis_module::Context;
+use smallvec::SmallVec;
 
 /// An event as one JSON object: `event` first, then the fields in the
 /// order given (SPEC §5 shows them). A field of client bytes is a JSON
@@ -147,3 +148,88 @@ pub fn publish(ctx: &Context, events: &[Event]) {
         server::publish(ctx, &channel, e.json.as_bytes());
     }
 }
+
+/// Watches a change for messages becoming offline for a device (SPEC §5,
+/// push hints): the devices' offline counts before it, and after it an
+/// `offline` event for each device that is offline and has more offline
+/// messages than before. Made only for changes that can do that (a store,
+/// an expiry, a disconnect, messages coming back from the archive), and
+/// only while `push-events` is on.
+pub struct OfflineWatch {
+    /// Each device's offline count before, by index, or by name when the
+    /// change may remove devices (which moves the indexes).
+    counts: SmallVec<[u64; 4]>,
+    names: Option<Vec<(Box<[u8]>, u64)>>,
+}
+
+impl OfflineWatch {
+    /// Starts watching a change of `mb` by `effects`; `None` when the
+    /// change cannot make anything offline or push events are off.
+    pub fn before(mb: &Mailbox, effects: &[Effect<'_>]) -> Option<OfflineWatch> {
+        let can = effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::Store { .. }
+                    | Effect::Expire { .. }
+                    | Effect::Disconnect { .. }
+                    | Effect::Unqueue { .. }
+                    | Effect::ComeBack
+            )
+        });
+        if !can || !config::push_events() {
+            return None;
+        }
+        let removes = effects
+            .iter()
+            .any(|e| matches!(e, Effect::Forget { .. } | Effect::Evict));
+        Some(OfflineWatch {
+            counts: mb.devices.iter().map(|d| d.offline_count).collect(),
+            names: removes.then(|| {
+                mb.devices
+                    .iter()
+                    .map(|d| (d.name.clone(), d.offline_count))
+                    .collect()
+            }),
+        })
+    }
+
+    /// The `offline` events of the change, for `user`'s mailbox `mb` as it
+    /// is after it: `{"event":"offline","user":..,"device":..,"seq":..,
+    /// "id":..,"count":..}` with the device's newest offline message and
+    /// how many it has now.
+    pub fn after(self, mb: &Mailbox, user: &[u8]) -> Vec<Event> {
+        let mut out = Vec::new();
+        for (i, d) in mb.devices.iter().enumerate() {
+            let before = match &self.names {
+                Some(names) => names
+                    .iter()
+                    .find(|(n, _)| **n == *d.name)
+                    .map_or(0, |(_, c)| *c),
+                None => self.counts.get(i).copied().unwrap_or(0),
+            };
+            if d.online || d.offline_count <= before {
+                continue;
+            }
+            let seq = d.offline.last().unwrap_or(0);
+            let id = mb.log.get(seq).map(|m| m.id).unwrap_or_default();
+            out.push(Event {
+                node: PUSH_CHANNEL.to_vec(),
+                json: json(
+                    "offline",
+                    &[
+                        ("user", Field::Bytes(user)),
+                        ("device", Field::Bytes(&d.name)),
+                        ("seq", Field::Int(seq)),
+                        ("id", Field::Bytes(id)),
+                        ("count", Field::Int(d.offline_count)),
+                    ],
+                ),
+            });
+        }
+        out
+    }
+}
+
+/// The channel of push hints, after the event prefix: one for the
+/// deployment, since an offline device has no node.
+const PUSH_CHANNEL: &[u8] = b"push";

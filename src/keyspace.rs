@@ -6,6 +6,7 @@
 //! Keys are opened with the module API itself, checked against the
 //! mailbox type that registration hands over ([`set_mailbox_type`]).
 
+use crate::events::OfflineWatch;
 use crate::mailbox::{effect, Effect, Mailbox};
 use crate::metrics::{self, Gauges};
 use crate::reply::{error, Reply};
@@ -201,7 +202,14 @@ impl<'c> Writer<'c> {
         }
         let before = Gauges::of(mb);
         let keeps_due = mb.keeps_due(effects);
+        // Push hints come from the primary's own changes, not from a
+        // replica or the AOF applying them.
+        let watch = match propagate {
+            Propagate::Verbatim => None,
+            _ => OfflineWatch::before(mb, effects),
+        };
         let count = effects.iter().fold(0, |_, e| mb.apply(now, e));
+        let pushes = watch.map(|w| w.after(mb, self.name.as_slice()));
         crate::archive::changed(self.ctx, self.name.as_slice(), Some(&mut *mb));
         before.update(&Gauges::of(mb));
         let empty = mb.is_empty();
@@ -224,14 +232,17 @@ impl<'c> Writer<'c> {
         if empty {
             self.mb = None;
             // SAFETY: an open writable key.
-            unsafe {
+            crate::losses::own_delete(|| unsafe {
                 if let Some(delete) = raw::RedisModule_DeleteKey {
                     delete(self.key.0);
                 }
-            }
+            });
         }
         if !keeps_due {
             crate::timer::changed(self.ctx, self.name.as_slice(), self.mb.as_deref());
+        }
+        if let Some(pushes) = pushes {
+            crate::events::publish(self.ctx, &pushes);
         }
         count
     }

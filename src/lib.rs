@@ -9,9 +9,11 @@ pub mod archive;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod doctor;
 pub mod events;
 pub mod keyspace;
 pub mod log;
+pub mod losses;
 pub mod mailbox;
 pub mod metrics;
 pub mod panics;
@@ -26,14 +28,14 @@ pub mod wrapper;
 
 /// The registration: left out of unit tests, which run on the system
 /// allocator rather than the server's.
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 mod registration {
     use crate::commands::{
-        ack, apply, archive_ack, archive_pull, connect, devices, disconnect, forget, import, info,
-        load, offline_info, offline_page, store, sweep,
+        ack, apply, archive_ack, archive_pull, connect, devices, disconnect, doctor, forget,
+        import, info, load, offline_info, offline_page, store, sweep,
     };
     use crate::config::*;
-    use crate::wrapper::command::{dispatch, CommandInfo};
+    use crate::wrapper::command::{dispatch, dispatch_subcommand, register_container, CommandInfo};
     use crate::wrapper::datatype::MAILBOX_TYPE;
     use redis_module::configuration::ConfigurationFlags;
     use redis_module::raw::{
@@ -79,6 +81,7 @@ mod registration {
                     let info = CommandInfo {
                         arity: $arity,
                         key_flags: $keys,
+                        key_pos: 1,
                         summary: $summary,
                         complexity: $complexity,
                     };
@@ -159,6 +162,11 @@ mod registration {
             arity -5, keys RW | INSERT,
             c"Puts a message back from the archive, keeping its time and, where free, its seq.",
             c"O(S + log N): S stanza bytes";
+        /// IM.DOCTOR [JSON]
+        c"im.doctor" => doctor::doctor, c"readonly", 0,
+            arity -1, keys NO_KEY,
+            c"Reports how safe the messages are now: durability, eviction risk, the timer's lag, backlogs, losses.",
+            c"O(M) over the mailboxes, bounded to 20 ms";
         /// IM.APPLY <user> <effects> [<stanza>] (replication and AOF)
         c"im.apply" => apply::apply, c"write", 1,
             arity -3, keys RW | UPDATE,
@@ -169,6 +177,67 @@ mod registration {
             arity 4, keys OW | UPDATE,
             c"Internal: a mailbox as an AOF rewrite writes it. Refused to clients.",
             c"O(B): B bytes of the blob";
+    }
+
+    /// Container commands whose subcommands are the dotted commands with
+    /// two dots (`IM.OFFLINE PAGE` is `IM.OFFLINE.PAGE`), for the cluster
+    /// clients that refuse a command name with two dots (redis-py's
+    /// `RedisCluster`): the same handler, the key after the subcommand's
+    /// name, the same key spec and summary.
+    macro_rules! containers {
+        ($($container:literal { $($sub:literal => $handler:path, $flags:literal, $key:literal,
+           arity $arity:literal, keys $keys:expr, $summary:literal, $complexity:literal;)* })*) => {
+            fn register_containers(ctx: &Context) -> Status {
+                $({
+                    let subs = [$({
+                        /// # Safety
+                        /// Called by the server with a command's context and arguments.
+                        unsafe extern "C" fn command(
+                            ctx: *mut raw::RedisModuleCtx,
+                            argv: *mut *mut raw::RedisModuleString,
+                            argc: c_int,
+                        ) -> c_int {
+                            dispatch_subcommand(ctx, argv, argc, $handler)
+                        }
+                        let f: raw::RedisModuleCmdFunc = Some(command);
+                        ($sub, f, $flags, $key, CommandInfo {
+                            arity: $arity,
+                            key_flags: $keys,
+                            key_pos: $key,
+                            summary: $summary,
+                            complexity: $complexity,
+                        })
+                    }),*];
+                    if !register_container(ctx, $container, &subs) {
+                        return Status::Err;
+                    }
+                })*
+                Status::Ok
+            }
+        };
+    }
+
+    containers! {
+        c"im.offline" {
+            c"info" => offline_info::offline_info, c"readonly", 2,
+                arity -4, keys RO | ACCESS,
+                c"IM.OFFLINE.INFO: what a device has not received (count, bytes, first, last, ids).",
+                c"O(log N), plus O(L) for L ids";
+            c"page" => offline_page::offline_page, c"readonly", 2,
+                arity -4, keys RO | ACCESS,
+                c"IM.OFFLINE.PAGE: pages through a device's offline messages in seq order.",
+                c"O(C + log N): C messages in the page";
+        }
+        c"im.archive" {
+            c"pull" => archive_pull::archive_pull, c"write", 0,
+                arity -2, keys NO_KEY,
+                c"IM.ARCHIVE.PULL: hands out queued messages of this node to an archiver, under a lease.",
+                c"O(C + M): C messages handed out, M mailboxes with queued messages visited";
+            c"ack" => archive_ack::archive_ack, c"write", 2,
+                arity -4, keys RW | DELETE,
+                c"IM.ARCHIVE.ACK: removes queued messages an archiver confirmed.",
+                c"O(K log N): K seqs";
+        }
     }
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
@@ -203,7 +272,11 @@ mod registration {
         if !crate::wrapper::events::subscribe(ctx) {
             return Status::Err;
         }
-        register_commands(ctx)
+        crate::doctor::warn_settings(ctx);
+        if register_commands(ctx) == Status::Err {
+            return Status::Err;
+        }
+        register_containers(ctx)
     }
 
     const MS: i64 = i64::MAX / 4;
@@ -222,6 +295,7 @@ mod registration {
                 ["ack-timeout", &ACK_TIMEOUT, defaults::ACK_TIMEOUT, 1, MS, ConfigurationFlags::DEFAULT, None],
                 ["max-pending", &MAX_PENDING, defaults::MAX_PENDING, 1, MS, ConfigurationFlags::DEFAULT, None],
                 ["sweep-interval", &SWEEP_INTERVAL, defaults::SWEEP_INTERVAL, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["sweep-effort", &SWEEP_EFFORT, defaults::SWEEP_EFFORT, 1, 100, ConfigurationFlags::DEFAULT, None],
                 ["sweep-budget", &SWEEP_BUDGET, defaults::SWEEP_BUDGET, 1, MS, ConfigurationFlags::DEFAULT, None],
                 ["max-stanza-bytes", &MAX_STANZA_BYTES, defaults::MAX_STANZA_BYTES, 16, 512 * 1024 * 1024, ConfigurationFlags::MEMORY, None],
                 ["max-messages", &MAX_MESSAGES, defaults::MAX_MESSAGES, 1, MS, ConfigurationFlags::DEFAULT, None],
@@ -237,6 +311,7 @@ mod registration {
             ],
             bool: [
                 ["archive", &ARCHIVE, defaults::ARCHIVE, ConfigurationFlags::DEFAULT, None],
+                ["push-events", &PUSH_EVENTS, defaults::PUSH_EVENTS, ConfigurationFlags::DEFAULT, None],
             ],
             enum: [
                 ["quota-policy", &QUOTA_POLICY, QuotaPolicy::Reject, ConfigurationFlags::DEFAULT, None],
@@ -252,6 +327,10 @@ mod registration {
             || {
                 crate::metrics::ARCHIVE_LEASED.store(
                     crate::archive::leased_now() as i64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                crate::metrics::SWEEP_LAG_MS.store(
+                    crate::timer::lag_ms(crate::server::now_ms()),
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 crate::metrics::info(ctx, for_crash_report)

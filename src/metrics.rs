@@ -35,10 +35,19 @@ metrics! {
     SWEEP_RUNS => "sweep_runs",
     SWEEP_LAST_US => "sweep_last_us",
     SWEEP_LONGEST_US => "sweep_longest_us",
+    SWEEP_US => "sweep_us_total",
+    SWEEP_LONGEST_CPU_US => "sweep_longest_cpu_us",
+    SWEEP_LAG_MS => "sweep_lag_ms",
     SCHEDULE_SIZE => "schedule_size",
     SWEEPS_PAUSED => "sweeps_paused",
     SWEEP_FAILURES => "sweep_failures",
     PANICS => "panics",
+    LOST_EVICTED => "lost_evicted_mailboxes",
+    LOST_EVICTED_MESSAGES => "lost_evicted_messages",
+    LOST_EXPIRED => "lost_expired_mailboxes",
+    LOST_EXPIRED_MESSAGES => "lost_expired_messages",
+    DELETED => "deleted_mailboxes",
+    DELETED_MESSAGES => "deleted_messages",
 }
 
 /// Adds to a counter or gauge. Only the server's main thread (commands,
@@ -133,7 +142,7 @@ pub fn mailbox_removed(mb: &Mailbox) {
 }
 
 /// A gauge's value, or a counter's.
-fn value(m: &AtomicI64) -> i64 {
+pub fn value(m: &AtomicI64) -> i64 {
     let freed = GAUGE_STATICS
         .iter()
         .position(|g| std::ptr::eq(*g, m))

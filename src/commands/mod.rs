@@ -10,6 +10,7 @@ pub mod archive_pull;
 pub mod connect;
 pub mod devices;
 pub mod disconnect;
+pub mod doctor;
 pub mod forget;
 pub mod import;
 pub mod info;

@@ -48,10 +48,7 @@ pub fn offline_page(ctx: &Context, args: &[RedisString]) -> Answer {
         } else if is(o, "DELAY") {
             // Written into each stanza as an attribute value: it must keep
             // the stanza well-formed (SPEC §3, §4).
-            std::str::from_utf8(v)
-                .map_err(|_| "is not UTF-8")
-                .and_then(config::check_delay_from)
-                .map_err(|e| error(format!("ERR DELAY {e}")))?;
+            stanza::check_delay_from(v).map_err(error)?;
             delay = Some(v.to_vec());
         } else {
             return Err(unknown_option(o));

@@ -31,5 +31,6 @@ pub fn sweep(ctx: &Context, args: &[RedisString]) -> Answer {
         ("dropped", r.dropped.into()),
         ("forgotten", r.forgotten.into()),
         ("next", Reply::Int(r.next)),
+        ("lag", Reply::Int(r.lag)),
     ]))
 }

@@ -105,10 +105,14 @@ impl Device {
         had
     }
 
-    /// Every seq this device still owes (pending, then offline).
-    fn owed(&self) -> Vec<u64> {
+    /// Every seq this device still owes (pending, then offline), as the
+    /// log holds them: linear in the messages, whatever span a range
+    /// claims.
+    fn owed(&self, log: &Log) -> Vec<u64> {
         let mut v: Vec<u64> = self.pending.iter().map(|(s, _)| s).collect();
-        v.extend(self.offline.ranges().flat_map(|(s, e)| s..=e));
+        for (s, e) in self.offline.ranges() {
+            v.extend(log.range(s, e).map(|m| m.seq));
+        }
         v
     }
 }
@@ -448,7 +452,7 @@ impl Mailbox {
                 };
                 let d = self.devices.remove(i);
                 let before = self.log.len();
-                for seq in d.owed() {
+                for seq in d.owed(&self.log) {
                     self.unowe(seq, false);
                 }
                 before - self.log.len()

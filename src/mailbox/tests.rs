@@ -709,3 +709,54 @@ fn the_decoder_refuses_a_queue_that_contradicts_the_mailbox() {
     assert!(!loaded.archive_consistent());
     assert!(roundtrip(&mb).archive_consistent());
 }
+
+/// A payload naming an offline range of 10^11 seqs over a log of one
+/// message (a forged `RESTORE`) decodes, but is refused as inconsistent
+/// before any command or the timer sees it.
+#[test]
+fn a_mailbox_whose_ranges_claim_more_than_its_log_is_refused() {
+    let mut mb = Mailbox::new(1, 0);
+    mb.apply(
+        0,
+        &Effect::Connect {
+            device: b"phone",
+            node: b"n",
+        },
+    );
+    mb.apply(0, &Effect::Disconnect { device: b"phone" });
+    store(&mut mb, "m", vec![], 0);
+    assert_eq!(mb.consistent(), Ok(()));
+    assert_eq!(roundtrip(&mb).consistent(), Ok(()));
+    let mut forged = Mailbox::new(1, 0);
+    forged.apply(
+        0,
+        &Effect::Connect {
+            device: b"phone",
+            node: b"n",
+        },
+    );
+    forged.apply(0, &Effect::Disconnect { device: b"phone" });
+    store(&mut forged, "m", vec![], 0);
+    let seq = forged.log.first().unwrap().seq;
+    forged.devices[0].offline =
+        rangeset::RangeSet::from_ranges([(seq, seq + 100_000_000_000)]).unwrap();
+    let head = forged.encode_header();
+    let (mut loaded, n) = Mailbox::decode_header(&head).unwrap();
+    forged.encode_messages(1 << 20, |b| {
+        loaded.load_messages(b).unwrap();
+    });
+    assert_eq!(loaded.log.len(), n);
+    assert!(loaded.consistent().is_err());
+    // A node name with a NUL.
+    let mut bad = Mailbox::new(1, 0);
+    bad.apply(
+        0,
+        &Effect::Connect {
+            device: b"phone",
+            node: b"n\x00",
+        },
+    );
+    assert!(bad.consistent().is_err());
+    // Forgetting such a device anyway costs what the log holds, not the span.
+    forged.apply(1, &Effect::Forget { device: b"phone" });
+}

@@ -10,6 +10,7 @@
 pub mod command;
 pub mod datatype;
 pub mod events;
+pub mod scan;
 pub mod timer;
 
 pub use crate::panics::guard;

@@ -17,9 +17,9 @@ pub unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_v
         "the timer's run",
         || (),
         || {
-            if timer::runs_here(&ctx) {
-                sweep::run(&ctx, Some(timer::budget_us()), None);
-            }
+            let behind =
+                timer::runs_here(&ctx) && sweep::run(&ctx, Some(timer::budget_us()), None).lag > 0;
+            timer::ran(behind);
         },
     );
     guard("arming the timer", || (), || timer::arm(&ctx));
