@@ -229,3 +229,35 @@ def test_retention_at_scale_keeps_within_the_budget(make_server):
              what="every message to be queued")
     assert stats(r)["im_sweep_longest_us"] <= 1200, stats(r)
     assert_digests_equal(primary, replica, [f"user:{i}" for i in (1, 500, 1000)])
+
+
+def test_pull_goes_on_after_a_mailbox_it_emptied_and_stays_in_its_db(make_server):
+    """A pull remembers where it stopped; a mailbox emptied by its acks
+    since must not make the next pull skip the one after it. A pull hands
+    out the selected db's queue only (acks go to that db)."""
+    primary, replica = pair(make_server, AGE)
+    r = primary.client()
+    users = [f"u{i}" for i in range(5)]
+    for u in users:
+        for j in range(3):
+            r.execute_command("IM.STORE", u, message(f"{u}-{j}"))
+    other = primary.client(db=3)
+    other.execute_command("IM.STORE", "elsewhere", message("e"))
+    wait_for(lambda: stats(r)["im_archive_queue"] == 16, what="every message to be queued")
+    handed = []
+    while True:
+        got = pull(r, "COUNT", 3, "LEASE", 60000)
+        if not got:
+            break
+        handed += got
+        by_user = {}
+        for u, s, *_ in got:
+            by_user.setdefault(u, []).append(s)
+        for u, seqs in by_user.items():
+            r.execute_command("IM.ARCHIVE.ACK", u, *seqs)
+    assert sorted({u.decode() for u, *_ in handed}) == users
+    assert len(handed) == 15 and stats(r)["im_archive_queue"] == 1
+    got = pull(other)
+    assert [(u, i) for u, _, i, *_ in got] == [(b"elsewhere", b"e")]
+    assert other.execute_command("IM.ARCHIVE.ACK", "elsewhere", got[0][1]) == 1
+    assert stats(r)["im_archive_queue"] == 0

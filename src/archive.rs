@@ -134,20 +134,24 @@ pub struct Candidate {
     pub leased: u64,
 }
 
-/// The mailboxes a pull at `now` visits, in order: from after the last
-/// pull's stop on, then from the start.
-pub fn candidates(now: i64) -> Vec<Candidate> {
+/// The mailboxes of db `db` a pull at `now` visits, in order: from after
+/// the last pull's stop on, then from the start. (The cursor's own mailbox
+/// may have left the index since: the names after it are those greater
+/// than it, whether it is there or not.)
+pub fn candidates(db: i32, now: i64) -> Vec<Candidate> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
     let i = index();
     let (after, before): (Vec<&KeyName>, Vec<&KeyName>) = match &i.cursor {
         Some(c) => (
-            i.names.range(c.clone()..).skip(1).collect(),
-            i.names.range(..=c.clone()).collect(),
+            i.names.range((Excluded(c.clone()), Unbounded)).collect(),
+            i.names.range((Unbounded, Included(c.clone()))).collect(),
         ),
         None => (i.names.iter().collect(), Vec::new()),
     };
     after
         .into_iter()
         .chain(before)
+        .filter(|name| schedule::split(name).0 == db)
         .map(|name| {
             let lease = i.leases.get(name).filter(|l| l.until > now);
             Candidate {

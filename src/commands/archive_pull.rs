@@ -14,7 +14,7 @@ pub const DEFAULT_LEASE_MS: u64 = 30_000;
 /// The longest lease (ms): a day.
 pub const MAX_LEASE_MS: u64 = 24 * 3600 * 1000;
 
-/// Hands out up to `COUNT` queued messages of this node, each
+/// Hands out up to `COUNT` queued messages of this node's selected db, each
 /// `[user, seq, id, ts, stanza, [device, ...]]` (the devices that still
 /// owed it), and leases them for `LEASE` ms: not acked by then, they are
 /// handed out again.
@@ -51,20 +51,16 @@ pub fn archive_pull(ctx: &Context, args: &[RedisString]) -> Answer {
     Ok(Reply::Array(pull(ctx, count, lease as i64)))
 }
 
-/// Up to `count` queued messages not under a lease, from every db of this
-/// node, leased for `lease_ms`; the db selected before is selected again.
+/// Up to `count` queued messages not under a lease, from the client's
+/// selected db (where its `IM.ARCHIVE.ACK` goes), leased for `lease_ms`.
 fn pull(ctx: &Context, count: u64, lease_ms: i64) -> Vec<Reply> {
     let now = server::now_ms();
-    let _keep = server::KeepDb::new(ctx);
     let mut out = Vec::new();
-    for c in archive::candidates(now) {
+    for c in archive::candidates(server::selected_db(ctx), now) {
         if out.len() as u64 >= count {
             break;
         }
-        let (db, key) = schedule::split(&c.name);
-        if !server::select_db(ctx, db) {
-            continue;
-        }
+        let (_, key) = schedule::split(&c.name);
         let name = server::string(ctx, key);
         let Ok(Some(mb)) = keyspace::read(ctx, &name) else {
             continue;
