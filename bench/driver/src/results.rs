@@ -240,6 +240,9 @@ pub struct FlowRes {
     pub lag_p50_ms: f64,
     pub lag_p99_ms: f64,
     pub lag_max_ms: f64,
+    /// The lowest lag, or 0 (ms): below 0 by up to 1 ms, as the module
+    /// counts time in whole ms.
+    pub lag_min_ms: f64,
     /// Median lag of the deliveries due in the window's first and last
     /// second (ms): a growing backlog shows as a growing lag.
     pub lag_first_ms: f64,
@@ -290,6 +293,12 @@ impl FlowRes {
         self.timer_runs as f64 / self.window_secs.max(1e-9)
     }
 
+    /// The timer's time per kick in the window (µs).
+    pub fn us_per_kick(&self) -> f64 {
+        let kicks = self.expired_in_window as f64 / self.per_kick.max(1) as f64;
+        self.timer_us as f64 / kicks.max(1.0)
+    }
+
     pub fn lag_growth_ms(&self) -> f64 {
         self.lag_last_ms - self.lag_first_ms
     }
@@ -311,6 +320,8 @@ impl FlowRes {
 #[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CatchupRes {
     pub ack_timeout_ms: i64,
+    /// `sweep-effort` (%): the most of a core the timer takes when behind.
+    pub sweep_effort_pct: i64,
     /// Each flow's length, and when its window starts (s after its start).
     pub flow_secs: f64,
     pub window_from_secs: f64,
