@@ -10,6 +10,7 @@
 //! `im-bench render --json FILE [--md FILE] [--svg FILE]` writes the report
 //! and the plot of results kept as JSON, running nothing.
 
+mod catchup;
 mod load;
 mod markdown;
 #[cfg(test)]
@@ -1167,7 +1168,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: im-bench suite [--quick] --module PATH [--work DIR] [--json FILE] [--md FILE] [--svg FILE]\n\
          \x20                    [--ops N] [--repeats R] [--conns C] [--depth D] [--appendonly]\n\
-         \x20                    [--only stores,cycles,memory,paging,timer,rdb]\n\
+         \x20                    [--only stores,cycles,memory,paging,timer,rdb,catchup]\n\
          \x20      im-bench render --json FILE [--md FILE] [--svg FILE]"
     );
     std::process::exit(2);
@@ -1313,7 +1314,11 @@ fn write_files(files: &[(&std::path::Path, String)]) -> io::Result<()> {
     Ok(())
 }
 
-const PHASES: &[&str] = &["stores", "cycles", "memory", "paging", "timer", "rdb"];
+/// In the order they run: `rdb` saves what `timer` left, `catchup`
+/// empties the server.
+const PHASES: &[&str] = &[
+    "stores", "cycles", "memory", "paging", "timer", "rdb", "catchup",
+];
 
 fn suite(a: &SuiteArgs) -> io::Result<()> {
     std::fs::create_dir_all(&a.work)?;
@@ -1358,6 +1363,9 @@ fn suite(a: &SuiteArgs) -> io::Result<()> {
     }
     if on("rdb") {
         s.rdb()?;
+    }
+    if on("catchup") {
+        s.catchup()?;
     }
     s.server.stop();
     s.res.total_secs = elapsed_total();

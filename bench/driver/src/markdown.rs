@@ -33,8 +33,9 @@ fn slow_text(v: &[SlowCommand]) -> String {
 
 /// The report: one section after the other.
 pub fn markdown(r: &Results) -> String {
-    let sections: [fn(&mut String, &Results); 12] = [
-        title, machine, how, targets, stores, api_cost, cycles, memory, paging, timer, rdb, plot,
+    let sections: [fn(&mut String, &Results); 13] = [
+        title, machine, how, targets, stores, api_cost, cycles, memory, paging, timer, catchup,
+        rdb, plot,
     ];
     let mut s = String::new();
     for section in sections {
@@ -81,13 +82,18 @@ fn how(w: &mut String, r: &Results) {
          - A cycle is one message stored and then acknowledged by the device: the ack is sent in the round after \
          the store's reply came back; a cycle counts when its ack's reply is read.\n\
          - `im.max-pending` is raised to 10⁹ for the whole run so that no device is kicked by the load; \
-         the timer is off (`sweep-interval 0`) except in the stall test.\n",
+         the timer is off (`sweep-interval 0`) except in the stall test{}.\n",
         thousands(p.ops as f64),
         p.conns,
         p.depth,
         p.users,
         p.repeats,
-        p.users
+        p.users,
+        if r.catchup.is_some() {
+            " and the flows of expiries (which have the default timer settings and `max-pending`)"
+        } else {
+            ""
+        }
     );
 }
 
@@ -414,6 +420,209 @@ fn stall_rows(w: &mut String, r: &Results) {
         "| the same, timer on | {:.2} / {:.2} ms |",
         st.probe_p99_on_ms, st.probe_max_on_ms
     );
+}
+
+/// The timer under steady flows of expiries, and a client beside it.
+fn catchup(w: &mut String, r: &Results) {
+    let Some(c) = &r.catchup else { return };
+    let _ = writeln!(
+        w,
+        "\n## The timer under steady flows of expiries\n\n\
+         Deliveries fall due at a steady rate, each flow on an emptied server with the default timer settings \
+         (`sweep-interval` 100 ms, `sweep-budget` 1,000 µs, `sweep-effort` 25 %, `push-events yes`) but \
+         `ack-timeout` {} ms and `resend-interval` 0. A producer ({} connections, pipelined) stores for {:.0} s at \
+         the flow's rate, each delivery pending on a device it connected (`IM.CONNECT ... NODE bench`) just before: \
+         *kick per delivery*, a fresh user and device for every delivery, so that every delivery costs the timer \
+         a kick; *{} per device*, bursts of {} deliveries in one pipeline to one of a few thousand devices (each \
+         comes back for its next burst every {:.0} s), so that one kick expires {} deliveries. A subscriber on \
+         `im:events:bench` takes the time of each `kick` event as it arrives.\n\n\
+         - Lag: the kick's arrival minus the delivery's deadline, its store's time (a `TIME` sent in the same \
+         pipeline just before it) + `ack-timeout`. A kick expires every delivery pending on its device, and \
+         names the oldest (its `seq`): in the many kind, the burst it began, all stored in the same \
+         pipeline; every expiry is counted (`im_expired`), and the kicks the subscriber saw are checked against \
+         `im_kicked`. The lowest lag of a flow ({:.2} to {:.2} ms here) is the measure's own offset: the module \
+         counts time in whole ms, and may expire a delivery up to 1 ms before its exact deadline.\n\
+         - Steady state: the deliveries falling due from {:.0} s after the flow's start to its end ({:.0} s); \
+         the timer's share of a core is its runs' time in that window (Δ`im_sweep_us_total`) over the \
+         window's.\n\
+         - Saturates: the backlog grows, seen as the lag of the deliveries due in the window's last second \
+         exceeding that of its first second by more than {:.0} ms (or deliveries left unexpired {:.0} s after \
+         the producer stopped); the rate the timer then expired is its ceiling.\n",
+        c.ack_timeout_ms,
+        c.conns,
+        c.flow_secs,
+        c.per_device,
+        c.per_device,
+        c.period_secs,
+        c.per_device,
+        c.flows.iter().map(|f| f.lag_min_ms).fold(0.0, f64::min),
+        c.flows.iter().map(|f| f.lag_min_ms).fold(f64::NEG_INFINITY, f64::max),
+        c.window_from_secs,
+        c.flow_secs,
+        LAG_GROWTH_MS,
+        c.drain_max_secs
+    );
+    let _ = writeln!(
+        w,
+        "| deliveries due/s | kind | stored/s | kicks due/s | expired | lag p50 (ms) | p99 | max | timer: % of a core | saturates? |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for f in &c.flows {
+        let mut sat = if !f.keeps_up() {
+            format!(
+                "**yes**: expired {}/s at most, lag {:.0} → {:.0} ms{}",
+                thousands(f.expiry_rate()),
+                f.lag_first_ms,
+                f.lag_last_ms,
+                if f.missing > 0 {
+                    format!(", {} never expired", thousands(f.missing as f64))
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            "no".into()
+        };
+        if !f.reached() {
+            sat += " (rate not reached)";
+        }
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {sat} |",
+            thousands(f.rate),
+            kind_name(f.kind, c.per_device),
+            thousands(f.achieved),
+            thousands(f.kick_rate()),
+            thousands(f.expired as f64),
+            f.lag_p50_ms,
+            f.lag_p99_ms,
+            f.lag_max_ms,
+            f.cpu_pct()
+        );
+    }
+    let saturated: Vec<String> = c
+        .flows
+        .iter()
+        .filter(|f| !f.keeps_up())
+        .map(|f| {
+            format!(
+                "{}/s {} (the timer expired {}/s at most)",
+                thousands(f.rate),
+                kind_name(f.kind, c.per_device),
+                thousands(f.expiry_rate())
+            )
+        })
+        .collect();
+    let short: Vec<String> = c
+        .flows
+        .iter()
+        .filter(|f| !f.reached())
+        .map(|f| {
+            format!(
+                "{}/s {} (stored {}/s)",
+                thousands(f.rate),
+                kind_name(f.kind, c.per_device),
+                thousands(f.achieved)
+            )
+        })
+        .collect();
+    // The timer's ceiling as its cost per kick in the fastest kick per
+    // delivery flow that kept up gives it.
+    let ceiling = c
+        .flows
+        .iter()
+        .filter(|f| f.kind == FlowKind::KickEach && f.keeps_up() && f.timer_us > 0)
+        .max_by(|a, b| a.rate.total_cmp(&b.rate))
+        .map(|f| {
+            format!(
+                " At the timer's cost per kick in the {}/s flow with a kick per delivery ({:.2} µs), `sweep-effort` \
+                 {} % would allow about {} kicks/s: the ceiling this projects, not one measured.",
+                thousands(f.rate),
+                f.us_per_kick(),
+                c.sweep_effort_pct,
+                thousands((c.sweep_effort_pct as f64 * 1e4 / f.us_per_kick() / 1000.0).round() * 1000.0)
+            )
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        w,
+        "\n{}{}",
+        if saturated.is_empty() {
+            format!("No flow saturated the timer.{ceiling}")
+        } else {
+            format!("Saturated: {}.", saturated.join("; "))
+        },
+        if short.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Short of their rate (the producer stored less than {:.0} % of it): {}.",
+                REACHED * 100.0,
+                short.join("; ")
+            )
+        }
+    );
+    let _ = writeln!(
+        w,
+        "\nThe load beside the timer, over the same windows: the timer's runs per second (10 at rest, up to 250 \
+         when behind), its time per kick (a kick expires one delivery or a burst), the server's main thread on a CPU and runnable but waiting for one \
+         (`/proc/<pid>/schedstat`: the machine's other load shows there), the producer's thread on a CPU over \
+         the flow, and how long after the producer stopped nothing was pending any more (`ack-timeout` + the \
+         lag).\n\n\
+         | deliveries due/s | kind | timer runs/s | timer µs per kick | server: on a CPU | waiting for a CPU | producer: on a CPU | drained after |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for f in &c.flows {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.0} | {:.2} | {:.0} % | {:.0} % | {:.0} % | {:.2} s |",
+            thousands(f.rate),
+            kind_name(f.kind, c.per_device),
+            f.runs_per_sec(),
+            f.us_per_kick(),
+            f.server_cpu_pct,
+            f.server_wait_pct,
+            f.producer_cpu_pct,
+            f.drain_secs
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nA concurrent client: one more connection doing `IM.STORE` to its own mailbox (its device offline), \
+         one request at a time, round-trip times over the window; first with the timer idle (no flow, {:.0} s).\n\n\
+         | concurrent client | requests | p50 (ms) | p99 | max |\n|---|---:|---:|---:|---:|\n\
+         | timer idle, no flow | {} | {:.3} | {:.3} | {:.2} |",
+        c.idle.secs,
+        thousands(c.idle.requests as f64),
+        c.idle.p50_ms,
+        c.idle.p99_ms,
+        c.idle.max_ms
+    );
+    if let Some(l) = &c.stores_only {
+        let _ = writeln!(
+            w,
+            "| beside the stores of the {}/s kick-per-delivery flow, `ack-timeout` a day (timer idle) | {} | {:.3} | {:.3} | {:.2} |",
+            thousands(CLIENT_AT),
+            thousands(l.requests as f64),
+            l.p50_ms,
+            l.p99_ms,
+            l.max_ms
+        );
+    }
+    for f in &c.flows {
+        if let Some(l) = &f.client {
+            let _ = writeln!(
+                w,
+                "| during the {}/s flow, {} | {} | {:.3} | {:.3} | {:.2} |",
+                thousands(f.rate),
+                kind_name(f.kind, c.per_device),
+                thousands(l.requests as f64),
+                l.p50_ms,
+                l.p99_ms,
+                l.max_ms
+            );
+        }
+    }
 }
 
 /// SAVE and the restart that loads it.

@@ -199,6 +199,187 @@ fn full() -> Results {
     r
 }
 
+/// A flow as the phase records one.
+#[allow(clippy::too_many_arguments)]
+fn flow(
+    kind: FlowKind,
+    rate: f64,
+    achieved: f64,
+    lag: (f64, f64, f64),
+    first_last: (f64, f64),
+    expired_in_window: u64,
+    timer_us: i64,
+    timer_runs: i64,
+    client: Option<Latency>,
+) -> FlowRes {
+    let per_kick = if kind == FlowKind::KickEach { 1 } else { 25 };
+    let stored = (achieved * 10.0) as u64 / per_kick * per_kick;
+    let window_secs = 8.0012;
+    FlowRes {
+        kind,
+        rate,
+        stored,
+        achieved,
+        devices: if per_kick == 1 {
+            stored
+        } else {
+            (rate / 25.0 * 4.0) as u64
+        },
+        per_kick,
+        expired: stored as i64,
+        kicked: (stored / per_kick) as i64,
+        window_secs,
+        due: (rate * window_secs) as u64 / per_kick * per_kick,
+        expired_in_window,
+        missing: 0,
+        lag_p50_ms: lag.0,
+        lag_p99_ms: lag.1,
+        lag_max_ms: lag.2,
+        lag_min_ms: -0.12 - rate / 1e5,
+        lag_first_ms: first_last.0,
+        lag_last_ms: first_last.1,
+        timer_us,
+        timer_runs,
+        server_cpu_pct: rate / 1000.0 * 1.37,
+        server_wait_pct: 2.5,
+        producer_cpu_pct: rate / 1000.0 * 0.41,
+        drain_secs: 1.0 + lag.2 / 1000.0,
+        client,
+    }
+}
+
+/// Every phase run, the flows of expiries too: one saturated, one short
+/// of its rate.
+fn with_catchup() -> Results {
+    let mut r = full();
+    let (k, m) = (FlowKind::KickEach, FlowKind::ManyPerDevice);
+    let client = |p50_ms, p99_ms, max_ms| {
+        Some(Latency {
+            requests: 181_004,
+            secs: 8.0015,
+            p50_ms,
+            p99_ms,
+            max_ms,
+        })
+    };
+    r.catchup = Some(CatchupRes {
+        ack_timeout_ms: 1000,
+        sweep_effort_pct: 25,
+        flow_secs: 10.0,
+        window_from_secs: 2.0,
+        per_device: 25,
+        period_secs: 4.0,
+        conns: 4,
+        drain_max_secs: 15.0,
+        idle: Latency {
+            requests: 240_113,
+            secs: 8.0002,
+            p50_ms: 0.0291,
+            p99_ms: 0.0612,
+            max_ms: 1.2041,
+        },
+        stores_only: Some(Latency {
+            requests: 190_551,
+            secs: 8.0009,
+            p50_ms: 0.0299,
+            p99_ms: 0.9013,
+            max_ms: 3.0127,
+        }),
+        flows: vec![
+            flow(
+                k,
+                1000.0,
+                1000.02,
+                (50.2, 99.1, 101.3),
+                (49.8, 50.6),
+                8001,
+                31_113,
+                80,
+                None,
+            ),
+            flow(
+                m,
+                1000.0,
+                999.97,
+                (51.0, 99.6, 100.2),
+                (50.3, 51.1),
+                8000,
+                2_004,
+                80,
+                None,
+            ),
+            flow(
+                k,
+                5000.0,
+                4999.8,
+                (50.9, 99.4, 103.8),
+                (50.1, 50.7),
+                40_005,
+                160_552,
+                93,
+                None,
+            ),
+            flow(
+                m,
+                5000.0,
+                5000.1,
+                (50.4, 99.2, 100.9),
+                (49.9, 50.2),
+                40_000,
+                9_412,
+                80,
+                None,
+            ),
+            flow(
+                k,
+                20_000.0,
+                19_998.4,
+                (3.1, 61.7, 88.2),
+                (3.0, 3.3),
+                160_011,
+                655_208,
+                1_712,
+                client(0.0301, 1.3127, 4.4198),
+            ),
+            flow(
+                m,
+                20_000.0,
+                20_000.3,
+                (49.7, 99.0, 100.4),
+                (49.5, 50.3),
+                160_000,
+                35_518,
+                81,
+                client(0.0297, 0.1702, 1.9001),
+            ),
+            flow(
+                k,
+                50_000.0,
+                46_210.7,
+                (1210.4, 2301.2, 2377.0),
+                (301.7, 2290.5),
+                301_442,
+                1_999_615,
+                1_991,
+                None,
+            ),
+            flow(
+                m,
+                50_000.0,
+                49_999.2,
+                (50.8, 99.8, 104.1),
+                (50.2, 51.4),
+                400_000,
+                90_321,
+                82,
+                None,
+            ),
+        ],
+    });
+    r.evaluate();
+    r
+}
+
 /// A `--quick --only stores,cycles` run: one repeat, the other phases'
 /// tables empty, their targets left out.
 fn partial() -> Results {
@@ -279,6 +460,11 @@ fn full_run_renders_as_the_fixtures() {
 }
 
 #[test]
+fn run_with_catchup_renders_as_the_fixtures() {
+    renders_alike("catchup", with_catchup());
+}
+
+#[test]
 fn partial_run_renders_as_the_fixtures() {
     renders_alike("partial", partial());
 }
@@ -287,7 +473,7 @@ fn partial_run_renders_as_the_fixtures() {
 /// the fixtures, with the targets' verdicts as they were recorded.
 #[test]
 fn kept_json_renders_as_the_fixtures() {
-    for stem in ["full", "partial"] {
+    for stem in ["full", "partial", "catchup"] {
         let text = std::fs::read_to_string(fixture(&format!("{stem}.json"))).unwrap();
         check_all(stem, &Results::from_json(&text).unwrap());
     }

@@ -190,6 +190,164 @@ pub struct RdbRes {
     pub startup_secs: f64,
 }
 
+/// The kind of a flow of expiries (the `catchup` phase).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FlowKind {
+    /// Every delivery on a fresh user and device: one kick per delivery.
+    KickEach,
+    /// Bursts of deliveries to a few thousand devices that come back:
+    /// one kick expires a whole burst.
+    ManyPerDevice,
+}
+
+/// Round-trip times of one client's requests (ms).
+#[derive(Default, Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub requests: u64,
+    pub secs: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// One flow of deliveries falling due at a steady rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowRes {
+    pub kind: FlowKind,
+    /// Deliveries per second the producer was asked for.
+    pub rate: f64,
+    /// Deliveries stored, and their rate over the whole flow.
+    pub stored: u64,
+    pub achieved: f64,
+    /// Devices the flow used.
+    pub devices: u64,
+    /// Deliveries each kick expires.
+    pub per_kick: u64,
+    /// `im_expired` and `im_kicked` over the flow and its drain.
+    pub expired: i64,
+    pub kicked: i64,
+    /// The steady window (s): deliveries falling due in it are judged.
+    pub window_secs: f64,
+    /// Deliveries whose deadline fell in the window.
+    pub due: u64,
+    /// Deliveries whose kick arrived in the window.
+    pub expired_in_window: u64,
+    /// Deliveries due in the window that no kick expired by the end of the
+    /// drain (their lag counts as the time to the drain's end).
+    pub missing: u64,
+    /// Lag of the deliveries due in the window (ms).
+    pub lag_p50_ms: f64,
+    pub lag_p99_ms: f64,
+    pub lag_max_ms: f64,
+    /// The lowest lag, or 0 (ms): below 0 by up to 1 ms, as the module
+    /// counts time in whole ms.
+    pub lag_min_ms: f64,
+    /// Median lag of the deliveries due in the window's first and last
+    /// second (ms): a growing backlog shows as a growing lag.
+    pub lag_first_ms: f64,
+    pub lag_last_ms: f64,
+    /// `im_sweep_us_total` and `im_sweep_runs` over the window.
+    pub timer_us: i64,
+    pub timer_runs: i64,
+    /// The server's main thread over the window: on a CPU, and runnable
+    /// but waiting for one (% of the time, `/proc/<pid>/schedstat`).
+    pub server_cpu_pct: f64,
+    pub server_wait_pct: f64,
+    /// The producer's thread over the flow, on a CPU (%).
+    pub producer_cpu_pct: f64,
+    /// From the producer's end until nothing was pending (s).
+    pub drain_secs: f64,
+    /// The concurrent client during the window, when it ran.
+    pub client: Option<Latency>,
+}
+
+/// A flow saturates when its lag grows by more than this over the window
+/// (ms).
+pub const LAG_GROWTH_MS: f64 = 100.0;
+/// A flow reached its rate when the producer stored at least this share
+/// of it.
+pub const REACHED: f64 = 0.97;
+
+impl FlowRes {
+    /// Deliveries falling due per second in the window.
+    pub fn due_rate(&self) -> f64 {
+        self.due as f64 / self.window_secs.max(1e-9)
+    }
+
+    /// Deliveries expired per second in the window.
+    pub fn expiry_rate(&self) -> f64 {
+        self.expired_in_window as f64 / self.window_secs.max(1e-9)
+    }
+
+    pub fn kick_rate(&self) -> f64 {
+        self.due_rate() / self.per_kick.max(1) as f64
+    }
+
+    /// The timer's share of one core in the window (%).
+    pub fn cpu_pct(&self) -> f64 {
+        self.timer_us as f64 / (self.window_secs.max(1e-9) * 1e6) * 100.0
+    }
+
+    pub fn runs_per_sec(&self) -> f64 {
+        self.timer_runs as f64 / self.window_secs.max(1e-9)
+    }
+
+    /// The timer's time per kick in the window (µs).
+    pub fn us_per_kick(&self) -> f64 {
+        let kicks = self.expired_in_window as f64 / self.per_kick.max(1) as f64;
+        self.timer_us as f64 / kicks.max(1.0)
+    }
+
+    pub fn lag_growth_ms(&self) -> f64 {
+        self.lag_last_ms - self.lag_first_ms
+    }
+
+    /// The timer kept up: its lag did not grow over the window and nothing
+    /// was left unexpired.
+    pub fn keeps_up(&self) -> bool {
+        self.missing == 0 && self.lag_growth_ms() <= LAG_GROWTH_MS
+    }
+
+    /// The producer stored what the flow asked for.
+    pub fn reached(&self) -> bool {
+        self.achieved >= REACHED * self.rate
+    }
+}
+
+/// Flows of expiries at steady rates, and a client's `IM.STORE` latency
+/// beside them (the `catchup` phase).
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatchupRes {
+    pub ack_timeout_ms: i64,
+    /// `sweep-effort` (%): the most of a core the timer takes when behind.
+    pub sweep_effort_pct: i64,
+    /// Each flow's length, and when its window starts (s after its start).
+    pub flow_secs: f64,
+    pub window_from_secs: f64,
+    /// The many kind: deliveries per device per burst, and how often a
+    /// device comes back (s).
+    pub per_device: u64,
+    pub period_secs: f64,
+    /// The producer's connections.
+    pub conns: usize,
+    /// The longest wait for a flow's last deliveries to expire (s).
+    pub drain_max_secs: f64,
+    /// The concurrent client with the timer idle (no flow).
+    pub idle: Latency,
+    /// The same beside the stores of the kick kind's flow at `CLIENT_AT`
+    /// with `ack-timeout` a day: the store load without the timer's.
+    pub stores_only: Option<Latency>,
+    pub flows: Vec<FlowRes>,
+}
+
+/// The rate up to which the timer's lag is judged (deliveries/s).
+pub const LAG_GOAL_UP_TO: f64 = 20_000.0;
+/// The rate at which its backlog must stay bounded.
+pub const BOUNDED_AT: f64 = 50_000.0;
+/// The flows beside which the concurrent client runs.
+pub const CLIENT_AT: f64 = 20_000.0;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Target {
     pub name: String,
@@ -241,6 +399,9 @@ pub struct Results {
     pub sweep: SweepRes,
     pub stall: StallRes,
     pub rdb: RdbRes,
+    /// Absent unless the phase ran (older results have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catchup: Option<CatchupRes>,
     pub targets: Vec<Target>,
     pub total_secs: f64,
 }
@@ -314,6 +475,7 @@ impl Results {
             sweep: SweepRes::default(),
             stall: StallRes::default(),
             rdb: RdbRes::default(),
+            catchup: None,
             targets: Vec::new(),
             total_secs: 0.0,
         }
@@ -390,6 +552,9 @@ impl Results {
         // Without the timer phase (`--only`) there is nothing to judge.
         if self.sweep.timer_runs_seen > 0 {
             t.extend(self.timer_targets());
+        }
+        if let Some(c) = &self.catchup {
+            t.extend(catchup_targets(c));
         }
         t.retain(|x| x.ratio.is_finite());
         self.targets = t;
@@ -493,6 +658,99 @@ impl Results {
             ),
         ]
     }
+}
+
+/// The name of a flow's kind, as the report writes it.
+pub fn kind_name(k: FlowKind, per_device: u64) -> String {
+    match k {
+        FlowKind::KickEach => "kick per delivery".into(),
+        FlowKind::ManyPerDevice => format!("{per_device} per device"),
+    }
+}
+
+fn catchup_targets(c: &CatchupRes) -> Vec<Target> {
+    let mut t = Vec::new();
+    let judged: Vec<&FlowRes> = c
+        .flows
+        .iter()
+        .filter(|f| f.rate <= LAG_GOAL_UP_TO)
+        .collect();
+    let worst = judged
+        .iter()
+        .max_by(|a, b| a.lag_p99_ms.total_cmp(&b.lag_p99_ms));
+    if let Some(w) = worst {
+        t.push(Target::at_most(
+            &format!(
+                "timer lag p99 ≤ 100 ms up to {}/s",
+                thousands(LAG_GOAL_UP_TO)
+            ),
+            w.lag_p99_ms / 100.0,
+            1.0,
+            format!(
+                "worst p99 {:.1} ms ({}/s, {}) of {} flows",
+                w.lag_p99_ms,
+                thousands(w.rate),
+                kind_name(w.kind, c.per_device),
+                judged.len()
+            ),
+        ));
+    }
+    let at: Vec<&FlowRes> = c.flows.iter().filter(|f| f.rate == BOUNDED_AT).collect();
+    if !at.is_empty() {
+        let growth = at
+            .iter()
+            .map(|f| f.lag_growth_ms())
+            .fold(f64::NEG_INFINITY, f64::max);
+        let measured = at
+            .iter()
+            .map(|f| {
+                let mut what = if f.keeps_up() {
+                    format!("expired {}/s", thousands(f.expiry_rate()))
+                } else {
+                    format!("saturates, expired {}/s", thousands(f.expiry_rate()))
+                };
+                if !f.reached() {
+                    what += &format!(" (only {}/s stored)", thousands(f.achieved));
+                }
+                format!(
+                    "{}: {what}, lag {:.0} → {:.0} ms",
+                    kind_name(f.kind, c.per_device),
+                    f.lag_first_ms,
+                    f.lag_last_ms
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        t.push(Target {
+            name: format!("timer backlog bounded at {}/s", thousands(BOUNDED_AT)),
+            measured,
+            ratio: growth / LAG_GROWTH_MS,
+            goal: "≤ 1".into(),
+            pass: at.iter().all(|f| f.keeps_up() && f.reached()),
+        });
+    }
+    let busy = c
+        .flows
+        .iter()
+        .filter(|f| f.rate == CLIENT_AT)
+        .filter_map(|f| f.client.map(|l| (f, l)))
+        .max_by(|a, b| a.1.p99_ms.total_cmp(&b.1.p99_ms));
+    if let Some((f, l)) = busy {
+        let more = l.p99_ms - c.idle.p99_ms;
+        t.push(Target::at_most(
+            "IM.STORE p99 beside the timer ≤ idle + 1 ms",
+            more,
+            1.0,
+            format!(
+                "{:.2} ms during the {}/s flow ({}) vs {:.2} ms idle: {more:+.2} ms",
+                l.p99_ms,
+                thousands(f.rate),
+                kind_name(f.kind, c.per_device),
+                c.idle.p99_ms
+            ),
+        ));
+    }
+    t
 }
 
 pub fn count_name(n: u64) -> String {
