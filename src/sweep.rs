@@ -146,6 +146,12 @@ fn visit_failed(ctx: &Context, key: &[u8], now: i64) {
 }
 
 impl Report {
+    /// Whether the run did any work.
+    pub fn did_work(&self) -> bool {
+        self.resent + self.expired + self.archived + self.dropped + self.forgotten + self.evicted
+            > 0
+    }
+
     fn add(&mut self, o: &Report) {
         self.resent += o.resent;
         self.expired += o.expired;

@@ -22,6 +22,10 @@ static LAST_RUN: AtomicI64 = AtomicI64::new(0);
 /// The last run left due work undone (it ran out of budget): the timer is
 /// behind, and runs again sooner than `sweep-interval`.
 static BEHIND: AtomicBool = AtomicBool::new(false);
+/// The last run did some work: deadlines are flowing, and the next run
+/// comes after half an interval, so that what falls due waits at most
+/// that long (SPEC §5).
+static BUSY: AtomicBool = AtomicBool::new(false);
 /// The timer's callback (`wrapper::timer::on_timer`).
 static CALLBACK: OnceLock<raw::RedisModuleTimerProc> = OnceLock::new();
 
@@ -144,6 +148,8 @@ pub fn arm(ctx: &Context) {
     };
     let gap = if BEHIND.load(Relaxed) {
         catch_up_gap_ms().min(interval)
+    } else if BUSY.load(Relaxed) {
+        interval / 2
     } else {
         interval
     };
@@ -210,9 +216,11 @@ pub fn catch_up_gap_ms() -> i64 {
     (gap_us + 999) / 1000
 }
 
-/// Notes whether the run that just ended left due work undone.
-pub fn ran(behind: bool) {
+/// Notes whether the run that just ended left due work undone, and
+/// whether it did any.
+pub fn ran(behind: bool, busy: bool) {
     BEHIND.store(behind, Relaxed);
+    BUSY.store(busy, Relaxed);
 }
 
 /// Whether the last run left due work undone.

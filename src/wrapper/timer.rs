@@ -17,9 +17,12 @@ pub unsafe extern "C" fn on_timer(ctx: *mut raw::RedisModuleCtx, _data: *mut c_v
         "the timer's run",
         || (),
         || {
-            let behind =
-                timer::runs_here(&ctx) && sweep::run(&ctx, Some(timer::budget_us()), None).lag > 0;
-            timer::ran(behind);
+            if timer::runs_here(&ctx) {
+                let r = sweep::run(&ctx, Some(timer::budget_us()), None);
+                timer::ran(r.lag > 0, r.did_work());
+            } else {
+                timer::ran(false, false);
+            }
         },
     );
     guard("arming the timer", || (), || timer::arm(&ctx));
