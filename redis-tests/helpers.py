@@ -11,7 +11,7 @@ import redis
 # Field names, in the order SPEC.md lists them.
 OFFLINE_INFO_FIELDS = ["count", "bytes", "first", "last"]
 DEVICE_FIELDS = ["device", "online", "node", "last_seen", "pending", "offline"]
-INFO_FIELDS = ["messages", "bytes", "devices", "online", "pending", "first", "last", "next_seq"]
+INFO_FIELDS = ["messages", "bytes", "devices", "online", "pending", "first", "last", "next_seq", "queued"]
 
 CHATSTATES = "http://jabber.org/protocol/chatstates"
 HINTS = "urn:xmpp:hints"
@@ -212,6 +212,15 @@ def wait_replica_synced(primary, replica, timeout=30):
         return roff == off and p.info("replication")["master_repl_offset"] == off
 
     wait_for(synced, timeout=timeout, what="replica offset to match the primary's")
+
+
+def assert_digests_equal(primary, replica, keys):
+    """Once the replica caught up, each key's DEBUG DIGEST-VALUE is the
+    same on both."""
+    wait_replica_synced(primary, replica)
+    p, r = primary.client(), replica.client()
+    for k in keys:
+        assert digest(p, k) == digest(r, k), k
 
 
 # ---------------------------------------------------------------- mixed traffic

@@ -47,6 +47,7 @@ def starts_err(err):
 def mentions_stanza(err):
     starts_err(err)
     assert "stanza" in err.lower(), err
+    assert err.isprintable(), err
 
 
 def over(n):
@@ -64,6 +65,17 @@ BAD_STANZAS = {
     "empty": b"",
     "unquoted-attribute": b"<message id=b type=chat/>",
     "bad-entity": b"<message id='b'><body>&nope;</body></message>",
+    "control-character": b"<message id='b'><body>a\x1bb</body></message>",
+    "nul": b"<message id='b'><body>a\x00b</body></message>",
+    "reference-to-control": b"<message id='b'><body>&#1;</body></message>",
+    "reference-to-surrogate": b"<message id='b'><body>&#xD800;</body></message>",
+    "fffe": "<message id='b'><body>\ufffe</body></message>".encode(),
+    "cdata-end-in-text": b"<message id='b'><body>a]]>b</body></message>",
+    "double-hyphen-in-comment": b"<message id='b'><!-- a -- b --><body>x</body></message>",
+    "undeclared-prefix": b"<message id='b'><x:body>hi</x:body></message>",
+    "undeclaring-a-prefix": b"<message id='b' xmlns:p=''><body>hi</body></message>",
+    "repeated-non-ascii-attribute": "<message \u0100='1' \u0100='2'/>".encode(),
+    "doctype": b"<!DOCTYPE message><message id='b'/>",
     "over-default-limit": over(65536),
 }
 
@@ -132,6 +144,13 @@ UNKNOWN_OPTION = [
 @pytest.mark.parametrize("args", UNKNOWN_OPTION, ids=lambda a: a[0] + "-" + str(a.index("BOGUS")))
 def test_unknown_option(r, raw, args):
     check_unchanged(r, raw, args, mentions("BOGUS"))
+
+
+def test_error_text_keeps_non_ascii_input(r, raw):
+    """An error quoting a character past ASCII (U+0100 once became NUL and
+    aborted the server) sends it as UTF-8."""
+    check_unchanged(r, raw, ["IM.OFFLINE.PAGE", "USER", "laptop", "\u0100\u00e9", "5"],
+                    mentions("'\u0100\u00e9'"))
 
 
 SYNTAX = [

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
 import pytest
+import redis
 
 from helpers import (
     DEVICE_FIELDS, INFO_FIELDS, OFFLINE_INFO_FIELDS, as_map, assert_map_shape, digest,
@@ -347,6 +348,17 @@ def test_offline_page_delay(client):
     assert items[1][3] == delayed
 
 
+def test_offline_page_delay_from_is_escaped_or_refused(client):
+    offline_device(client, "alice", "laptop")
+    plain = message("m1")
+    store(client, "alice", plain)
+    _, items = client.execute_command("IM.OFFLINE.PAGE", "alice", "laptop", "DELAY", "a&b<'\"")
+    assert_delayed(plain, items[0][3], items[0][2], "a&b<'\"")
+    for bad in (b"a\x00b", b"\x1b", b"\xff", "\ufffe".encode()):
+        with pytest.raises(redis.ResponseError, match="DELAY from"):
+            client.execute_command("IM.OFFLINE.PAGE", "alice", "laptop", "DELAY", bad)
+
+
 # ------------------------------------------------------------ IM.INFO
 
 def test_info(client, protocol):
@@ -365,7 +377,7 @@ def test_info(client, protocol):
     info = as_map(reply)
     assert {k: info[k] for k in INFO_FIELDS if k != "next_seq"} == {
         "messages": 2, "bytes": len(m1) + len(m2), "devices": 2, "online": 1, "pending": 2,
-        "first": s1, "last": s2}
+        "first": s1, "last": s2, "queued": 0}
     assert info["next_seq"] > s2
     s3 = store(client, "alice", message("m3"))[0]
     assert s3 >= info["next_seq"]

@@ -17,7 +17,7 @@ import redis
 from helpers import as_map, digest, message, wait_for, wait_replica_synced
 
 SLACK = 0.015
-SWEEP_FIELDS = {"resent", "expired", "kicked", "archived", "dropped", "forgotten", "next"}
+SWEEP_FIELDS = {"resent", "expired", "kicked", "archived", "dropped", "forgotten", "next", "lag"}
 
 
 # ---------------------------------------------------------------- helpers

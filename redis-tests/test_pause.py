@@ -13,14 +13,13 @@ import signal
 import threading
 import time
 
-import pytest
 import redis
 from redis.backoff import ConstantBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 from conftest import free_port
-from helpers import as_map, digest, message, wait_for, wait_replica_synced
+from helpers import as_map, assert_digests_equal, digest, message, wait_for, wait_replica_synced
 
 # Deliveries fall due 300 ms after they are stored; the timer looks every 10 ms.
 ARGS = {"ack-timeout": 300, "sweep-interval": 10, "resend-interval": 0}
@@ -43,13 +42,6 @@ def offline(r, u):
 
 def kicks(events):
     return [e for e in events.got if e["event"] == "kick"]
-
-
-def assert_digests_equal(primary, replica, users):
-    wait_replica_synced(primary, replica)
-    p, rp = primary.client(), replica.client()
-    for u in users:
-        assert digest(p, u) == digest(rp, u), u
 
 
 def test_client_pause_write_holds_the_timer_until_it_ends(make_server, subscribe):

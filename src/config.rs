@@ -11,18 +11,80 @@ use std::sync::Mutex;
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
 
-pub static RESEND_INTERVAL: AtomicI64 = AtomicI64::new(3000);
-pub static ACK_TIMEOUT: AtomicI64 = AtomicI64::new(10_000);
-pub static MAX_PENDING: AtomicI64 = AtomicI64::new(1000);
-pub static SWEEP_INTERVAL: AtomicI64 = AtomicI64::new(100);
-pub static SWEEP_BUDGET: AtomicI64 = AtomicI64::new(1000);
-pub static MAX_STANZA_BYTES: AtomicI64 = AtomicI64::new(65536);
-pub static MAX_MESSAGES: AtomicI64 = AtomicI64::new(10_000);
-pub static MAX_BYTES: AtomicI64 = AtomicI64::new(16 * 1024 * 1024);
-pub static RETENTION: AtomicI64 = AtomicI64::new(7 * DAY_MS);
-pub static MAILBOX_IDLE: AtomicI64 = AtomicI64::new(30 * DAY_MS);
-pub static DEVICE_IDLE: AtomicI64 = AtomicI64::new(30 * DAY_MS);
-pub static ARCHIVE: AtomicBool = AtomicBool::new(false);
+/// Every setting's default, in its unit (SPEC §7); registration passes
+/// them to the server, which sets each at load time.
+pub mod defaults {
+    use super::DAY_MS;
+    /// ms; 0: no resend events.
+    pub const RESEND_INTERVAL: i64 = 3000;
+    /// ms.
+    pub const ACK_TIMEOUT: i64 = 10_000;
+    /// Pending messages per device.
+    pub const MAX_PENDING: i64 = 1000;
+    /// ms; 0: the timer is off.
+    pub const SWEEP_INTERVAL: i64 = 100;
+    /// µs of work per timer run.
+    pub const SWEEP_BUDGET: i64 = 1000;
+    /// % of one core the timer may take while due work is overdue.
+    pub const SWEEP_EFFORT: i64 = 25;
+    /// bytes.
+    pub const MAX_STANZA_BYTES: i64 = 65536;
+    /// Messages per mailbox.
+    pub const MAX_MESSAGES: i64 = 10_000;
+    /// Stanza bytes per mailbox.
+    pub const MAX_BYTES: i64 = 16 * 1024 * 1024;
+    /// ms; 0: kept forever.
+    pub const RETENTION: i64 = 7 * DAY_MS;
+    /// ms; 0: never.
+    pub const MAILBOX_IDLE: i64 = 30 * DAY_MS;
+    /// ms; 0: never.
+    pub const DEVICE_IDLE: i64 = 30 * DAY_MS;
+    pub const ARCHIVE: bool = false;
+    /// On: a phone asleep learns of its messages only from a push, and
+    /// the event costs one publish per device that got messages offline.
+    pub const PUSH_EVENTS: bool = true;
+    pub const OFFLINE_TYPES: &str = "chat normal";
+    pub const EVENT_PREFIX: &str = "im:events:";
+    pub const DELAY_FROM: &str = "";
+}
+
+/// The names of the settings, as `CONFIG` and the load arguments know them
+/// (`im.<name>` in `CONFIG`).
+pub const NAMES: &[&str] = &[
+    "resend-interval",
+    "ack-timeout",
+    "max-pending",
+    "sweep-interval",
+    "sweep-budget",
+    "sweep-effort",
+    "max-stanza-bytes",
+    "max-messages",
+    "max-bytes",
+    "retention",
+    "mailbox-idle",
+    "device-idle",
+    "offline-types",
+    "event-prefix",
+    "delay-from",
+    "archive",
+    "quota-policy",
+    "push-events",
+];
+
+pub static RESEND_INTERVAL: AtomicI64 = AtomicI64::new(defaults::RESEND_INTERVAL);
+pub static ACK_TIMEOUT: AtomicI64 = AtomicI64::new(defaults::ACK_TIMEOUT);
+pub static MAX_PENDING: AtomicI64 = AtomicI64::new(defaults::MAX_PENDING);
+pub static SWEEP_INTERVAL: AtomicI64 = AtomicI64::new(defaults::SWEEP_INTERVAL);
+pub static SWEEP_BUDGET: AtomicI64 = AtomicI64::new(defaults::SWEEP_BUDGET);
+pub static SWEEP_EFFORT: AtomicI64 = AtomicI64::new(defaults::SWEEP_EFFORT);
+pub static MAX_STANZA_BYTES: AtomicI64 = AtomicI64::new(defaults::MAX_STANZA_BYTES);
+pub static MAX_MESSAGES: AtomicI64 = AtomicI64::new(defaults::MAX_MESSAGES);
+pub static MAX_BYTES: AtomicI64 = AtomicI64::new(defaults::MAX_BYTES);
+pub static RETENTION: AtomicI64 = AtomicI64::new(defaults::RETENTION);
+pub static MAILBOX_IDLE: AtomicI64 = AtomicI64::new(defaults::MAILBOX_IDLE);
+pub static DEVICE_IDLE: AtomicI64 = AtomicI64::new(defaults::DEVICE_IDLE);
+pub static ARCHIVE: AtomicBool = AtomicBool::new(defaults::ARCHIVE);
+pub static PUSH_EVENTS: AtomicBool = AtomicBool::new(defaults::PUSH_EVENTS);
 
 pub static QUOTA_POLICY: Mutex<QuotaPolicy> = Mutex::new(QuotaPolicy::Reject);
 pub static OFFLINE_TYPES: TextSetting = TextSetting::new(check_types);
@@ -135,20 +197,12 @@ fn check_event_prefix(v: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// `delay-from` and `IM.OFFLINE.PAGE ... DELAY <from>`: written into
-/// stanzas as an XML attribute value (XEP-0203 `from`), so every character
-/// must be an XML 1.0 `Char`, and printable.
-pub fn check_delay_from(v: &str) -> Result<(), &'static str> {
-    if !v.chars().all(is_xml_char) || v.chars().any(|c| c.is_control()) {
-        return Err("must be printable text (it is written into stanzas)");
-    }
-    Ok(())
-}
-
-/// XML 1.0 (Fifth Edition) production [2] `Char`, for a Rust `char`
-/// (which is never a surrogate).
-pub fn is_xml_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | ' '..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+/// `delay-from`: written into stanzas as an XML attribute value (XEP-0203
+/// `from`), so every character must be an XML 1.0 `Char`
+/// (`stanza::check_delay_from`).
+fn check_delay_from(v: &str) -> Result<(), &'static str> {
+    crate::stanza::check_delay_from(v.as_bytes())
+        .map_err(|_| "delay-from holds a character XML does not allow (it is written into stanzas)")
 }
 
 /// Is `t` one of the message types kept offline? The setting is parsed
@@ -170,6 +224,11 @@ pub fn is_offline_type(t: &[u8]) -> bool {
         }
         types.iter().any(|k| k.as_slice() == t)
     })
+}
+
+/// `push-events`: `offline` events on `<event-prefix>push` (SPEC §5).
+pub fn push_events() -> bool {
+    PUSH_EVENTS.load(Ordering::Relaxed)
 }
 
 pub fn event_prefix() -> String {

@@ -5,27 +5,37 @@
 //! settings and the `INFO im` section. Each handler is one line that hands
 //! over to `commands/`.
 
+pub mod archive;
 pub mod codec;
 pub mod commands;
 pub mod config;
+pub mod doctor;
+pub mod events;
+pub mod keyspace;
 pub mod log;
+pub mod losses;
 pub mod mailbox;
 pub mod metrics;
+pub mod panics;
 pub mod propagation;
 pub mod reply;
 pub mod schedule;
 pub mod server;
 pub mod stanza;
 pub mod sweep;
+pub mod timer;
 pub mod wrapper;
 
 /// The registration: left out of unit tests, which run on the system
 /// allocator rather than the server's.
-#[cfg(not(test))]
+#[cfg(not(any(test, fuzzing)))]
 mod registration {
-    use crate::commands::{internal, offline, session, store};
+    use crate::commands::{
+        ack, apply, archive_ack, archive_pull, connect, devices, disconnect, doctor, forget,
+        import, info, load, offline_info, offline_page, store, sweep,
+    };
     use crate::config::*;
-    use crate::wrapper::command::{dispatch, CommandInfo};
+    use crate::wrapper::command::{dispatch, dispatch_subcommand, register_container, CommandInfo};
     use crate::wrapper::datatype::MAILBOX_TYPE;
     use redis_module::configuration::ConfigurationFlags;
     use redis_module::raw::{
@@ -71,6 +81,7 @@ mod registration {
                     let info = CommandInfo {
                         arity: $arity,
                         key_flags: $keys,
+                        key_pos: 1,
                         summary: $summary,
                         complexity: $complexity,
                     };
@@ -87,22 +98,22 @@ mod registration {
 
     commands! {
         /// IM.CONNECT <user> <device> [NODE <node>]
-        c"im.connect" => session::connect, c"write deny-oom", 1,
+        c"im.connect" => connect::connect, c"write deny-oom", 1,
             arity -3, keys RW | ACCESS | UPDATE,
             c"Registers a device, marks it online on a node, and answers what it missed.",
             c"O(log N + P): N messages in the mailbox, P the device's pending messages";
         /// IM.DISCONNECT <user> <device>
-        c"im.disconnect" => session::disconnect, c"write", 1,
+        c"im.disconnect" => disconnect::disconnect, c"write", 1,
             arity 3, keys RW | UPDATE,
             c"Marks a device offline; its pending messages become offline.",
             c"O(P log N): P the device's pending messages";
         /// IM.DEVICES <user>
-        c"im.devices" => session::devices, c"readonly", 1,
+        c"im.devices" => devices::devices, c"readonly", 1,
             arity 2, keys RO | ACCESS,
             c"Lists the registered devices of a mailbox.",
             c"O(D): D registered devices";
         /// IM.FORGET <user> <device>
-        c"im.forget" => session::forget, c"write", 1,
+        c"im.forget" => forget::forget, c"write", 1,
             arity 3, keys RW | DELETE,
             c"Unregisters a device; messages nobody owes any more are deleted.",
             c"O(M log N): M messages the device owed";
@@ -112,66 +123,127 @@ mod registration {
             c"Stores a stanza; pending on the devices it was delivered to, offline for the others.",
             c"O(S + log N + D): S stanza bytes, D devices";
         /// IM.ACK <user> <device> <id> [<id> ...] | IM.ACK <user> <device> UPTO <seq>
-        c"im.ack" => store::ack, c"write", 1,
+        c"im.ack" => ack::ack, c"write", 1,
             arity -4, keys RW | UPDATE,
             c"Marks messages acknowledged by a device; acked messages nobody owes leave the mailbox.",
             c"O(K log N): K ids acked";
         /// IM.OFFLINE.INFO <user> <device> [IDS [LIMIT <n>]]
-        c"im.offline.info" => offline::offline_info, c"readonly", 1,
+        c"im.offline.info" => offline_info::offline_info, c"readonly", 1,
             arity -3, keys RO | ACCESS,
             c"Summarises what a device has not received: count, bytes, first and last seq, ids.",
             c"O(log N), plus O(L) for L ids";
         /// IM.OFFLINE.PAGE <user> <device> [AFTER <seq>] [COUNT <n>] [DELAY <from>]
-        c"im.offline.page" => offline::offline_page, c"readonly", 1,
+        c"im.offline.page" => offline_page::offline_page, c"readonly", 1,
             arity -3, keys RO | ACCESS,
             c"Pages through a device's offline messages in seq order.",
             c"O(C + log N): C messages in the page";
         /// IM.INFO <user>
-        c"im.info" => offline::info, c"readonly", 1,
+        c"im.info" => info::info, c"readonly", 1,
             arity 2, keys RO | ACCESS,
             c"Counts of a mailbox: messages, bytes, devices, online, pending, first, last, next seq.",
             c"O(D): D registered devices";
         /// IM.SWEEP [LIMIT <n>]
-        c"im.sweep" => crate::commands::sweep::sweep, c"write", 0,
+        c"im.sweep" => sweep::sweep, c"write", 0,
             arity -1, keys NO_KEY,
             c"Runs the timer's due work now (resend, expiry, retention) on this node.",
             c"O(W): W items of due work";
+        /// IM.ARCHIVE.PULL [COUNT <n>] [LEASE <ms>]
+        c"im.archive.pull" => archive_pull::archive_pull, c"write", 0,
+            arity -1, keys NO_KEY,
+            c"Hands out queued messages of this node to an archiver, under a lease.",
+            c"O(C + M): C messages handed out, M mailboxes with queued messages visited";
+        /// IM.ARCHIVE.ACK <user> <seq> [<seq> ...]
+        c"im.archive.ack" => archive_ack::archive_ack, c"write", 1,
+            arity -3, keys RW | DELETE,
+            c"Removes queued messages an archiver confirmed; they leave Redis for good.",
+            c"O(K log N): K seqs";
+        /// IM.IMPORT <user> <ts> <id> <stanza> [SEQ <seq>]
+        c"im.import" => import::import, c"write deny-oom", 1,
+            arity -5, keys RW | INSERT,
+            c"Puts a message back from the archive, keeping its time and, where free, its seq.",
+            c"O(S + log N): S stanza bytes";
+        /// IM.DOCTOR [JSON]
+        c"im.doctor" => doctor::doctor, c"readonly", 0,
+            arity -1, keys NO_KEY,
+            c"Reports how safe the messages are now: durability, eviction risk, the timer's lag, backlogs, losses.",
+            c"O(M) over the mailboxes, bounded to 20 ms";
         /// IM.APPLY <user> <effects> [<stanza>] (replication and AOF)
-        c"im.apply" => internal::apply, c"write", 1,
+        c"im.apply" => apply::apply, c"write", 1,
             arity -3, keys RW | UPDATE,
             c"Internal: a primary's changes, as replicas and the AOF receive them. Refused to clients.",
             c"O(E): E effects";
         /// IM.LOAD <user> HEAD|MSGS <blob> (AOF rewrite)
-        c"im.load" => internal::load, c"write", 1,
+        c"im.load" => load::load, c"write", 1,
             arity 4, keys OW | UPDATE,
             c"Internal: a mailbox as an AOF rewrite writes it. Refused to clients.",
             c"O(B): B bytes of the blob";
     }
 
-    /// The settings that may follow the module's path at load time.
-    const SETTINGS: &[&str] = &[
-        "resend-interval",
-        "ack-timeout",
-        "max-pending",
-        "sweep-interval",
-        "sweep-budget",
-        "max-stanza-bytes",
-        "max-messages",
-        "max-bytes",
-        "retention",
-        "mailbox-idle",
-        "device-idle",
-        "offline-types",
-        "event-prefix",
-        "delay-from",
-        "archive",
-        "quota-policy",
-    ];
+    /// Container commands whose subcommands are the dotted commands with
+    /// two dots (`IM.OFFLINE PAGE` is `IM.OFFLINE.PAGE`), for the cluster
+    /// clients that refuse a command name with two dots (redis-py's
+    /// `RedisCluster`): the same handler, the key after the subcommand's
+    /// name, the same key spec and summary.
+    macro_rules! containers {
+        ($($container:literal { $($sub:literal => $handler:path, $flags:literal, $key:literal,
+           arity $arity:literal, keys $keys:expr, $summary:literal, $complexity:literal;)* })*) => {
+            fn register_containers(ctx: &Context) -> Status {
+                $({
+                    let subs = [$({
+                        /// # Safety
+                        /// Called by the server with a command's context and arguments.
+                        unsafe extern "C" fn command(
+                            ctx: *mut raw::RedisModuleCtx,
+                            argv: *mut *mut raw::RedisModuleString,
+                            argc: c_int,
+                        ) -> c_int {
+                            dispatch_subcommand(ctx, argv, argc, $handler)
+                        }
+                        let f: raw::RedisModuleCmdFunc = Some(command);
+                        ($sub, f, $flags, $key, CommandInfo {
+                            arity: $arity,
+                            key_flags: $keys,
+                            key_pos: $key,
+                            summary: $summary,
+                            complexity: $complexity,
+                        })
+                    }),*];
+                    if !register_container(ctx, $container, &subs) {
+                        return Status::Err;
+                    }
+                })*
+                Status::Ok
+            }
+        };
+    }
+
+    containers! {
+        c"im.offline" {
+            c"info" => offline_info::offline_info, c"readonly", 2,
+                arity -4, keys RO | ACCESS,
+                c"IM.OFFLINE.INFO: what a device has not received (count, bytes, first, last, ids).",
+                c"O(log N), plus O(L) for L ids";
+            c"page" => offline_page::offline_page, c"readonly", 2,
+                arity -4, keys RO | ACCESS,
+                c"IM.OFFLINE.PAGE: pages through a device's offline messages in seq order.",
+                c"O(C + log N): C messages in the page";
+        }
+        c"im.archive" {
+            c"pull" => archive_pull::archive_pull, c"write", 0,
+                arity -2, keys NO_KEY,
+                c"IM.ARCHIVE.PULL: hands out queued messages of this node to an archiver, under a lease.",
+                c"O(C + M): C messages handed out, M mailboxes with queued messages visited";
+            c"ack" => archive_ack::archive_ack, c"write", 2,
+                arity -4, keys RW | DELETE,
+                c"IM.ARCHIVE.ACK: removes queued messages an archiver confirmed.",
+                c"O(K log N): K seqs";
+        }
+    }
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         crate::log::init(ctx);
-        crate::wrapper::install_panic_hook();
-        crate::wrapper::read_debug_panic_key();
+        crate::panics::install_hook();
+        crate::panics::read_debug_key();
         if !args.len().is_multiple_of(2) {
             crate::log::warning(
                 "redis-im: load arguments are <setting> <value> pairs; one value is missing",
@@ -179,7 +251,7 @@ mod registration {
             return Status::Err;
         }
         for name in args.iter().step_by(2) {
-            if !SETTINGS.iter().any(|s| s.as_bytes() == name.as_slice()) {
+            if !NAMES.iter().any(|s| s.as_bytes() == name.as_slice()) {
                 crate::log::warning(&format!(
                     "redis-im: unknown setting '{}' at load time",
                     crate::log::escape(name.as_slice(), 64)
@@ -195,10 +267,16 @@ mod registration {
                 );
             }
         }
+        crate::keyspace::set_mailbox_type(*MAILBOX_TYPE.raw_type.borrow());
+        crate::timer::set_callback(Some(crate::wrapper::timer::on_timer));
         if !crate::wrapper::events::subscribe(ctx) {
             return Status::Err;
         }
-        register_commands(ctx)
+        crate::doctor::warn_settings(ctx);
+        if register_commands(ctx) == Status::Err {
+            return Status::Err;
+        }
+        register_containers(ctx)
     }
 
     const MS: i64 = i64::MAX / 4;
@@ -213,25 +291,27 @@ mod registration {
         commands: [],
         configurations: [
             i64: [
-                ["resend-interval", &RESEND_INTERVAL, 3000, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["ack-timeout", &ACK_TIMEOUT, 10_000, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["max-pending", &MAX_PENDING, 1000, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["sweep-interval", &SWEEP_INTERVAL, 100, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["sweep-budget", &SWEEP_BUDGET, 1000, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["max-stanza-bytes", &MAX_STANZA_BYTES, 65536, 16, 512 * 1024 * 1024, ConfigurationFlags::MEMORY, None],
-                ["max-messages", &MAX_MESSAGES, 10_000, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["max-bytes", &MAX_BYTES, 16 * 1024 * 1024, 1, MS, ConfigurationFlags::MEMORY, None],
-                ["retention", &RETENTION, 7 * DAY_MS, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["mailbox-idle", &MAILBOX_IDLE, 30 * DAY_MS, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["device-idle", &DEVICE_IDLE, 30 * DAY_MS, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["resend-interval", &RESEND_INTERVAL, defaults::RESEND_INTERVAL, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["ack-timeout", &ACK_TIMEOUT, defaults::ACK_TIMEOUT, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["max-pending", &MAX_PENDING, defaults::MAX_PENDING, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["sweep-interval", &SWEEP_INTERVAL, defaults::SWEEP_INTERVAL, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["sweep-effort", &SWEEP_EFFORT, defaults::SWEEP_EFFORT, 1, 100, ConfigurationFlags::DEFAULT, None],
+                ["sweep-budget", &SWEEP_BUDGET, defaults::SWEEP_BUDGET, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["max-stanza-bytes", &MAX_STANZA_BYTES, defaults::MAX_STANZA_BYTES, 16, 512 * 1024 * 1024, ConfigurationFlags::MEMORY, None],
+                ["max-messages", &MAX_MESSAGES, defaults::MAX_MESSAGES, 1, MS, ConfigurationFlags::DEFAULT, None],
+                ["max-bytes", &MAX_BYTES, defaults::MAX_BYTES, 1, MS, ConfigurationFlags::MEMORY, None],
+                ["retention", &RETENTION, defaults::RETENTION, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["mailbox-idle", &MAILBOX_IDLE, defaults::MAILBOX_IDLE, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["device-idle", &DEVICE_IDLE, defaults::DEVICE_IDLE, 0, MS, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
-                ["offline-types", &OFFLINE_TYPES, "chat normal", ConfigurationFlags::DEFAULT, None],
-                ["event-prefix", &EVENT_PREFIX, "im:events:", ConfigurationFlags::DEFAULT, None],
-                ["delay-from", &DELAY_FROM, "", ConfigurationFlags::DEFAULT, None],
+                ["offline-types", &OFFLINE_TYPES, defaults::OFFLINE_TYPES, ConfigurationFlags::DEFAULT, None],
+                ["event-prefix", &EVENT_PREFIX, defaults::EVENT_PREFIX, ConfigurationFlags::DEFAULT, None],
+                ["delay-from", &DELAY_FROM, defaults::DELAY_FROM, ConfigurationFlags::DEFAULT, None],
             ],
             bool: [
-                ["archive", &ARCHIVE, false, ConfigurationFlags::DEFAULT, None],
+                ["archive", &ARCHIVE, defaults::ARCHIVE, ConfigurationFlags::DEFAULT, None],
+                ["push-events", &PUSH_EVENTS, defaults::PUSH_EVENTS, ConfigurationFlags::DEFAULT, None],
             ],
             enum: [
                 ["quota-policy", &QUOTA_POLICY, QuotaPolicy::Reject, ConfigurationFlags::DEFAULT, None],
@@ -244,7 +324,17 @@ mod registration {
         crate::wrapper::guard(
             "INFO im",
             || (),
-            || crate::metrics::info(ctx, for_crash_report),
+            || {
+                crate::metrics::ARCHIVE_LEASED.store(
+                    crate::archive::leased_now() as i64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                crate::metrics::SWEEP_LAG_MS.store(
+                    crate::timer::lag_ms(crate::server::now_ms()),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                crate::metrics::info(ctx, for_crash_report)
+            },
         );
     }
 }

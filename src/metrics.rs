@@ -27,14 +27,27 @@ metrics! {
     DROPPED => "dropped",
     REJECTED => "rejected",
     ARCHIVED => "archived",
+    QUEUED => "archive_queued",
+    EVICTED => "evicted",
+    IMPORTED => "imported",
+    ARCHIVE_LEASED => "archive_leased",
     FORGOTTEN => "forgotten",
     SWEEP_RUNS => "sweep_runs",
     SWEEP_LAST_US => "sweep_last_us",
     SWEEP_LONGEST_US => "sweep_longest_us",
+    SWEEP_US => "sweep_us_total",
+    SWEEP_LONGEST_CPU_US => "sweep_longest_cpu_us",
+    SWEEP_LAG_MS => "sweep_lag_ms",
     SCHEDULE_SIZE => "schedule_size",
     SWEEPS_PAUSED => "sweeps_paused",
     SWEEP_FAILURES => "sweep_failures",
     PANICS => "panics",
+    LOST_EVICTED => "lost_evicted_mailboxes",
+    LOST_EVICTED_MESSAGES => "lost_evicted_messages",
+    LOST_EXPIRED => "lost_expired_mailboxes",
+    LOST_EXPIRED_MESSAGES => "lost_expired_messages",
+    DELETED => "deleted_mailboxes",
+    DELETED_MESSAGES => "deleted_messages",
 }
 
 /// Adds to a counter or gauge. Only the server's main thread (commands,
@@ -50,16 +63,17 @@ pub fn add(m: &AtomicI64, v: i64) {
 
 /// What mailboxes freed on any thread took away from each gauge, in the
 /// order of `Gauges::fields`.
-static FREED: [AtomicI64; 6] = [const { AtomicI64::new(0) }; 6];
+static FREED: [AtomicI64; 7] = [const { AtomicI64::new(0) }; 7];
 
 /// The gauges' statics, in the order of `Gauges::fields`.
-const GAUGE_STATICS: [&AtomicI64; 6] = [
+const GAUGE_STATICS: [&AtomicI64; 7] = [
     &MAILBOXES,
     &MESSAGES,
     &BYTES,
     &PENDING,
     &OFFLINE,
     &ONLINE_DEVICES,
+    &ARCHIVE_QUEUE,
 ];
 
 /// The gauges one mailbox contributes.
@@ -70,6 +84,7 @@ pub struct Gauges {
     pending: i64,
     offline: i64,
     online: i64,
+    queued: i64,
 }
 
 impl Gauges {
@@ -77,6 +92,7 @@ impl Gauges {
         let mut g = Gauges {
             messages: mb.log.len() as i64,
             bytes: mb.log.bytes() as i64,
+            queued: mb.queued_count() as i64,
             ..Default::default()
         };
         for d in &mb.devices {
@@ -88,7 +104,7 @@ impl Gauges {
     }
 
     /// One mailbox's share of each gauge, `MAILBOXES` first.
-    fn fields(&self) -> [i64; 6] {
+    fn fields(&self) -> [i64; 7] {
         [
             1,
             self.messages,
@@ -96,6 +112,7 @@ impl Gauges {
             self.pending,
             self.offline,
             self.online,
+            self.queued,
         ]
     }
 
@@ -125,7 +142,7 @@ pub fn mailbox_removed(mb: &Mailbox) {
 }
 
 /// A gauge's value, or a counter's.
-fn value(m: &AtomicI64) -> i64 {
+pub fn value(m: &AtomicI64) -> i64 {
     let freed = GAUGE_STATICS
         .iter()
         .position(|g| std::ptr::eq(*g, m))

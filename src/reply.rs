@@ -32,6 +32,9 @@ impl From<&[u8]> for Reply {
     }
 }
 
+/// A command's answer: the reply, or the error reply (`?` returns it).
+pub type Answer = Result<Reply, Reply>;
+
 /// An error reply; `msg` starts with its code (`ERR`, `IMFULL`, ...).
 pub fn error(msg: impl Into<String>) -> Reply {
     Reply::Error(msg.into())

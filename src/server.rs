@@ -6,6 +6,14 @@
 
 use redis_module::{raw, Context, RedisString};
 
+/// The time the module stamps changes with: Unix ms, from the system
+/// clock (0 if the clock is before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// A server string holding exactly `bytes` (any bytes, NUL included),
 /// freed with the context's automatic memory or when dropped.
 pub fn string(ctx: &Context, bytes: &[u8]) -> RedisString {

@@ -1,29 +1,29 @@
-//! IM.SWEEP.
+//! IM.SWEEP [LIMIT <n>] (SPEC §5)
 
-use super::{is, parse_u64};
+use super::{is, parse_u64, unknown_option, Answer};
 use crate::reply::{error, Reply};
-use crate::sweep;
+use crate::{server, sweep};
 use redis_module::{Context, RedisString};
 
-/// IM.SWEEP [LIMIT <n>]
-pub fn sweep(ctx: &Context, args: &[RedisString]) -> Reply {
+/// Does the timer's due work now, on this node, with no time budget (at
+/// most `LIMIT` mailboxes); answers what it did.
+pub fn sweep(ctx: &Context, args: &[RedisString]) -> Answer {
     let limit = match args {
         [_] => None,
-        [_, o, n] if is(o.as_slice(), "LIMIT") => match parse_u64(n.as_slice(), "LIMIT") {
-            Ok(n) => Some(n as usize),
-            Err(e) => return e,
-        },
-        [_, o, ..] if !is(o.as_slice(), "LIMIT") => return super::unknown_option(o.as_slice()),
-        _ => return Reply::WrongArity,
+        [_, o, n] if is(o.as_slice(), "LIMIT") => Some(parse_u64(n.as_slice(), "LIMIT")? as usize),
+        [_, o, ..] if !is(o.as_slice(), "LIMIT") => return Err(unknown_option(o.as_slice())),
+        _ => return Err(Reply::WrongArity),
     };
-    if !sweep::is_primary(ctx) {
-        return error("ERR IM.SWEEP runs on the primary only");
+    if !server::is_primary(ctx) {
+        return Err(error("ERR IM.SWEEP runs on the primary only"));
     }
-    if crate::server::writes_paused() {
-        return error("ERR writes are paused on this server (CLIENT PAUSE, FAILOVER); the timer does this work right after");
+    if server::writes_paused() {
+        return Err(error(
+            "ERR writes are paused on this server (CLIENT PAUSE, FAILOVER); the timer does this work right after",
+        ));
     }
     let r = sweep::run(ctx, None, limit);
-    Reply::Map(vec![
+    Ok(Reply::Map(vec![
         ("resent", r.resent.into()),
         ("expired", r.expired.into()),
         ("kicked", r.kicked.into()),
@@ -31,5 +31,6 @@ pub fn sweep(ctx: &Context, args: &[RedisString]) -> Reply {
         ("dropped", r.dropped.into()),
         ("forgotten", r.forgotten.into()),
         ("next", Reply::Int(r.next)),
-    ])
+        ("lag", Reply::Int(r.lag)),
+    ]))
 }

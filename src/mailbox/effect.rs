@@ -3,7 +3,7 @@
 //! primary applies them and replicates them as one `IM.APPLY` blob; replicas
 //! and AOF replay decode and apply the same list.
 
-use super::log::IdSpec;
+use super::log::{IdSpec, Message};
 use crate::codec::{put_bytes, put_i64, put_u64, Reader};
 use smallvec::SmallVec;
 
@@ -12,56 +12,117 @@ pub type Devices<'a> = SmallVec<[&'a [u8]; 2]>;
 /// The seqs one ack names (usually a few).
 pub type Seqs = SmallVec<[u64; 4]>;
 
+/// One change a command or the timer makes to a mailbox, applied by
+/// [`super::Mailbox::apply`] alike on the primary, on a replica and in AOF
+/// replay. Device names are bytes borrowed from the command or the blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect<'a> {
     /// The key is new: the mailbox starts its seq counter here.
     Create {
+        /// The first seq it hands out (from the clock, so that a mailbox
+        /// created again never reuses a seq: SPEC §1).
         next_seq: u64,
     },
     /// Registers the device if new and marks it seen.
     Register {
+        /// The device's name.
         device: &'a [u8],
     },
+    /// `IM.CONNECT` (SPEC §2): registers the device if new, marks it online
+    /// on `node` and seen; if it was online already (a replaced session),
+    /// its pending messages go offline.
     Connect {
+        /// The device's name.
         device: &'a [u8],
+        /// The node that now holds its session.
         node: &'a [u8],
     },
+    /// `IM.DISCONNECT` (SPEC §2): marks the device offline and seen; its
+    /// pending messages go offline at once. Nothing for a device that is
+    /// not registered.
     Disconnect {
+        /// The device's name.
         device: &'a [u8],
     },
+    /// `IM.FORGET` (SPEC §2): unregisters the device; the messages that
+    /// thereby leave the mailbox (SPEC §1) are deleted. Nothing for a
+    /// device that is not registered.
     Forget {
+        /// The device's name.
         device: &'a [u8],
     },
+    /// A new message, pending on `pending` and owed to every registered
+    /// device (a [`VOLATILE`](super::log::VOLATILE) one only to those it is
+    /// pending on). Nothing when the log holds its seq already.
     Store {
-        seq: u64,
-        ts: i64,
-        flags: u8,
-        id: IdSpec<'a>,
-        stanza: &'a [u8],
+        /// The message, its seq and time already fixed.
+        message: Message<'a>,
+        /// The devices it is pending on (registered if new).
         pending: Devices<'a>,
     },
+    /// `IM.ACK` by ids (SPEC §3): registers the device if new and marks it
+    /// seen; acks each of `seqs` it owes, pending or offline alike, and
+    /// ignores the others.
     Ack {
+        /// The device's name.
         device: &'a [u8],
+        /// The seqs of the ids named that the mailbox holds.
         seqs: Seqs,
     },
+    /// `IM.ACK ... UPTO` (SPEC §3, as XEP-0198's `h`): as [`Effect::Ack`]
+    /// for every seq the device owes up to `upto`.
     AckUpto {
+        /// The device's name.
         device: &'a [u8],
+        /// The highest seq acked (inclusive).
         upto: u64,
     },
     /// Removes a message for every device (quota, retention).
     Drop {
+        /// The message's seq.
         seq: u64,
     },
     /// The timer sent these pending messages to the device again.
     Resend {
+        /// The device's name.
         device: &'a [u8],
+        /// The seqs resent: each one's attempt count grows and its last
+        /// send becomes now; a seq not pending on the device is skipped.
         seqs: Vec<u64>,
     },
     /// The device's session is given up (ack timeout, too many pending):
     /// its pending messages go offline and it is marked offline.
     Expire {
+        /// The device's name.
         device: &'a [u8],
     },
+    /// These messages go to the archive queue (retention or `drop-oldest`
+    /// with `archive yes`, SPEC §6): no device owes them any more.
+    Queue {
+        /// The queued messages' seqs.
+        seqs: Vec<u64>,
+    },
+    /// The archiver confirmed these queued messages: they leave for good
+    /// (`IM.ARCHIVE.ACK`).
+    ArchiveAck {
+        /// The confirmed messages' seqs.
+        seqs: Vec<u64>,
+    },
+    /// These queued messages come back to the mailbox, each as a message
+    /// imported (`IM.IMPORT` of an id still queued).
+    Unqueue {
+        /// The returning messages' seqs.
+        seqs: Vec<u64>,
+    },
+    /// The mailbox was idle for `mailbox-idle`: every message goes to the
+    /// archive queue and every device is forgotten (SPEC §6).
+    Evict,
+    /// A device came back to an evicted mailbox: what is still queued
+    /// comes back, and the mailbox gets a fresh retention window.
+    ComeBack,
+    /// A message came back from the archive (`IM.IMPORT`, after the
+    /// `Store` that put it back): one fewer waits there.
+    Imported,
 }
 
 /// Version 1 carries every stanza inline; version 2 may name, instead of
@@ -82,9 +143,7 @@ pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>], shared: Optio
     let room: usize = effects
         .iter()
         .map(|e| match e {
-            Effect::Store {
-                stanza, pending, ..
-            } => stanza.len() + 64 + pending.len() * 32,
+            Effect::Store { message, pending } => message.stanza.len() + 64 + pending.len() * 32,
             Effect::Ack { seqs, .. } => 300 + seqs.len() * 10,
             Effect::Resend { seqs, .. } => 300 + seqs.len() * 10,
             _ => 300,
@@ -118,11 +177,14 @@ pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>], shared: Optio
                 put_bytes(out, device);
             }
             Effect::Store {
-                seq,
-                ts,
-                flags,
-                id,
-                stanza,
+                message:
+                    Message {
+                        seq,
+                        ts,
+                        flags,
+                        id,
+                        stanza,
+                    },
                 pending,
             } => {
                 out.push(6);
@@ -183,9 +245,24 @@ pub fn encode(out: &mut Vec<u8>, now: i64, effects: &[Effect<'_>], shared: Optio
                 out.push(11);
                 put_bytes(out, device);
             }
+            Effect::Queue { seqs } => put_seqs(out, 12, seqs),
+            Effect::ArchiveAck { seqs } => put_seqs(out, 13, seqs),
+            Effect::Unqueue { seqs } => put_seqs(out, 14, seqs),
+            Effect::Evict => out.push(15),
+            Effect::ComeBack => out.push(16),
+            Effect::Imported => out.push(17),
         }
     }
     used
+}
+
+/// An effect that is a tag and a list of seqs.
+fn put_seqs(out: &mut Vec<u8>, tag: u8, seqs: &[u64]) {
+    out.push(tag);
+    put_u64(out, seqs.len() as u64);
+    for s in seqs {
+        put_u64(out, *s);
+    }
 }
 
 fn seqs<C: Default + Extend<u64>>(r: &mut Reader<'_>) -> Option<C> {
@@ -246,11 +323,13 @@ pub fn decode<'a>(blob: &'a [u8], args: &[&'a [u8]]) -> Option<(i64, Vec<Effect<
                     pending.push(r.bytes()?);
                 }
                 Effect::Store {
-                    seq,
-                    ts,
-                    flags,
-                    id,
-                    stanza,
+                    message: Message {
+                        seq,
+                        ts,
+                        flags,
+                        id,
+                        stanza,
+                    },
                     pending,
                 }
             }
@@ -274,6 +353,18 @@ pub fn decode<'a>(blob: &'a [u8], args: &[&'a [u8]]) -> Option<(i64, Vec<Effect<
                 }
             }
             11 => Effect::Expire { device: r.bytes()? },
+            12 => Effect::Queue {
+                seqs: seqs(&mut r)?,
+            },
+            13 => Effect::ArchiveAck {
+                seqs: seqs(&mut r)?,
+            },
+            14 => Effect::Unqueue {
+                seqs: seqs(&mut r)?,
+            },
+            15 => Effect::Evict,
+            16 => Effect::ComeBack,
+            17 => Effect::Imported,
             _ => return None,
         };
         effects.push(e);
@@ -299,19 +390,23 @@ mod tests {
             Effect::Disconnect { device: b"d" },
             Effect::Forget { device: b"e" },
             Effect::Store {
-                seq: 17,
-                ts: 99,
-                flags: 4,
-                id: IdSpec::InStanza { off: 13, len: 1 },
-                stanza: b"<message id='x'/>",
+                message: Message {
+                    seq: 17,
+                    ts: 99,
+                    flags: 4,
+                    id: IdSpec::InStanza { off: 13, len: 1 },
+                    stanza: b"<message id='x'/>",
+                },
                 pending: smallvec::smallvec![&b"d"[..], &b"f"[..]],
             },
             Effect::Store {
-                seq: 18,
-                ts: -1,
-                flags: 0,
-                id: IdSpec::Own(b"gen"),
-                stanza: b"<iq/>",
+                message: Message {
+                    seq: 18,
+                    ts: -1,
+                    flags: 0,
+                    id: IdSpec::Own(b"gen"),
+                    stanza: b"<iq/>",
+                },
                 pending: Devices::new(),
             },
             Effect::Ack {
@@ -334,7 +429,11 @@ mod tests {
         assert_eq!(decode(&blob[..blob.len() - 1], &[]), None);
         assert_eq!(decode(b"", &[]), None);
         // The first store's stanza passed as an argument, not copied.
-        let Effect::Store { stanza, .. } = &effects[5] else {
+        let Effect::Store {
+            message: Message { stanza, .. },
+            ..
+        } = &effects[5]
+        else {
             unreachable!()
         };
         assert!(encode(&mut by_ref, 1234, &effects, Some(stanza)));
@@ -366,11 +465,13 @@ mod tests {
         put_u64(&mut v1, 1);
         put_bytes(&mut v1, b"d");
         let want = Effect::Store {
-            seq: 5,
-            ts: 70,
-            flags: 0,
-            id: IdSpec::Own(b"id-5"),
-            stanza: b"<message/>",
+            message: Message {
+                seq: 5,
+                ts: 70,
+                flags: 0,
+                id: IdSpec::Own(b"id-5"),
+                stanza: b"<message/>",
+            },
             pending: smallvec::smallvec![&b"d"[..]],
         };
         assert_eq!(decode(&v1, &[]), Some((77, vec![want])));

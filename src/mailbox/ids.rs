@@ -1,6 +1,9 @@
 //! Finds a message by its id: a hash table of seqs, each kept as a 32-bit
 //! offset from a base seq (four bytes a message); the id itself is compared
-//! in the log, so the table holds no copy of it.
+//! in the log, so the table holds no copy of it. When the live seqs span
+//! more than 2^32 (an old message imported with its seq below a counter
+//! that ran on, SPEC §6), the table keeps whole seqs instead (eight bytes a
+//! message) until it is built again over a narrower span.
 
 use super::log::Log;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -12,83 +15,128 @@ fn hash(id: &[u8]) -> u64 {
     H.get_or_init(Default::default).hash_one(id)
 }
 
+/// The hash of the id of message `seq` as the log holds it (0 if gone).
+fn hash_of(log: &Log, seq: u64) -> u64 {
+    log.get(seq).map_or(0, |m| hash(m.id))
+}
+
+enum Table {
+    /// Offsets from `base`.
+    Narrow { table: HashTable<u32>, base: u64 },
+    /// Whole seqs.
+    Wide(HashTable<u64>),
+}
+
+/// A mailbox's live messages by id (SPEC §1: an id is unique within the
+/// mailbox), for duplicate stores and acks by id (SPEC §3).
 pub struct IdIndex {
-    table: HashTable<u32>,
-    base: u64,
+    table: Table,
 }
 
 impl IdIndex {
+    /// An empty index whose offsets start at `base` (the mailbox's first
+    /// seq).
     pub fn new(base: u64) -> IdIndex {
         IdIndex {
-            table: HashTable::new(),
-            base,
+            table: Table::Narrow {
+                table: HashTable::new(),
+                base,
+            },
         }
     }
 
+    /// Entries the table has room for (for `MEMORY USAGE`).
     pub fn capacity(&self) -> usize {
-        self.table.capacity()
+        match &self.table {
+            Table::Narrow { table, .. } => table.capacity(),
+            Table::Wide(t) => t.capacity() * 2,
+        }
     }
 
-    fn offset(&self, seq: u64) -> Option<u32> {
-        seq.checked_sub(self.base)
-            .and_then(|d| u32::try_from(d).ok())
-    }
-
-    /// The seq of the live message with this id.
+    /// The seq of the live message with this id; `None` when `log` holds
+    /// none.
     pub fn find(&self, log: &Log, id: &[u8]) -> Option<u64> {
-        let base = self.base;
-        self.table
-            .find(hash(id), |&o| {
-                log.get(base + u64::from(o)).is_some_and(|m| m.id == id)
-            })
-            .map(|&o| base + u64::from(o))
+        let is = |seq: u64| log.get(seq).is_some_and(|m| m.id == id);
+        match &self.table {
+            Table::Narrow { table, base } => table
+                .find(hash(id), |&o| is(base + u64::from(o)))
+                .map(|&o| base + u64::from(o)),
+            Table::Wide(t) => t.find(hash(id), |&s| is(s)).copied(),
+        }
     }
 
     /// Indexes message `seq`, which `log` already holds.
     pub fn insert(&mut self, log: &Log, seq: u64, id: &[u8]) {
-        let full = self.table.len() >= self.table.capacity();
-        let Some(o) = self.offset(seq).filter(|_| !full) else {
-            self.rebuild(log, seq);
-            return;
-        };
-        let base = self.base;
-        self.table.insert_unique(hash(id), o, |&o| {
-            log.get(base + u64::from(o)).map_or(0, |m| hash(m.id))
-        });
+        match &mut self.table {
+            Table::Narrow { table, base } => {
+                let base = *base;
+                let offset = seq
+                    .checked_sub(base)
+                    .and_then(|d| u32::try_from(d).ok())
+                    .filter(|_| table.len() < table.capacity());
+                let Some(o) = offset else {
+                    self.rebuild(log, seq);
+                    return;
+                };
+                table.insert_unique(hash(id), o, |&o| hash_of(log, base + u64::from(o)));
+            }
+            Table::Wide(t) => {
+                if t.len() >= t.capacity() {
+                    self.rebuild(log, seq);
+                    return;
+                }
+                t.insert_unique(hash(id), seq, |&s| hash_of(log, s));
+            }
+        }
     }
 
     /// Builds the table afresh from the log, which holds `seq` already: to
     /// grow it (the ids are hashed reading the log in order, which costs
     /// far less than looking up every entry a rehash moves), or around a
     /// base that covers `seq` and every live message (an import below the
-    /// base, or a counter run past 2^32).
+    /// base, or a counter run past 2^32); whole seqs when no 32-bit span
+    /// covers them all.
     fn rebuild(&mut self, log: &Log, seq: u64) {
-        let first = log.first().map_or(seq, |m| m.seq);
-        let base = first.min(seq);
+        let first = log.first().map_or(seq, |m| m.seq).min(seq);
+        let last = log.last().map_or(seq, |m| m.seq).max(seq);
         // Room for at least one more: a full table doubles, as it would
         // growing by itself.
         let live = usize::try_from(log.len())
             .unwrap_or(usize::MAX)
-            .saturating_add(1);
-        let mut table = HashTable::with_capacity(live.max(8));
-        for m in log.iter_from(0) {
-            if let Ok(o) = u32::try_from(m.seq - base) {
-                table.insert_unique(hash(m.id), o, |&o| {
-                    log.get(base + u64::from(o)).map_or(0, |m| hash(m.id))
-                });
+            .saturating_add(1)
+            .max(8);
+        if u32::try_from(last - first).is_ok() {
+            let mut table = HashTable::with_capacity(live);
+            for m in log.iter_from(0) {
+                let o = (m.seq - first) as u32;
+                table.insert_unique(hash(m.id), o, |&o| hash_of(log, first + u64::from(o)));
             }
+            self.table = Table::Narrow { table, base: first };
+        } else {
+            let mut table = HashTable::with_capacity(live);
+            for m in log.iter_from(0) {
+                table.insert_unique(hash(m.id), m.seq, |&s| hash_of(log, s));
+            }
+            self.table = Table::Wide(table);
         }
-        self.table = table;
-        self.base = base;
     }
 
     /// Forgets message `seq` with this id.
     pub fn remove(&mut self, seq: u64, id: &[u8]) {
-        let Some(o) = self.offset(seq) else {
-            return;
-        };
-        if let Ok(e) = self.table.find_entry(hash(id), |&x| x == o) {
-            e.remove();
+        match &mut self.table {
+            Table::Narrow { table, base } => {
+                let Some(o) = seq.checked_sub(*base).and_then(|d| u32::try_from(d).ok()) else {
+                    return;
+                };
+                if let Ok(e) = table.find_entry(hash(id), |&x| x == o) {
+                    e.remove();
+                }
+            }
+            Table::Wide(t) => {
+                if let Ok(e) = t.find_entry(hash(id), |&x| x == seq) {
+                    e.remove();
+                }
+            }
         }
     }
 }

@@ -44,18 +44,34 @@ fn header(flags: u8, owers: u16) -> [u8; HEADER] {
 /// Where a message's id is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdSpec<'a> {
-    InStanza { off: usize, len: usize },
+    /// The stanza's own `id` attribute, verbatim: bytes `off..off + len` of
+    /// the stanza (the id costs no bytes of its own).
+    InStanza {
+        /// Where it starts in the stanza (bytes).
+        off: usize,
+        /// Its length (bytes).
+        len: usize,
+    },
+    /// Its own bytes: the `ID` option, a generated id, or the resolved
+    /// value of a stanza `id` written with entity references.
     Own(&'a [u8]),
 }
 
 /// A message as read from the log.
 #[derive(Clone, Copy, Debug)]
 pub struct Msg<'a> {
+    /// Its seq (SPEC §1).
     pub seq: u64,
+    /// Its creation time (Unix ms).
     pub ts: i64,
+    /// Its record's flags ([`ACKED`], [`VOLATILE`], [`ID_IN_STANZA`],
+    /// [`HAS_DELAY`]).
     pub flags: u8,
+    /// How many registered devices still owe it (pending or offline).
     pub owers: u16,
+    /// Its id (SPEC §1: unique within the mailbox).
     pub id: &'a [u8],
+    /// The stanza's bytes, exactly as stored.
     pub stanza: &'a [u8],
 }
 
@@ -63,15 +79,19 @@ impl<'a> Msg<'a> {
     /// The message as something to insert again (a copy, a split).
     pub fn to_new(&self) -> NewMsg<'a> {
         NewMsg {
-            seq: self.seq,
-            ts: self.ts,
-            flags: self.flags,
+            message: Message {
+                seq: self.seq,
+                ts: self.ts,
+                flags: self.flags,
+                id: self.id_spec(),
+                stanza: self.stanza,
+            },
             owers: self.owers,
-            id: self.id_spec(),
-            stanza: self.stanza,
         }
     }
 
+    /// Where its id is: a slice of the stanza when the record says so
+    /// ([`ID_IN_STANZA`]), else its own bytes.
     pub fn id_spec(&self) -> IdSpec<'a> {
         if self.flags & ID_IN_STANZA != 0 {
             let off = self.id.as_ptr() as usize - self.stanza.as_ptr() as usize;
@@ -126,15 +146,39 @@ fn grow_offsets(offsets: &mut Offsets) {
     }
 }
 
-/// A message to add to the log.
+/// A stored message as a store gives it (SPEC §1): its seq, its time (Unix
+/// ms), its flags (`VOLATILE`, `HAS_DELAY`, ...), where its id is, and the
+/// stanza's bytes. `Effect::Store` carries one; the log keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// Its seq: the stable handle of the message (SPEC §1).
+    pub seq: u64,
+    /// Its creation time (Unix ms), kept through every move.
+    pub ts: i64,
+    /// Its flags; the log keeps only [`PERSISTED_FLAGS`] and sets
+    /// [`ID_IN_STANZA`] from `id`.
+    pub flags: u8,
+    /// Where its id is.
+    pub id: IdSpec<'a>,
+    /// The stanza's bytes, exactly as given.
+    pub stanza: &'a [u8],
+}
+
+/// A message to add to the log, with how many devices owe it.
 #[derive(Clone, Copy, Debug)]
 pub struct NewMsg<'a> {
-    pub seq: u64,
-    pub ts: i64,
-    pub flags: u8,
+    /// The message.
+    pub message: Message<'a>,
+    /// How many devices owe it (pending or offline); the record holds at
+    /// most [`MAX_OWERS`].
     pub owers: u16,
-    pub id: IdSpec<'a>,
-    pub stanza: &'a [u8],
+}
+
+impl<'a> std::ops::Deref for NewMsg<'a> {
+    type Target = Message<'a>;
+    fn deref(&self) -> &Message<'a> {
+        &self.message
+    }
 }
 
 struct Chunk {
@@ -287,23 +331,6 @@ impl Chunk {
         (m.seq == seq && m.flags & DEAD == 0).then_some(idx)
     }
 
-    /// Appends an encoded record, growing through size classes.
-    fn push_record(&mut self, at: usize, rec: &[u8]) {
-        let need = self.data.len() + rec.len();
-        if self.data.capacity() < need {
-            let want = size_class(need);
-            self.data.reserve_exact(want - self.data.len());
-        }
-        let idx = self.offsets.partition_point(|&p| (p as usize) < at);
-        self.data.splice(at..at, rec.iter().copied());
-        for o in &mut self.offsets[idx..] {
-            *o += rec.len() as u16;
-        }
-        grow_offsets(&mut self.offsets);
-        self.offsets.insert(idx, at as u16);
-        self.live += 1;
-    }
-
     /// Appends a record after every other when it fits in the chunk.
     fn append(&mut self, base: u64, m: &NewMsg<'_>) -> bool {
         let len = encoded_len(base, self.base_ts, m);
@@ -389,11 +416,12 @@ impl Log {
         self.len
     }
 
+    /// Holds no message.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// Sum of the stanzas' sizes.
+    /// Sum of the stanzas' sizes (bytes).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -417,13 +445,13 @@ impl Log {
 
     /// The index of the chunk that would hold `seq`: the last one whose
     /// base is at most `seq`.
-    fn slot(&self, seq: u64) -> Option<usize> {
+    fn chunk_index(&self, seq: u64) -> Option<usize> {
         self.chunks
             .partition_point(|(b, _)| *b <= seq)
             .checked_sub(1)
     }
 
-    /// Puts a chunk in its place in base order; the deque grows one slot at
+    /// Puts a chunk in its place in base order; the deque grows one place at
     /// a time while small (most mailboxes hold one or two chunks).
     fn put_chunk(&mut self, base: u64, chunk: Chunk) {
         if self.chunks.len() == self.chunks.capacity() {
@@ -437,12 +465,6 @@ impl Log {
             }
             _ => self.chunks.push_back((base, chunk)),
         }
-    }
-
-    fn drop_chunk(&mut self, i: usize) -> Option<(u64, Chunk)> {
-        let c = self.chunks.remove(i);
-        self.shrink_chunks();
-        c
     }
 
     fn shrink_chunks(&mut self) {
@@ -481,11 +503,13 @@ impl Log {
     }
 
     fn locate(&self, seq: u64) -> Option<(u64, &Chunk, usize)> {
-        let (base, chunk) = self.chunks.get(self.slot(seq)?)?;
+        let (base, chunk) = self.chunks.get(self.chunk_index(seq)?)?;
         let idx = chunk.find(*base, seq)?;
         Some((*base, chunk, idx))
     }
 
+    /// Message `seq`; `None` when the log does not hold it (never stored,
+    /// or removed).
     pub fn get(&self, seq: u64) -> Option<Msg<'_>> {
         if self.max_seq.is_none_or(|m| seq > m) {
             return None;
@@ -494,13 +518,15 @@ impl Log {
         chunk.record(base, idx).map(|(m, _)| m)
     }
 
+    /// Whether the log holds message `seq`.
     pub fn contains(&self, seq: u64) -> bool {
         self.get(seq).is_some()
     }
 
-    /// Rewrites the flags and the owing-device count of message `seq`.
+    /// Rewrites the flags and the owing-device count of message `seq`;
+    /// false when the log does not hold it.
     pub fn set_header(&mut self, seq: u64, flags: u8, owers: u16) -> bool {
-        let Some((base, chunk)) = self.slot(seq).and_then(|i| self.chunks.get_mut(i)) else {
+        let Some((base, chunk)) = self.chunk_index(seq).and_then(|i| self.chunks.get_mut(i)) else {
             return false;
         };
         let Some(idx) = chunk.find(*base, seq) else {
@@ -513,7 +539,8 @@ impl Log {
         true
     }
 
-    /// The first live message's seq and time.
+    /// The first live message's seq and time (Unix ms); `None` when the
+    /// log is empty.
     pub fn head(&self) -> Option<(u64, i64)> {
         self.head
     }
@@ -523,12 +550,14 @@ impl Log {
         self.max_ts
     }
 
+    /// The message with the lowest seq; `None` when the log is empty.
     pub fn first(&self) -> Option<Msg<'_>> {
         // The first chunk always holds a live record: empty chunks are dropped.
         let (base, chunk) = self.chunks.front()?;
         chunk.records(*base).find(|m| m.flags & DEAD == 0)
     }
 
+    /// The message with the highest seq; `None` when the log is empty.
     pub fn last(&self) -> Option<Msg<'_>> {
         // The last chunk always holds a live record: empty chunks are dropped.
         let (base, chunk) = self.chunks.back()?;
@@ -540,7 +569,7 @@ impl Log {
 
     /// Live messages with `seq >= from`, in order.
     pub fn iter_from(&self, from: u64) -> LogIter<'_> {
-        let mut chunks = self.chunks.range(self.slot(from).unwrap_or(0)..);
+        let mut chunks = self.chunks.range(self.chunk_index(from).unwrap_or(0)..);
         // Start inside the first chunk at the first record >= from.
         let current = chunks.next().map(|(base, c)| {
             let idx = c.lower_bound(*base, from);
@@ -559,8 +588,11 @@ impl Log {
     /// Adds a message. `m.seq` must not be held already.
     pub fn insert(&mut self, m: &NewMsg<'_>) {
         let m = NewMsg {
-            flags: m.flags & PERSISTED_FLAGS,
-            ..*m
+            message: Message {
+                flags: m.flags & PERSISTED_FLAGS,
+                ..m.message
+            },
+            owers: m.owers,
         };
         self.len += 1;
         self.bytes += m.stanza.len() as u64;
@@ -579,56 +611,55 @@ impl Log {
             self.put_chunk(m.seq, Chunk::new(m.seq, &m));
             return;
         }
-        // In the middle (an import keeping an old seq): insert in order.
-        let Some(i) = self.slot(m.seq) else {
+        // In the middle (an import keeping an old seq): the chunk that
+        // holds the seq's place is built again with it, by the rule of
+        // appends (a chunk holds at most CHUNK_BYTES unless one record
+        // alone is larger), so that a large record gets a chunk of its own
+        // and no chunk outgrows its 16-bit offsets.
+        let Some(i) = self.chunk_index(m.seq) else {
             self.put_chunk(m.seq, Chunk::new(m.seq, &m));
             return;
         };
-        let (base, chunk) = &mut self.chunks[i];
-        let base = *base;
-        if chunk.live == 0 {
-            self.empty_chunks -= 1;
-        }
-        let idx = chunk.lower_bound(base, m.seq);
-        let at = chunk
-            .offsets
-            .get(idx)
-            .map_or(chunk.data.len(), |&p| p as usize);
-        let mut rec = Vec::with_capacity(encoded_len(base, chunk.base_ts, &m));
-        encode(&mut rec, base, chunk.base_ts, &m);
-        chunk.push_record(at, &rec);
-        if chunk.data.len() > 2 * CHUNK_BYTES && chunk.live > 1 {
-            self.split(i);
-        }
+        self.rebuild_with(i, &m);
     }
 
-    /// Splits an oversized chunk in two halves of live records.
-    fn split(&mut self, i: usize) {
-        let Some((base, chunk)) = self.drop_chunk(i) else {
+    /// Replaces chunk `i` by chunks holding its live records and `new`, in
+    /// seq order.
+    fn rebuild_with(&mut self, i: usize, new: &NewMsg<'_>) {
+        let Some((base, old)) = self.chunks.remove(i) else {
             return;
         };
-        let live: Vec<Msg<'_>> = chunk
+        if old.live == 0 {
+            self.empty_chunks -= 1;
+        }
+        let mut records: Vec<NewMsg<'_>> = old
             .records(base)
             .filter(|m| m.flags & DEAD == 0)
+            .map(|m| m.to_new())
             .collect();
-        let half = live.len() / 2;
-        for part in [&live[..half], &live[half..]] {
-            let Some(first) = part.first() else { continue };
-            let mut c = Chunk::new(first.seq, &first.to_new());
-            for m in &part[1..] {
-                let new = m.to_new();
-                let mut rec = Vec::with_capacity(encoded_len(first.seq, c.base_ts, &new));
-                encode(&mut rec, first.seq, c.base_ts, &new);
-                let at = c.data.len();
-                c.push_record(at, &rec);
+        let at = records.partition_point(|r| r.seq < new.seq);
+        records.insert(at, *new);
+        let mut current: Option<(u64, Chunk)> = None;
+        for r in &records {
+            if let Some((b, c)) = &mut current {
+                if c.append(*b, r) {
+                    continue;
+                }
             }
-            self.put_chunk(first.seq, c);
+            if let Some((b, c)) = current.take() {
+                self.put_chunk(b, c);
+            }
+            current = Some((r.seq, Chunk::new(r.seq, r)));
         }
+        if let Some((b, c)) = current {
+            self.put_chunk(b, c);
+        }
+        self.shrink_chunks();
     }
 
     /// Removes message `seq`; answers its stanza size when it was there.
     pub fn remove(&mut self, seq: u64) -> Option<usize> {
-        let i = self.slot(seq)?;
+        let i = self.chunk_index(seq)?;
         let (base, chunk) = self.chunks.get_mut(i)?;
         let base = *base;
         let idx = chunk.find(base, seq)?;
@@ -681,12 +712,14 @@ mod tests {
 
     fn add(log: &mut Log, seq: u64, s: &str) {
         log.insert(&NewMsg {
-            seq,
-            ts: 1000 + seq as i64,
-            flags: 0,
+            message: Message {
+                seq,
+                ts: 1000 + seq as i64,
+                flags: 0,
+                id: IdSpec::Own(format!("id{seq}").as_bytes()),
+                stanza: s.as_bytes(),
+            },
             owers: 1,
-            id: IdSpec::Own(format!("id{seq}").as_bytes()),
-            stanza: s.as_bytes(),
         });
     }
 
@@ -815,12 +848,14 @@ mod tests {
         let mut log = Log::default();
         let s = b"<message id='abc'/>";
         log.insert(&NewMsg {
-            seq: 1,
-            ts: 5,
-            flags: 0,
+            message: Message {
+                seq: 1,
+                ts: 5,
+                flags: 0,
+                id: IdSpec::InStanza { off: 13, len: 3 },
+                stanza: s,
+            },
             owers: 0,
-            id: IdSpec::InStanza { off: 13, len: 3 },
-            stanza: s,
         });
         let m = log.get(1).unwrap();
         assert_eq!(m.id, b"abc");
@@ -837,17 +872,66 @@ mod tests {
             .collect();
         for (i, s) in stanzas.iter().enumerate() {
             log.insert(&NewMsg {
-                seq: base + i as u64,
-                ts: 1_795_766_874_806,
-                flags: 0,
+                message: Message {
+                    seq: base + i as u64,
+                    ts: 1_795_766_874_806,
+                    flags: 0,
+                    id: IdSpec::InStanza { off: 13, len: 2 },
+                    stanza: s.as_bytes(),
+                },
                 owers: 1,
-                id: IdSpec::InStanza { off: 13, len: 2 },
-                stanza: s.as_bytes(),
             });
         }
         for i in 0..3 {
             let m = log.get(base + i).unwrap_or_else(|| panic!("{i}"));
             assert_eq!(m.id, format!("m{i}").as_bytes());
         }
+    }
+
+    /// A record larger than 64 KiB put between two others (an import of an
+    /// old seq) used to overflow the 16-bit offsets of the chunk it joined:
+    /// the record after it could no longer be found.
+    #[test]
+    fn a_large_record_in_the_middle_gets_a_chunk_of_its_own() {
+        let mut log = Log::default();
+        let small = |seq: u64, stanza: &'static [u8]| NewMsg {
+            message: Message {
+                seq,
+                ts: seq as i64,
+                flags: 0,
+                id: IdSpec::Own(b"x"),
+                stanza,
+            },
+            owers: 1,
+        };
+        log.insert(&small(1, b"<message>one</message>"));
+        log.insert(&small(3, b"<message>three</message>"));
+        let big: &'static [u8] = Box::leak(vec![b'x'; 70_000].into_boxed_slice());
+        log.insert(&small(2, big));
+        assert_eq!(
+            log.get(1).map(|m| m.stanza),
+            Some(&b"<message>one</message>"[..])
+        );
+        assert_eq!(log.get(2).map(|m| m.stanza.len()), Some(70_000));
+        assert_eq!(
+            log.get(3).map(|m| m.stanza),
+            Some(&b"<message>three</message>"[..])
+        );
+        let seqs: Vec<u64> = log.iter_from(0).map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        // A large one below every other, then a small one after the large
+        // seq 2 and before 3 is impossible (consecutive), so one between 3
+        // and a later 9.
+        log.insert(&small(0, big));
+        log.insert(&small(9, b"<message>nine</message>"));
+        log.insert(&small(5, big));
+        log.insert(&small(4, b"<message>four</message>"));
+        let seqs: Vec<u64> = log.iter_from(0).map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![0, 1, 2, 3, 4, 5, 9]);
+        for seq in seqs {
+            assert!(log.get(seq).is_some(), "{seq}");
+        }
+        assert_eq!(log.len(), 7);
+        assert_eq!(log.bytes(), 3 * 70_000 + 22 + 24 + 23 + 23);
     }
 }

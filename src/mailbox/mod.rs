@@ -1,14 +1,17 @@
+#![warn(missing_docs)]
 //! The domain core: one user's mailbox, its devices and what each device is
 //! owed. Plain Rust, no server: every change is an [`Effect`], applied the
 //! same way on the primary, on a replica and when the AOF is replayed.
 
+pub mod archive;
+pub mod due;
 pub mod effect;
 pub mod ids;
 pub mod log;
 pub mod pending;
 pub mod persist;
 pub mod rangeset;
-pub mod timer;
+pub mod store;
 
 use log::{IdSpec, Log, Msg, NewMsg, ACKED, VOLATILE};
 pub use pending::{Deliveries, Pending};
@@ -16,6 +19,14 @@ use rangeset::RangeSet;
 
 pub use effect::Effect;
 use ids::IdIndex;
+pub use log::Message;
+pub use store::room_for;
+
+/// Most bytes of a message id (SPEC §3).
+pub const MAX_ID: usize = 1024;
+/// Most devices a mailbox registers (a message records how many owe it
+/// in 11 bits of its header).
+pub const MAX_DEVICES: usize = 2000;
 
 /// Asks the CPU to start fetching the cache line at `p` (a hint only).
 #[inline]
@@ -34,19 +45,34 @@ pub fn prefetch<T>(p: Option<&T>) {
     let _ = p;
 }
 
-/// One client installation of the user.
+/// One client installation of the user (SPEC §1: an XMPP resource or a
+/// device id), registered in the mailbox by `IM.CONNECT`, an ack or a store
+/// that names it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Device {
+    /// Its name: any bytes (1 to 256, checked by the commands; SPEC §8).
     pub name: Box<[u8]>,
+    /// The node that holds, or last held, its session: its events go to
+    /// `<event-prefix><node>` (SPEC §5); [`DEFAULT_NODE`] until a connect
+    /// names one.
     pub node: Box<[u8]>,
+    /// A live session holds it: from `IM.CONNECT` until `IM.DISCONNECT`,
+    /// an expiry or a kick (SPEC §2, §5).
     pub online: bool,
+    /// When it was last registered, connected, disconnected or acked (Unix
+    /// ms); `device-idle` counts from here (SPEC §5).
     pub last_seen: i64,
+    /// The messages pending on its session, waiting for its ack.
     pub pending: Deliveries,
+    /// The seqs of its offline messages (SPEC §1, §4).
     pub offline: RangeSet,
+    /// How many seqs `offline` holds.
     pub offline_count: u64,
+    /// The sum of their stanzas' sizes (bytes).
     pub offline_bytes: u64,
 }
 
+/// The node of a device whose `IM.CONNECT` named none (SPEC §2).
 pub const DEFAULT_NODE: &[u8] = b"default";
 
 impl Device {
@@ -79,20 +105,28 @@ impl Device {
         had
     }
 
-    /// Every seq this device still owes (pending, then offline).
-    fn owed(&self) -> Vec<u64> {
+    /// Every seq this device still owes (pending, then offline), as the
+    /// log holds them: linear in the messages, whatever span a range
+    /// claims.
+    fn owed(&self, log: &Log) -> Vec<u64> {
         let mut v: Vec<u64> = self.pending.iter().map(|(s, _)| s).collect();
-        v.extend(self.offline.ranges().flat_map(|(s, e)| s..=e));
+        for (s, e) in self.offline.ranges() {
+            v.extend(log.range(s, e).map(|m| m.seq));
+        }
         v
     }
 }
 
-/// A device's offline summary (`IM.OFFLINE.INFO`).
+/// A device's offline summary (`IM.OFFLINE.INFO`, SPEC §4).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct OfflineInfo {
+    /// How many messages.
     pub count: u64,
+    /// The sum of their stanzas' sizes (bytes).
     pub bytes: u64,
+    /// The lowest seq; 0 when none.
     pub first: u64,
+    /// The highest seq; 0 when none.
     pub last: u64,
 }
 
@@ -100,17 +134,25 @@ pub struct OfflineInfo {
 pub struct Mailbox {
     /// The seq the next stored message gets.
     pub next_seq: u64,
-    /// Last time a command changed the mailbox (ms).
+    /// Last time a command or the timer changed the mailbox (Unix ms).
     pub touched: i64,
     /// Its entry in the timer's schedule (kept in memory only).
     pub entry: std::cell::Cell<crate::schedule::Entry>,
+    /// The registered devices, in the order they registered (at most
+    /// [`MAX_DEVICES`]).
     pub devices: Vec<Device>,
+    /// The messages it holds, by seq.
     pub log: Log,
     /// Messages by id, for duplicate detection and acks by id.
     ids: IdIndex,
+    /// Its archive queue and eviction state (SPEC §6); `None` while it has
+    /// none.
+    pub archive: Option<Box<archive::Archive>>,
 }
 
 impl Mailbox {
+    /// An empty mailbox whose seq counter starts at `next_seq`, touched at
+    /// `now` (Unix ms).
     pub fn new(next_seq: u64, now: i64) -> Mailbox {
         Mailbox {
             next_seq,
@@ -119,18 +161,23 @@ impl Mailbox {
             devices: Vec::new(),
             log: Log::default(),
             ids: IdIndex::new(next_seq),
+            archive: None,
         }
     }
 
-    /// Nothing left to keep: the key can go.
+    /// Nothing left to keep: the key can go. An evicted mailbox whose
+    /// messages the archive holds stays as a tombstone (SPEC §6).
     pub fn is_empty(&self) -> bool {
-        self.log.is_empty() && self.devices.is_empty()
+        self.log.is_empty() && self.devices.is_empty() && self.archived() == 0
     }
 
+    /// Where the device named `name` sits in `devices`; `None` when it is
+    /// not registered.
     pub fn device_index(&self, name: &[u8]) -> Option<usize> {
         self.devices.iter().position(|d| &*d.name == name)
     }
 
+    /// The device named `name`; `None` when it is not registered.
     pub fn device(&self, name: &[u8]) -> Option<&Device> {
         self.devices.iter().find(|d| &*d.name == name)
     }
@@ -144,11 +191,14 @@ impl Mailbox {
         self.log.prefetch_tail();
     }
 
-    /// The seq of the live message with this id.
+    /// The seq of the live message with this id; `None` when the mailbox
+    /// holds none.
     pub fn find_id(&self, id: &[u8]) -> Option<u64> {
         self.ids.find(&self.log, id)
     }
 
+    /// Pending deliveries over all devices, a message counted once per
+    /// device it is pending on (`IM.INFO`'s `pending`).
     pub fn pending_total(&self) -> u64 {
         self.devices.iter().map(|d| d.pending.len() as u64).sum()
     }
@@ -190,10 +240,10 @@ impl Mailbox {
                 last: d.offline.last().unwrap_or(0),
             },
             None if self.devices.is_empty() => OfflineInfo {
-                count: self.log.len(),
-                bytes: self.log.bytes(),
-                first: self.log.first().map_or(0, |m| m.seq),
-                last: self.log.last().map_or(0, |m| m.seq),
+                count: self.log.len() - self.queued_count(),
+                bytes: self.log.bytes() - self.queued_bytes(),
+                first: self.oldest_held().map_or(0, |m| m.seq),
+                last: self.newest_held().map_or(0, |m| m.seq),
             },
             None => OfflineInfo::default(),
         }
@@ -229,7 +279,7 @@ impl Mailbox {
                 }
             }
             None if self.devices.is_empty() => {
-                for m in self.log.iter_from(from) {
+                for m in self.held_from(from) {
                     if !push(m) {
                         break;
                     }
@@ -251,8 +301,7 @@ impl Mailbox {
         let mut d = Device::new(name, now);
         if self.devices.is_empty() {
             let owed: Vec<(u64, usize, u8, u16)> = self
-                .log
-                .iter_from(0)
+                .held_from(0)
                 .filter(|m| m.flags & VOLATILE == 0)
                 .map(|m| (m.seq, m.stanza.len(), m.flags, m.owers))
                 .collect();
@@ -403,19 +452,22 @@ impl Mailbox {
                 };
                 let d = self.devices.remove(i);
                 let before = self.log.len();
-                for seq in d.owed() {
+                for seq in d.owed(&self.log) {
                     self.unowe(seq, false);
                 }
                 before - self.log.len()
             }
             Effect::Store {
-                seq,
-                ts,
-                flags,
-                id,
-                stanza,
+                message,
                 ref pending,
             } => {
+                let Message {
+                    seq,
+                    ts,
+                    flags,
+                    stanza,
+                    ..
+                } = message;
                 if self.log.contains(seq) {
                     return 0;
                 }
@@ -450,14 +502,7 @@ impl Mailbox {
                     }
                     owers = owers.saturating_add(1);
                 }
-                self.add_message(&NewMsg {
-                    seq,
-                    ts,
-                    flags,
-                    owers,
-                    id,
-                    stanza,
-                });
+                self.add_message(&NewMsg { message, owers });
                 1
             }
             Effect::Ack { device, ref seqs } => {
@@ -506,6 +551,23 @@ impl Mailbox {
                 self.pending_to_offline(i);
                 self.devices[i].online = false;
                 expired
+            }
+            Effect::Queue { ref seqs } => seqs.iter().filter(|&&s| self.queue(s)).count() as u64,
+            Effect::ArchiveAck { ref seqs } => {
+                seqs.iter().filter(|&&s| self.archive_ack(s)).count() as u64
+            }
+            Effect::Unqueue { ref seqs } => {
+                let n = seqs.iter().filter(|&&s| self.unqueue(s)).count() as u64;
+                for _ in 0..n {
+                    self.imported(now);
+                }
+                n
+            }
+            Effect::Evict => self.evict(),
+            Effect::ComeBack => self.come_back(now),
+            Effect::Imported => {
+                self.imported(now);
+                1
             }
         }
     }

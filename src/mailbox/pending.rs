@@ -13,14 +13,16 @@ use std::collections::VecDeque;
 /// A message handed to a device's live session, waiting for its ack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pending {
-    /// When it became pending (expiry counts from here).
+    /// When it became pending (Unix ms; expiry counts from here).
     pub since: i64,
-    /// When it was last sent (resends count from here).
+    /// When it was last sent (Unix ms; resends count from here).
     pub last_send: i64,
     /// How many times it was sent.
     pub attempts: u32,
 }
 
+/// A device's pending deliveries: a [`Pending`] per seq, indexed by seq and
+/// by last send.
 #[derive(Default, Debug, PartialEq, Eq)]
 pub struct Deliveries {
     /// Sorted by seq.
@@ -55,10 +57,12 @@ fn shrink<T>(q: &mut VecDeque<T>) {
 }
 
 impl Deliveries {
+    /// How many messages are pending.
     pub fn len(&self) -> usize {
         self.by_seq.len()
     }
 
+    /// No message is pending.
     pub fn is_empty(&self) -> bool {
         self.by_seq.is_empty()
     }
@@ -81,18 +85,23 @@ impl Deliveries {
         self.by_seq.binary_search_by_key(&seq, |&(s, _)| s).ok()
     }
 
+    /// Whether message `seq` is pending.
     pub fn contains(&self, seq: u64) -> bool {
         self.index(seq).is_some()
     }
 
+    /// The delivery of message `seq`; `None` when it is not pending.
     pub fn get(&self, seq: u64) -> Option<&Pending> {
         self.index(seq).map(|i| &self.by_seq[i].1)
     }
 
+    /// Every delivery as `(seq, delivery)`, in seq order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &Pending)> + '_ {
         self.by_seq.iter().map(|(s, p)| (*s, p))
     }
 
+    /// The pending seqs up to `upto` (inclusive), in order (`IM.ACK ...
+    /// UPTO`, SPEC §3).
     pub fn seqs_upto(&self, upto: u64) -> impl Iterator<Item = u64> + '_ {
         self.by_seq
             .iter()
@@ -106,6 +115,8 @@ impl Deliveries {
         }
     }
 
+    /// Makes message `seq` pending as `p`, replacing its delivery if it was
+    /// pending already.
     pub fn insert(&mut self, seq: u64, p: Pending) {
         match self.by_seq.back() {
             Some(&(last, _)) if last >= seq => {
@@ -122,6 +133,8 @@ impl Deliveries {
         insert_sorted(&mut self.by_send, (p.last_send, seq));
     }
 
+    /// Removes message `seq`; answers its delivery, `None` when it was not
+    /// pending.
     pub fn remove(&mut self, seq: u64) -> Option<Pending> {
         let i = self.index(seq)?;
         let (_, p) = self.by_seq.remove(i)?;
@@ -140,17 +153,18 @@ impl Deliveries {
             .collect()
     }
 
-    /// The delivery pending longest: `(since, seq)`.
+    /// The delivery pending longest: `(since, seq)`; `None` when none.
     pub fn oldest(&self) -> Option<(i64, u64)> {
         self.by_seq.front().map(|&(s, p)| (p.since, s))
     }
 
-    /// The earliest last send: `(last_send, seq)`.
+    /// The earliest last send: `(last_send, seq)`; `None` when none.
     pub fn least_recently_sent(&self) -> Option<(i64, u64)> {
         self.by_send.front().copied()
     }
 
-    /// Seqs last sent at or before `sent_by`, least recent first.
+    /// Seqs last sent at or before `sent_by` (Unix ms), least recent first,
+    /// at most `limit`.
     pub fn sent_by(&self, sent_by: i64, limit: usize) -> Vec<u64> {
         self.by_send
             .iter()
@@ -160,7 +174,8 @@ impl Deliveries {
             .collect()
     }
 
-    /// Records a resend at `now`; answers the attempt number.
+    /// Records a resend at `now` (Unix ms); answers the attempt number,
+    /// `None` when `seq` is not pending.
     pub fn resent(&mut self, seq: u64, now: i64) -> Option<u32> {
         let i = self.index(seq)?;
         let p = &mut self.by_seq[i].1;

@@ -3,7 +3,7 @@
 //! followed by the messages in seq order. Two mailboxes with the same
 //! content encode to the same bytes, whatever their chunk layout.
 
-use super::log::{IdSpec, Msg, NewMsg, PERSISTED_FLAGS};
+use super::log::{IdSpec, Message, Msg, NewMsg, PERSISTED_FLAGS};
 use super::rangeset::RangeSet;
 use super::{Deliveries, Device, Mailbox, Pending};
 use crate::codec::{put_bytes, put_i64, put_u64, Reader};
@@ -38,6 +38,11 @@ impl Mailbox {
                 put_u64(&mut out, s);
                 put_u64(&mut out, e - s);
             }
+        }
+        // The archive state follows only where there is one, so that a
+        // mailbox without one encodes as version 1 did.
+        if let Some(a) = &self.archive {
+            a.encode(&mut out);
         }
         out
     }
@@ -95,6 +100,9 @@ impl Mailbox {
                 offline_bytes,
             });
         }
+        if !r.is_empty() {
+            mb.archive = Some(Box::new(super::archive::Archive::decode(&mut r)?));
+        }
         r.is_empty().then_some((mb, messages))
     }
 
@@ -149,13 +157,16 @@ impl Mailbox {
                 return None;
             }
             self.add_message(&NewMsg {
-                seq,
-                ts,
-                flags,
+                message: Message {
+                    seq,
+                    ts,
+                    flags,
+                    id,
+                    stanza,
+                },
                 owers,
-                id,
-                stanza,
             });
+            self.count_if_queued(seq, stanza.len());
             n += 1;
         }
         Some(n)
@@ -174,5 +185,80 @@ impl Mailbox {
         if !out.is_empty() {
             emit(&out);
         }
+    }
+
+    /// Whether a mailbox just decoded (from an RDB, a `RESTORE` payload any
+    /// client may craft, an AOF rewrite or a copy) holds together as one
+    /// built by commands does: device and node names of 1 to 256 bytes,
+    /// nodes of `A-Z a-z 0-9 . _ : -`; every pending or offline seq of a
+    /// device is a message of the log and none is both; a device's offline
+    /// count and bytes are those of its offline seqs; each message's count
+    /// of owing devices is the number that have it pending or offline; the
+    /// archive queue agrees with the rest. Linear in what the mailbox
+    /// holds, never in the spans its ranges claim. `Err` says what does
+    /// not hold.
+    pub fn consistent(&self) -> Result<(), String> {
+        let name_ok = |n: &[u8]| !n.is_empty() && n.len() <= 256;
+        let mut owing: hashbrown::HashMap<u64, u64> = hashbrown::HashMap::new();
+        for d in &self.devices {
+            if !name_ok(&d.name) || !name_ok(&d.node) {
+                return Err("a device or node name is empty or longer than 256 bytes".into());
+            }
+            if !d
+                .node
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+            {
+                return Err("a node name holds a byte outside A-Z a-z 0-9 . _ : -".into());
+            }
+            let (mut count, mut bytes) = (0u64, 0u64);
+            for (s, e) in d.offline.ranges() {
+                let mut held = 0u64;
+                for m in self.log.range(s, e) {
+                    held += 1;
+                    bytes += m.stanza.len() as u64;
+                    *owing.entry(m.seq).or_default() += 1;
+                }
+                if Some(held) != (e - s).checked_add(1) {
+                    return Err(format!(
+                        "an offline range {s}..={e} names seqs the log does not hold"
+                    ));
+                }
+                count += held;
+            }
+            if (count, bytes) != (d.offline_count, d.offline_bytes) {
+                return Err("a device's offline count or bytes disagree with its ranges".into());
+            }
+            for (seq, _) in d.pending.iter() {
+                if !self.log.contains(seq) || d.offline.contains(seq) {
+                    return Err(format!(
+                        "pending seq {seq} is not in the log or is offline too"
+                    ));
+                }
+                *owing.entry(seq).or_default() += 1;
+            }
+        }
+        for m in self.log.iter_from(0) {
+            let want = owing.get(&m.seq).copied().unwrap_or(0);
+            if u64::from(m.owers) != want.min(u64::from(super::log::MAX_OWERS)) {
+                return Err(format!(
+                    "message {} is owed by {want} devices, its header says {}",
+                    m.seq, m.owers
+                ));
+            }
+        }
+        if !self.archive_consistent() {
+            return Err("the archive queue disagrees with the mailbox".into());
+        }
+        Ok(())
+    }
+
+    /// A copy through the canonical encoding (`COPY`); `None` if it does
+    /// not load back, which a consistent mailbox always does.
+    pub fn copy_via_encoding(&self, batch: usize) -> Option<Mailbox> {
+        let (mut out, n) = Mailbox::decode_header(&self.encode_header())?;
+        let mut ok = true;
+        self.encode_messages(batch, |b| ok &= out.load_messages(b).is_some());
+        (ok && out.log.len() == n && out.archive_consistent()).then_some(out)
     }
 }

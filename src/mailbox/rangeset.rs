@@ -8,6 +8,8 @@ use std::collections::{btree_map, BTreeMap};
 
 const SMALL: usize = 16;
 
+/// A set of seqs (a device's offline messages) as disjoint inclusive
+/// ranges.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RangeSet {
     /// start, end (inclusive): sorted, disjoint and not adjacent.
@@ -24,7 +26,9 @@ impl Default for RangeSet {
 
 /// The ranges of a set, in order.
 pub enum Ranges<'a> {
+    /// Over a [`RangeSet::Small`].
     Small(std::slice::Iter<'a, (u64, u64)>),
+    /// Over a [`RangeSet::Big`].
     Big(btree_map::Range<'a, u64, u64>),
 }
 
@@ -39,10 +43,12 @@ impl Iterator for Ranges<'_> {
 }
 
 impl RangeSet {
+    /// Holds no seq.
     pub fn is_empty(&self) -> bool {
         self.range_count() == 0
     }
 
+    /// How many ranges (not seqs) it holds.
     pub fn range_count(&self) -> usize {
         match self {
             RangeSet::Small(v) => v.len(),
@@ -103,6 +109,7 @@ impl RangeSet {
         }
     }
 
+    /// Whether `v` is in the set.
     pub fn contains(&self, v: u64) -> bool {
         self.at_or_before(v).is_some_and(|(_, e)| e >= v)
     }
@@ -148,6 +155,7 @@ impl RangeSet {
         true
     }
 
+    /// The lowest seq; `None` when the set is empty.
     pub fn first(&self) -> Option<u64> {
         match self {
             RangeSet::Small(r) => r.first().map(|&(s, _)| s),
@@ -155,6 +163,7 @@ impl RangeSet {
         }
     }
 
+    /// The highest seq; `None` when the set is empty.
     pub fn last(&self) -> Option<u64> {
         match self {
             RangeSet::Small(r) => r.last().map(|&(_, e)| e),
@@ -183,7 +192,8 @@ impl RangeSet {
         self.ranges_starting_from(0)
     }
 
-    /// Rebuilds from persisted ranges; refuses overlapping or unordered ones.
+    /// Rebuilds from persisted ranges; `None` on unordered, overlapping or
+    /// adjacent ones, or one that ends before it starts.
     pub fn from_ranges(list: impl IntoIterator<Item = (u64, u64)>) -> Option<RangeSet> {
         let mut set = RangeSet::default();
         let mut prev: Option<u64> = None;

@@ -2,15 +2,16 @@
 
 use super::guard;
 use crate::log;
-use crate::reply::{self, error, Reply};
+use crate::reply::{self, error, Answer};
 use redis_module::{raw, Context, RedisString};
 use smallvec::SmallVec;
 use std::ffi::CStr;
 use std::mem::ManuallyDrop;
 use std::os::raw::c_int;
 
-/// A command's handler: the server's arguments in, the reply out.
-pub type Handler = fn(&Context, &[RedisString]) -> Reply;
+/// A command's handler: the server's arguments in, the reply (or error
+/// reply) out.
+pub type Handler = fn(&Context, &[RedisString]) -> Answer;
 
 /// The reply of a command whose handler panicked (the panic is in the
 /// server log, and counted in `INFO im` as `panics`).
@@ -58,13 +59,84 @@ pub unsafe fn dispatch(
         },
         || {
             if let Some(key) = args.get(1) {
-                super::debug_panic(key.as_slice());
+                crate::panics::debug_panic(key.as_slice());
             }
-            handler(&context, args)
+            handler(&context, args).unwrap_or_else(|e| e)
         },
     );
     guard("a reply", || (), || reply::send(&context, &r));
     raw::REDISMODULE_OK as c_int
+}
+
+/// Runs a subcommand's handler (`IM.OFFLINE PAGE ...`) on its arguments
+/// from the subcommand's name on, so that it reads them as the handler of
+/// the dotted command (`IM.OFFLINE.PAGE ...`) does.
+///
+/// # Safety
+/// As [`dispatch`].
+pub unsafe fn dispatch_subcommand(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    handler: Handler,
+) -> c_int {
+    if argv.is_null() || argc < 1 {
+        return dispatch(ctx, argv, argc, handler);
+    }
+    dispatch(ctx, argv.add(1), argc - 1, handler)
+}
+
+/// Makes `name` a container command and `subs` its subcommands (Redis
+/// 7.0+: `RedisModule_CreateSubcommand`); false, logged, when the server
+/// refuses.
+pub fn register_container(
+    ctx: &Context,
+    name: &CStr,
+    subs: &[(&CStr, raw::RedisModuleCmdFunc, &CStr, i32, CommandInfo)],
+) -> bool {
+    // SAFETY: at load time, with the module's context.
+    unsafe {
+        let (Some(create), Some(get), Some(create_sub)) = (
+            raw::RedisModule_CreateCommand,
+            raw::RedisModule_GetCommand,
+            raw::RedisModule_CreateSubcommand,
+        ) else {
+            return true;
+        };
+        if create(ctx.get_raw(), name.as_ptr(), None, c"".as_ptr(), 0, 0, 0)
+            != raw::REDISMODULE_OK as c_int
+        {
+            log::warning(&format!("redis-im: could not register {name:?}"));
+            return false;
+        }
+        let parent = get(ctx.get_raw(), name.as_ptr());
+        if parent.is_null() {
+            return false;
+        }
+        for (sub, func, flags, key, info) in subs {
+            if create_sub(
+                parent,
+                sub.as_ptr(),
+                *func,
+                flags.as_ptr(),
+                *key,
+                *key,
+                *key,
+            ) != raw::REDISMODULE_OK as c_int
+            {
+                log::warning(&format!("redis-im: could not register {name:?} {sub:?}"));
+                return false;
+            }
+            let full = format!("{}|{}", name.to_string_lossy(), sub.to_string_lossy());
+            let Ok(full) = std::ffi::CString::new(full) else {
+                return false;
+            };
+            if !info.register(ctx, &full) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// What `COMMAND INFO` and `COMMAND DOCS` tell of a command, set with
@@ -72,9 +144,12 @@ pub unsafe fn dispatch(
 pub struct CommandInfo {
     /// As in `COMMAND INFO`: N exactly, -N at least N (the name counts).
     pub arity: i32,
-    /// `REDISMODULE_CMD_KEY_*` flags of the one key, the argument after
-    /// the name; 0 for a keyless command.
+    /// `REDISMODULE_CMD_KEY_*` flags of the one key; 0 for a keyless
+    /// command.
     pub key_flags: u32,
+    /// Where the key is in the arguments (1: after the name; 2: after a
+    /// container command's name and the subcommand's).
+    pub key_pos: i32,
     pub summary: &'static CStr,
     pub complexity: &'static CStr,
 }
@@ -111,7 +186,7 @@ impl CommandInfo {
                 specs[0].flags = u64::from(self.key_flags);
                 specs[0].begin_search_type =
                     raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
-                specs[0].bs.index.pos = 1;
+                specs[0].bs.index.pos = self.key_pos;
                 specs[0].find_keys_type =
                     raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
                 specs[0].fk.range = raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {

@@ -59,7 +59,14 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Option<Mailbox> {
             return None;
         }
     }
-    (mb.log.len() == n).then_some(mb)
+    if mb.log.len() != n {
+        return None;
+    }
+    if let Err(why) = mb.consistent() {
+        log::warning(&format!("redis-im: a mailbox refused on load: {why}"));
+        return None;
+    }
+    Some(mb)
 }
 
 /// # Safety
@@ -186,14 +193,6 @@ unsafe extern "C" fn free(value: *mut c_void) {
     );
 }
 
-/// Copies through the canonical encoding (used by `COPY`).
-fn clone_mailbox(mb: &Mailbox) -> Option<Mailbox> {
-    let (mut out, n) = Mailbox::decode_header(&mb.encode_header())?;
-    let mut ok = true;
-    mb.encode_messages(BATCH, |b| ok &= out.load_messages(b).is_some());
-    (ok && out.log.len() == n).then_some(out)
-}
-
 /// # Safety
 /// `value` is a mailbox created by this module.
 unsafe extern "C" fn copy(
@@ -203,7 +202,7 @@ unsafe extern "C" fn copy(
 ) -> *mut c_void {
     let mb = &*value.cast::<Mailbox>();
     guard("copying a mailbox", ptr::null_mut, || {
-        match clone_mailbox(mb) {
+        match mb.copy_via_encoding(BATCH) {
             Some(c) => {
                 metrics::mailbox_added(&c);
                 Box::into_raw(Box::new(c)).cast()
@@ -218,10 +217,27 @@ unsafe extern "C" fn copy(
 ///
 /// # Safety
 /// Called by the server with a valid key option context.
-unsafe extern "C" fn unlink(_ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+unsafe extern "C" fn unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
     if value.is_null() {
         return;
     }
     let mb = &*value.cast::<Mailbox>();
-    guard("unlinking a mailbox", || (), || crate::sweep::forget(mb));
+    let name = raw::RedisModule_GetKeyNameFromOptCtx.map_or(std::ptr::null(), |f| f(ctx));
+    let db = raw::RedisModule_GetDbIdFromOptCtx.map_or(0, |f| f(ctx));
+    if !name.is_null() {
+        let key = redis_module::RedisString::string_as_slice(name as *mut _);
+        guard(
+            "noting a mailbox that leaves",
+            || (),
+            || crate::losses::unlinked(key, db, mb),
+        );
+    }
+    guard(
+        "unlinking a mailbox",
+        || (),
+        || {
+            crate::timer::forget(mb);
+            crate::archive::forget(mb);
+        },
+    );
 }

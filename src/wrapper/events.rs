@@ -12,10 +12,8 @@
 //! None of them writes data: a callback outside a client's command that
 //! wrote would propagate while the server may be pausing writes (SPEC §5).
 
-use super::datatype::MAILBOX_TYPE;
 use super::guard;
-use crate::mailbox::Mailbox;
-use crate::{log, propagation, server, sweep};
+use crate::{archive, doctor, keyspace, log, losses, propagation, server, timer};
 use redis_module::{raw, Context, RedisString};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
@@ -63,7 +61,9 @@ pub fn subscribe(ctx: &Context) -> bool {
         raw::RedisModule_SubscribeToKeyspaceEvents.is_some_and(|f| {
             f(
                 ctx.get_raw(),
-                raw::REDISMODULE_NOTIFY_GENERIC,
+                raw::REDISMODULE_NOTIFY_GENERIC
+                    | raw::REDISMODULE_NOTIFY_EXPIRED
+                    | raw::REDISMODULE_NOTIFY_EVICTED,
                 Some(on_keyspace_event),
             ) == raw::REDISMODULE_OK as c_int
         })
@@ -98,8 +98,17 @@ unsafe extern "C" fn on_flush(
     ctx: *mut raw::RedisModuleCtx,
     _eid: raw::RedisModuleEvent,
     subevent: u64,
-    _data: *mut c_void,
+    data: *mut c_void,
 ) {
+    if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_START && !data.is_null() {
+        let db = (*data.cast::<raw::RedisModuleFlushInfo>()).dbnum;
+        let ctx = Context::new(ctx);
+        guard(
+            "counting what a flush empties",
+            || (),
+            || flushing(&ctx, db),
+        );
+    }
     if subevent == raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
         let ctx = Context::new(ctx);
         guard(
@@ -143,9 +152,9 @@ unsafe extern "C" fn on_role_changed(
         || {
             propagation::recheck();
             if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
-                sweep::arm(&ctx);
+                timer::arm(&ctx);
             } else {
-                sweep::disarm(&ctx);
+                timer::disarm(&ctx);
             }
         },
     );
@@ -158,6 +167,7 @@ const TIMER_SETTINGS: &[&[u8]] = &[
     b"im.device-idle",
     b"im.retention",
     b"im.archive",
+    b"im.mailbox-idle",
 ];
 
 /// # Safety
@@ -188,26 +198,38 @@ unsafe extern "C" fn on_config_changed(
         || (),
         || {
             propagation::recheck();
+            doctor::warn_settings(&ctx);
             if names.iter().any(|n| TIMER_SETTINGS.contains(n)) {
                 rebuild(&ctx);
             } else if names.contains(&&b"im.sweep-interval"[..]) {
-                sweep::arm(&ctx);
+                timer::arm(&ctx);
             }
         },
     );
 }
 
-/// A fork or a replica coming or going: writes may have somewhere to go now.
+/// A fork or a replica coming or going: writes may have somewhere to go
+/// now, and the safety of the settings may have changed.
 ///
 /// # Safety
-/// Called by the server on its main thread.
+/// Called by the server on its main thread with a valid context.
 unsafe extern "C" fn on_propagation_event(
-    _ctx: *mut raw::RedisModuleCtx,
-    _eid: raw::RedisModuleEvent,
+    ctx: *mut raw::RedisModuleCtx,
+    eid: raw::RedisModuleEvent,
     _subevent: u64,
     _data: *mut c_void,
 ) {
-    guard("a replication event", || (), propagation::recheck);
+    let ctx = Context::new(ctx);
+    guard(
+        "a replication event",
+        || (),
+        || {
+            propagation::recheck();
+            if eid.id == raw::REDISMODULE_EVENT_REPLICA_CHANGE {
+                doctor::warn_settings(&ctx);
+            }
+        },
+    );
 }
 
 /// A mailbox that arrives under a new name keeps its deadlines.
@@ -225,91 +247,96 @@ unsafe extern "C" fn on_keyspace_event(
         return raw::REDISMODULE_OK as c_int;
     }
     let event = CStr::from_ptr(event).to_bytes();
+    let ctx = Context::new(ctx);
+    let key = RedisString::string_as_slice(key);
     if matches!(event, b"rename_to" | b"move_to" | b"copy_to" | b"restore") {
-        let ctx = Context::new(ctx);
-        let key = RedisString::string_as_slice(key);
         guard(
             "scheduling a mailbox that arrived",
             || (),
-            || sweep::key_arrived(&ctx, key),
+            || key_arrived(&ctx, key),
         );
     }
+    // A mailbox given a TTL can be evicted under volatile-* policies.
+    if event == b"expire" {
+        guard(
+            "noting a mailbox's TTL",
+            || (),
+            || {
+                let name = server::string(&ctx, key);
+                if matches!(keyspace::read(&ctx, &name), Ok(Some(_))) {
+                    doctor::mailbox_ttl_seen();
+                    doctor::warn_settings(&ctx);
+                }
+            },
+        );
+    }
+    // Why a mailbox that just left did (counted when lost, SPEC §8).
+    guard(
+        "counting a mailbox that left",
+        || (),
+        || losses::notified(event, key, server::selected_db(&ctx)),
+    );
+    // Valkey 8.1 runs this callback on the client of the command and
+    // selects the event's db on it without selecting it back
+    // (valkey-io/valkey#4024): after `MOVE`, whose `move_from` comes on the
+    // client's own db and `move_to` on the other, the client is put back.
+    match event {
+        b"move_from" => MOVE_FROM_DB.set(Some(server::selected_db(&ctx))),
+        b"move_to" => {
+            if let Some(db) = MOVE_FROM_DB.take() {
+                server::select_db(&ctx, db);
+            }
+        }
+        _ => {}
+    }
     raw::REDISMODULE_OK as c_int
+}
+
+thread_local! {
+    /// The db of the last `move_from` event (see `on_keyspace_event`).
+    static MOVE_FROM_DB: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+}
+
+/// A mailbox arrived under a new name (`RENAME`, `MOVE`, `COPY`,
+/// `RESTORE`): it is scheduled there. A copy has no entry; a moved mailbox
+/// lost its old one when it left its old name.
+fn key_arrived(ctx: &Context, key: &[u8]) {
+    let name = server::string(ctx, key);
+    if let Ok(Some(mb)) = keyspace::read(ctx, &name) {
+        timer::forget(mb);
+        timer::reschedule(ctx, key, mb);
+        archive::scanned(server::selected_db(ctx), key, mb);
+    }
+}
+
+/// A flush of `db` (-1: every db) is about to empty it: its mailboxes are
+/// counted as deleted by an operator.
+fn flushing(ctx: &Context, db: i32) {
+    let (mut mailboxes, mut messages) = (0u64, 0u64);
+    let mut count = |_: i32, _: &[u8], mb: &crate::mailbox::Mailbox| {
+        mailboxes += 1;
+        messages += mb.log.len();
+        true
+    };
+    if db < 0 {
+        super::scan::all_mailboxes(ctx, &mut count);
+    } else {
+        super::scan::mailboxes(ctx, db, &mut |k, mb| count(db, k, mb));
+    }
+    losses::flushed(mailboxes, messages);
 }
 
 /// Rebuilds the timer's schedule from every mailbox in every database
 /// (after a load, a flush, `SWAPDB` or a change of the timer's settings),
 /// then arms the timer.
 pub fn rebuild(ctx: &Context) {
-    struct Scan {
-        settings: crate::mailbox::timer::TimerSettings,
-        db: i32,
-    }
-    /// # Safety
-    /// Called by `RedisModule_Scan` with a valid key and `data` the `Scan`.
-    unsafe extern "C" fn on_key(
-        _ctx: *mut raw::RedisModuleCtx,
-        name: *mut raw::RedisModuleString,
-        key: *mut raw::RedisModuleKey,
-        data: *mut c_void,
-    ) {
-        if key.is_null() || name.is_null() || data.is_null() {
-            return;
-        }
-        let scan = &*data.cast::<Scan>();
-        let (Some(get_type), Some(get_value)) = (
-            raw::RedisModule_ModuleTypeGetType,
-            raw::RedisModule_ModuleTypeGetValue,
-        ) else {
-            return;
-        };
-        if get_type(key) != *MAILBOX_TYPE.raw_type.borrow() {
-            return;
-        }
-        let value = get_value(key);
-        if value.is_null() {
-            return;
-        }
-        let mb = &*value.cast::<Mailbox>();
-        let key_name = RedisString::string_as_slice(name);
-        guard(
-            "scheduling a mailbox",
-            || (),
-            || sweep::schedule_scanned(scan.db, key_name, mb, &scan.settings),
-        );
-    }
-    let _keep = server::KeepDb::new(ctx);
-    sweep::clear_schedule();
-    let (Some(create), Some(scan_fn), Some(destroy)) = (unsafe {
-        (
-            raw::RedisModule_ScanCursorCreate,
-            raw::RedisModule_Scan,
-            raw::RedisModule_ScanCursorDestroy,
-        )
-    }) else {
-        return;
-    };
-    let mut db = 0;
-    while server::select_db(ctx, db) {
-        let mut scan = Scan {
-            settings: sweep::settings(),
-            db,
-        };
-        // SAFETY: the cursor is made, used and destroyed here; the scan
-        // state outlives the scan.
-        unsafe {
-            let cursor = create();
-            while scan_fn(
-                ctx.get_raw(),
-                cursor,
-                Some(on_key),
-                (&mut scan as *mut Scan).cast(),
-            ) != 0
-            {}
-            destroy(cursor);
-        }
-        db += 1;
-    }
-    drop(_keep);
-    sweep::arm(ctx);
+    timer::clear();
+    archive::clear();
+    let settings = timer::settings();
+    super::scan::all_mailboxes(ctx, &mut |db, key, mb| {
+        timer::schedule_scanned(db, key, mb, &settings);
+        archive::scanned(db, key, mb);
+        true
+    });
+    timer::arm(ctx);
 }

@@ -1,20 +1,30 @@
 //! im-bench: the load driver and benchmark suite of redis-im.
 //!
-//! `im-bench suite [--quick] --module PATH --work DIR --md FILE --svg FILE`
-//! starts one redis-server with the module and measures, side by side on
-//! that server, redis-im against the seed's key layout (driven from the
-//! client and as Lua scripts), streams, and plain HSET/PING as ceilings;
-//! then writes a Markdown report and an SVG plot.
+//! `im-bench suite [--quick] --module PATH --work DIR --json FILE --md FILE
+//! --svg FILE` starts one redis-server with the module and measures, side
+//! by side on that server, redis-im against the seed's key layout (driven
+//! from the client and as Lua scripts), streams, and plain HSET/PING as
+//! ceilings; then writes the results as JSON, a Markdown report and an SVG
+//! plot.
+//!
+//! `im-bench render --json FILE [--md FILE] [--svg FILE]` writes the report
+//! and the plot of results kept as JSON, running nothing.
 
+mod catchup;
 mod load;
-mod report;
+mod markdown;
+#[cfg(test)]
+mod render_test;
 mod resp;
+mod results;
 mod server;
+mod svg;
 mod workloads;
 
 use load::{Plan, Stats};
-use report::*;
 use resp::{Conn, Val};
+use results::*;
+use serde::{Deserialize, Serialize};
 use server::Server;
 use std::io;
 use std::path::PathBuf;
@@ -46,7 +56,7 @@ fn fail(msg: impl Into<String>) -> io::Error {
 }
 
 /// Sizes of the run (`--quick` makes everything smaller).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Params {
     pub quick: bool,
     /// Operations per throughput measurement.
@@ -324,7 +334,8 @@ impl Suite {
                     "store  redis-benchmark  {label:<50} {rate:>10.0} ops/s  (run {})",
                     r + 1
                 ));
-                self.res.measure(Section::Store, label, TOOL_RB, rate);
+                self.res
+                    .measure(Section::Store, label, Tool::RedisBenchmark, rate);
             }
             for (label, setup, kind, online) in &drv_cases {
                 self.reset(*setup, "user:", users)?;
@@ -337,7 +348,7 @@ impl Suite {
                     r + 1
                 ));
                 self.res
-                    .measure(Section::Store, label, TOOL_DRIVER, st.rate());
+                    .measure(Section::Store, label, Tool::Driver, st.rate());
             }
         }
         Ok(())
@@ -390,7 +401,7 @@ impl Suite {
                     r + 1
                 ));
                 self.res
-                    .measure(Section::Cycle, label, TOOL_DRIVER, st.rate());
+                    .measure(Section::Cycle, label, Tool::Driver, st.rate());
             }
             // The same without pipelining: a thread per connection, each
             // command waiting for its reply (the seed's blocking client).
@@ -406,7 +417,7 @@ impl Suite {
                     r + 1
                 ));
                 self.res
-                    .measure(Section::CycleSync, label, TOOL_DRIVER, st.rate());
+                    .measure(Section::CycleSync, label, Tool::Driver, st.rate());
             }
         }
         Ok(())
@@ -823,12 +834,12 @@ impl Suite {
         self.res.sweep.timer_p99_us = on.run_p99_us;
         self.res.sweep.runs_per_sec = on.runs_per_sec;
         self.res.sweep.close_runs = on.close_runs;
-        self.res.sweep.quiet = (
-            quiet.run_p50_us,
-            quiet.run_p99_us,
-            quiet.run_max_us,
-            quiet.runs_seen,
-        );
+        self.res.sweep.quiet = QuietRuns {
+            p50_us: quiet.run_p50_us,
+            p99_us: quiet.run_p99_us,
+            max_us: quiet.run_max_us,
+            runs_seen: quiet.runs_seen,
+        };
         self.res.sweep.quiet_runs_per_sec = quiet.runs_per_sec;
         self.res.sweep.quiet_close_runs = quiet.close_runs;
         self.res.sweep.timer_runs_seen = on.runs_seen;
@@ -851,7 +862,7 @@ impl Suite {
         Ok(())
     }
 
-    fn latency_events(&mut self) -> io::Result<Vec<(String, i64, usize)>> {
+    fn latency_events(&mut self) -> io::Result<Vec<LatencyEvent>> {
         let v = self.admin.ok(&["LATENCY", "LATEST"])?;
         let mut out = Vec::new();
         for e in v.arr().unwrap_or_default() {
@@ -869,7 +880,11 @@ impl Suite {
                 .max()
                 .unwrap_or(0);
             let n = hist.arr().map_or(0, |h| h.len());
-            out.push((name, max.max(hmax), n));
+            out.push(LatencyEvent {
+                name,
+                max_ms: max.max(hmax),
+                samples: n,
+            });
         }
         Ok(out)
     }
@@ -939,7 +954,7 @@ impl Suite {
         };
         let slow = self.admin.ok(&["SLOWLOG", "GET", "1000"])?;
         self.admin.ok(&["SLOWLOG", "RESET"])?;
-        let mut slowest: Vec<(String, i64)> = Vec::new();
+        let mut slowest: Vec<SlowCommand> = Vec::new();
         for e in slow.arr().unwrap_or_default() {
             let Some(e) = e.arr() else { continue };
             let us = e.get(2).and_then(|v| v.int()).unwrap_or(0);
@@ -950,12 +965,12 @@ impl Suite {
                 .and_then(|n| n.bytes())
                 .map(|n| String::from_utf8_lossy(n).to_uppercase())
                 .unwrap_or_default();
-            match slowest.iter_mut().find(|(n, _)| *n == name) {
-                Some(x) => x.1 = x.1.max(us),
-                None => slowest.push((name, us)),
+            match slowest.iter_mut().find(|c| c.name == name) {
+                Some(c) => c.max_us = c.max_us.max(us),
+                None => slowest.push(SlowCommand { name, max_us: us }),
             }
         }
-        slowest.sort_by_key(|x| -x.1);
+        slowest.sort_by_key(|c| -c.max_us);
         Ok(StallSample {
             load_rate: st.rate(),
             probe_max_ms: rtts.iter().cloned().fold(0.0, f64::max),
@@ -1044,7 +1059,7 @@ struct StallSample {
     /// Runs that came less than 20 ms after the one before.
     close_runs: u64,
     /// SLOWLOG (> 1 ms) during the run: command and its longest µs.
-    slowest: Vec<(String, i64)>,
+    slowest: Vec<SlowCommand>,
 }
 
 pub fn percentile(v: &[f64], p: f64) -> f64 {
@@ -1151,9 +1166,10 @@ fn machine(module: &std::path::Path, appendonly: bool) -> Vec<(String, String)> 
 
 fn usage() -> ! {
     eprintln!(
-        "usage: im-bench suite [--quick] --module PATH [--work DIR] [--md FILE] [--svg FILE]\n\
+        "usage: im-bench suite [--quick] --module PATH [--work DIR] [--json FILE] [--md FILE] [--svg FILE]\n\
          \x20                    [--ops N] [--repeats R] [--conns C] [--depth D] [--appendonly]\n\
-         \x20                    [--only stores,cycles,memory,paging,timer,rdb]"
+         \x20                    [--only stores,cycles,memory,paging,timer,rdb,catchup]\n\
+         \x20      im-bench render --json FILE [--md FILE] [--svg FILE]"
     );
     std::process::exit(2);
 }
@@ -1161,18 +1177,43 @@ fn usage() -> ! {
 fn main() {
     elapsed_total();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(|s| s.as_str()) != Some("suite") {
-        usage();
+    let done = match args.first().map(|s| s.as_str()) {
+        Some("suite") => suite(&suite_args(&args[1..])),
+        Some("render") => render_cmd(&args[1..]),
+        _ => usage(),
+    };
+    if let Err(e) = done {
+        eprintln!("im-bench: {e}");
+        std::process::exit(1);
     }
+}
+
+/// What `suite` is to do: the sizes, the phases, where things go.
+struct SuiteArgs {
+    p: Params,
+    phases: Vec<String>,
+    module: PathBuf,
+    work: PathBuf,
+    out: Outputs,
+    appendonly: bool,
+}
+
+/// Where a run's results go: the JSON, the report and the plot.
+struct Outputs {
+    json: PathBuf,
+    md: PathBuf,
+    svg: PathBuf,
+}
+
+fn suite_args(args: &[String]) -> SuiteArgs {
     let mut quick = false;
     let mut appendonly = false;
     let mut module = None;
     let mut work = PathBuf::from("run-data/bench");
-    let mut md = None;
-    let mut svg = None;
+    let (mut json, mut md, mut svg) = (None, None, None);
     let mut overrides: Vec<(String, String)> = Vec::new();
     let mut only: Option<String> = None;
-    let mut it = args[1..].iter();
+    let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().unwrap_or_else(|| usage());
         match a.as_str() {
@@ -1180,6 +1221,7 @@ fn main() {
             "--appendonly" => appendonly = true,
             "--module" => module = Some(PathBuf::from(val())),
             "--work" => work = PathBuf::from(val()),
+            "--json" => json = Some(PathBuf::from(val())),
             "--md" => md = Some(PathBuf::from(val())),
             "--svg" => svg = Some(PathBuf::from(val())),
             "--only" => only = Some(val()),
@@ -1188,6 +1230,23 @@ fn main() {
         }
     }
     let Some(module) = module else { usage() };
+    let out = Outputs {
+        json: json.unwrap_or_else(|| work.join("bench.json")),
+        md: md.unwrap_or_else(|| work.join("bench.md")),
+        svg: svg.unwrap_or_else(|| work.join("bench.svg")),
+    };
+    SuiteArgs {
+        p: params(quick, overrides),
+        phases: phases(only),
+        module,
+        work,
+        out,
+        appendonly,
+    }
+}
+
+/// The run's sizes: `--quick`'s or the full ones, and the options given.
+fn params(quick: bool, overrides: Vec<(String, String)>) -> Params {
     let mut p = Params::new(quick);
     for (k, v) in overrides {
         let n: u64 = v.parse().unwrap_or_else(|_| usage());
@@ -1199,8 +1258,11 @@ fn main() {
             _ => {}
         }
     }
-    let md = md.unwrap_or_else(|| work.join("bench.md"));
-    let svg = svg.unwrap_or_else(|| work.join("bench.svg"));
+    p
+}
+
+/// The phases `--only` names (all of them without it).
+fn phases(only: Option<String>) -> Vec<String> {
     let phases: Vec<String> = only
         .map(|o| o.split(',').map(|s| s.trim().to_string()).collect())
         .unwrap_or_else(|| PHASES.iter().map(|s| s.to_string()).collect());
@@ -1211,39 +1273,67 @@ fn main() {
         );
         std::process::exit(2);
     }
-    match suite(p, &phases, &module, &work, &md, &svg, appendonly) {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("im-bench: {e}");
-            std::process::exit(1);
-        }
-    }
+    phases
 }
 
-const PHASES: &[&str] = &["stores", "cycles", "memory", "paging", "timer", "rdb"];
+/// `render`: the report and the plot of results a suite wrote, by default
+/// beside them (`bench.json` gives `bench.md` and `bench.svg`).
+fn render_cmd(args: &[String]) -> io::Result<()> {
+    let (mut json, mut md, mut svg) = (None, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().map(PathBuf::from).unwrap_or_else(|| usage());
+        match a.as_str() {
+            "--json" => json = Some(val()),
+            "--md" => md = Some(val()),
+            "--svg" => svg = Some(val()),
+            _ => usage(),
+        }
+    }
+    let Some(json) = json else { usage() };
+    let text =
+        std::fs::read_to_string(&json).map_err(|e| fail(format!("{}: {e}", json.display())))?;
+    let r = Results::from_json(&text).map_err(|e| fail(format!("{}: {e}", json.display())))?;
+    let md = md.unwrap_or_else(|| json.with_extension("md"));
+    let svg = svg.unwrap_or_else(|| json.with_extension("svg"));
+    write_files(&[(&md, markdown::markdown(&r)), (&svg, svg::svg(&r))])?;
+    println!("{}", targets_text(&r));
+    Ok(())
+}
 
-fn suite(
-    p: Params,
-    phases: &[String],
-    module: &std::path::Path,
-    work: &std::path::Path,
-    md: &std::path::Path,
-    svg: &std::path::Path,
-    appendonly: bool,
-) -> io::Result<()> {
-    std::fs::create_dir_all(work)?;
-    let _ = std::fs::remove_file(work.join("bench.rdb"));
-    let _ = std::fs::remove_file(work.join("redis.log"));
-    let module = std::fs::canonicalize(module)?;
-    let work = std::fs::canonicalize(work)?;
+/// Writes each file, making its directory first.
+fn write_files(files: &[(&std::path::Path, String)]) -> io::Result<()> {
+    for (path, text) in files {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(path, text)?;
+    }
+    let names: Vec<String> = files.iter().map(|f| f.0.display().to_string()).collect();
+    log(format!("wrote {}", names.join(", ")));
+    Ok(())
+}
+
+/// In the order they run: `rdb` saves what `timer` left, `catchup`
+/// empties the server.
+const PHASES: &[&str] = &[
+    "stores", "cycles", "memory", "paging", "timer", "rdb", "catchup",
+];
+
+fn suite(a: &SuiteArgs) -> io::Result<()> {
+    std::fs::create_dir_all(&a.work)?;
+    let _ = std::fs::remove_file(a.work.join("bench.rdb"));
+    let _ = std::fs::remove_file(a.work.join("redis.log"));
+    let module = std::fs::canonicalize(&a.module)?;
+    let work = std::fs::canonicalize(&a.work)?;
     let _ = std::fs::remove_dir_all(work.join("appendonlydir"));
     let mut server = Server::new(&module, &work, server::free_port()?);
-    server.appendonly = appendonly;
+    server.appendonly = a.appendonly;
     server.start()?;
     let admin = Conn::connect(server.port)?;
     let mut s = Suite {
-        res: Results::new(machine(&module, appendonly), p.clone()),
-        p,
+        res: Results::new(machine(&module, a.appendonly), a.p.clone()),
+        p: a.p.clone(),
         server,
         admin,
         shas: Shas::default(),
@@ -1255,7 +1345,7 @@ fn suite(
     ));
     s.config_set("im.max-pending", 1_000_000_000)?;
     s.load_scripts()?;
-    let on = |name: &str| phases.iter().any(|p| p == name);
+    let on = |name: &str| a.phases.iter().any(|p| p == name);
     if on("stores") {
         s.stores()?;
     }
@@ -1274,18 +1364,18 @@ fn suite(
     if on("rdb") {
         s.rdb()?;
     }
+    if on("catchup") {
+        s.catchup()?;
+    }
     s.server.stop();
     s.res.total_secs = elapsed_total();
     s.res.evaluate();
-    if let Some(d) = md.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    if let Some(d) = svg.parent() {
-        std::fs::create_dir_all(d)?;
-    }
-    std::fs::write(md, report::markdown(&s.res))?;
-    std::fs::write(svg, report::svg(&s.res))?;
-    log(format!("wrote {} and {}", md.display(), svg.display()));
-    println!("{}", report::targets_text(&s.res));
+    let (r, out) = (&s.res, &a.out);
+    write_files(&[
+        (&out.json, r.to_json()?),
+        (&out.md, markdown::markdown(r)),
+        (&out.svg, svg::svg(r)),
+    ])?;
+    println!("{}", targets_text(r));
     Ok(())
 }

@@ -88,6 +88,11 @@ impl Server {
         }
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Ok(mut c) = Conn::connect(self.port) {

@@ -1,22 +1,26 @@
 //! What the timer owes a mailbox: when its next piece of work is due and,
 //! at a given time, which resends, expiries, idle devices and expired
-//! messages are due. Pure decisions; the sweep turns them into effects.
+//! messages are due (SPEC §5, §6). Pure decisions; the sweep turns them
+//! into effects. Times are Unix ms.
 
-use super::Mailbox;
+use super::{Effect, Mailbox};
 
-/// The settings the timer's decisions depend on.
+/// The settings the timer's decisions depend on (SPEC §7), in ms.
 #[derive(Clone, Copy, Debug)]
 pub struct TimerSettings {
-    /// 0: no resends.
+    /// `resend-interval`; 0: no resends.
     pub resend_interval: i64,
+    /// `ack-timeout`.
     pub ack_timeout: i64,
-    /// 0: devices are never forgotten.
+    /// `device-idle`; 0: devices are never forgotten.
     pub device_idle: i64,
-    /// 0: messages are kept forever.
+    /// `retention`; 0: messages are kept forever.
     pub retention: i64,
-    /// Retention hands messages to the archive queue instead of deleting
-    /// them; while no archive queue exists they stay.
+    /// `archive`: retention and `drop-oldest` hand messages to the archive
+    /// queue instead of deleting them, and idle mailboxes are evicted.
     pub archive: bool,
+    /// `mailbox-idle` (ms); 0: never. Eviction needs `archive`.
+    pub mailbox_idle: i64,
 }
 
 /// The work due in one mailbox.
@@ -29,16 +33,25 @@ pub struct DueWork {
     pub resend: Vec<(usize, Vec<u64>)>,
     /// Offline devices not seen for `device_idle`.
     pub forget: Vec<usize>,
-    /// Messages older than `retention`.
+    /// Messages older than `retention`, to delete (`archive no`).
     pub drop: Vec<u64>,
+    /// Messages older than `retention`, to queue for the archive
+    /// (`archive yes`).
+    pub queue: Vec<u64>,
+    /// The mailbox was idle for `mailbox-idle` (with `archive yes`): it is
+    /// evicted (and nothing else is done to it).
+    pub evict: bool,
 }
 
 impl DueWork {
+    /// Nothing is due.
     pub fn is_empty(&self) -> bool {
         self.expire.is_empty()
             && self.resend.is_empty()
             && self.forget.is_empty()
             && self.drop.is_empty()
+            && self.queue.is_empty()
+            && !self.evict
     }
 }
 
@@ -47,7 +60,34 @@ fn min_opt(a: Option<i64>, b: i64) -> Option<i64> {
 }
 
 impl Mailbox {
-    /// When the next piece of timer work in this mailbox is due.
+    /// True when applying `effects` cannot move the mailbox's next deadline
+    /// from the one the schedule holds for it, so that the schedule need
+    /// not be touched: stores appended to a non-empty log, each pending
+    /// only on devices that already wait for an older delivery. A new
+    /// delivery goes behind those (its seq and time are the highest), so
+    /// the oldest and least recently sent ones stay; the log's head and
+    /// every device's last-seen time stay as well. False whenever the
+    /// mailbox's schedule entry is not known.
+    pub fn keeps_due(&self, effects: &[Effect<'_>]) -> bool {
+        self.entry.get().due().is_some()
+            && !self.log.is_empty()
+            && effects.iter().all(|e| match e {
+                Effect::Store { message, pending } => {
+                    let (seq, ts) = (&message.seq, &message.ts);
+                    // Every last send is a store's time (at most the log's
+                    // latest) or a resend's (at most the last change's time).
+                    *seq >= self.next_seq
+                        && *ts >= self.touched
+                        && pending
+                            .iter()
+                            .all(|n| self.device(n).is_some_and(|d| !d.pending.is_empty()))
+                }
+                _ => false,
+            })
+    }
+
+    /// When the next piece of timer work in this mailbox is due (ms), under
+    /// the settings `s`; `None` when it has none.
     pub fn next_due(&self, s: &TimerSettings) -> Option<i64> {
         let mut due = None;
         for d in &self.devices {
@@ -63,17 +103,34 @@ impl Mailbox {
                 due = min_opt(due, d.last_seen.saturating_add(s.device_idle));
             }
         }
-        if s.retention > 0 && !s.archive {
-            if let Some((_, ts)) = self.log.head() {
-                due = min_opt(due, ts.saturating_add(s.retention));
+        if s.retention > 0 {
+            if let Some(m) = self.oldest_held() {
+                let from = m.ts.max(self.retention_floor());
+                due = min_opt(due, from.saturating_add(s.retention));
             }
         }
+        if let Some(at) = self.eviction_due(s) {
+            due = min_opt(due, at);
+        }
         due
+    }
+
+    /// When an idle mailbox is evicted (SPEC §6): `mailbox-idle` after it
+    /// was last changed, with `archive yes`, while it holds messages or
+    /// devices and is not evicted already.
+    fn eviction_due(&self, s: &TimerSettings) -> Option<i64> {
+        let holds = !self.devices.is_empty() || self.log.len() > self.queued_count();
+        (s.archive && s.mailbox_idle > 0 && holds && !self.is_evicted())
+            .then(|| self.touched.saturating_add(s.mailbox_idle))
     }
 
     /// The work due at `now`, at most about `limit` items of it.
     pub fn due_work(&self, now: i64, s: &TimerSettings, limit: usize) -> DueWork {
         let mut w = DueWork::default();
+        if self.eviction_due(s).is_some_and(|at| at <= now) {
+            w.evict = true;
+            return w;
+        }
         let mut budget = limit.max(1);
         for (i, d) in self.devices.iter().enumerate() {
             if budget == 0 {
@@ -101,12 +158,17 @@ impl Mailbox {
                 w.forget.push(i);
             }
         }
-        if s.retention > 0 && !s.archive {
-            for m in self.log.iter_from(0) {
-                if budget == 0 || m.ts.saturating_add(s.retention) > now {
+        if s.retention > 0 {
+            let floor = self.retention_floor();
+            for m in self.held_from(0) {
+                if budget == 0 || m.ts.max(floor).saturating_add(s.retention) > now {
                     break;
                 }
-                w.drop.push(m.seq);
+                if s.archive {
+                    w.queue.push(m.seq);
+                } else {
+                    w.drop.push(m.seq);
+                }
                 budget -= 1;
             }
         }
@@ -116,7 +178,7 @@ impl Mailbox {
 
 #[cfg(test)]
 mod tests {
-    use super::super::log::IdSpec;
+    use super::super::log::{IdSpec, Message};
     use super::super::Effect;
     use super::*;
 
@@ -126,6 +188,7 @@ mod tests {
         device_idle: 10_000,
         retention: 100_000,
         archive: false,
+        mailbox_idle: 0,
     };
 
     fn stored(now: i64) -> Mailbox {
@@ -142,11 +205,13 @@ mod tests {
             mb.apply(
                 ts,
                 &Effect::Store {
-                    seq: mb.next_seq,
-                    ts,
-                    flags: 0,
-                    id: IdSpec::Own(id.as_bytes()),
-                    stanza: b"<message/>",
+                    message: Message {
+                        seq: mb.next_seq,
+                        ts,
+                        flags: 0,
+                        id: IdSpec::Own(id.as_bytes()),
+                        stanza: b"<message/>",
+                    },
                     pending: smallvec::smallvec![&b"p"[..]],
                 },
             );

@@ -1,0 +1,668 @@
+//! The Markdown report of a run's results.
+
+use crate::results::*;
+use crate::workloads::STANZA_BYTES;
+use std::fmt::Write;
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn events_text(e: &[LatencyEvent]) -> String {
+    if e.is_empty() {
+        return "none".into();
+    }
+    e.iter()
+        .map(|e| format!("{}: max {} ms ({} samples)", e.name, e.max_ms, e.samples))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn slow_text(v: &[SlowCommand]) -> String {
+    if v.is_empty() {
+        return "none".into();
+    }
+    v.iter()
+        .map(|c| format!("{} {}", c.name, thousands(c.max_us as f64)))
+        .collect::<Vec<_>>()
+        .join(", ")
+        + " µs"
+}
+
+/// The report: one section after the other.
+pub fn markdown(r: &Results) -> String {
+    let sections: [fn(&mut String, &Results); 13] = [
+        title, machine, how, targets, stores, api_cost, cycles, memory, paging, timer, catchup,
+        rdb, plot,
+    ];
+    let mut s = String::new();
+    for section in sections {
+        section(&mut s, r);
+    }
+    s
+}
+
+/// The title and what wrote the report.
+fn title(w: &mut String, r: &Results) {
+    let p = &r.p;
+    let _ = writeln!(w, "# redis-im benchmarks\n");
+    let _ = writeln!(
+        w,
+        "Written by `scripts/bench` (driver: `bench/driver`){}. Every number below comes from one run, on one \
+         redis-server with the module loaded, in {:.0} s.\n",
+        if p.quick { " **with `--quick`: a smoke run with small sizes, not the reference numbers**" } else { "" },
+        r.total_secs
+    );
+}
+
+/// The machine and the server, as recorded at the start.
+fn machine(w: &mut String, r: &Results) {
+    let _ = writeln!(w, "## Machine\n\n| | |\n|---|---|");
+    for (k, v) in &r.machine {
+        let _ = writeln!(w, "| {} | {} |", k, md_cell(v));
+    }
+}
+
+/// How the throughput is measured: the run's sizes.
+fn how(w: &mut String, r: &Results) {
+    let p = &r.p;
+    let _ = writeln!(w, "\n## How\n");
+    let _ = writeln!(
+        w,
+        "- Payload: a {STANZA_BYTES}-byte chat stanza, `<message xmlns='jabber:client' from='bob@example.com/phone' \
+         to='alice@example.com' type='chat' id='x…'><body>…</body></message>`, whose `id` attribute is the unique \
+         message id (26 bytes), the same for every variant.\n\
+         - Throughput: {} operations per measurement, {} connections, pipeline depth {}, {} users \
+         (`user:<12 digits>`, device `phone`), median of {} run(s) (range shown); the server is emptied \
+         (`FLUSHALL`) and the users prepared before each run. Single commands are timed with `redis-benchmark` \
+         (`-r {}`, ids from `__rand_int__`) and, for comparison, with the driver (one thread driving all \
+         connections in lock step); everything with more than one command per operation with the driver only.\n\
+         - A cycle is one message stored and then acknowledged by the device: the ack is sent in the round after \
+         the store's reply came back; a cycle counts when its ack's reply is read.\n\
+         - `im.max-pending` is raised to 10⁹ for the whole run so that no device is kicked by the load; \
+         the timer is off (`sweep-interval 0`) except in the stall test{}.\n",
+        thousands(p.ops as f64),
+        p.conns,
+        p.depth,
+        p.users,
+        p.repeats,
+        p.users,
+        if r.catchup.is_some() {
+            " and the flows of expiries (which have the default timer settings and `max-pending`)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// The targets and their verdicts.
+fn targets(w: &mut String, r: &Results) {
+    let _ = writeln!(
+        w,
+        "## Targets\n\n| target | measured | ratio | goal | result |\n|---|---|---:|---|---|"
+    );
+    for t in &r.targets {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.2} | {} | **{}** |",
+            md_cell(&t.name),
+            md_cell(&t.measured),
+            t.ratio,
+            t.goal,
+            if t.pass { "PASS" } else { "FAIL" }
+        );
+    }
+}
+
+/// Single stores: redis-benchmark and the driver side by side.
+fn stores(w: &mut String, r: &Results) {
+    let _ = writeln!(
+        w,
+        "\n## Store throughput (operations/s)\n\n| variant | commands | redis-benchmark | range | driver | range |\n|---|---:|---:|---|---:|---|"
+    );
+    let store_rows = [
+        (L_PING, 1),
+        (L_HSET, 1),
+        (L_IM_ON, 1),
+        (L_IM_OFF, 1),
+        (L_SEED_ON, 2),
+        (L_SEED_OFF, 2),
+        (L_LUA_ON, 1),
+        (L_LUA_OFF, 1),
+        (L_XADD, 1),
+    ];
+    for (label, cmds) in store_rows {
+        let cell = |tool: Tool| match r.get(Section::Store, label, tool) {
+            Some(m) => (thousands(m.median()), spread(m)),
+            None => ("-".into(), "-".into()),
+        };
+        let (a, ar) = cell(Tool::RedisBenchmark);
+        let (b, br) = cell(Tool::Driver);
+        let _ = writeln!(
+            w,
+            "| {} | {cmds} | {a} | {ar} | {b} | {br} |",
+            md_cell(label)
+        );
+    }
+}
+
+/// What the module API itself costs (only when both API commands ran).
+fn api_cost(w: &mut String, r: &Results) {
+    let one = r.rate(Section::Store, L_API_ONE, Tool::RedisBenchmark);
+    let many = r.rate(Section::Store, L_API_MANY, Tool::RedisBenchmark);
+    if one > 0.0 && many > 0.0 {
+        let per_call_ns = (1e9 / many - 1e9 / one) / 16.0;
+        let _ = writeln!(
+            w,
+            "\n### What the module API itself costs\n\n\
+             | module command (redis-benchmark) | operations/s | µs per operation |\n|---|---:|---:|\n\
+             | {} | {} | {:.2} |\n| {} | {} | {:.2} |\n\n\
+             Each reply call beyond the first costs {per_call_ns:.0} ns here. `IM.STORE` answers \
+             `[seq, id, [devices...]]` with five calls (one device) where `HSET` answers with one.",
+            md_cell(L_API_ONE),
+            thousands(one),
+            1e6 / one,
+            md_cell(L_API_MANY),
+            thousands(many),
+            1e6 / many,
+        );
+    }
+}
+
+/// Store + ack cycles, pipelined and not.
+fn cycles(w: &mut String, r: &Results) {
+    let p = &r.p;
+    let _ = writeln!(
+        w,
+        "\n## Store + ack cycle (cycles/s, driver)\n\n\
+         Pipelined: {} connections, {} cycles in flight on each (all of a stage's commands sent together). \
+         Unpipelined: {} threads with a connection each, every command waiting for its reply, as a blocking \
+         client does ({} cycles per run).\n\n\
+         | variant | commands per cycle | pipelined | range | redis-im is | unpipelined | range | redis-im is |\n\
+         |---|---:|---:|---|---:|---:|---|---:|",
+        p.conns,
+        p.depth,
+        p.conns,
+        thousands((p.ops / 4) as f64)
+    );
+    let im = r.rate(Section::Cycle, L_CYCLE_IM, Tool::Driver);
+    let im_sync = r.rate(Section::CycleSync, L_CYCLE_IM, Tool::Driver);
+    for (label, cmds) in [
+        (L_CYCLE_IM, 2),
+        (L_CYCLE_SEED, 6),
+        (L_CYCLE_LUA, 2),
+        (L_CYCLE_STREAM, 3),
+    ] {
+        let cell = |sec: Section, base: f64| match r.get(sec, label, Tool::Driver) {
+            Some(m) => format!(
+                "{} | {} | {:.2}×",
+                thousands(m.median()),
+                spread(m),
+                base / m.median()
+            ),
+            None => "- | - | -".into(),
+        };
+        let _ = writeln!(
+            w,
+            "| {} | {cmds} | {} | {} |",
+            md_cell(label),
+            cell(Section::Cycle, im),
+            cell(Section::CycleSync, im_sync)
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nThe stream variant keeps every entry after `XACK` (deleting it would take an `XDEL` more); the others \
+         leave nothing behind, which the driver checks after each run."
+    );
+}
+
+/// Memory per stored message.
+fn memory(w: &mut String, r: &Results) {
+    let p = &r.p;
+    let _ = writeln!(
+        w,
+        "\n## Memory per stored message\n\n{} messages over {} users; `used_memory` after minus before \
+         (users' devices, sets and streams included), divided by the messages.\n\n\
+         | layout | bytes/message | × stanza ({STANZA_BYTES} B) | of which: per user before any message | per message after the users |\n\
+         |---|---:|---:|---:|---:|",
+        thousands(p.mem_msgs as f64),
+        thousands(p.mem_users as f64)
+    );
+    for m in &r.memory {
+        let _ = writeln!(
+            w,
+            "| {} | {:.0} | {:.2} | {} | {:.0} |",
+            md_cell(&m.label),
+            m.bytes_per_msg,
+            m.bytes_per_msg / STANZA_BYTES as f64,
+            if m.per_user != 0.0 {
+                format!("{:.0}", m.per_user)
+            } else {
+                "-".into()
+            },
+            m.per_msg_after_users
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nThe Lua variant stores the same keys as the seed layout, so it costs the same."
+    );
+}
+
+/// A page of offline messages from two mailbox sizes.
+fn paging(w: &mut String, r: &Results) {
+    let p = &r.p;
+    let (sm, bg) = (count_name(p.page_small), count_name(p.page_big));
+    let _ = writeln!(
+        w,
+        "\n## Offline retrieval: a page of 100 messages from the middle\n\nOne user whose only device is offline, \
+         {sm} and {bg} messages; the page starts after the middle message. Client round-trip time in µs over {} \
+         requests (one at a time, after 20 warm-up requests; the two mailboxes take turns in blocks of 50, so that \
+         the machine's other load falls on both alike), and the server's own time per request \
+         (`INFO commandstats`). The seed layout takes two round trips (the ids, then 100 pipelined `HGETALL`).\n\n\
+         | layout | {sm}: median | p99 | server | {bg}: median | p99 | server | {bg} / {sm}: median | server |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        p.page_reps
+    );
+    for row in &r.paging {
+        let (a, b) = (&row.small, &row.big);
+        let _ = writeln!(
+            w,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            md_cell(&row.label),
+            a.median,
+            a.p99,
+            a.server,
+            b.median,
+            b.p99,
+            b.server,
+            b.median / a.median,
+            b.server / a.server
+        );
+    }
+}
+
+/// The timer: `IM.SWEEP` alone, then the timer's runs and the stall they
+/// cause under a load.
+fn timer(w: &mut String, r: &Results) {
+    let (p, sw) = (&r.p, &r.sweep);
+    let _ = writeln!(
+        w,
+        "\n## The timer\n\n{} users, one online device each, {} pending deliveries; `ack-timeout` one day; \
+         `resend-interval` set so that exactly {} deliveries (stored {} ms before the others) are due. \
+         `IM.SWEEP` has no budget: it does all that is due, and its duration is `im_sweep_last_us`.\n",
+        thousands(p.sweep_users as f64),
+        thousands(sw.pending as f64),
+        thousands(sw.due as f64),
+        1500
+    );
+    let _ = writeln!(w, "| measurement | value |\n|---|---|");
+    sweep_rows(w, sw);
+    timer_rows(w, sw, &r.stall);
+    stall_rows(w, r);
+    let _ = writeln!(
+        w,
+        "\nThe stall is the longest time the event loop is held by the timer: the longest latency event or the \
+         longest run, whichever is larger (Redis has no latency event for module timers). The probe's \
+         round-trip times also hold the client's own scheduling on {} cores, so they are shown, not judged.",
+        r.machine.iter().find(|(k, _)| k == "nproc").map_or("?", |(_, v)| v.as_str())
+    );
+}
+
+/// `IM.SWEEP` with no budget, with and without the deliveries not due.
+fn sweep_rows(w: &mut String, sw: &SweepRes) {
+    let _ = writeln!(
+        w,
+        "| `IM.SWEEP`, {} pending, all {} due (reply `resent` = {}) | {} µs ({:.2} µs per resend) |",
+        thousands(sw.due as f64),
+        thousands(sw.due as f64),
+        thousands(sw.due as f64),
+        thousands(sw.alone_us as f64),
+        sw.alone_us as f64 / sw.due as f64
+    );
+    let _ = writeln!(
+        w,
+        "| `IM.SWEEP`, {} pending, {} due (reply `resent` = {}) | {} µs ({:.2} µs per resend) |",
+        thousands(sw.pending as f64),
+        thousands(sw.due as f64),
+        thousands(sw.due as f64),
+        thousands(sw.mixed_us as f64),
+        sw.mixed_us as f64 / sw.due as f64
+    );
+    let _ = writeln!(
+        w,
+        "| the same work with 100× more not-due deliveries costs | {:.2}× |",
+        sw.mixed_us as f64 / sw.alone_us as f64
+    );
+}
+
+/// The timer's runs during the load and with no load.
+fn timer_rows(w: &mut String, sw: &SweepRes, st: &StallRes) {
+    let _ = writeln!(
+        w,
+        "| timer (`sweep-interval 100`, `sweep-budget {}`) during a {:.0} s load, the {} not-due deliveries \
+         falling due meanwhile | {} runs, {} resends ({:.0} per run){} |",
+        sw.budget_us,
+        st.secs,
+        thousands((sw.pending - sw.due) as f64),
+        sw.timer_runs,
+        thousands(sw.timer_resent as f64),
+        sw.timer_resent as f64 / sw.timer_runs.max(1) as f64,
+        if sw.backlog_left { ", work still due at the end: every run had a full budget's worth" } else { "" }
+    );
+    let _ = writeln!(
+        w,
+        "| timer runs' durations (`im_sweep_last_us` polled every 5 ms; {} of {} runs seen): median / p99 / longest | {} / {} / {} µs |",
+        sw.timer_runs_seen,
+        sw.timer_runs,
+        thousands(sw.timer_p50_us as f64),
+        thousands(sw.timer_p99_us as f64),
+        thousands(sw.timer_max_us as f64)
+    );
+    let _ = writeln!(
+        w,
+        "| timer runs per second (`sweep-interval 100`: 10 expected), and runs less than 20 ms after the previous one | {:.1}/s, {} |",
+        sw.runs_per_sec, sw.close_runs
+    );
+    let _ = writeln!(
+        w,
+        "| the same timer with no load at all ({} runs seen): median / p99 / longest; runs per second | {} / {} / {} µs; {:.1}/s, {} runs less than 20 ms after the previous |",
+        sw.quiet.runs_seen,
+        thousands(sw.quiet.p50_us as f64),
+        thousands(sw.quiet.p99_us as f64),
+        thousands(sw.quiet.max_us as f64),
+        sw.quiet_runs_per_sec,
+        sw.quiet_close_runs
+    );
+}
+
+/// What the load and the server saw while the timer ran, and without it.
+fn stall_rows(w: &mut String, r: &Results) {
+    let (p, st) = (&r.p, &r.stall);
+    let _ = writeln!(
+        w,
+        "| `im_sweep_longest_us` (since start: includes the unbudgeted `IM.SWEEP` calls above) | {} µs |",
+        thousands(st.longest_us as f64)
+    );
+    let _ = writeln!(
+        w,
+        "| `LATENCY LATEST`/`HISTORY` (`latency-monitor-threshold 1`), timer on | {} |",
+        events_text(&st.events)
+    );
+    let _ = writeln!(
+        w,
+        "| the same, timer off | {} |",
+        events_text(&st.base_events)
+    );
+    let _ = writeln!(
+        w,
+        "| `SLOWLOG` (commands over 1 ms), timer on / off | {} / {} |",
+        slow_text(&st.slow_on),
+        slow_text(&st.slow_off)
+    );
+    let _ = writeln!(
+        w,
+        "| load: `IM.STORE`+`IM.ACK` cycles on 100 other users, paced at {} cycles/s, achieved, timer off / on | {} / {} cycles/s |",
+        thousands(p.stall_rate),
+        thousands(st.load_rate_off),
+        thousands(st.load_rate_on)
+    );
+    let _ = writeln!(
+        w,
+        "| `PING` probe beside the load (one every ms), p99 / max, timer off | {:.2} / {:.2} ms |",
+        st.probe_p99_off_ms, st.probe_max_off_ms
+    );
+    let _ = writeln!(
+        w,
+        "| the same, timer on | {:.2} / {:.2} ms |",
+        st.probe_p99_on_ms, st.probe_max_on_ms
+    );
+}
+
+/// The timer under steady flows of expiries, and a client beside it.
+fn catchup(w: &mut String, r: &Results) {
+    let Some(c) = &r.catchup else { return };
+    let _ = writeln!(
+        w,
+        "\n## The timer under steady flows of expiries\n\n\
+         Deliveries fall due at a steady rate, each flow on an emptied server with the default timer settings \
+         (`sweep-interval` 100 ms, `sweep-budget` 1,000 µs, `sweep-effort` 25 %, `push-events yes`) but \
+         `ack-timeout` {} ms and `resend-interval` 0. A producer ({} connections, pipelined) stores for {:.0} s at \
+         the flow's rate, each delivery pending on a device it connected (`IM.CONNECT ... NODE bench`) just before: \
+         *kick per delivery*, a fresh user and device for every delivery, so that every delivery costs the timer \
+         a kick; *{} per device*, bursts of {} deliveries in one pipeline to one of a few thousand devices (each \
+         comes back for its next burst every {:.0} s), so that one kick expires {} deliveries. A subscriber on \
+         `im:events:bench` takes the time of each `kick` event as it arrives.\n\n\
+         - Lag: the kick's arrival minus the delivery's deadline, its store's time (a `TIME` sent in the same \
+         pipeline just before it) + `ack-timeout`. A kick expires every delivery pending on its device, and \
+         names the oldest (its `seq`): in the many kind, the burst it began, all stored in the same \
+         pipeline; every expiry is counted (`im_expired`), and the kicks the subscriber saw are checked against \
+         `im_kicked`. The lowest lag of a flow ({:.2} to {:.2} ms here) is the measure's own offset: the module \
+         counts time in whole ms, and may expire a delivery up to 1 ms before its exact deadline.\n\
+         - Steady state: the deliveries falling due from {:.0} s after the flow's start to its end ({:.0} s); \
+         the timer's share of a core is its runs' time in that window (Δ`im_sweep_us_total`) over the \
+         window's.\n\
+         - Saturates: the backlog grows, seen as the lag of the deliveries due in the window's last second \
+         exceeding that of its first second by more than {:.0} ms (or deliveries left unexpired {:.0} s after \
+         the producer stopped); the rate the timer then expired is its ceiling.\n",
+        c.ack_timeout_ms,
+        c.conns,
+        c.flow_secs,
+        c.per_device,
+        c.per_device,
+        c.period_secs,
+        c.per_device,
+        c.flows.iter().map(|f| f.lag_min_ms).fold(0.0, f64::min),
+        c.flows.iter().map(|f| f.lag_min_ms).fold(f64::NEG_INFINITY, f64::max),
+        c.window_from_secs,
+        c.flow_secs,
+        LAG_GROWTH_MS,
+        c.drain_max_secs
+    );
+    let _ = writeln!(
+        w,
+        "| deliveries due/s | kind | stored/s | kicks due/s | expired | lag p50 (ms) | p99 | max | timer: % of a core | saturates? |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    );
+    for f in &c.flows {
+        let mut sat = if !f.keeps_up() {
+            format!(
+                "**yes**: expired {}/s at most, lag {:.0} → {:.0} ms{}",
+                thousands(f.expiry_rate()),
+                f.lag_first_ms,
+                f.lag_last_ms,
+                if f.missing > 0 {
+                    format!(", {} never expired", thousands(f.missing as f64))
+                } else {
+                    String::new()
+                }
+            )
+        } else {
+            "no".into()
+        };
+        if !f.reached() {
+            sat += " (rate not reached)";
+        }
+        let _ = writeln!(
+            w,
+            "| {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {sat} |",
+            thousands(f.rate),
+            kind_name(f.kind, c.per_device),
+            thousands(f.achieved),
+            thousands(f.kick_rate()),
+            thousands(f.expired as f64),
+            f.lag_p50_ms,
+            f.lag_p99_ms,
+            f.lag_max_ms,
+            f.cpu_pct()
+        );
+    }
+    let saturated: Vec<String> = c
+        .flows
+        .iter()
+        .filter(|f| !f.keeps_up())
+        .map(|f| {
+            format!(
+                "{}/s {} (the timer expired {}/s at most)",
+                thousands(f.rate),
+                kind_name(f.kind, c.per_device),
+                thousands(f.expiry_rate())
+            )
+        })
+        .collect();
+    let short: Vec<String> = c
+        .flows
+        .iter()
+        .filter(|f| !f.reached())
+        .map(|f| {
+            format!(
+                "{}/s {} (stored {}/s)",
+                thousands(f.rate),
+                kind_name(f.kind, c.per_device),
+                thousands(f.achieved)
+            )
+        })
+        .collect();
+    // The timer's ceiling as its cost per kick in the fastest kick per
+    // delivery flow that kept up gives it.
+    let ceiling = c
+        .flows
+        .iter()
+        .filter(|f| f.kind == FlowKind::KickEach && f.keeps_up() && f.timer_us > 0)
+        .max_by(|a, b| a.rate.total_cmp(&b.rate))
+        .map(|f| {
+            format!(
+                " At the timer's cost per kick in the {}/s flow with a kick per delivery ({:.2} µs), `sweep-effort` \
+                 {} % would allow about {} kicks/s: the ceiling this projects, not one measured.",
+                thousands(f.rate),
+                f.us_per_kick(),
+                c.sweep_effort_pct,
+                thousands((c.sweep_effort_pct as f64 * 1e4 / f.us_per_kick() / 1000.0).round() * 1000.0)
+            )
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        w,
+        "\n{}{}",
+        if saturated.is_empty() {
+            format!("No flow saturated the timer.{ceiling}")
+        } else {
+            format!("Saturated: {}.", saturated.join("; "))
+        },
+        if short.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " Short of their rate (the producer stored less than {:.0} % of it): {}.",
+                REACHED * 100.0,
+                short.join("; ")
+            )
+        }
+    );
+    let _ = writeln!(
+        w,
+        "\nThe load beside the timer, over the same windows: the timer's runs per second (10 at rest, up to 250 \
+         when behind), its time per kick (a kick expires one delivery or a burst), the server's main thread on a CPU and runnable but waiting for one \
+         (`/proc/<pid>/schedstat`: the machine's other load shows there), the producer's thread on a CPU over \
+         the flow, and how long after the producer stopped nothing was pending any more (`ack-timeout` + the \
+         lag).\n\n\
+         | deliveries due/s | kind | timer runs/s | timer µs per kick | server: on a CPU | waiting for a CPU | producer: on a CPU | drained after |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for f in &c.flows {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.0} | {:.2} | {:.0} % | {:.0} % | {:.0} % | {:.2} s |",
+            thousands(f.rate),
+            kind_name(f.kind, c.per_device),
+            f.runs_per_sec(),
+            f.us_per_kick(),
+            f.server_cpu_pct,
+            f.server_wait_pct,
+            f.producer_cpu_pct,
+            f.drain_secs
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nA concurrent client: one more connection doing `IM.STORE` to its own mailbox (its device offline), \
+         one request at a time, round-trip times over the window; first with the timer idle (no flow, {:.0} s).\n\n\
+         | concurrent client | requests | p50 (ms) | p99 | max |\n|---|---:|---:|---:|---:|\n\
+         | timer idle, no flow | {} | {:.3} | {:.3} | {:.2} |",
+        c.idle.secs,
+        thousands(c.idle.requests as f64),
+        c.idle.p50_ms,
+        c.idle.p99_ms,
+        c.idle.max_ms
+    );
+    if let Some(l) = &c.stores_only {
+        let _ = writeln!(
+            w,
+            "| beside the stores of the {}/s kick-per-delivery flow, `ack-timeout` a day (timer idle) | {} | {:.3} | {:.3} | {:.2} |",
+            thousands(CLIENT_AT),
+            thousands(l.requests as f64),
+            l.p50_ms,
+            l.p99_ms,
+            l.max_ms
+        );
+    }
+    for f in &c.flows {
+        if let Some(l) = &f.client {
+            let _ = writeln!(
+                w,
+                "| during the {}/s flow, {} | {} | {:.3} | {:.3} | {:.2} |",
+                thousands(f.rate),
+                kind_name(f.kind, c.per_device),
+                thousands(l.requests as f64),
+                l.p50_ms,
+                l.p99_ms,
+                l.max_ms
+            );
+        }
+    }
+}
+
+/// SAVE and the restart that loads it.
+fn rdb(w: &mut String, r: &Results) {
+    let rd = &r.rdb;
+    let _ = writeln!(
+        w,
+        "\n## RDB\n\nThe timer test's data ({} messages pending in {} keys): `SAVE`, then a restart that loads it.\n\n\
+         | messages | RDB bytes | bytes/message | `SAVE` | without compression: bytes, `SAVE` | load (log: \"DB loaded from disk\") | restart to first `PING` |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n\
+         | {} | {} | {:.0} | {:.2} s | {}, {:.2} s | {} | {:.2} s |",
+        thousands(rd.messages as f64),
+        thousands(rd.keys as f64),
+        thousands(rd.messages as f64),
+        thousands(rd.bytes as f64),
+        rd.bytes as f64 / rd.messages.max(1) as f64,
+        rd.save_secs,
+        thousands(rd.plain_bytes as f64),
+        rd.plain_secs,
+        rd.load_secs.map_or("-".into(), |s| format!("{s:.2} s")),
+        rd.startup_secs
+    );
+    let _ = writeln!(
+        w,
+        "\nThe restart loads the compressed file. Every stanza of the benchmark has the same text but its id, \
+         which LZF compresses far better than real chat; the uncompressed size is the honest upper bound."
+    );
+}
+
+/// The plot, beside the report.
+fn plot(w: &mut String, _: &Results) {
+    let _ = writeln!(w, "\n![benchmark plot](bench.svg)");
+}
+
+/// The lowest and highest of a measure's runs ("-" for a single run).
+fn spread(m: &Measure) -> String {
+    if m.runs.len() < 2 {
+        return "-".into();
+    }
+    let min = m.runs.iter().cloned().fold(f64::MAX, f64::min);
+    let max = m.runs.iter().cloned().fold(0.0, f64::max);
+    format!("{}–{}", thousands(min), thousands(max))
+}

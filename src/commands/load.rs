@@ -1,0 +1,45 @@
+//! IM.LOAD <user> HEAD|MSGS <blob>: a mailbox as an AOF rewrite writes it
+//! (the data type's `aof_rewrite`). Refused to clients.
+
+use super::apply::INTERNAL;
+use super::Answer;
+use crate::keyspace::Writer;
+use crate::mailbox::Mailbox;
+use crate::metrics::Gauges;
+use crate::reply::{error, Reply};
+use crate::{server, timer};
+use redis_module::{Context, RedisString};
+
+/// `HEAD` replaces the key with a mailbox holding the header's state;
+/// `MSGS` adds a batch of its messages.
+pub fn load(ctx: &Context, args: &[RedisString]) -> Answer {
+    let [_, user, part, blob] = args else {
+        return Err(Reply::WrongArity);
+    };
+    if !server::replicated_or_loading(ctx) {
+        return Err(error(INTERNAL));
+    }
+    let mut w = Writer::open(ctx, user)?;
+    let part = part.as_slice();
+    if part.eq_ignore_ascii_case(b"HEAD") {
+        let (mb, _) = Mailbox::decode_header(blob.as_slice())
+            .ok_or_else(|| error("ERR IM.LOAD HEAD does not decode"))?;
+        w.replace(mb);
+    } else if part.eq_ignore_ascii_case(b"MSGS") {
+        let mb = w
+            .mailbox_mut()
+            .ok_or_else(|| error("ERR IM.LOAD MSGS needs IM.LOAD HEAD first"))?;
+        let before = Gauges::of(mb);
+        let loaded = mb.load_messages(blob.as_slice());
+        before.update(&Gauges::of(mb));
+        loaded.ok_or_else(|| error("ERR IM.LOAD MSGS does not decode"))?;
+    } else {
+        return Err(error("ERR IM.LOAD takes HEAD or MSGS"));
+    }
+    if let Some(mb) = w.mailbox() {
+        timer::reschedule(ctx, user.as_slice(), mb);
+    }
+    crate::archive::changed(ctx, user.as_slice(), w.mailbox_mut());
+    ctx.replicate_verbatim();
+    Ok(Reply::Simple("OK"))
+}

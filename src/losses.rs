@@ -1,0 +1,104 @@
+//! Mailboxes that leave the keyspace behind the module's back (SPEC §8,
+//! "no silent loss"): by memory eviction or key expiry, counted in `INFO
+//! im` and logged at warning level with what they held; by an operator's
+//! `DEL`, `UNLINK`, overwrite or flush, counted apart.
+//!
+//! The server tells the module that a mailbox leaves (the type's `unlink`
+//! callback, with the value still there) before it tells why (the
+//! keyspace notification `evicted`, `expired`, `del`, ... that follows for
+//! the same key): the first is noted, the second decides. A mailbox the
+//! module deletes itself (emptied by a command or the timer) is not noted.
+
+use crate::mailbox::Mailbox;
+use crate::{log, metrics};
+use std::cell::{Cell, RefCell};
+
+/// A mailbox that just left: its key, db, messages and owed deliveries.
+struct Left {
+    key: Vec<u8>,
+    db: i32,
+    messages: u64,
+    owed: u64,
+}
+
+thread_local! {
+    static LEFT: RefCell<Option<Left>> = const { RefCell::new(None) };
+    /// The module is deleting an emptied mailbox itself.
+    static OWN_DELETE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, the module's own deletion of an emptied mailbox.
+pub fn own_delete<T>(f: impl FnOnce() -> T) -> T {
+    OWN_DELETE.with(|d| d.set(true));
+    let r = f();
+    OWN_DELETE.with(|d| d.set(false));
+    r
+}
+
+/// Deliveries the mailbox's devices still owe (pending and offline).
+fn owed(mb: &Mailbox) -> u64 {
+    mb.devices
+        .iter()
+        .map(|d| d.pending.len() as u64 + d.offline_count)
+        .sum()
+}
+
+/// A mailbox leaves the keyspace (`unlink`), for a reason told next.
+pub fn unlinked(key: &[u8], db: i32, mb: &Mailbox) {
+    if OWN_DELETE.with(Cell::get) {
+        return;
+    }
+    LEFT.with_borrow_mut(|l| {
+        *l = Some(Left {
+            key: key.to_vec(),
+            db,
+            messages: mb.log.len(),
+            owed: owed(mb),
+        })
+    });
+}
+
+/// The keyspace notification `event` for `key` in `db`: when it tells why
+/// a noted mailbox left, the loss is counted (and logged when the server
+/// threw the mailbox away).
+pub fn notified(event: &[u8], key: &[u8], db: i32) {
+    let Some(left) = LEFT.with_borrow_mut(|l| l.take_if(|l| l.key == key && l.db == db)) else {
+        return;
+    };
+    let messages = left.messages as i64;
+    match event {
+        b"evicted" => {
+            metrics::add(&metrics::LOST_EVICTED, 1);
+            metrics::add(&metrics::LOST_EVICTED_MESSAGES, messages);
+            warn("evicted by maxmemory-policy", &left);
+        }
+        b"expired" => {
+            metrics::add(&metrics::LOST_EXPIRED, 1);
+            metrics::add(&metrics::LOST_EXPIRED_MESSAGES, messages);
+            warn("expired (the key had a TTL)", &left);
+        }
+        // Moved, not lost.
+        b"rename_from" | b"move_from" => {}
+        _ => {
+            metrics::add(&metrics::DELETED, 1);
+            metrics::add(&metrics::DELETED_MESSAGES, messages);
+        }
+    }
+}
+
+fn warn(how: &str, l: &Left) {
+    log::warning(&format!(
+        "redis-im: mailbox '{}' (db {}) was {how}: {} messages and {} owed deliveries lost",
+        log::escape(&l.key, 128),
+        l.db,
+        l.messages,
+        l.owed
+    ));
+}
+
+/// A flush is about to empty a db (or all): its mailboxes count as
+/// deleted by the operator.
+pub fn flushed(mailboxes: u64, messages: u64) {
+    metrics::add(&metrics::DELETED, mailboxes as i64);
+    metrics::add(&metrics::DELETED_MESSAGES, messages as i64);
+}

@@ -1,0 +1,246 @@
+//! The timer (SPEC §5): one module timer, armed on the primary for the
+//! next deadline in the schedule (never sooner than `sweep-interval` after
+//! the last run), and the upkeep of that schedule as mailboxes change.
+//! What a run does is `sweep`; the callback itself is in `wrapper::timer`,
+//! handed over at load time ([`set_callback`]).
+
+use crate::config;
+use crate::mailbox::due::TimerSettings;
+use crate::mailbox::Mailbox;
+use crate::schedule::{self, KeyName, Schedule};
+use crate::{metrics, server};
+use redis_module::{raw, Context};
+use std::os::raw::c_void;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::{LazyLock, Mutex, MutexGuard, OnceLock};
+
+static SCHEDULE: LazyLock<Mutex<Schedule>> = LazyLock::new(Default::default);
+/// The armed timer: its id and when it fires (ms).
+static TIMER: Mutex<Option<(u64, i64)>> = Mutex::new(None);
+/// When the last run started (ms).
+static LAST_RUN: AtomicI64 = AtomicI64::new(0);
+/// The last run left due work undone (it ran out of budget): the timer is
+/// behind, and runs again sooner than `sweep-interval`.
+static BEHIND: AtomicBool = AtomicBool::new(false);
+/// The last run did some work: deadlines are flowing, and the next run
+/// comes after half an interval, so that what falls due waits at most
+/// that long (SPEC §5).
+static BUSY: AtomicBool = AtomicBool::new(false);
+/// The timer's callback (`wrapper::timer::on_timer`).
+static CALLBACK: OnceLock<raw::RedisModuleTimerProc> = OnceLock::new();
+
+/// Hands over the timer's callback (at load time).
+pub fn set_callback(callback: raw::RedisModuleTimerProc) {
+    let _ = CALLBACK.set(callback);
+}
+
+fn sched() -> MutexGuard<'static, Schedule> {
+    SCHEDULE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn gauge(s: &Schedule) {
+    metrics::SCHEDULE_SIZE.store(s.len() as i64, Relaxed);
+}
+
+/// The settings the timer's decisions depend on, as they are now.
+pub fn settings() -> TimerSettings {
+    TimerSettings {
+        resend_interval: config::get(&config::RESEND_INTERVAL),
+        ack_timeout: config::get(&config::ACK_TIMEOUT),
+        device_idle: config::get(&config::DEVICE_IDLE),
+        retention: config::get(&config::RETENTION),
+        archive: config::ARCHIVE.load(Relaxed),
+        mailbox_idle: config::get(&config::MAILBOX_IDLE),
+    }
+}
+
+/// Moves mailbox `key`'s (in the selected db) schedule entry to `due`.
+fn set_due(ctx: &Context, key: &[u8], mb: &Mailbox, due: Option<i64>) {
+    let mut s = sched();
+    s.set(&mb.entry, due, || {
+        schedule::key_name(server::selected_db(ctx), key)
+    });
+    gauge(&s);
+}
+
+/// Records when mailbox `key` (in the selected db) next needs the timer,
+/// and arms it.
+pub fn reschedule(ctx: &Context, key: &[u8], mb: &Mailbox) {
+    set_due(ctx, key, mb, mb.next_due(&settings()));
+    arm(ctx);
+}
+
+/// Schedules mailbox `key` (in the selected db) for `at` (ms), whatever
+/// its own deadlines: a mailbox whose visit failed is retried then.
+pub fn retry_at(ctx: &Context, key: &[u8], mb: &Mailbox, at: i64) {
+    forget(mb);
+    set_due(ctx, key, mb, Some(at));
+    arm(ctx);
+}
+
+/// After a change of mailbox `key` (`None`: it is gone, and its entry
+/// went with it): as [`reschedule`], skipped when the mailbox's due time
+/// is the one the schedule already holds.
+pub fn changed(ctx: &Context, key: &[u8], mb: Option<&Mailbox>) {
+    if let Some(m) = mb {
+        let due = m.next_due(&settings());
+        if m.entry.get().due() != Some(due) {
+            set_due(ctx, key, m, due);
+            arm(ctx);
+        }
+    }
+}
+
+/// A mailbox left the keyspace or is about to move (`unlink` callback).
+pub fn forget(mb: &Mailbox) {
+    let mut s = sched();
+    s.forget(&mb.entry);
+    gauge(&s);
+}
+
+/// Empties the schedule (before a rebuild from every mailbox).
+pub fn clear() {
+    let mut s = sched();
+    s.clear();
+    gauge(&s);
+}
+
+/// Schedules a mailbox found by the scan of a rebuild: its entry is made
+/// anew (the schedule was emptied).
+pub fn schedule_scanned(db: i32, key: &[u8], mb: &Mailbox, settings: &TimerSettings) {
+    mb.entry.set(schedule::Entry::Unknown);
+    let mut s = sched();
+    match mb.next_due(settings) {
+        Some(due) => s.set(&mb.entry, Some(due), || schedule::key_name(db, key)),
+        None => mb.entry.set(schedule::Entry::Idle),
+    }
+    gauge(&s);
+}
+
+/// Removes and answers the earliest entry due at or before `now`: its
+/// due time, entry id, and the mailbox's db and key.
+pub fn pop_due(now: i64) -> Option<(i64, u64, KeyName)> {
+    let mut s = sched();
+    let popped = s.pop_due(now);
+    gauge(&s);
+    popped
+}
+
+/// The earliest deadline in the schedule (ms).
+pub fn next_due() -> Option<i64> {
+    sched().next_due()
+}
+
+/// Arms the timer for the next deadline, no sooner than `sweep-interval`
+/// after the last run; nothing when there is nothing to wait for, or on a
+/// replica.
+pub fn arm(ctx: &Context) {
+    let interval = config::get(&config::SWEEP_INTERVAL);
+    let mut timer = TIMER.lock().unwrap_or_else(|e| e.into_inner());
+    let next = if interval == 0 { None } else { next_due() };
+    let Some(next) = next else {
+        if interval == 0 {
+            if let Some((id, _)) = timer.take() {
+                stop_timer(ctx, id);
+            }
+        }
+        return;
+    };
+    let gap = if BEHIND.load(Relaxed) {
+        catch_up_gap_ms().min(interval)
+    } else if BUSY.load(Relaxed) {
+        interval / 2
+    } else {
+        interval
+    };
+    let at = next.max(LAST_RUN.load(Relaxed).saturating_add(gap));
+    // The usual case, first: the armed timer fires in time.
+    if matches!(*timer, Some((_, fires)) if fires <= at) {
+        return;
+    }
+    if !server::is_primary(ctx) {
+        if let Some((id, _)) = timer.take() {
+            stop_timer(ctx, id);
+        }
+        return;
+    }
+    let now = server::now_ms();
+    let at = at.max(now);
+    match *timer {
+        Some((_, fires)) if fires <= at => return,
+        Some((id, _)) => stop_timer(ctx, id),
+        None => {}
+    }
+    let (Some(create), Some(&callback)) = (unsafe { raw::RedisModule_CreateTimer }, CALLBACK.get())
+    else {
+        return;
+    };
+    // SAFETY: a valid context; the callback lives as long as the module.
+    let id = unsafe { create(ctx.get_raw(), at - now, callback, std::ptr::null_mut()) };
+    *timer = Some((id, at));
+}
+
+fn stop_timer(ctx: &Context, id: u64) {
+    if let Some(stop) = unsafe { raw::RedisModule_StopTimer } {
+        let mut data: *mut c_void = std::ptr::null_mut();
+        // SAFETY: a valid context; an unknown id is refused, not a fault.
+        unsafe { stop(ctx.get_raw(), id, &mut data) };
+    }
+}
+
+/// Stops the timer (this server became a replica).
+pub fn disarm(ctx: &Context) {
+    if let Some((id, _)) = TIMER.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        stop_timer(ctx, id);
+    }
+}
+
+/// The timer fired: it is no longer armed. Noted first, before the run,
+/// whose own changes re-arm the timer, which must then wait a whole
+/// interval.
+pub fn fired() {
+    *TIMER.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    LAST_RUN.store(server::now_ms(), Relaxed);
+}
+
+/// The gap between runs (ms) while the timer is behind: a run of up to
+/// `sweep-budget` µs then a pause, so that the runs take at most
+/// `sweep-effort` % of the time (SPEC §5: while due work is overdue the
+/// timer runs sooner and more often, up to a set share of the CPU, as
+/// Redis's own active expiry does with `active-expire-effort`). 25 % and
+/// 1,000 µs: a run every 4 ms, 3 ms apart.
+pub fn catch_up_gap_ms() -> i64 {
+    let effort = config::get(&config::SWEEP_EFFORT).clamp(1, 100);
+    let budget_us = config::get(&config::SWEEP_BUDGET).max(1);
+    let gap_us = budget_us.saturating_mul(100 - effort) / effort;
+    (gap_us + 999) / 1000
+}
+
+/// Notes whether the run that just ended left due work undone, and
+/// whether it did any.
+pub fn ran(behind: bool, busy: bool) {
+    BEHIND.store(behind, Relaxed);
+    BUSY.store(busy, Relaxed);
+}
+
+/// Whether the last run left due work undone.
+pub fn is_behind() -> bool {
+    BEHIND.load(Relaxed)
+}
+
+/// How overdue the earliest deadline is at `now` (ms; 0 when nothing is
+/// overdue): the timer's lag (SPEC §5).
+pub fn lag_ms(now: i64) -> i64 {
+    next_due().map_or(0, |d| (now - d).max(0))
+}
+
+/// Whether a timer run does work now: on a primary, with the timer on.
+/// (A run while the server pauses writes does nothing: `sweep::run`.)
+pub fn runs_here(ctx: &Context) -> bool {
+    server::is_primary(ctx) && config::get(&config::SWEEP_INTERVAL) > 0
+}
+
+/// Most µs of work per timer run (`sweep-budget`).
+pub fn budget_us() -> u64 {
+    config::get(&config::SWEEP_BUDGET).max(1) as u64
+}
