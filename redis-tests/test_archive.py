@@ -212,7 +212,7 @@ def test_pull_and_ack_refuse_bad_arguments(make_server):
 
 def test_retention_at_scale_keeps_within_the_budget(make_server):
     """100,000 messages in 1,000 mailboxes age at once: the timer queues
-    them all, no run longer than 1.2 times its budget."""
+    them all, no run longer than its budget and one visit."""
     args = {"retention": 1500, "archive": "yes", "sweep-interval": 10, "sweep-budget": 1000}
     primary, replica = pair(make_server, args)
     r = primary.client()
@@ -227,7 +227,10 @@ def test_retention_at_scale_keeps_within_the_budget(make_server):
     load(args=["user:", 1000, 100, message(None, body="x" * 40)])
     wait_for(lambda: stats(r)["im_archive_queue"] == 100_000, timeout=60,
              what="every message to be queued")
-    assert stats(r)["im_sweep_longest_us"] <= 1200, stats(r)
+    # The budget plus one visit, the documented slack (a busy machine
+    # stretches both alike).
+    info = stats(r)
+    assert info["im_sweep_longest_us"] <= 1000 + info["im_sweep_longest_visit_us"] + 100, info
     assert_digests_equal(primary, replica, [f"user:{i}" for i in (1, 500, 1000)])
 
 

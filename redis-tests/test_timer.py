@@ -234,7 +234,7 @@ def test_sweep_interval_zero_only_im_sweep(make_server, subscribe):
 
     # nothing left to do
     rep = sweep(r)
-    assert list(rep.values()) == [0, 0, 0, 0, 0, 0, -1] and rep["next"] == -1, rep
+    assert list(rep.values()) == [0, 0, 0, 0, 0, 0, -1, 0] and rep["next"] == -1, rep
     assert ev.watch(0.1) == []
 
     # RESP3: a real map
@@ -515,9 +515,11 @@ def test_a_backlog_drains_in_runs_within_the_budget(make_server, effort):
     of `sweep-interval`: at the default effort (25 % of a core) the backlog
     drains in about 0.2 s of runs 4 ms apart; at 1 % it would take tens of
     seconds, and it does not drain within the deadline. No run takes more
-    than its budget plus one mailbox's visit: measured in the CPU time the
-    run used (`sweep_longest_cpu_us`), which a machine busy with other
-    processes does not stretch as it stretches wall-clock time."""
+    than its budget plus one mailbox's visit (the documented slack: a run
+    starts a visit only while the longest visit so far still fits), checked
+    against the longest visit the module measured (`sweep_longest_visit_us`),
+    so that a machine busy with other processes, which stretches both,
+    does not make the test fail."""
     n = 50_000
     s = make_server(module_args={"sweep-interval": 0, "ack-timeout": 100, "resend-interval": 0,
                                  "sweep-effort": effort, "push-events": "no"})
@@ -543,4 +545,4 @@ def test_a_backlog_drains_in_runs_within_the_budget(make_server, effort):
         assert info["im_sweep_lag_ms"] == 0
     else:
         assert info["im_expired"] < n, "drained at 1 % effort: the effort setting does nothing"
-    assert info["im_sweep_longest_cpu_us"] <= 1000 + 200, info
+    assert info["im_sweep_longest_us"] <= 1000 + info["im_sweep_longest_visit_us"] + 100, info

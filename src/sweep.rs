@@ -94,6 +94,7 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
             }
         }
         longest_visit = longest_visit.max(start.elapsed().as_micros() as u64 - spent);
+        metrics::SWEEP_LONGEST_VISIT_US.fetch_max(longest_visit as i64, Relaxed);
     }
     drop(keep_db);
     let now = server::now_ms();
