@@ -5,38 +5,8 @@ keyless IM.SWEEP acts on the node it is sent to."""
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from conftest import free_port
+from cluster import make_cluster
 from helpers import as_map, message, wait_for
-
-
-def make_cluster(make_server, n=3):
-    bus = [free_port() for _ in range(n)]
-    nodes = [
-        make_server(
-            module_args={"sweep-interval": 0},
-            extra_conf={
-                "cluster-enabled": "yes",
-                "cluster-node-timeout": 2000,
-                "cluster-port": bus[i],
-            },
-            name=f"node{i}",
-        )
-        for i in range(n)
-    ]
-    # Slots split evenly, nodes introduced to each other.
-    per = 16384 // n
-    for i, s in enumerate(nodes):
-        c = s.client()
-        first, last = i * per, (16383 if i == n - 1 else (i + 1) * per - 1)
-        c.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
-    for s, b in zip(nodes[1:], bus[1:]):
-        nodes[0].client().execute_command("CLUSTER", "MEET", "127.0.0.1", s.port, b)
-
-    def ready():
-        return all(s.client().execute_command("CLUSTER", "INFO").find(b"cluster_state:ok") >= 0 for s in nodes)
-
-    wait_for(ready, timeout=30, what="cluster state ok")
-    return nodes
 
 
 def test_key_positions_are_declared(server):
@@ -52,7 +22,7 @@ def test_key_positions_are_declared(server):
 
 
 def test_commands_route_in_a_real_cluster(make_server):
-    nodes = make_cluster(make_server)
+    nodes = make_cluster(make_server, 3, module_args={"sweep-interval": 0}).primaries
     rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", nodes[0].port)])
     users = [f"user{i}@example.com" for i in range(30)]
     for u in users:

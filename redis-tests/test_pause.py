@@ -18,7 +18,7 @@ from redis.backoff import ConstantBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
-from conftest import free_port
+from cluster import make_cluster
 from helpers import as_map, assert_digests_equal, digest, message, wait_for, wait_replica_synced
 
 # Deliveries fall due 300 ms after they are stored; the timer looks every 10 ms.
@@ -183,45 +183,10 @@ def test_shutdown_waiting_for_a_replica(make_server):
 # ------------------------------------------------------------ cluster
 
 def make_cluster_with_replicas(make_server, n=3, module_args=None):
-    """n primaries with a replica each; slots split evenly."""
-    bus = [free_port() for _ in range(2 * n)]
-    nodes = [
-        make_server(
-            module_args=module_args,
-            extra_conf={
-                "cluster-enabled": "yes",
-                "cluster-node-timeout": 3000,
-                "cluster-port": bus[i],
-                "appendonly": "yes",
-            },
-            name=f"node{i}",
-        )
-        for i in range(2 * n)
-    ]
-    primaries, replicas = nodes[:n], nodes[n:]
-    per = 16384 // n
-    for i, s in enumerate(primaries):
-        first, last = i * per, (16383 if i == n - 1 else (i + 1) * per - 1)
-        s.client().execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
-    for s, b in zip(nodes[1:], bus[1:]):
-        nodes[0].client().execute_command("CLUSTER", "MEET", "127.0.0.1", s.port, b)
-
-    def known():
-        return all(len(s.client().execute_command("CLUSTER", "NODES").splitlines()) == 2 * n
-                   for s in nodes)
-
-    wait_for(known, timeout=30, what="every node to know every other")
-    for p, rep in zip(primaries, replicas):
-        node_id = p.client().execute_command("CLUSTER", "MYID")
-        wait_for(lambda: rep.client().execute_command("CLUSTER", "REPLICATE", node_id),
-                 timeout=30, what="CLUSTER REPLICATE")
-
-    def ready():
-        return all(b"cluster_state:ok" in s.client().execute_command("CLUSTER", "INFO") for s in nodes) \
-            and all(rep.client().info("replication").get("master_link_status") == "up" for rep in replicas)
-
-    wait_for(ready, timeout=60, what="cluster state ok with replicas in sync")
-    return primaries, replicas
+    """n primaries with a replica each, the AOF on; slots split evenly."""
+    c = make_cluster(make_server, n, replicas=1, module_args=module_args,
+                     extra_conf={"appendonly": "yes"})
+    return c.primaries, c.replicas
 
 
 # The old primary keeps overdue work at hand: one mailbox per 5 ms run.

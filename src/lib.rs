@@ -6,6 +6,7 @@
 //! over to `commands/`.
 
 pub mod archive;
+pub mod cluster;
 pub mod codec;
 pub mod commands;
 pub mod config;
@@ -259,17 +260,24 @@ mod registration {
                 return Status::Err;
             }
         }
+        // Valkey 9's atomic slot migration refuses modules that do not
+        // declare they handle it (the timer leaves slots it does not own
+        // alone: `cluster`).
+        let asm = crate::cluster::has_atomic_slot_migration(ctx);
+        let options = raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32
+            | if asm {
+                crate::cluster::HANDLE_ATOMIC_SLOT_MIGRATION
+            } else {
+                0
+            };
         unsafe {
             if let Some(set) = raw::RedisModule_SetModuleOptions {
-                set(
-                    ctx.get_raw(),
-                    raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32,
-                );
+                set(ctx.get_raw(), options);
             }
         }
         crate::keyspace::set_mailbox_type(*MAILBOX_TYPE.raw_type.borrow());
         crate::timer::set_callback(Some(crate::wrapper::timer::on_timer));
-        if !crate::wrapper::events::subscribe(ctx) {
+        if !crate::wrapper::events::subscribe(ctx, asm) {
             return Status::Err;
         }
         crate::doctor::warn_settings(ctx);

@@ -58,6 +58,12 @@ pub fn unlinked(key: &[u8], db: i32, mb: &Mailbox) {
     });
 }
 
+/// Whether a mailbox that just left is noted under `key` in `db`, its
+/// reason still to come.
+pub fn noted(key: &[u8], db: i32) -> bool {
+    LEFT.with_borrow(|l| l.as_ref().is_some_and(|l| l.key == key && l.db == db))
+}
+
 /// The keyspace notification `event` for `key` in `db`: when it tells why
 /// a noted mailbox left, the loss is counted (and logged when the server
 /// threw the mailbox away).
@@ -77,8 +83,8 @@ pub fn notified(event: &[u8], key: &[u8], db: i32) {
             metrics::add(&metrics::LOST_EXPIRED_MESSAGES, messages);
             warn("expired (the key had a TTL)", &left);
         }
-        // Moved, not lost.
-        b"rename_from" | b"move_from" => {}
+        // Moved, not lost (`slot_moved`: its slot moves to another node).
+        b"rename_from" | b"move_from" | b"slot_moved" => {}
         _ => {
             metrics::add(&metrics::DELETED, 1);
             metrics::add(&metrics::DELETED_MESSAGES, messages);

@@ -42,6 +42,7 @@ metrics! {
     SCHEDULE_SIZE => "schedule_size",
     SWEEPS_PAUSED => "sweeps_paused",
     SWEEP_FAILURES => "sweep_failures",
+    SWEEP_NOT_OWNED => "sweep_not_owned",
     PANICS => "panics",
     LOST_EVICTED => "lost_evicted_mailboxes",
     LOST_EVICTED_MESSAGES => "lost_evicted_messages",

@@ -6,7 +6,7 @@ use crate::events::{self, Event};
 use crate::keyspace::{self, Propagate, Writer};
 use crate::mailbox::due::TimerSettings;
 use crate::mailbox::Effect;
-use crate::{log, metrics, schedule, server, timer};
+use crate::{cluster, log, metrics, schedule, server, timer};
 use redis_module::Context;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -50,6 +50,9 @@ pub struct Report {
 pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Report {
     let mut r = Report::default();
     if server::writes_paused() {
+        // A pause may hand slots over (an atomic slot migration's
+        // handover): which ones are this node's is read again after it.
+        cluster::invalidate();
         let now = server::now_ms();
         r.next = timer::next_due().map_or(-1, |d| (d - now).max(0));
         r.lag = timer::lag_ms(now);
@@ -77,7 +80,11 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
         };
         visited += 1;
         let (db, key) = schedule::split(&name);
-        if server::select_db(ctx, db) {
+        if !server::select_db(ctx, db) {
+            // A db the server no longer has: the entry goes with it.
+        } else if !cluster::owns(ctx, key) {
+            not_owned(ctx, key, (due, id), now);
+        } else {
             let mut part = Report::default();
             let ok = crate::panics::guard(
                 "a timer visit",
@@ -128,6 +135,24 @@ fn thread_cpu_us() -> i64 {
         return 0;
     }
     t.tv_sec * 1_000_000 + t.tv_nsec / 1000
+}
+
+/// A mailbox whose slot this node does not own (yet, or any more): left
+/// alone, looked at again [`cluster::NOT_OWNED_RETRY_MS`] later (its keys
+/// are removed when the slot's move ends, and the schedule with them).
+fn not_owned(ctx: &Context, key: &[u8], (due, id): (i64, u64), now: i64) {
+    metrics::add(&metrics::SWEEP_NOT_OWNED, 1);
+    let name = server::string(ctx, key);
+    if let Ok(Some(mb)) = keyspace::read(ctx, &name) {
+        if mb.entry.get() == (schedule::Entry::At { due, id }) {
+            timer::retry_at(
+                ctx,
+                key,
+                mb,
+                now.saturating_add(cluster::NOT_OWNED_RETRY_MS),
+            );
+        }
+    }
 }
 
 /// A visit failed (its panic is logged): the mailbox is named in the log

@@ -61,6 +61,11 @@ fn pull(ctx: &Context, count: u64, lease_ms: i64) -> Vec<Reply> {
             break;
         }
         let (_, key) = schedule::split(&c.name);
+        // A mailbox whose slot is not this node's (an atomic slot
+        // migration's copy on its target) is handed out by its owner.
+        if !crate::cluster::owns(ctx, key) {
+            continue;
+        }
         let name = server::string(ctx, key);
         let Ok(Some(mb)) = keyspace::read(ctx, &name) else {
             continue;

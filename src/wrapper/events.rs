@@ -7,20 +7,35 @@
 //! - a fork, a replica coming or going, a role or configuration change:
 //!   whether writes propagate is looked up again (`propagation`);
 //! - a mailbox arriving under a new name (`RENAME`, `MOVE`, `COPY`,
-//!   `RESTORE`): it is scheduled there.
+//!   `RESTORE`): it is scheduled there;
+//! - Valkey 9's atomic slot migration starting, completing or aborting:
+//!   which slots the timer may act on is read again (`cluster`).
 //!
 //! None of them writes data: a callback outside a client's command that
 //! wrote would propagate while the server may be pausing writes (SPEC §5).
 
 use super::guard;
-use crate::{archive, doctor, keyspace, log, losses, propagation, server, timer};
+use crate::{archive, cluster, doctor, keyspace, log, losses, propagation, server, timer};
 use redis_module::{raw, Context, RedisString};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
 
-/// Subscribes to every event above; false (with a warning logged) when the
+/// Subscribes to every event above (the slot migration events with
+/// `slot_migration`: on Valkey 9+); false (with a warning logged) when the
 /// server refused one.
-pub fn subscribe(ctx: &Context) -> bool {
+pub fn subscribe(ctx: &Context, slot_migration: bool) -> bool {
+    if slot_migration {
+        let event = raw::RedisModuleEvent {
+            id: cluster::EVENT_ATOMIC_SLOT_MIGRATION,
+            dataver: 1,
+        };
+        if raw::subscribe_to_server_event(ctx.get_raw(), event, Some(on_slot_migration))
+            == raw::Status::Err
+        {
+            log::warning("redis-im: could not subscribe to atomic slot migration events");
+            return false;
+        }
+    }
     let events: [(u64, raw::RedisModuleEventCallback); 7] = [
         (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
         (raw::REDISMODULE_EVENT_FLUSHDB, Some(on_flush)),
@@ -151,11 +166,52 @@ unsafe extern "C" fn on_role_changed(
         || (),
         || {
             propagation::recheck();
+            cluster::invalidate();
             if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
                 timer::arm(&ctx);
             } else {
                 timer::disarm(&ctx);
             }
+        },
+    );
+}
+
+/// An atomic slot migration (Valkey 9+) started, completed or aborted,
+/// importing or exporting: the slots it imports are left alone by the
+/// timer until they are this node's; ownership is read again.
+///
+/// # Safety
+/// Called by the server on its main thread with a valid context; `data`
+/// is a `ValkeyModuleAtomicSlotMigrationInfoV1`.
+unsafe extern "C" fn on_slot_migration(
+    ctx: *mut raw::RedisModuleCtx,
+    _eid: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut c_void,
+) {
+    let info = data.cast::<cluster::SlotMigrationInfo>();
+    let ranges: Vec<(u16, u16)> = match info.as_ref() {
+        Some(i) if !i.slot_ranges.is_null() => {
+            std::slice::from_raw_parts(i.slot_ranges, i.num_slot_ranges as usize)
+                .iter()
+                .map(|r| (r.start.clamp(0, 16383) as u16, r.end.clamp(0, 16383) as u16))
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    let ctx = Context::new(ctx);
+    guard(
+        "a slot migration event",
+        || (),
+        || {
+            match subevent {
+                cluster::SUBEVENT_IMPORT_STARTED => cluster::import_started(&ranges),
+                cluster::SUBEVENT_IMPORT_COMPLETED | cluster::SUBEVENT_IMPORT_ABORTED => {
+                    cluster::import_ended(&ranges)
+                }
+                _ => cluster::invalidate(),
+            }
+            timer::arm(&ctx);
         },
     );
 }
@@ -270,11 +326,18 @@ unsafe extern "C" fn on_keyspace_event(
             },
         );
     }
-    // Why a mailbox that just left did (counted when lost, SPEC §8).
+    // Why a mailbox that just left did (counted when lost, SPEC §8). A
+    // `del` of a mailbox whose slot moves to another node (`MIGRATE`, the
+    // removal after an atomic slot migration) is a move.
     guard(
         "counting a mailbox that left",
         || (),
-        || losses::notified(event, key, server::selected_db(&ctx)),
+        || {
+            let db = server::selected_db(&ctx);
+            let moved =
+                event == b"del" && losses::noted(key, db) && cluster::moving_away(&ctx, key);
+            losses::notified(if moved { b"slot_moved" } else { event }, key, db)
+        },
     );
     // Valkey 8.1 runs this callback on the client of the command and
     // selects the event's db on it without selecting it back
