@@ -9,6 +9,7 @@ first notification. Every wait is a poll with a deadline."""
 import asyncio
 import contextlib
 import itertools
+import json
 import os
 import time
 
@@ -362,4 +363,37 @@ def test_disabled_push_sends_nothing(stack):
                               what="the message stored")
             await asyncio.sleep(SETTLE)
             assert push.notifications == []
+    run(main())
+
+
+# An offline event handled late (the device came back meanwhile) sends no
+# push; the same event delivered twice (as to two Prosody processes serving
+# the domain, or a republished hint) sends one. The events are published
+# here as the module publishes them.
+def test_late_or_repeated_events(stack):
+    bob, svc = users(stack, "bob", "svc")
+
+    def publish(device, seq, count):
+        ev = {"event": "offline", "user": jid(bob), "device": device, "seq": seq,
+              "id": f"{jid(bob)} x{seq}", "count": count}
+        return stack.redis.client.publish("im:events:push", json.dumps(ev))
+
+    async def main():
+        async with clients() as cs:
+            push = await PushService(svc, stack.prosody.port).online()
+            cs.append(push)
+            laptop = await stack.client(bob, "laptop").online()
+            cs.append(laptop)
+            await enable_push(laptop, push, "bob-laptop")
+            await laptop.offline()
+            phone = await stack.client(bob, "phone").online()
+            cs.append(phone)
+            await enable_push(phone, push, "bob-phone")
+            await device_offline(stack, bob, "laptop")
+            assert publish("phone", 11, 1) >= 1  # the phone is online: stale
+            assert publish("laptop", 12, 7) >= 1
+            assert publish("laptop", 12, 7) >= 1
+            got = await exactly(push, "bob-laptop", 1)
+            assert got[0].count == "7"
+            assert push.to("bob-phone") == []
     run(main())
