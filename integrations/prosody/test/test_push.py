@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import slixmpp
@@ -26,6 +27,7 @@ NS_PUBSUB = "http://jabber.org/protocol/pubsub"
 NS_DATA = "jabber:x:data"
 ACK_TIMEOUT = 3.0  # the module's ack-timeout in these tests (harness.Stack)
 SETTLE = 1.5  # how long "no further notification" is watched for
+CLOUD_NOTIFY = "/usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua"
 
 _names = itertools.count(1)
 
@@ -48,6 +50,8 @@ def push_stack():
     smacks_max_ack_delay = 1: mod_cloud_notify's own push for a session
     slow to ack would come after about 2 s, before ack-timeout (3 s), so
     a duplicate from that path would show."""
+    if not Path(CLOUD_NOTIFY).exists():
+        pytest.fail(f"no {CLOUD_NOTIFY}: install Debian's prosody-modules (scripts/test-prosody does)")
     s = harness.Stack(extra_modules=("cloud_notify", "redis_im_push"),
                       vhost_options={"smacks_max_ack_delay": 1}).start(users=())
     yield s
