@@ -14,6 +14,7 @@
 -- Tested with Prosody 0.12.3 and prosody-modules 0.0~hg20230223 (Debian
 -- bookworm).
 
+local st = require "util.stanza";
 local jid_split = require "util.jid".split;
 local watchdog = require "util.watchdog";
 local os_time = os.time;
@@ -35,6 +36,12 @@ local push_channel = api.event_prefix .. "push";
 -- mod_cloud_notify keeps its registrations in its own store ("cloud_notify",
 -- one map per user: push identifier -> registration); they survive restarts.
 local registrations_store = module:open_store("cloud_notify");
+
+-- mod_cloud_notify's marker of an "important" push (a message with a
+-- body, which an app server may deliver with high priority): its pings
+-- carry no stanza, so it is added here. Every offline message redis-im
+-- reports is a stored chat or normal message. "" leaves it out.
+local important_body = module:get_option_string("push_notification_important_body", "New Message!");
 
 -- How long the claim on an event is kept (several Prosody processes serving
 -- the same domain all receive it; the first to claim it pushes).
@@ -70,17 +77,28 @@ module:hook("cloud_notify/push", function (event)
 			-- message-count: mod_cloud_notify always says 1; the device has
 			-- this many offline messages.
 			local form = event.notification_payload and event.notification_payload:get_child("x", "jabber:x:data");
+			local summary = event.push_summary or {};
 			if form then
+				local body_field;
 				for f in form:childtags("field") do
 					if f.attr.var == "message-count" then
 						local v = f:get_child("value");
 						if v then v[1] = tostring(current_ping.count); end
+					elseif f.attr.var == "last-message-body" then
+						body_field = f;
 					end
 				end
+				if important_body ~= "" and not (body_field and body_field:get_child("value")) then
+					if not body_field then
+						body_field = st.stanza("field", { var = "last-message-body" });
+						form:add_direct_child(body_field);
+					end
+					body_field:add_direct_child(st.stanza("value"):text(important_body));
+					summary["last-message-body"] = important_body;
+					event.important = true;
+				end
 			end
-			if event.push_summary then
-				event.push_summary["message-count"] = tostring(current_ping.count);
-			end
+			summary["message-count"] = tostring(current_ping.count);
 			current_ping.sent = current_ping.sent + 1;
 		end
 		return;

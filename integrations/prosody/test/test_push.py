@@ -163,6 +163,10 @@ def test_offline_phone_gets_one_notification_per_message(stack):
             got = await exactly(push, "bob-phone", 1)
             assert got[0].count == "1"
             assert got[0].sender == HOST  # from the server, as XEP-0357 says
+            # mod_cloud_notify's "important" marker (a message with a body),
+            # with its default text: no body or sender leaves the server.
+            assert got[0].fields.get("last-message-body") == "New Message!"
+            assert got[0].fields.get("last-message-sender") is None
             a.send_chat(jid(bob), "two")
             got = await exactly(push, "bob-phone", 2)
             assert [n.count for n in got] == ["1", "2"]
