@@ -817,6 +817,12 @@ redis_im_api = { -- luacheck: ignore 111
 		channel_handlers[channel] = handler;
 		subscriber:subscribe(channel);
 	end;
+	-- (the node's own channel stays)
+	remove_channel = function (channel, handler)
+		if channel == events_channel or channel_handlers[channel] ~= handler then return; end
+		channel_handlers[channel] = nil;
+		subscriber:unsubscribe(channel);
+	end;
 };
 
 -- Sessions that were bound before the module was loaded.

@@ -218,4 +218,8 @@ end
 
 api.add_channel(push_channel, on_push_event);
 
+function module.unload()
+	if api.remove_channel then api.remove_channel(push_channel, on_push_event); end
+end
+
 module:log("info", "Push notifications for offline devices from %s", push_channel);
