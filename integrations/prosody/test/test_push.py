@@ -131,6 +131,46 @@ async def exactly(service, node, n, timeout=10):
     return got
 
 
+class FreezingProxy:
+    """A TCP relay between a client and Prosody that can go silent: once
+    frozen it forwards nothing either way and closes nothing, as a phone
+    that lost its radio (Prosody's socket stays open, nothing comes back)."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.frozen = False
+        self.writers = []
+
+    async def start(self):
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def _accept(self, creader, cwriter):
+        sreader, swriter = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [cwriter, swriter]
+        await asyncio.gather(self._pipe(creader, swriter), self._pipe(sreader, cwriter),
+                             return_exceptions=True)
+
+    async def _pipe(self, reader, writer):
+        while True:
+            data = await reader.read(65536)
+            if self.frozen:
+                if not data:
+                    await asyncio.Event().wait()  # keep the other side open
+                continue  # swallowed
+            if not data:
+                writer.close()
+                return
+            writer.write(data)
+            await writer.drain()
+
+    def close(self):
+        self.server.close()
+        for w in self.writers:
+            w.close()
+
+
 @contextlib.asynccontextmanager
 async def clients():
     made = []
@@ -213,12 +253,48 @@ def test_online_acking_device_gets_no_notification(stack):
     run(main())
 
 
-# (c) bob's phone has a dead link (stream management on, the connection
-#     stays open but nothing comes back): one notification, after
+# (c) bob's phone has a dead link (stream management on; its connection
+#     goes silent without being closed): one notification, after
 #     ack-timeout, when redis-im gives up on the session; none before
-#     (mod_cloud_notify's own push for a slow ack, due at about 2 s here,
+#     (mod_cloud_notify's own push for a late ack, due at about 2 s here,
 #     is not sent).
 def test_dead_link_gets_one_notification_after_ack_timeout(stack):
+    alice, bob, svc = users(stack, "alice", "bob", "svc")
+
+    async def main():
+        proxy = await FreezingProxy(stack.prosody.port).start()
+        try:
+            async with clients() as cs:
+                push = await PushService(svc, stack.prosody.port).online()
+                cs.append(push)
+                phone = await harness.Client(bob, proxy.port, resource="phone").online()
+                await enable_push(phone, push, "bob-phone")
+                a = await stack.client(alice).online()
+                cs.append(a)
+                proxy.frozen = True
+                t0 = time.monotonic()
+                a.send_chat(jid(bob), "are you there?")
+                got = await exactly(push, "bob-phone", 1, timeout=ACK_TIMEOUT + 7)
+                after = got[0].t - t0
+                assert after >= ACK_TIMEOUT - 0.5, f"notified {after:.2f} s after the message"
+                assert got[0].count == "1"
+                assert phone.received == []  # it never got through
+                phone.abort()
+                await device_offline(stack, bob, "phone")
+                # The phone wakes up and logs in: the message, once, and
+                # no more pushes.
+                phone2 = await stack.client(bob, "phone").online()
+                cs.append(phone2)
+                await await_until(lambda: phone2.received, 10, what="the message")
+                await exactly(push, "bob-phone", 1, timeout=1)
+                assert phone2.bodies() == ["are you there?"]
+        finally:
+            proxy.close()
+    run(main())
+
+
+# The same when the client still reads but no longer acks.
+def test_client_that_stops_acking_gets_one_notification_after_ack_timeout(stack):
     alice, bob, svc = users(stack, "alice", "bob", "svc")
 
     async def main():
