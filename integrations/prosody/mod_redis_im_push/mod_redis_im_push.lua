@@ -60,9 +60,13 @@ end);
 
 local function is_redis_im_message(stanza)
 	if not stanza or stanza.name ~= "message" then return false; end
-	-- A carbon copy carries the message it copies.
+	-- A carbon copy of a message received carries it (and is stored with
+	-- it); a copy of one the user sent is not redis-im's.
 	local carbon = stanza:find("{urn:xmpp:carbons:2}/{urn:xmpp:forward:0}/{jabber:client}message");
-	if carbon then stanza = carbon; end
+	if carbon then
+		if stanza:get_child("sent", "urn:xmpp:carbons:2") then return false; end
+		stanza = carbon;
+	end
 	local t = stanza.attr.type or "normal";
 	return t == "chat" or t == "normal";
 end
