@@ -26,7 +26,6 @@ the seqs the replies gave, on the node that owns it and nowhere else.
 
 import asyncio
 import json
-import os
 import subprocess
 import threading
 from pathlib import Path
@@ -37,7 +36,6 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode
 
 from cluster import REDIS_CLI, make_cluster
-from helpers import wait_for
 
 CLIENTS_DIR = Path(__file__).resolve().parent / "clients"
 NODE_DRIVER = CLIENTS_DIR / "node" / "driver.mjs"

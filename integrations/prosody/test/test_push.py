@@ -19,7 +19,7 @@ import slixmpp
 from slixmpp.xmlstream import ET
 
 import harness
-from harness import HOST, await_until, wait_until
+from harness import HOST, await_until
 from conftest import check_logs
 
 NS_PUSH = "urn:xmpp:push:0"
