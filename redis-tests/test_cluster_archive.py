@@ -57,6 +57,15 @@ def pull_all(server, lease=LONG_LEASE):
 def queue_messages(c, users, n):
     """Each user's device connects and leaves; `n` messages are stored for
     it offline and age into the archive queue. Answers {(user, seq): id}."""
+    # Retention off on the replicas before anything is stored, off on the
+    # primaries once everything is queued: a message that lost its place in
+    # the queue (and is in the mailbox's log still) would otherwise be
+    # queued again by the timer, on the owner or a promoted replica, and
+    # hide the loss. (A change of a timer setting rebuilds the node's
+    # archive index from its keys: on a replica that would hide an index
+    # not kept up by the changes it receives.)
+    for s in c.replicas:
+        s.client().config_set("im.retention", 0)
     queued = {}
     for u in users:
         r = c.owner(u).client()
@@ -72,10 +81,7 @@ def queue_messages(c, users, n):
     for u in users:
         info = as_map(c.owner(u).client().execute_command("IM.INFO", u))
         assert info["queued"] == n, (u, info)
-    # Retention off from now on: a message that lost its place in the
-    # queue (and is in the mailbox's log still) would otherwise be queued
-    # again by the timer and hide the loss.
-    for s in c.nodes:
+    for s in c.primaries:
         s.client().config_set("im.retention", 0)
     return queued
 
