@@ -4,16 +4,16 @@ between primaries, and survive a primary SIGKILLed and replaced by its
 replica; in both, every queued message is handed out again by the node
 that owns its mailbox now, once, and an ack there removes it for good.
 
-Leases are memory only and node-local (SPEC §6, DESIGN "Retention, the
-archive queue"): a lease given by `IM.ARCHIVE.PULL` on one node does not
+Leases are memory only and node-local (SPEC §6, DESIGN "The archive
+queue"): a lease given by `IM.ARCHIVE.PULL` on one node does not
 follow its mailbox to another node, nor survive a failover. The new owner
 hands the message out at once, whatever lease the old owner gave (the
 archiver writes idempotently on `(user, seq)`, so a second copy of a batch
 it still holds changes nothing). What the tests count as lost: a queued
 message, not acked by the archiver, that no node hands out any more; as
 doubled: a message handed out twice by the nodes after a move or a
-failover (one pull each, under a lease longer than the test), or handed
-out at all once acked. Each test prints its figures (run with -s)."""
+failover (each node pulls, under a lease longer than the test, until it
+hands out nothing, then once more), or handed out at all once acked. Each test prints its figures (run with -s)."""
 
 from collections import Counter
 
