@@ -264,3 +264,32 @@ def test_pull_goes_on_after_a_mailbox_it_emptied_and_stays_in_its_db(make_server
     assert [(u, i) for u, _, i, *_ in got] == [(b"elsewhere", b"e")]
     assert other.execute_command("IM.ARCHIVE.ACK", "elsewhere", got[0][1]) == 1
     assert stats(r)["im_archive_queue"] == 0
+
+
+def test_the_queue_survives_an_aof_rewrite_of_commands(make_server):
+    """An AOF rewrite without the RDB preamble writes each mailbox as
+    `IM.LOAD HEAD` then `IM.LOAD MSGS` (Valkey 9's atomic slot migration
+    sends mailboxes the same way): the archive state in the header must
+    outlive the HEAD, whose queue counts nothing until the messages load.
+    Checked with the timer off after the load, so that retention cannot
+    queue again what a lost state left in the log."""
+    primary = make_server(module_args=AGE, extra_conf={"appendonly": "yes", "aof-use-rdb-preamble": "no"})
+    r = primary.client()
+    wait_for(lambda: r.info("persistence")["aof_rewrite_in_progress"] == 0, what="the startup AOF rewrite")
+    r.execute_command("IM.CONNECT", "hal", "phone")
+    r.execute_command("IM.DISCONNECT", "hal", "phone")
+    for i in range(4):
+        r.execute_command("IM.STORE", "hal", message(f"m{i}"))
+    wait_for(lambda: info(r, "hal")["queued"] == 4, what="the messages to be queued")
+    r.config_set("im.sweep-interval", 0)
+    before = digest(r, "hal")
+    r.bgrewriteaof()
+    wait_for(lambda: r.info("persistence")["aof_rewrite_in_progress"] == 0
+             and r.info("persistence")["aof_rewrite_scheduled"] == 0, timeout=30, what="BGREWRITEAOF")
+    assert r.info("persistence")["aof_last_bgrewrite_status"] == "ok"
+    r.execute_command("DEBUG", "LOADAOF")
+    assert info(r, "hal")["queued"] == 4
+    assert digest(r, "hal") == before
+    got = pull(r, "LEASE", 60000)
+    assert [i for _, _, i, *_ in got] == [b"m0", b"m1", b"m2", b"m3"]
+    assert r.execute_command("IM.ARCHIVE.ACK", "hal", *[s for _, s, *_ in got]) == 4

@@ -3,9 +3,10 @@
 //! out. The queue itself lives in each mailbox (persisted, replicated,
 //! carried along when a key moves); this index is memory only, kept up as
 //! mailboxes change and rebuilt with the timer's schedule after a load. A
-//! lease is memory only too: after a restart or a failover every queued
-//! message is handed out again, which an archiver writing idempotently on
-//! `(user, seq)` takes in its stride.
+//! lease is memory only too, and this node's: after a restart or a
+//! failover, and on the new owner of a mailbox whose slot moved, every
+//! queued message is handed out again, which an archiver writing
+//! idempotently on `(user, seq)` takes in its stride.
 
 use crate::mailbox::Mailbox;
 use crate::schedule::{self, KeyName};

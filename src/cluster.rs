@@ -12,9 +12,11 @@
 //!
 //! Ownership comes from the myself line of `CLUSTER NODES`, read again at
 //! most every [`REFRESH_MS`] and at once after a slot migration event, a
-//! role change or a pause of writes (the handover of an atomic
-//! migration pauses the source's writes). The slots an atomic migration
-//! is importing come from its server events.
+//! role change, a pause of writes (the handover of an atomic migration
+//! pauses the source's writes) or a mailbox arriving by `RESTORE` (a
+//! legacy migration's `MIGRATE`: the slot is this node's, or being
+//! imported, when its keys arrive). The slots an atomic migration is
+//! importing come from its server events.
 
 use crate::server;
 use redis_module::{raw, Context, RedisValue};

@@ -39,7 +39,14 @@ pub fn load(ctx: &Context, args: &[RedisString]) -> Answer {
     if let Some(mb) = w.mailbox() {
         timer::reschedule(ctx, user.as_slice(), mb);
     }
-    crate::archive::changed(ctx, user.as_slice(), w.mailbox_mut());
+    // Entered in the node's archive index as it is now, and never tidied:
+    // the header's archive queue counts its messages only as MSGS loads
+    // them, so after the HEAD (or a first batch) it may look idle, and
+    // letting it go then would lose the queue. What loads is what was
+    // written.
+    if let Some(mb) = w.mailbox() {
+        crate::archive::scanned(server::selected_db(ctx), user.as_slice(), mb);
+    }
     ctx.replicate_verbatim();
     Ok(Reply::Simple("OK"))
 }

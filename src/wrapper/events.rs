@@ -362,8 +362,12 @@ thread_local! {
 
 /// A mailbox arrived under a new name (`RENAME`, `MOVE`, `COPY`,
 /// `RESTORE`): it is scheduled there. A copy has no entry; a moved mailbox
-/// lost its old one when it left its old name.
+/// lost its old one when it left its old name. A `RESTORE` is how a legacy
+/// slot migration brings a key: what this node owns is read again before
+/// it is next asked, or a read from before the slot came here would keep
+/// the timer and `IM.ARCHIVE.PULL` off the mailbox for up to a second.
 fn key_arrived(ctx: &Context, key: &[u8]) {
+    cluster::invalidate();
     let name = server::string(ctx, key);
     if let Ok(Some(mb)) = keyspace::read(ctx, &name) {
         timer::forget(mb);
