@@ -232,7 +232,7 @@ mod registration {
     /// `RedisCluster`): the same handler, the key after the subcommand's
     /// name, the same key spec and summary.
     macro_rules! containers {
-        ($($container:literal { $($sub:literal => $handler:path, $flags:literal, $key:literal,
+        ($($container:literal, $about:literal { $($sub:literal => $handler:path, $flags:literal, $key:literal,
            arity $arity:literal, keys $keys:expr, $summary:literal, $complexity:literal,
            args $args:expr, tips $tips:expr, acl $acl:expr;)* })*) => {
             fn register_containers(ctx: &Context) -> Status {
@@ -260,7 +260,7 @@ mod registration {
                             flags: $flags,
                         })
                     }),*];
-                    if !register_container(ctx, $container, &subs) {
+                    if !register_container(ctx, $container, $about, &subs) {
                         return Status::Err;
                     }
                 })*
@@ -270,7 +270,7 @@ mod registration {
     }
 
     containers! {
-        c"im.offline" {
+        c"im.offline", c"Container of IM.OFFLINE INFO and IM.OFFLINE PAGE: IM.OFFLINE.INFO and IM.OFFLINE.PAGE for cluster clients that refuse two dots." {
             c"info" => offline_info::offline_info, c"readonly", 2,
                 arity -4, keys RO | ACCESS,
                 c"IM.OFFLINE.INFO: what a device has not received (count, bytes, first, last, ids).",
@@ -282,7 +282,7 @@ mod registration {
                 c"O(C + log N): C messages in the page",
                 args OFFLINE_PAGE, tips NO_TIPS, acl ACL_IM;
         }
-        c"im.archive" {
+        c"im.archive", c"Container of IM.ARCHIVE PULL and IM.ARCHIVE ACK: IM.ARCHIVE.PULL and IM.ARCHIVE.ACK for cluster clients that refuse two dots." {
             c"pull" => archive_pull::archive_pull, c"write", 0,
                 arity -2, keys NO_KEY,
                 c"IM.ARCHIVE.PULL: hands out queued messages of this node to an archiver, under a lease.",

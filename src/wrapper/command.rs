@@ -94,6 +94,7 @@ pub unsafe fn dispatch_subcommand(
 pub fn register_container(
     ctx: &Context,
     name: &CStr,
+    summary: &'static CStr,
     subs: &[(&CStr, raw::RedisModuleCmdFunc, &CStr, i32, CommandInfo)],
 ) -> bool {
     // SAFETY: at load time, with the module's context.
@@ -115,7 +116,18 @@ pub fn register_container(
         if parent.is_null() {
             return false;
         }
-        if !set_acl_categories(parent, name, command_docs::ACL_IM) {
+        let about = CommandInfo {
+            arity: -2,
+            key_flags: 0,
+            key_pos: 0,
+            summary,
+            complexity: c"Depends on the subcommand.",
+            args: &[],
+            tips: None,
+            acl: command_docs::ACL_IM,
+            flags: c"",
+        };
+        if !about.register_described(ctx, parent, name, false) {
             return false;
         }
         for (sub, func, flags, key, info) in subs {
@@ -289,9 +301,7 @@ impl CommandInfo {
     /// the server refuses. A server without the call keeps the key range
     /// of `RedisModule_CreateCommand` and is not refused.
     pub fn register(&self, ctx: &Context, name: &CStr) -> bool {
-        // SAFETY: at load time, with the module's context; the info and
-        // every string it points to outlive the call (the server copies
-        // them).
+        // SAFETY: at load time, with the module's context.
         unsafe {
             let Some(get) = raw::RedisModule_GetCommand else {
                 return true;
@@ -301,8 +311,30 @@ impl CommandInfo {
                 log::warning(&format!("redis-im: no command {name:?} to describe"));
                 return false;
             }
+            self.register_described(ctx, command, name, true)
+        }
+    }
+
+    /// As [`CommandInfo::register`], on the command itself; `implied`:
+    /// add `@write` or `@read` (from the flags) and `@slow` to the
+    /// categories (not on a container, which runs nothing itself).
+    ///
+    /// # Safety
+    /// `command` is a command of this module, at load time.
+    unsafe fn register_described(
+        &self,
+        _ctx: &Context,
+        command: *mut raw::RedisModuleCommand,
+        name: &CStr,
+        implied: bool,
+    ) -> bool {
+        // SAFETY: the info and every string it points to outlive the
+        // call (the server copies them).
+        unsafe {
             let flags = self.flags.to_bytes();
-            let implied = if flags.split(|&b| b == b' ').any(|f| f == b"write") {
+            let implied = if !implied {
+                ""
+            } else if flags.split(|&b| b == b' ').any(|f| f == b"write") {
                 "write slow"
             } else {
                 "read slow"
