@@ -79,7 +79,9 @@ mod registration {
     /// Redis 7.0+): read-only commands declare a read-only key spec, so
     /// that a user with `%R~` key permissions may call them (SPEC §8).
     /// A key spec takes one of INSERT, UPDATE and DELETE (the server
-    /// refuses more): the main change each command makes.
+    /// refuses more): the main change each command makes. `args`, `tips`
+    /// and `acl` are what `COMMAND DOCS` and the ACL categories say of it
+    /// (`command_docs`; `docs/commands.md` for people).
     macro_rules! commands {
         ($($(#[doc = $doc:literal])* $name:literal => $handler:path, $flags:literal, $key:literal,
            arity $arity:literal, keys $keys:expr, $summary:literal, $complexity:literal,

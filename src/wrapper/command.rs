@@ -127,7 +127,7 @@ pub fn register_container(
             acl: command_docs::ACL_IM,
             flags: c"",
         };
-        if !about.register_described(ctx, parent, name, false) {
+        if !about.register_described(parent, name, false) {
             return false;
         }
         for (sub, func, flags, key, info) in subs {
@@ -311,7 +311,7 @@ impl CommandInfo {
                 log::warning(&format!("redis-im: no command {name:?} to describe"));
                 return false;
             }
-            self.register_described(ctx, command, name, true)
+            self.register_described(command, name, true)
         }
     }
 
@@ -323,7 +323,6 @@ impl CommandInfo {
     /// `command` is a command of this module, at load time.
     unsafe fn register_described(
         &self,
-        _ctx: &Context,
         command: *mut raw::RedisModuleCommand,
         name: &CStr,
         implied: bool,
