@@ -361,7 +361,9 @@ def test_commands_md_describes_every_command(raw3):
 
 # ------------------------------------------------------------ scripts/run
 
-def wait_ping(port, proc, deadline=60):
+def wait_ping(port, proc, deadline=300):
+    """PING the port until it answers; scripts/run may first build the
+    module (release, as the tests' own build), hence the long deadline."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         assert proc.poll() is None, f"scripts/run exited with {proc.returncode}"
