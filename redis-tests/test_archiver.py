@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from conftest import REPO, _die_with_parent, free_port
 from helpers import as_map, message, wait_for
-from test_cluster import make_cluster
+from cluster import make_cluster
 
 ARCHIVER = Path(os.environ.get("IM_ARCHIVER", REPO / "target" / "release" / "im-archiver")).resolve()
 FLAVORS_HERE = ("redis", "valkey9")
@@ -427,7 +426,7 @@ def test_restore_brings_messages_back(make_server, archiver, tmp_path):
 # ---------------------------------------------------------------- 6. cluster
 
 def test_cluster_every_primary_drained(make_server, archiver, tmp_path):
-    nodes = make_cluster(make_server)
+    nodes = make_cluster(make_server, 3, module_args={"sweep-interval": 0}).primaries
     require_archive_commands(nodes[0])
     for s in nodes:
         c = s.client()

@@ -7,7 +7,7 @@ and IM.DEVICES are what they were and carol's key does not exist."""
 
 import pytest
 
-from helpers import RawError, digest, expect_error, message
+from helpers import digest, expect_error, message
 
 GOOD = message("new1")
 

@@ -6,7 +6,7 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from cluster import make_cluster
-from helpers import as_map, message, wait_for
+from helpers import as_map, message
 
 
 def test_key_positions_are_declared(server):

@@ -17,7 +17,7 @@ would, with no patch and no workaround:
 The clients that take both spellings call the dotted one in odd rounds and
 the container one in even rounds. While they call: first one slot per
 primary is held half-migrated with its user's mailbox already moved (so
-the calls meet ASK), then `redis-cli --cluster reshard` moves 300 slots
+the calls meet ASK), then `redis-cli --cluster reshard` moves 150 slots at a time
 around the ring of primaries, users' slots among them (MOVED). Every call
 must answer what the round expects, and afterwards each mailbox holds
 exactly what the replies said: the messages stored and not acked, with
@@ -26,7 +26,6 @@ the seqs the replies gave, on the node that owns it and nowhere else.
 
 import asyncio
 import json
-import os
 import subprocess
 import threading
 from pathlib import Path
@@ -37,7 +36,6 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode
 
 from cluster import REDIS_CLI, make_cluster
-from helpers import wait_for
 
 CLIENTS_DIR = Path(__file__).resolve().parent / "clients"
 NODE_DRIVER = CLIENTS_DIR / "node" / "driver.mjs"

@@ -438,3 +438,32 @@ def test_move_leaves_the_client_on_its_database(make_server):
     rep = replica.client()
     assert rep.get("after") == b"1"
     assert replica.client(db=2).exists("box") and replica.client(db=1).get("plain") == b"1"
+
+
+# ------------------------------------------- seqs beyond what replies carry
+
+MAX_SEQ = 2**63 - 1
+MAX_IMPORT_SEQ = MAX_SEQ - 2**32
+
+
+def test_an_import_seq_is_one_a_page_and_a_reply_can_carry(r, raw):
+    """`IM.IMPORT ... SEQ` above the counter moves the counter on; a seq
+    that leaves fewer than 2^32 above it is refused and changes nothing, so
+    every later store still gets a seq of its own that a RESP integer can
+    carry (the command fuzzer found stores answering i64::MAX for two
+    messages after `SEQ 9223372036854775807`). Seq 0 is no message: pages
+    start `AFTER 0`, so one put at seq 0 was never paged."""
+    r.execute_command("IM.CONNECT", "k", "d")
+    r.execute_command("IM.DISCONNECT", "k", "d")
+    for seq in (MAX_SEQ, MAX_IMPORT_SEQ + 1, 2**64 - 1, 0):
+        assert_clean_error(expect_error(raw, "IM.IMPORT", "k", 1000, f"i{seq}", message("x"), "SEQ", seq), "SEQ")
+    assert as_map(r.execute_command("IM.INFO", "k"))["messages"] == 0
+    assert r.execute_command("IM.IMPORT", "k", 1000, "top", message("top"), "SEQ", MAX_IMPORT_SEQ) \
+        == [MAX_IMPORT_SEQ, b"top"]
+    seqs = [r.execute_command("IM.STORE", "k", message(f"m{i}"))[0] for i in range(3)]
+    assert seqs == [MAX_IMPORT_SEQ + 1, MAX_IMPORT_SEQ + 2, MAX_IMPORT_SEQ + 3]
+    info = as_map(r.execute_command("IM.INFO", "k"))
+    assert (info["messages"], info["last"], info["next_seq"]) == (4, MAX_IMPORT_SEQ + 3, MAX_IMPORT_SEQ + 4)
+    cursor, items = r.execute_command("IM.OFFLINE.PAGE", "k", "d")
+    assert [s for s, *_ in items] == [MAX_IMPORT_SEQ] + seqs
+    assert r.execute_command("IM.ACK", "k", "d", "UPTO", MAX_IMPORT_SEQ + 3) == 4

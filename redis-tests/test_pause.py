@@ -160,6 +160,8 @@ def test_shutdown_waiting_for_a_replica(make_server):
     r = primary.client()
     users = [f"u{i}" for i in range(N)]
     store_pending(r, users)
+    # The replica holds every delivery before it stops.
+    assert r.execute_command("WAIT", 1, 10000) == 1
     replica.proc.send_signal(signal.SIGSTOP)
     try:
         r.set("lag", "x")  # the stopped replica never acks this

@@ -78,6 +78,10 @@ pub fn refusal(r: mailbox::store::Refusal) -> Reply {
             "ERR a mailbox holds at most {} devices",
             mailbox::MAX_DEVICES
         )),
+        Refusal::SeqExhausted => error(format!(
+            "ERR the mailbox has given every seq up to {}",
+            mailbox::MAX_SEQ
+        )),
         Refusal::Full {
             count,
             bytes,

@@ -1,5 +1,6 @@
 //! IM.IMPORT <user> <ts> <id> <stanza> [SEQ <seq>] (SPEC §6)
 
+use super::connect::refusal;
 use super::{is, parse_u64, unknown_option, Answer};
 use crate::config;
 use crate::keyspace::{self, Propagate, Writer};
@@ -33,7 +34,16 @@ pub fn import(ctx: &Context, args: &[RedisString]) -> Answer {
             return Err(unknown_option(o.as_slice()));
         }
         let v = it.next().ok_or_else(|| error("ERR SEQ needs a value"))?;
-        want_seq = Some(parse_u64(v.as_slice(), "SEQ")?);
+        let s = parse_u64(v.as_slice(), "SEQ")?;
+        // A seq above the counter moves it on for every later store: keep
+        // 2^32 seqs free above the highest one accepted, so that no import
+        // can use up the seqs replies can carry (SPEC §6).
+        // Seq 0 is no message: `AFTER 0` starts a page and `first` 0
+        // says the mailbox holds none (SPEC §4).
+        if s == 0 || s > MAX_IMPORT_SEQ {
+            return Err(error(format!("ERR SEQ must be 1 to {MAX_IMPORT_SEQ}")));
+        }
+        want_seq = Some(s);
     }
     let stanza_bytes = raw.as_slice();
     let max_stanza = config::get(&config::MAX_STANZA_BYTES).max(0) as usize;
@@ -81,6 +91,9 @@ pub fn import(ctx: &Context, args: &[RedisString]) -> Answer {
     let seq = want_seq
         .filter(|&s| !w.mailbox().is_some_and(|m| m.log.contains(s)))
         .unwrap_or(next);
+    if seq > crate::mailbox::MAX_SEQ {
+        return Err(refusal(crate::mailbox::store::Refusal::SeqExhausted));
+    }
     let flags = if parsed.has_delay { HAS_DELAY } else { 0 };
     effects.push(Effect::Store {
         message: Message {
@@ -97,6 +110,12 @@ pub fn import(ctx: &Context, args: &[RedisString]) -> Answer {
     metrics::add(&metrics::IMPORTED, 1);
     Ok(stored(seq, id))
 }
+
+/// The highest seq `IM.IMPORT ... SEQ` takes: [`MAX_SEQ`] less 2^32, the
+/// seqs left for stores after it.
+///
+/// [`MAX_SEQ`]: crate::mailbox::MAX_SEQ
+pub const MAX_IMPORT_SEQ: u64 = crate::mailbox::MAX_SEQ - (1 << 32);
 
 fn stored(seq: u64, id: &[u8]) -> Reply {
     Reply::Array(vec![seq.into(), Reply::Bulk(id.to_vec())])

@@ -24,6 +24,13 @@ pub use store::room_for;
 
 /// Most bytes of a message id (SPEC §3).
 pub const MAX_ID: usize = 1024;
+
+/// The highest seq a message may have: seqs are RESP integers in every
+/// reply and event (SPEC §3), so at most `i64::MAX`. A mailbox's counter
+/// (`next_seq`) is at most one more; a store that would pass it is refused
+/// ([`store::Refusal::SeqExhausted`]) rather than given a seq no reply can
+/// carry.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 /// Most devices a mailbox registers (a message records how many owe it
 /// in 11 bits of its header).
 pub const MAX_DEVICES: usize = 2000;

@@ -198,6 +198,16 @@ impl Mailbox {
     /// holds, never in the spans its ranges claim. `Err` says what does
     /// not hold.
     pub fn consistent(&self) -> Result<(), String> {
+        if self.next_seq > super::MAX_SEQ.saturating_add(1) {
+            return Err(format!(
+                "the seq counter {} is past {} (seqs are RESP integers)",
+                self.next_seq,
+                super::MAX_SEQ
+            ));
+        }
+        if self.log.first().is_some_and(|m| m.seq == 0) {
+            return Err("a message has seq 0, which pages and `first` read as none".into());
+        }
         let name_ok = |n: &[u8]| !n.is_empty() && n.len() <= 256;
         let mut owing: hashbrown::HashMap<u64, u64> = hashbrown::HashMap::new();
         for d in &self.devices {

@@ -59,6 +59,10 @@ pub enum Refusal {
     /// Registering the devices it names would take the mailbox over
     /// [`MAX_DEVICES`].
     TooManyDevices,
+    /// The mailbox's seq counter is past [`super::MAX_SEQ`]: no seq is
+    /// left to give (only a mailbox restored from a crafted payload gets
+    /// there).
+    SeqExhausted,
     /// `max-messages` or `max-bytes` would be passed, with `quota-policy
     /// reject` or a stanza larger than `max-bytes` itself (`IMFULL`).
     Full {
@@ -272,6 +276,9 @@ pub fn plan<'a>(
     new_counter: u64,
 ) -> Result<Plan<'a>, Refusal> {
     let seq = mb.map_or(new_counter, |m| m.next_seq);
+    if seq > super::MAX_SEQ {
+        return Err(Refusal::SeqExhausted);
+    }
     // The id: `ID`, else the stanza's own (kept inside the stanza when it
     // is verbatim), else generated from the seq and the time. An empty
     // `id=''` counts as no id.
@@ -474,6 +481,26 @@ mod tests {
             plan(None, &r, &LIMITS, 1, 10).err(),
             Some(Refusal::IdTooLong { len: MAX_ID + 1 })
         );
+    }
+
+    #[test]
+    fn the_last_seq_a_reply_can_carry_is_given_and_then_no_more() {
+        let stanza = b"<message id='m1'/>";
+        let r = Request {
+            stanza_id: Some((b"m1", Some(13))),
+            ..req(stanza)
+        };
+        let mut mb = Mailbox::new(crate::mailbox::MAX_SEQ, 1);
+        let s = store(plan(Some(&mb), &r, &LIMITS, 1, 10));
+        assert!(matches!(
+            s.effects()[0],
+            Effect::Store { message: Message { seq, .. }, .. } if seq == crate::mailbox::MAX_SEQ
+        ));
+        mb.next_seq = crate::mailbox::MAX_SEQ + 1;
+        assert!(matches!(
+            plan(Some(&mb), &r, &LIMITS, 1, 10),
+            Err(Refusal::SeqExhausted)
+        ));
     }
 
     #[test]

@@ -760,3 +760,27 @@ fn a_mailbox_whose_ranges_claim_more_than_its_log_is_refused() {
     // Forgetting such a device anyway costs what the log holds, not the span.
     forged.apply(1, &Effect::Forget { device: b"phone" });
 }
+
+/// A restored mailbox whose counter is past the seqs a RESP integer
+/// carries is refused: its next store could only answer a seq no client
+/// can read back (the counter may reach one past `MAX_SEQ`, no further).
+#[test]
+fn a_mailbox_whose_counter_is_past_the_last_seq_is_refused() {
+    let mb = Mailbox::new(crate::mailbox::MAX_SEQ + 1, 0);
+    assert_eq!(roundtrip(&mb).consistent(), Ok(()));
+    let forged = Mailbox::new(crate::mailbox::MAX_SEQ + 2, 0);
+    assert!(roundtrip(&forged).consistent().is_err());
+}
+
+/// Seq 0 is no message (a page starts `AFTER 0`; `first` 0 means none): a
+/// restored mailbox holding one is refused.
+#[test]
+fn a_mailbox_holding_seq_0_is_refused() {
+    let mut mb = Mailbox::new(0, 0);
+    store(&mut mb, "m", vec![], 0);
+    assert_eq!(mb.log.first().map(|m| m.seq), Some(0));
+    assert!(roundtrip(&mb).consistent().is_err());
+    let mut fine = Mailbox::new(1, 0);
+    store(&mut fine, "m", vec![], 0);
+    assert_eq!(roundtrip(&fine).consistent(), Ok(()));
+}

@@ -800,18 +800,28 @@ for channel in pairs(channel_handlers) do
 	subscriber:subscribe(channel);
 end
 
--- For other modules (module:depends("redis_im").redis_im_api), e.g. push
--- notifications: the two Redis clients, the key of a user, and one more
+-- For other modules (module:depends("redis_im").redis_im_api), e.g.
+-- mod_redis_im_push: the two Redis clients, the key of a user, and one more
 -- Pub/Sub channel with its handler (called with the decoded JSON event).
 redis_im_api = { -- luacheck: ignore 111
 	redis = redis;
 	subscriber = subscriber;
 	node = node;
 	event_prefix = event_prefix;
+	key_prefix = key_prefix;
 	user_key = user_key;
+	-- an event's field, from <name> or <name>_base64 (binary-safe fields)
+	event_field = field;
+	null = resp.null; -- a nil reply
 	add_channel = function (channel, handler)
 		channel_handlers[channel] = handler;
 		subscriber:subscribe(channel);
+	end;
+	-- (the node's own channel stays)
+	remove_channel = function (channel, handler)
+		if channel == events_channel or channel_handlers[channel] ~= handler then return; end
+		channel_handlers[channel] = nil;
+		subscriber:unsubscribe(channel);
 	end;
 };
 

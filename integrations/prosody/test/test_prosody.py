@@ -6,7 +6,6 @@ import contextlib
 import subprocess
 import time
 
-import pytest
 
 from harness import HOST, await_until, wait_until
 import harness
