@@ -155,6 +155,7 @@ pub fn value(m: &AtomicI64) -> i64 {
 #[allow(deprecated)]
 pub fn info(ctx: &InfoContext, _for_crash_report: bool) {
     ctx.add_info_section(None);
+    ctx.add_info_field_str("version", crate::VERSION);
     for (name, v) in FIELDS {
         ctx.add_info_field_long_long(name, value(v));
     }

@@ -1,6 +1,7 @@
 //! The entry point of every `IM.*` command.
 
 use super::guard;
+use crate::command_docs::{self, Arg, ArgKind};
 use crate::log;
 use crate::reply::{self, error, Answer};
 use redis_module::{raw, Context, RedisString};
@@ -8,6 +9,7 @@ use smallvec::SmallVec;
 use std::ffi::CStr;
 use std::mem::ManuallyDrop;
 use std::os::raw::c_int;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A command's handler: the server's arguments in, the reply (or error
 /// reply) out.
@@ -92,6 +94,7 @@ pub unsafe fn dispatch_subcommand(
 pub fn register_container(
     ctx: &Context,
     name: &CStr,
+    summary: &'static CStr,
     subs: &[(&CStr, raw::RedisModuleCmdFunc, &CStr, i32, CommandInfo)],
 ) -> bool {
     // SAFETY: at load time, with the module's context.
@@ -111,6 +114,20 @@ pub fn register_container(
         }
         let parent = get(ctx.get_raw(), name.as_ptr());
         if parent.is_null() {
+            return false;
+        }
+        let about = CommandInfo {
+            arity: -2,
+            key_flags: 0,
+            key_pos: 0,
+            summary,
+            complexity: c"Depends on the subcommand.",
+            args: &[],
+            tips: None,
+            acl: command_docs::ACL_IM,
+            flags: c"",
+        };
+        if !about.register_described(parent, name, false) {
             return false;
         }
         for (sub, func, flags, key, info) in subs {
@@ -139,8 +156,122 @@ pub fn register_container(
     true
 }
 
+/// Whether the server took the module's own ACL category `im`
+/// ([`add_acl_category`]).
+static IM_CATEGORY: AtomicBool = AtomicBool::new(false);
+
+/// Adds the ACL category `im` (`RedisModule_AddACLCategory`: Redis 7.4+,
+/// and Valkey where it has the call); false when the server has no such
+/// call, and the commands then go without it. Called once, while the
+/// module loads (the only time the server accepts it).
+pub fn add_acl_category(ctx: &Context) -> bool {
+    // SAFETY: at load time, with the module's context; the name outlives
+    // the call.
+    let added = unsafe {
+        match raw::RedisModule_AddACLCategory {
+            Some(add) => {
+                add(ctx.get_raw(), command_docs::CATEGORY.as_ptr()) == raw::REDISMODULE_OK as c_int
+            }
+            None => false,
+        }
+    };
+    if !added {
+        log::notice("redis-im: this server cannot add ACL categories; the commands go without @im");
+    }
+    IM_CATEGORY.store(added, Ordering::Relaxed);
+    added
+}
+
+/// Sets the ACL categories `acl` (space-separated, without `@`) on a
+/// command (`RedisModule_SetCommandACLCategories`: Redis 7.2+, Valkey);
+/// a server without the call is not refused. `im` is left out when the
+/// server did not take it.
+///
+/// # Safety
+/// `command` is a command of this module, at load time.
+unsafe fn set_acl_categories(
+    command: *mut raw::RedisModuleCommand,
+    name: &CStr,
+    acl: &str,
+) -> bool {
+    let Some(set) = raw::RedisModule_SetCommandACLCategories else {
+        return true;
+    };
+    let categories = command_docs::categories(acl, IM_CATEGORY.load(Ordering::Relaxed));
+    if categories.is_empty() {
+        return true;
+    }
+    let Ok(categories) = std::ffi::CString::new(categories) else {
+        return false;
+    };
+    if set(command, categories.as_ptr()) != raw::REDISMODULE_OK as c_int {
+        log::warning(&format!(
+            "redis-im: the server refused the ACL categories {categories:?} of {name:?}"
+        ));
+        return false;
+    }
+    true
+}
+
+/// The arguments in the server's form: each list ends with a zeroed
+/// entry; the lists live in `lists` until the server has copied them.
+fn raw_args(
+    args: &[Arg],
+    key_spec: bool,
+    lists: &mut Vec<Vec<raw::RedisModuleCommandArg>>,
+) -> *mut raw::RedisModuleCommandArg {
+    let mut list: Vec<raw::RedisModuleCommandArg> = Vec::with_capacity(args.len() + 1);
+    for a in args {
+        // SAFETY: a C struct of pointers and integers, valid zeroed.
+        let mut r: raw::RedisModuleCommandArg = unsafe { std::mem::zeroed() };
+        r.name = a.name.as_ptr();
+        r.key_spec_index = -1;
+        r.type_ = match a.kind {
+            ArgKind::Key => {
+                // The one key spec, when the command declares it.
+                r.key_spec_index = if key_spec { 0 } else { -1 };
+                if key_spec {
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY
+                } else {
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING
+                }
+            }
+            ArgKind::String => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+            ArgKind::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+            ArgKind::PureToken => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
+            ArgKind::OneOf(sub) => {
+                r.subargs = raw_args(sub, key_spec, lists);
+                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF
+            }
+            ArgKind::Block(sub) => {
+                r.subargs = raw_args(sub, key_spec, lists);
+                raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_BLOCK
+            }
+        };
+        if let Some(t) = a.token {
+            r.token = t.as_ptr();
+        }
+        let mut flags = 0;
+        if a.optional {
+            flags |= raw::REDISMODULE_CMD_ARG_OPTIONAL;
+        }
+        if a.multiple {
+            flags |= raw::REDISMODULE_CMD_ARG_MULTIPLE;
+        }
+        r.flags = flags as c_int;
+        list.push(r);
+    }
+    // SAFETY: as above; a zeroed entry (no name) ends the list.
+    list.push(unsafe { std::mem::zeroed() });
+    // The list's buffer stays where it is when `lists` grows.
+    let ptr = list.as_mut_ptr();
+    lists.push(list);
+    ptr
+}
+
 /// What `COMMAND INFO` and `COMMAND DOCS` tell of a command, set with
-/// `RedisModule_SetCommandInfo` (Redis 7.0+, Valkey 7.2+).
+/// `RedisModule_SetCommandInfo` (Redis 7.0+, Valkey 7.2+), and its ACL
+/// categories.
 pub struct CommandInfo {
     /// As in `COMMAND INFO`: N exactly, -N at least N (the name counts).
     pub arity: i32,
@@ -150,8 +281,19 @@ pub struct CommandInfo {
     /// Where the key is in the arguments (1: after the name; 2: after a
     /// container command's name and the subcommand's).
     pub key_pos: i32,
+    /// One line on what it does (`COMMAND DOCS`, `redis-cli`'s `HELP`).
     pub summary: &'static CStr,
+    /// Its cost, in the words of the Redis command pages.
     pub complexity: &'static CStr,
+    /// Its arguments, after the command's name.
+    pub args: &'static [Arg],
+    /// Command tips (`request_policy:...`), if any.
+    pub tips: Option<&'static CStr>,
+    /// ACL categories, space-separated, without `@`.
+    pub acl: &'static str,
+    /// The command's flags (`write deny-oom`), from which its `@write`
+    /// or `@read` and `@slow` follow.
+    pub flags: &'static CStr,
 }
 
 impl CommandInfo {
@@ -159,13 +301,9 @@ impl CommandInfo {
     /// the server refuses. A server without the call keeps the key range
     /// of `RedisModule_CreateCommand` and is not refused.
     pub fn register(&self, ctx: &Context, name: &CStr) -> bool {
-        // SAFETY: at load time, with the module's context; the info and
-        // every string it points to outlive the call (the server copies
-        // them).
+        // SAFETY: at load time, with the module's context.
         unsafe {
-            let (Some(get), Some(set)) =
-                (raw::RedisModule_GetCommand, raw::RedisModule_SetCommandInfo)
-            else {
+            let Some(get) = raw::RedisModule_GetCommand else {
                 return true;
             };
             let command = get(ctx.get_raw(), name.as_ptr());
@@ -173,6 +311,40 @@ impl CommandInfo {
                 log::warning(&format!("redis-im: no command {name:?} to describe"));
                 return false;
             }
+            self.register_described(command, name, true)
+        }
+    }
+
+    /// As [`CommandInfo::register`], on the command itself; `implied`:
+    /// add `@write` or `@read` (from the flags) and `@slow` to the
+    /// categories (not on a container, which runs nothing itself).
+    ///
+    /// # Safety
+    /// `command` is a command of this module, at load time.
+    unsafe fn register_described(
+        &self,
+        command: *mut raw::RedisModuleCommand,
+        name: &CStr,
+        implied: bool,
+    ) -> bool {
+        // SAFETY: the info and every string it points to outlive the
+        // call (the server copies them).
+        unsafe {
+            let flags = self.flags.to_bytes();
+            let implied = if !implied {
+                ""
+            } else if flags.split(|&b| b == b' ').any(|f| f == b"write") {
+                "write slow"
+            } else {
+                "read slow"
+            };
+            let acl = format!("{} {implied}", self.acl);
+            if !set_acl_categories(command, name, &acl) {
+                return false;
+            }
+            let Some(set) = raw::RedisModule_SetCommandInfo else {
+                return true;
+            };
             let version = raw::RedisModuleCommandInfoVersion {
                 version: 1,
                 sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
@@ -195,12 +367,18 @@ impl CommandInfo {
                     limit: 0,
                 };
             }
+            let mut lists = Vec::new();
+            let args = raw_args(self.args, self.key_flags != 0, &mut lists);
             let mut info: raw::RedisModuleCommandInfo = std::mem::zeroed();
             info.version = &version;
             info.summary = self.summary.as_ptr();
             info.complexity = self.complexity.as_ptr();
             info.since = c"0.1.0".as_ptr();
             info.arity = self.arity;
+            info.args = args;
+            if let Some(tips) = self.tips {
+                info.tips = tips.as_ptr();
+            }
             if self.key_flags != 0 {
                 info.key_specs = specs.as_mut_ptr();
             }
