@@ -516,3 +516,63 @@ def test_evicted_user_comes_back(make_server, archiver, tmp_path):
     assert p.wait(timeout=30) == 0
     log = Archiver.log(p)
     assert "user restored" in log and "archiver stopped" in log
+
+
+# ------------------------------------------- retention, eviction, archiver
+
+def test_retention_eviction_and_the_archiver_together_keep_the_budget(make_server, archiver, tmp_path):
+    """100,000 messages in 1,000 mailboxes leave for the archive at once
+    while the archiver runs: half of the mailboxes hold messages already
+    past `retention` (put back by IM.IMPORT with an old time), the other
+    half fall idle and are evicted to tombstones. The archiver writes and
+    acks every message, and no timer run is longer than `sweep-budget` and
+    one visit (a visit is never cut; SPEC §5)."""
+    budget = 1000
+    server = make_server(module_args={"retention": 60_000, "archive": "yes", "mailbox-idle": 3000,
+                                      "sweep-interval": 10, "sweep-budget": budget})
+    require_archive_commands(server)
+    r = server.client()
+    load = r.register_script("""
+    for i = 1, tonumber(ARGV[2]) do
+      for j = 1, tonumber(ARGV[3]) do
+        if ARGV[5] == 'store' then
+          redis.call('IM.STORE', ARGV[1] .. i, ARGV[4])
+        else
+          redis.call('IM.IMPORT', ARGV[1] .. i, ARGV[5], 'm' .. j, ARGV[4])
+        end
+      end
+    end
+    return 1
+    """)
+    stanza = message(None, body="x" * 40)
+    old = int(time.time() * 1000) - 120_000
+    load(args=["aged:", 500, 100, stanza, old])
+    load(args=["idle:", 500, 100, stanza, "store"])
+    db = tmp_path / "together.sqlite3"
+    archiver.start("run", "--redis", url(server), "--db", db)
+
+    def rows():
+        if not db.exists():
+            return 0
+        with sqlite3.connect(db, timeout=30) as c:
+            try:
+                return c.execute("SELECT count(*) FROM im_archive").fetchone()[0]
+            except sqlite3.OperationalError:  # the table is not there yet
+                return 0
+
+    wait_for(lambda: rows() == 100_000, timeout=180, interval=0.5, what="100,000 rows archived")
+    wait_for(lambda: queue_is_empty(r), timeout=30, what="the queue acked")
+    info = r.info("im")
+    print({k: info[k] for k in ("im_archived", "im_archive_queued", "im_evicted", "im_mailboxes")})
+    # Every idle mailbox is evicted; an aged one too when it fell idle
+    # before the archiver emptied it.
+    assert 500 <= info["im_evicted"] <= 1000, info
+    assert info["im_messages"] == 0, info
+    assert info["im_lost_evicted_messages"] == 0 and info["im_lost_expired_messages"] == 0, info
+    assert as_map(r.execute_command("IM.INFO", "idle:7"))["messages"] == 0
+    with sqlite3.connect(db, timeout=30) as c:
+        assert c.execute("SELECT count(DISTINCT user_key) FROM im_archive").fetchone()[0] == 1000
+    longest, visit = info["im_sweep_longest_us"], info["im_sweep_longest_visit_us"]
+    print(f"longest timer run {longest} µs = {longest / budget:.2f}× the budget, longest visit {visit} µs, "
+          f"{info['im_sweep_runs']} runs")
+    assert longest <= budget + visit + 100, info
