@@ -46,6 +46,39 @@ fn config_get(r: &mut Connection, name: &str) -> Result<String> {
     Ok(value)
 }
 
+/// `IM.CONNECT` of the device on the node: what it missed while away.
+fn connect(r: &mut Connection, user: &str, node: &str) -> Result<Counts> {
+    Ok(cmd("IM.CONNECT")
+        .arg(user)
+        .arg(DEVICE)
+        .arg("NODE")
+        .arg(node)
+        .query(r)?)
+}
+
+/// `IM.STORE` of a message delivered to the connected device: pending there.
+fn store_delivered(r: &mut Connection, user: &str, stanza: &str) -> Result<Stored> {
+    Ok(cmd("IM.STORE")
+        .arg(user)
+        .arg(stanza)
+        .arg("DEVICES")
+        .arg(1)
+        .arg(DEVICE)
+        .query(r)?)
+}
+
+/// The device acks the message `id`, its last one: the mailbox is then empty.
+fn ack_last(r: &mut Connection, user: &str, id: &str, what: &str) -> Result<()> {
+    let acked = cmd("IM.ACK")
+        .arg(user)
+        .arg(DEVICE)
+        .arg(id)
+        .query::<i64>(r)?;
+    expect(&format!("IM.ACK {id}"), acked, 1)?;
+    let info: Counts = cmd("IM.INFO").arg(user).query(r)?;
+    expect(what, info["messages"], 0)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let env =
@@ -115,42 +148,18 @@ fn flow(
     );
 
     // 1. The device connects; a message is delivered and acked.
-    let info: Counts = cmd("IM.CONNECT")
-        .arg(user)
-        .arg(DEVICE)
-        .arg("NODE")
-        .arg(node)
-        .query(r)?;
+    let info = connect(r, user, node)?;
     expect("IM.CONNECT count", info["count"], 0)?;
     println!("{DEVICE} connects on {node}: nothing missed");
     let m1 = stanza(user, "m1", "Hi Alice");
-    let (seq, id, pending): Stored = cmd("IM.STORE")
-        .arg(user)
-        .arg(&m1)
-        .arg("DEVICES")
-        .arg(1)
-        .arg(DEVICE)
-        .query(r)?;
+    let (seq, id, pending) = store_delivered(r, user, &m1)?;
     expect(
         "IM.STORE m1",
         (id.as_str(), pending),
         ("m1", vec![DEVICE.to_string()]),
     )?;
     println!("stored m1 (seq {seq}), delivered to {DEVICE}");
-    expect(
-        "IM.ACK m1",
-        cmd("IM.ACK")
-            .arg(user)
-            .arg(DEVICE)
-            .arg("m1")
-            .query::<i64>(r)?,
-        1,
-    )?;
-    expect(
-        "messages after the ack",
-        cmd("IM.INFO").arg(user).query::<Counts>(r)?["messages"],
-        0,
-    )?;
+    ack_last(r, user, "m1", "messages after the ack")?;
     println!("{DEVICE} acks m1: the mailbox is empty");
 
     // 2. The device goes offline; messages are kept for it.
@@ -179,12 +188,7 @@ fn flow(
     let (first, last) = (sent[0].0, sent[2].0);
 
     // 3. It comes back: summary, pages, ack.
-    let info: Counts = cmd("IM.CONNECT")
-        .arg(user)
-        .arg(DEVICE)
-        .arg("NODE")
-        .arg(node)
-        .query(r)?;
+    let info = connect(r, user, node)?;
     expect(
         "IM.CONNECT summary",
         (info["count"], info["first"], info["last"]),
@@ -245,13 +249,7 @@ fn flow(
 
     // 4. A message the device never acks: resend events, then a kick.
     let m5 = stanza(user, "m5", "Are you there?");
-    let (seq5, _, pending): Stored = cmd("IM.STORE")
-        .arg(user)
-        .arg(&m5)
-        .arg("DEVICES")
-        .arg(1)
-        .arg(DEVICE)
-        .query(r)?;
+    let (seq5, _, pending) = store_delivered(r, user, &m5)?;
     expect("IM.STORE m5 pending", pending, vec![DEVICE.to_string()])?;
     println!("stored m5 (seq {seq5}), delivered to {DEVICE}, which does not ack");
     let (mut attempts, mut kicked) = (Vec::new(), false);
@@ -312,12 +310,7 @@ fn flow(
         state,
         vec![(DEVICE.to_string(), 0, 0, 1)],
     )?;
-    let info: Counts = cmd("IM.CONNECT")
-        .arg(user)
-        .arg(DEVICE)
-        .arg("NODE")
-        .arg(node)
-        .query(r)?;
+    let info = connect(r, user, node)?;
     expect("IM.CONNECT after the kick", info["count"], 1)?;
     let (cursor, page): Page = cmd("IM.OFFLINE.PAGE").arg(user).arg(DEVICE).query(r)?;
     let page: Vec<(i64, String, String)> = page
@@ -329,20 +322,7 @@ fn flow(
         (cursor, page),
         (0, vec![(seq5, "m5".to_string(), m5.clone())]),
     )?;
-    expect(
-        "IM.ACK m5",
-        cmd("IM.ACK")
-            .arg(user)
-            .arg(DEVICE)
-            .arg("m5")
-            .query::<i64>(r)?,
-        1,
-    )?;
-    expect(
-        "messages at the end",
-        cmd("IM.INFO").arg(user).query::<Counts>(r)?["messages"],
-        0,
-    )?;
+    ack_last(r, user, "m5", "messages at the end")?;
     println!("{DEVICE} reconnects, pages m5, acks it by id: the mailbox is empty");
     Ok(())
 }

@@ -1,4 +1,3 @@
-import itertools
 import os
 import shutil
 import sys
@@ -11,8 +10,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 harness.quiet_slixmpp()
-
-_names = itertools.count(1)
 
 
 def pytest_configure(config):
@@ -33,13 +30,20 @@ def check_logs(stack):
         assert "panicked" not in log and "ASSERTION" not in log, log[-3000:]
 
 
+def serve(**kw):
+    """A generator fixture's body: yields harness.Stack(**kw), started with
+    no users, and closes it after."""
+    s = harness.Stack(**kw).start(users=())
+    yield s
+    s.close(keep=bool(os.environ.get("KEEP_TMP")))
+
+
 @pytest.fixture(scope="module")
 def shared_stack():
     """One Redis and one Prosody for the tests that need no settings of
-    their own; each test uses its own users (new_users)."""
-    s = harness.Stack(probe=True).start(users=())
-    yield s
-    s.close(keep=bool(os.environ.get("KEEP_TMP")))
+    their own; each test uses its own users (new_users). A test module may
+    override it with a stack of its own: `stack` then checks that one."""
+    yield from serve(probe=True)
 
 
 @pytest.fixture
@@ -53,10 +57,7 @@ def new_users(shared_stack):
     """new_users("alice", "bob") registers fresh users with these prefixes
     and returns their names."""
     def make(*prefixes, stack=None):
-        n = next(_names)
-        names = [f"{p}{n}" for p in prefixes]
-        (stack or shared_stack).prosody.register(names)
-        return names
+        return harness.fresh_users(stack or shared_stack, *prefixes)
     return make
 
 

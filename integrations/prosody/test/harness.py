@@ -3,6 +3,8 @@ free loopback ports in temporary directories, and drives them with slixmpp
 clients. Used by the end-to-end tests and by bench.py."""
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -20,6 +22,52 @@ HERE = Path(__file__).resolve().parent
 INTEGRATION = HERE.parent  # integrations/prosody
 REPO = INTEGRATION.parent.parent
 HOST = "localhost"
+
+
+def jid(user):
+    return f"{user}@{HOST}"
+
+
+def key(user):
+    """The user's mailbox key in Redis."""
+    return jid(user).encode()
+
+
+def run(coro, timeout=60):
+    """Runs a test's coroutine to the end, within timeout seconds."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+_names = itertools.count(1)
+
+
+def fresh_users(stack, *prefixes):
+    """Registers fresh users with these prefixes on the stack's Prosody
+    (a number common to them makes them new) and returns their names."""
+    n = next(_names)
+    names = [f"{p}{n}" for p in prefixes]
+    stack.prosody.register(names)
+    return names
+
+
+@contextlib.asynccontextmanager
+async def clients():
+    """Yields a list; clients appended to it are disconnected at the end."""
+    made = []
+    try:
+        yield made
+    finally:
+        for c in made:
+            if c.is_connected():
+                with contextlib.suppress(Exception):
+                    await c.offline(timeout=5)
+
+
+async def online(made, client):
+    """Connects the client and appends it to made (the list from clients())."""
+    c = await client.online()
+    made.append(c)
+    return c
 
 
 def module_path():

@@ -2,38 +2,12 @@
 1-5 and the paths around them). Every wait is a poll with a deadline."""
 
 import asyncio
-import contextlib
 import subprocess
 import time
 
 
-from harness import HOST, await_until, wait_until
+from harness import HOST, await_until, clients, jid, key, run, wait_until
 import harness
-
-
-def run(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-@contextlib.asynccontextmanager
-async def clients():
-    """Yields a list; clients appended to it are disconnected at the end."""
-    made = []
-    try:
-        yield made
-    finally:
-        for c in made:
-            if c.is_connected():
-                with contextlib.suppress(Exception):
-                    await c.offline(timeout=5)
-
-
-def jid(user):
-    return f"{user}@{HOST}"
-
-
-def key(user):
-    return jid(user).encode()
 
 
 async def drained(stack, user, timeout=10):

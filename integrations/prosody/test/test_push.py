@@ -7,10 +7,7 @@ observe; "exactly one" is checked by waiting a settle window after the
 first notification. Every wait is a poll with a deadline."""
 
 import asyncio
-import contextlib
-import itertools
 import json
-import os
 import time
 from pathlib import Path
 
@@ -19,8 +16,8 @@ import slixmpp
 from slixmpp.xmlstream import ET
 
 import harness
-from harness import HOST, await_until
-from conftest import check_logs
+from harness import HOST, await_until, clients, fresh_users, jid, key, online, run
+from conftest import serve
 
 NS_PUSH = "urn:xmpp:push:0"
 NS_PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -29,46 +26,19 @@ ACK_TIMEOUT = 3.0  # the module's ack-timeout in these tests (harness.Stack)
 SETTLE = 1.5  # how long "no further notification" is watched for
 CLOUD_NOTIFY = "/usr/lib/prosody/modules/mod_cloud_notify/mod_cloud_notify.lua"
 
-_names = itertools.count(1)
-
-
-def run(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def jid(user):
-    return f"{user}@{HOST}"
-
-
-def key(user):
-    return jid(user).encode()
-
 
 @pytest.fixture(scope="module")
-def push_stack():
-    """Prosody with mod_redis_im, mod_cloud_notify and mod_redis_im_push.
-    smacks_max_ack_delay = 1: mod_cloud_notify's own push for a session
-    slow to ack would come after about 2 s, before ack-timeout (3 s), so
-    a duplicate from that path would show."""
+def shared_stack():
+    """This module's stack, in place of conftest's (whose `stack` fixture
+    checks its logs after each test): Prosody with mod_redis_im,
+    mod_cloud_notify and mod_redis_im_push. smacks_max_ack_delay = 1:
+    mod_cloud_notify's own push for a session slow to ack would come after
+    about 2 s, before ack-timeout (3 s), so a duplicate from that path
+    would show."""
     if not Path(CLOUD_NOTIFY).exists():
         pytest.fail(f"no {CLOUD_NOTIFY}: install Debian's prosody-modules (scripts/test-prosody does)")
-    s = harness.Stack(extra_modules=("cloud_notify", "redis_im_push"),
-                      vhost_options={"smacks_max_ack_delay": 1}).start(users=())
-    yield s
-    s.close(keep=bool(os.environ.get("KEEP_TMP")))
-
-
-@pytest.fixture
-def stack(push_stack):
-    yield push_stack
-    check_logs(push_stack)
-
-
-def users(stack, *prefixes):
-    n = next(_names)
-    names = [f"{p}{n}" for p in prefixes]
-    stack.prosody.register(names)
-    return names
+    yield from serve(extra_modules=("cloud_notify", "redis_im_push"),
+                     vhost_options={"smacks_max_ack_delay": 1})
 
 
 class Notification:
@@ -171,34 +141,62 @@ class FreezingProxy:
             w.close()
 
 
-@contextlib.asynccontextmanager
-async def clients():
-    made = []
-    try:
-        yield made
-    finally:
-        for c in made:
-            if c.is_connected():
-                with contextlib.suppress(Exception):
-                    await c.offline(timeout=5)
+async def push_service(cs, stack, svc):
+    return await online(cs, PushService(svc, stack.prosody.port))
+
+
+async def enabled(cs, stack, push, user, device, node):
+    """The user's device online, with push enabled to node."""
+    client = await online(cs, stack.client(user, device))
+    await enable_push(client, push, node)
+    return client
+
+
+async def push_and_phone(cs, stack, svc, bob):
+    """The push service, and bob's phone online with push enabled."""
+    push = await push_service(cs, stack, svc)
+    return push, await enabled(cs, stack, push, bob, "phone", "bob-phone")
+
+
+async def laptop_away_phone_on(cs, stack, push, bob):
+    """bob's laptop enables push and goes offline, then his phone comes
+    online with push enabled; returns the phone."""
+    laptop = await enabled(cs, stack, push, bob, "laptop", "bob-laptop")
+    await laptop.offline()
+    phone = await enabled(cs, stack, push, bob, "phone", "bob-phone")
+    await device_offline(stack, bob, "laptop")
+    return phone
+
+
+async def one_notification_after_ack_timeout(push, t0):
+    """Exactly one notification to bob's phone, no sooner than ack-timeout
+    after t0."""
+    got = await exactly(push, "bob-phone", 1, timeout=ACK_TIMEOUT + 7)
+    after = got[0].t - t0
+    assert after >= ACK_TIMEOUT - 0.5, f"notified {after:.2f} s after the message"
+    assert got[0].count == "1"
+
+
+async def phone_back(cs, stack, push, bob, bodies, what):
+    """bob's phone logs in again: it gets bodies, and there is still one
+    notification a body, no more."""
+    phone2 = await online(cs, stack.client(bob, "phone"))
+    await await_until(lambda: len(phone2.received) >= len(bodies), 10, what=what)
+    await exactly(push, "bob-phone", len(bodies), timeout=1)
+    assert phone2.bodies() == bodies
 
 
 # (a) bob's phone enables push and goes offline: each message from alice
 #     produces exactly one notification, with the phone's offline count.
 def test_offline_phone_gets_one_notification_per_message(stack):
-    alice, bob, svc = users(stack, "alice", "bob", "svc")
+    alice, bob, svc = fresh_users(stack, "alice", "bob", "svc")
 
     async def main():
         async with clients() as cs:
-            push = await PushService(svc, stack.prosody.port).online()
-            cs.append(push)
-            phone = await stack.client(bob, "phone").online()
-            cs.append(phone)
-            await enable_push(phone, push, "bob-phone")
+            push, phone = await push_and_phone(cs, stack, svc, bob)
             await phone.offline()
             await device_offline(stack, bob, "phone")
-            a = await stack.client(alice).online()
-            cs.append(a)
+            a = await online(cs, stack.client(alice))
             a.send_chat(jid(bob), "one")
             got = await exactly(push, "bob-phone", 1)
             assert got[0].count == "1"
@@ -211,11 +209,7 @@ def test_offline_phone_gets_one_notification_per_message(stack):
             got = await exactly(push, "bob-phone", 2)
             assert [n.count for n in got] == ["1", "2"]
             # The phone wakes up and logs in: both messages, no more pushes.
-            phone2 = await stack.client(bob, "phone").online()
-            cs.append(phone2)
-            await await_until(lambda: len(phone2.received) >= 2, 10, what="the two messages")
-            await exactly(push, "bob-phone", 2, timeout=1)
-            assert phone2.bodies() == ["one", "two"]
+            await phone_back(cs, stack, push, bob, ["one", "two"], what="the two messages")
             assert not a.errors
     run(main())
 
@@ -223,22 +217,15 @@ def test_offline_phone_gets_one_notification_per_message(stack):
 # (b) bob's laptop is online and acking, his phone offline; both enabled
 #     push: the phone is notified, the laptop never.
 def test_online_acking_device_gets_no_notification(stack):
-    alice, bob, svc = users(stack, "alice", "bob", "svc")
+    alice, bob, svc = fresh_users(stack, "alice", "bob", "svc")
 
     async def main():
         async with clients() as cs:
-            push = await PushService(svc, stack.prosody.port).online()
-            cs.append(push)
-            phone = await stack.client(bob, "phone").online()
-            cs.append(phone)
-            await enable_push(phone, push, "bob-phone")
+            push, phone = await push_and_phone(cs, stack, svc, bob)
             await phone.offline()
-            laptop = await stack.client(bob, "laptop").online()
-            cs.append(laptop)
-            await enable_push(laptop, push, "bob-laptop")
+            laptop = await enabled(cs, stack, push, bob, "laptop", "bob-laptop")
             await device_offline(stack, bob, "phone")
-            a = await stack.client(alice).online()
-            cs.append(a)
+            a = await online(cs, stack.client(alice))
             for body in ("m1", "m2"):
                 a.send_chat(jid(bob), body)
             await await_until(lambda: len(laptop.received) >= 2, 10, what="the laptop's messages")
@@ -259,35 +246,26 @@ def test_online_acking_device_gets_no_notification(stack):
 #     (mod_cloud_notify's own push for a late ack, due at about 2 s here,
 #     is not sent).
 def test_dead_link_gets_one_notification_after_ack_timeout(stack):
-    alice, bob, svc = users(stack, "alice", "bob", "svc")
+    alice, bob, svc = fresh_users(stack, "alice", "bob", "svc")
 
     async def main():
         proxy = await FreezingProxy(stack.prosody.port).start()
         try:
             async with clients() as cs:
-                push = await PushService(svc, stack.prosody.port).online()
-                cs.append(push)
+                push = await push_service(cs, stack, svc)
                 phone = await harness.Client(bob, proxy.port, resource="phone").online()
                 await enable_push(phone, push, "bob-phone")
-                a = await stack.client(alice).online()
-                cs.append(a)
+                a = await online(cs, stack.client(alice))
                 proxy.frozen = True
                 t0 = time.monotonic()
                 a.send_chat(jid(bob), "are you there?")
-                got = await exactly(push, "bob-phone", 1, timeout=ACK_TIMEOUT + 7)
-                after = got[0].t - t0
-                assert after >= ACK_TIMEOUT - 0.5, f"notified {after:.2f} s after the message"
-                assert got[0].count == "1"
+                await one_notification_after_ack_timeout(push, t0)
                 assert phone.received == []  # it never got through
                 phone.abort()
                 await device_offline(stack, bob, "phone")
                 # The phone wakes up and logs in: the message, once, and
                 # no more pushes.
-                phone2 = await stack.client(bob, "phone").online()
-                cs.append(phone2)
-                await await_until(lambda: phone2.received, 10, what="the message")
-                await exactly(push, "bob-phone", 1, timeout=1)
-                assert phone2.bodies() == ["are you there?"]
+                await phone_back(cs, stack, push, bob, ["are you there?"], what="the message")
         finally:
             proxy.close()
     run(main())
@@ -295,34 +273,22 @@ def test_dead_link_gets_one_notification_after_ack_timeout(stack):
 
 # The same when the client still reads but no longer acks.
 def test_client_that_stops_acking_gets_one_notification_after_ack_timeout(stack):
-    alice, bob, svc = users(stack, "alice", "bob", "svc")
+    alice, bob, svc = fresh_users(stack, "alice", "bob", "svc")
 
     async def main():
         async with clients() as cs:
-            push = await PushService(svc, stack.prosody.port).online()
-            cs.append(push)
-            phone = await stack.client(bob, "phone").online()
-            cs.append(phone)
-            await enable_push(phone, push, "bob-phone")
-            a = await stack.client(alice).online()
-            cs.append(a)
+            push, phone = await push_and_phone(cs, stack, svc, bob)
+            a = await online(cs, stack.client(alice))
             phone.stop_acking()
             t0 = time.monotonic()
             a.send_chat(jid(bob), "are you there?")
             await await_until(lambda: phone.received, 5, what="the message on the dead link")
-            got = await exactly(push, "bob-phone", 1, timeout=ACK_TIMEOUT + 7)
-            after = got[0].t - t0
-            assert after >= ACK_TIMEOUT - 0.5, f"notified {after:.2f} s after the message"
-            assert got[0].count == "1"
+            await one_notification_after_ack_timeout(push, t0)
             # Prosody closed the session (the module's kick).
             await asyncio.wait_for(phone.ended.wait(), 10)
             await device_offline(stack, bob, "phone")
             # It logs in again: the message, once, and no more pushes.
-            phone2 = await stack.client(bob, "phone").online()
-            cs.append(phone2)
-            await await_until(lambda: phone2.received, 10, what="the message again")
-            await exactly(push, "bob-phone", 1, timeout=1)
-            assert phone2.bodies() == ["are you there?"]
+            await phone_back(cs, stack, push, bob, ["are you there?"], what="the message again")
     run(main())
 
 
@@ -332,17 +298,12 @@ def test_client_that_stops_acking_gets_one_notification_after_ack_timeout(stack)
 #     phone gets one notification (mod_cloud_notify's own push at the start
 #     of hibernation is not sent); a message during hibernation, one more.
 def test_dropped_connection_hibernates_and_gets_one_notification(stack):
-    alice, bob, svc = users(stack, "alice", "bob", "svc")
+    alice, bob, svc = fresh_users(stack, "alice", "bob", "svc")
 
     async def main():
         async with clients() as cs:
-            push = await PushService(svc, stack.prosody.port).online()
-            cs.append(push)
-            phone = await stack.client(bob, "phone").online()
-            cs.append(phone)
-            await enable_push(phone, push, "bob-phone")
-            a = await stack.client(alice).online()
-            cs.append(a)
+            push, phone = await push_and_phone(cs, stack, svc, bob)
+            a = await online(cs, stack.client(alice))
             phone.stop_acking()
             a.send_chat(jid(bob), "m1")
             await await_until(lambda: phone.received, 5, what="m1 on the phone")
@@ -359,30 +320,20 @@ def test_dropped_connection_hibernates_and_gets_one_notification(stack):
 # (d) bob's second device (the laptop) is offline while the first (the
 #     phone) reads: one notification for the laptop, none for the phone.
 def test_second_device_offline_while_first_reads(stack):
-    alice, bob, svc = users(stack, "alice", "bob", "svc")
+    alice, bob, svc = fresh_users(stack, "alice", "bob", "svc")
 
     async def main():
         async with clients() as cs:
-            push = await PushService(svc, stack.prosody.port).online()
-            cs.append(push)
-            laptop = await stack.client(bob, "laptop").online()
-            cs.append(laptop)
-            await enable_push(laptop, push, "bob-laptop")
-            await laptop.offline()
-            phone = await stack.client(bob, "phone").online()
-            cs.append(phone)
-            await enable_push(phone, push, "bob-phone")
-            await device_offline(stack, bob, "laptop")
-            a = await stack.client(alice).online()
-            cs.append(a)
+            push = await push_service(cs, stack, svc)
+            phone = await laptop_away_phone_on(cs, stack, push, bob)
+            a = await online(cs, stack.client(alice))
             a.send_chat(jid(bob), "hello")
             await await_until(lambda: phone.received, 5, what="the phone's message")
             got = await exactly(push, "bob-laptop", 1)
             assert got[0].count == "1"
             assert push.to("bob-phone") == []
             # Stock Prosody would push nothing here (a resource is online).
-            laptop2 = await stack.client(bob, "laptop").online()
-            cs.append(laptop2)
+            laptop2 = await online(cs, stack.client(bob, "laptop"))
             await await_until(lambda: laptop2.received, 10, what="the laptop's message")
             assert laptop2.bodies() == ["hello"]
     run(main())
@@ -391,16 +342,13 @@ def test_second_device_offline_while_first_reads(stack):
 # The device a registration belongs to survives a restart of Prosody
 # (it is in mod_cloud_notify's store, with the registration).
 def test_registration_survives_prosody_restart(stack):
-    alice, bob, svc = users(stack, "alice", "bob", "svc")
+    alice, bob, svc = fresh_users(stack, "alice", "bob", "svc")
 
     async def main_before():
         async with clients() as cs:
-            laptop = await stack.client(bob, "laptop").online()
-            cs.append(laptop)
-            phone = await stack.client(bob, "phone").online()
-            cs.append(phone)
-            push = await PushService(svc, stack.prosody.port).online()
-            cs.append(push)
+            laptop = await online(cs, stack.client(bob, "laptop"))
+            phone = await online(cs, stack.client(bob, "phone"))
+            push = await push_service(cs, stack, svc)
             await enable_push(phone, push, "bob-phone")
             await enable_push(laptop, push, "bob-laptop")
             await phone.offline()
@@ -409,13 +357,10 @@ def test_registration_survives_prosody_restart(stack):
 
     async def main_after():
         async with clients() as cs:
-            push = await PushService(svc, stack.prosody.port).online()
-            cs.append(push)
-            laptop = await stack.client(bob, "laptop").online()
-            cs.append(laptop)
+            push = await push_service(cs, stack, svc)
+            laptop = await online(cs, stack.client(bob, "laptop"))
             await device_offline(stack, bob, "phone")
-            a = await stack.client(alice).online()
-            cs.append(a)
+            a = await online(cs, stack.client(alice))
             a.send_chat(jid(bob), "after the restart")
             await await_until(lambda: laptop.received, 5, what="the laptop's message")
             got = await exactly(push, "bob-phone", 1)
@@ -426,22 +371,17 @@ def test_registration_survives_prosody_restart(stack):
 
 # A device that disabled push gets no more notifications.
 def test_disabled_push_sends_nothing(stack):
-    alice, bob, svc = users(stack, "alice", "bob", "svc")
+    alice, bob, svc = fresh_users(stack, "alice", "bob", "svc")
 
     async def main():
         async with clients() as cs:
-            push = await PushService(svc, stack.prosody.port).online()
-            cs.append(push)
-            phone = await stack.client(bob, "phone").online()
-            cs.append(phone)
-            await enable_push(phone, push, "bob-phone")
+            push, phone = await push_and_phone(cs, stack, svc, bob)
             iq = phone.make_iq_set()
             iq.append(ET.Element(f"{{{NS_PUSH}}}disable", {"jid": str(push.boundjid), "node": "bob-phone"}))
             assert (await iq.send(timeout=10))["type"] == "result"
             await phone.offline()
             await device_offline(stack, bob, "phone")
-            a = await stack.client(alice).online()
-            cs.append(a)
+            a = await online(cs, stack.client(alice))
             a.send_chat(jid(bob), "quiet")
             await await_until(lambda: stack.redis.info(key(bob))["messages"] == 1, 5,
                               what="the message stored")
@@ -455,7 +395,7 @@ def test_disabled_push_sends_nothing(stack):
 # the domain, or a republished hint) sends one. The events are published
 # here as the module publishes them.
 def test_late_or_repeated_events(stack):
-    bob, svc = users(stack, "bob", "svc")
+    bob, svc = fresh_users(stack, "bob", "svc")
 
     def publish(device, seq, count):
         ev = {"event": "offline", "user": jid(bob), "device": device, "seq": seq,
@@ -464,16 +404,8 @@ def test_late_or_repeated_events(stack):
 
     async def main():
         async with clients() as cs:
-            push = await PushService(svc, stack.prosody.port).online()
-            cs.append(push)
-            laptop = await stack.client(bob, "laptop").online()
-            cs.append(laptop)
-            await enable_push(laptop, push, "bob-laptop")
-            await laptop.offline()
-            phone = await stack.client(bob, "phone").online()
-            cs.append(phone)
-            await enable_push(phone, push, "bob-phone")
-            await device_offline(stack, bob, "laptop")
+            push = await push_service(cs, stack, svc)
+            await laptop_away_phone_on(cs, stack, push, bob)
             assert publish("phone", 11, 1) >= 1  # the phone is online: stale
             assert publish("laptop", 12, 7) >= 1
             assert publish("laptop", 12, 7) >= 1

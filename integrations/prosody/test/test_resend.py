@@ -27,24 +27,12 @@ import pytest
 import slixmpp
 from slixmpp.plugins.xep_0198 import stanza as sm_stanza
 
-from harness import HOST, await_until
+from harness import HOST, await_until, clients, jid, key, online, run
 
 RESEND = 0.5       # resend-interval, s
 ACK_TIMEOUT = 5.0  # ack-timeout, s: well after a few resends
 SETTLE = 1.5       # three resend intervals: "no further resend"
 CHANNEL = f"im:events:{HOST}"  # the node is the host name
-
-
-def run(coro, timeout=60):
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def jid(user):
-    return f"{user}@{HOST}"
-
-
-def key(user):
-    return jid(user).encode()
 
 
 @pytest.fixture
@@ -83,14 +71,10 @@ class Events:
 async def watching(stack):
     """Yields (events, clients); clients appended are disconnected at the end."""
     events = Events(stack.redis.client)
-    made = []
     try:
-        yield events, made
+        async with clients() as made:
+            yield events, made
     finally:
-        for c in made:
-            if c.is_connected():
-                with contextlib.suppress(Exception):
-                    await c.offline(timeout=5)
         events.close()
 
 
@@ -139,6 +123,14 @@ def copies(client, mid):
     return [m for m in client.received if m.id == mid]
 
 
+async def alice_and_bob(st, cs):
+    """alice's and bob's phones online; bob's answers to <r/> under an
+    AckControl."""
+    a = await online(cs, st.client("alice"))
+    b = await online(cs, st.client("bob"))
+    return a, b, AckControl(b)
+
+
 def test_resend_of_a_held_message_asks_for_an_ack(resend_stack):
     """bob's phone has the message but its <a/> leaves it out (it withholds
     its XEP-0198 ack; no receipts). Each resend event becomes one more <r/>,
@@ -150,11 +142,7 @@ def test_resend_of_a_held_message_asks_for_an_ack(resend_stack):
 
     async def main():
         async with watching(st) as (events, cs):
-            a = await st.client("alice").online()
-            cs.append(a)
-            b = await st.client("bob").online()
-            cs.append(b)
-            ctl = AckControl(b)
+            a, b, ctl = await alice_and_bob(st, cs)
             ctl.withhold()
             a.send_chat(jid("bob"), "hello", mid="r1")
             await await_until(lambda: copies(b, "r1"), 5, what="the message at bob")
@@ -212,11 +200,7 @@ def test_resend_to_a_client_that_stopped_acking_sends_no_copy(resend_stack):
 
     async def main():
         async with watching(st) as (events, cs):
-            a = await st.client("alice").online()
-            cs.append(a)
-            b = await st.client("bob").online()
-            cs.append(b)
-            ctl = AckControl(b)
+            a, b, ctl = await alice_and_bob(st, cs)
             ctl.go_silent()
             t0 = time.monotonic()
             for mid in expected:
@@ -232,8 +216,7 @@ def test_resend_to_a_client_that_stopped_acking_sends_no_copy(resend_stack):
             assert ctl.requests_since(t_got + 0.3) == [], ctl.requests
             await await_until(lambda: st.redis.devices(key("bob"))[0]["online"] == 0, 5,
                               what="bob's device offline")
-            b2 = await st.client("bob").online()
-            cs.append(b2)
+            b2 = await online(cs, st.client("bob"))
             await await_until(lambda: len(b2.received) >= 3, 5, what="the 3 at the next login")
             await await_until(lambda: st.redis.info(key("bob"))["messages"] == 0, 5,
                               what="the mailbox to empty")
@@ -272,8 +255,7 @@ def test_resend_of_a_message_the_session_does_not_hold_sends_it_once(resend_stac
 
     async def main():
         async with watching(st) as (events, cs):
-            b = await st.client("bob").online()
-            cs.append(b)
+            b = await online(cs, st.client("bob"))
             t0 = time.monotonic()
             sid, xml = store_behind_prosodys_back(st, "x1", "stored behind Prosody's back")
             assert st.redis.info(key("bob"))["pending"] == 1
