@@ -572,7 +572,11 @@ def test_retention_eviction_and_the_archiver_together_keep_the_budget(make_serve
     assert as_map(r.execute_command("IM.INFO", "idle:7"))["messages"] == 0
     with sqlite3.connect(db, timeout=30) as c:
         assert c.execute("SELECT count(DISTINCT user_key) FROM im_archive").fetchone()[0] == 1000
-    longest, visit = info["im_sweep_longest_us"], info["im_sweep_longest_visit_us"]
-    print(f"longest timer run {longest} µs = {longest / budget:.2f}× the budget, longest visit {visit} µs, "
-          f"{info['im_sweep_runs']} runs")
-    assert longest <= budget + visit + 100, info
+    longest, cpu, visit = (info["im_sweep_longest_us"], info["im_sweep_longest_cpu_us"],
+                           info["im_sweep_longest_visit_us"])
+    print(f"longest timer run {longest} µs = {longest / budget:.2f}× the budget ({cpu} µs of CPU), "
+          f"longest visit {visit} µs, {info['im_sweep_runs']} runs")
+    # On the run's CPU time: the archiver, the server and the test share
+    # two cores here, and a run preempted between two visits would count
+    # time it did not spend.
+    assert cpu <= budget + visit + 100, info

@@ -8,6 +8,7 @@ Every test ends with the server alive and its log free of panics (the
 fixtures check the log, standard error and `INFO im` `panics`)."""
 
 import base64
+import subprocess
 import time
 
 import pytest
@@ -443,27 +444,73 @@ def test_move_leaves_the_client_on_its_database(make_server):
 # ------------------------------------------- seqs beyond what replies carry
 
 MAX_SEQ = 2**63 - 1
-MAX_IMPORT_SEQ = MAX_SEQ - 2**32
 
 
 def test_an_import_seq_is_one_a_page_and_a_reply_can_carry(r, raw):
-    """`IM.IMPORT ... SEQ` above the counter moves the counter on; a seq
-    that leaves fewer than 2^32 above it is refused and changes nothing, so
-    every later store still gets a seq of its own that a RESP integer can
-    carry (the command fuzzer found stores answering i64::MAX for two
-    messages after `SEQ 9223372036854775807`). Seq 0 is no message: pages
-    start `AFTER 0`, so one put at seq 0 was never paged."""
+    """`IM.IMPORT ... SEQ` keeps a seq only below the mailbox's counter: a
+    seq at or above it takes the counter's. The command fuzzer found stores
+    answering i64::MAX for two messages after `SEQ 9223372036854775807`,
+    and a new user found that such a seq moved the counters of mailboxes
+    created afterwards (each starts above every seq the server gave) past
+    2^53, where JavaScript clients round seqs. Seq 0 is no message (pages
+    start `AFTER 0`: one put there was never paged), nor is a seq past
+    i64::MAX: both are refused and change nothing."""
     r.execute_command("IM.CONNECT", "k", "d")
     r.execute_command("IM.DISCONNECT", "k", "d")
-    for seq in (MAX_SEQ, MAX_IMPORT_SEQ + 1, 2**64 - 1, 0):
+    for seq in (0, MAX_SEQ + 1, 2**64 - 1):
         assert_clean_error(expect_error(raw, "IM.IMPORT", "k", 1000, f"i{seq}", message("x"), "SEQ", seq), "SEQ")
     assert as_map(r.execute_command("IM.INFO", "k"))["messages"] == 0
-    assert r.execute_command("IM.IMPORT", "k", 1000, "top", message("top"), "SEQ", MAX_IMPORT_SEQ) \
-        == [MAX_IMPORT_SEQ, b"top"]
+    counter = as_map(r.execute_command("IM.INFO", "k"))["next_seq"]
+    assert r.execute_command("IM.IMPORT", "k", 1000, "top", message("top"), "SEQ", MAX_SEQ) == [counter, b"top"]
     seqs = [r.execute_command("IM.STORE", "k", message(f"m{i}"))[0] for i in range(3)]
-    assert seqs == [MAX_IMPORT_SEQ + 1, MAX_IMPORT_SEQ + 2, MAX_IMPORT_SEQ + 3]
-    info = as_map(r.execute_command("IM.INFO", "k"))
-    assert (info["messages"], info["last"], info["next_seq"]) == (4, MAX_IMPORT_SEQ + 3, MAX_IMPORT_SEQ + 4)
+    assert seqs == [counter + 1, counter + 2, counter + 3]
     cursor, items = r.execute_command("IM.OFFLINE.PAGE", "k", "d")
-    assert [s for s, *_ in items] == [MAX_IMPORT_SEQ] + seqs
-    assert r.execute_command("IM.ACK", "k", "d", "UPTO", MAX_IMPORT_SEQ + 3) == 4
+    assert [s for s, *_ in items] == [counter] + seqs
+    assert r.execute_command("IM.ACK", "k", "d", "UPTO", counter + 3) == 4
+    # A mailbox created afterwards starts where the clock puts it.
+    r.execute_command("IM.CONNECT", "later", "d")
+    assert as_map(r.execute_command("IM.INFO", "later"))["next_seq"] < 2**53
+
+
+def test_an_import_ts_ahead_of_the_clock_is_refused(r, raw):
+    """A message comes back with the time it was stored: `ts` more than a
+    minute ahead of the server's clock is refused (a later store took the
+    time on, and its `<delay>` stamp read 1970 or the year 10000)."""
+    r.execute_command("IM.CONNECT", "fut", "d")
+    r.execute_command("IM.DISCONNECT", "fut", "d")
+    now = int(time.time() * 1000)
+    for ts in (MAX_SEQ, 253402300800000, now + 3_600_000):
+        assert_clean_error(expect_error(raw, "IM.IMPORT", "fut", ts, "f1", message("f1")), "ts")
+    assert as_map(r.execute_command("IM.INFO", "fut"))["messages"] == 0
+    seq, _ = r.execute_command("IM.IMPORT", "fut", now - 1000, "f1", message("f1"))
+    _, items = r.execute_command("IM.OFFLINE.PAGE", "fut", "d")
+    assert [(s, ts) for s, _, ts, _ in items] == [(seq, now - 1000)]
+
+
+# ------------------------------------------- settings at load time
+
+@pytest.mark.parametrize("args", [
+    ["ack-timeout", "-5"], ["max-messages", "0"], ["sweep-effort", "500"],
+    ["max-stanza-bytes", "0"], ["retention", "-1"], ["resend-interval", "-1"],
+])
+def test_a_setting_out_of_bounds_at_load_time_is_refused(flavor, tmp_path, args):
+    """The server takes the load arguments as the settings' defaults
+    without the bounds `CONFIG SET` applies (`ack-timeout -5` expired every
+    delivery at once): the module refuses to load, and says which."""
+    from conftest import MODULE, free_port, server_binary
+
+    p = subprocess.run([server_binary(flavor), "--port", str(free_port()), "--save", "", "--dir", str(tmp_path),
+                        "--loadmodule", str(MODULE), *args],
+                       capture_output=True, timeout=30)
+    out = (p.stdout + p.stderr).decode(errors="replace")
+    assert p.returncode != 0, out[-2000:]
+    assert f"{args[0]} {args[1]} is outside" in out, out[-2000:]
+
+
+@pytest.mark.parametrize("node", ["push", "archive"])
+def test_a_node_may_not_take_the_name_of_the_modules_own_channels(r, raw, node):
+    """Events of a node named `push` went to the push-hint channel, and of
+    `archive` to the archivers' restore channel: the names are refused."""
+    assert_clean_error(expect_error(raw, "IM.CONNECT", "col", "d1", "NODE", node), "reserved")
+    assert r.execute_command("IM.DEVICES", "col") == []
+    r.execute_command("IM.CONNECT", "col", "d1", "NODE", node + "-1")

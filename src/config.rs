@@ -48,6 +48,55 @@ pub mod defaults {
     pub const DELAY_FROM: &str = "";
 }
 
+/// The lowest and highest value of each numeric setting (SPEC §7), the
+/// same for `CONFIG SET` (the server checks them) and at load time
+/// ([`out_of_bounds`] checks them, since the server takes load arguments
+/// as the settings' defaults without a check).
+pub mod bounds {
+    /// Ceiling of the settings in ms, counts and bytes without a bound of
+    /// their own: far beyond any use, far from overflowing a sum with a time.
+    pub const MS: i64 = i64::MAX / 4;
+    pub const RESEND_INTERVAL: (i64, i64) = (0, MS);
+    pub const ACK_TIMEOUT: (i64, i64) = (1, MS);
+    pub const MAX_PENDING: (i64, i64) = (1, MS);
+    pub const SWEEP_INTERVAL: (i64, i64) = (0, MS);
+    pub const SWEEP_EFFORT: (i64, i64) = (1, 100);
+    pub const SWEEP_BUDGET: (i64, i64) = (1, MS);
+    pub const MAX_STANZA_BYTES: (i64, i64) = (16, 512 * 1024 * 1024);
+    pub const MAX_MESSAGES: (i64, i64) = (1, MS);
+    pub const MAX_BYTES: (i64, i64) = (1, MS);
+    pub const RETENTION: (i64, i64) = (0, MS);
+    pub const MAILBOX_IDLE: (i64, i64) = (0, MS);
+    pub const DEVICE_IDLE: (i64, i64) = (0, MS);
+}
+
+/// The first numeric setting whose value is outside its [`bounds`], as the
+/// line to log: the load arguments set them unchecked.
+pub fn out_of_bounds() -> Option<String> {
+    let all: [(&str, &AtomicI64, (i64, i64)); 12] = [
+        ("resend-interval", &RESEND_INTERVAL, bounds::RESEND_INTERVAL),
+        ("ack-timeout", &ACK_TIMEOUT, bounds::ACK_TIMEOUT),
+        ("max-pending", &MAX_PENDING, bounds::MAX_PENDING),
+        ("sweep-interval", &SWEEP_INTERVAL, bounds::SWEEP_INTERVAL),
+        ("sweep-effort", &SWEEP_EFFORT, bounds::SWEEP_EFFORT),
+        ("sweep-budget", &SWEEP_BUDGET, bounds::SWEEP_BUDGET),
+        (
+            "max-stanza-bytes",
+            &MAX_STANZA_BYTES,
+            bounds::MAX_STANZA_BYTES,
+        ),
+        ("max-messages", &MAX_MESSAGES, bounds::MAX_MESSAGES),
+        ("max-bytes", &MAX_BYTES, bounds::MAX_BYTES),
+        ("retention", &RETENTION, bounds::RETENTION),
+        ("mailbox-idle", &MAILBOX_IDLE, bounds::MAILBOX_IDLE),
+        ("device-idle", &DEVICE_IDLE, bounds::DEVICE_IDLE),
+    ];
+    all.iter().find_map(|(name, v, (lo, hi))| {
+        let v = v.load(Ordering::Relaxed);
+        (v < *lo || v > *hi).then(|| format!("{name} {v} is outside {lo} to {hi}"))
+    })
+}
+
 /// The names of the settings, as `CONFIG` and the load arguments know them
 /// (`im.<name>` in `CONFIG`).
 pub const NAMES: &[&str] = &[

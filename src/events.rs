@@ -130,7 +130,7 @@ pub fn publish_restore(ctx: &Context, user: &[u8], archived: u64) {
         ],
     );
     let mut channel = config::event_prefix().into_bytes();
-    channel.extend_from_slice(b"archive");
+    channel.extend_from_slice(ARCHIVE_CHANNEL);
     server::publish(ctx, &channel, json.as_bytes());
 }
 
@@ -233,3 +233,11 @@ impl OfflineWatch {
 /// The channel of push hints, after the event prefix: one for the
 /// deployment, since an offline device has no node.
 const PUSH_CHANNEL: &[u8] = b"push";
+
+/// The channel of restore requests, after the event prefix (SPEC §6).
+const ARCHIVE_CHANNEL: &[u8] = b"archive";
+
+/// Names no node may take: the module's own channels after the event
+/// prefix (a node's events would land where push services or archivers
+/// listen).
+pub const RESERVED_NODE_NAMES: &[&[u8]] = &[PUSH_CHANNEL, ARCHIVE_CHANNEL];

@@ -317,6 +317,13 @@ mod registration {
                 return Status::Err;
             }
         }
+        // The server registered the settings with the load arguments as
+        // their defaults, unchecked: the bounds `CONFIG SET` applies hold
+        // here too.
+        if let Some(why) = crate::config::out_of_bounds() {
+            crate::log::warning(&format!("redis-im: at load time, {why}"));
+            return Status::Err;
+        }
         // Valkey 9's atomic slot migration refuses modules that do not
         // declare they handle it (the timer leaves slots it does not own
         // alone: `cluster`).
@@ -345,8 +352,6 @@ mod registration {
         register_containers(ctx)
     }
 
-    const MS: i64 = i64::MAX / 4;
-
     redis_module! {
         name: "im",
         version: crate::VERSION_NUMBER,
@@ -357,18 +362,18 @@ mod registration {
         commands: [],
         configurations: [
             i64: [
-                ["resend-interval", &RESEND_INTERVAL, defaults::RESEND_INTERVAL, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["ack-timeout", &ACK_TIMEOUT, defaults::ACK_TIMEOUT, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["max-pending", &MAX_PENDING, defaults::MAX_PENDING, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["sweep-interval", &SWEEP_INTERVAL, defaults::SWEEP_INTERVAL, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["sweep-effort", &SWEEP_EFFORT, defaults::SWEEP_EFFORT, 1, 100, ConfigurationFlags::DEFAULT, None],
-                ["sweep-budget", &SWEEP_BUDGET, defaults::SWEEP_BUDGET, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["max-stanza-bytes", &MAX_STANZA_BYTES, defaults::MAX_STANZA_BYTES, 16, 512 * 1024 * 1024, ConfigurationFlags::MEMORY, None],
-                ["max-messages", &MAX_MESSAGES, defaults::MAX_MESSAGES, 1, MS, ConfigurationFlags::DEFAULT, None],
-                ["max-bytes", &MAX_BYTES, defaults::MAX_BYTES, 1, MS, ConfigurationFlags::MEMORY, None],
-                ["retention", &RETENTION, defaults::RETENTION, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["mailbox-idle", &MAILBOX_IDLE, defaults::MAILBOX_IDLE, 0, MS, ConfigurationFlags::DEFAULT, None],
-                ["device-idle", &DEVICE_IDLE, defaults::DEVICE_IDLE, 0, MS, ConfigurationFlags::DEFAULT, None],
+                ["resend-interval", &RESEND_INTERVAL, defaults::RESEND_INTERVAL, bounds::RESEND_INTERVAL.0, bounds::RESEND_INTERVAL.1, ConfigurationFlags::DEFAULT, None],
+                ["ack-timeout", &ACK_TIMEOUT, defaults::ACK_TIMEOUT, bounds::ACK_TIMEOUT.0, bounds::ACK_TIMEOUT.1, ConfigurationFlags::DEFAULT, None],
+                ["max-pending", &MAX_PENDING, defaults::MAX_PENDING, bounds::MAX_PENDING.0, bounds::MAX_PENDING.1, ConfigurationFlags::DEFAULT, None],
+                ["sweep-interval", &SWEEP_INTERVAL, defaults::SWEEP_INTERVAL, bounds::SWEEP_INTERVAL.0, bounds::SWEEP_INTERVAL.1, ConfigurationFlags::DEFAULT, None],
+                ["sweep-effort", &SWEEP_EFFORT, defaults::SWEEP_EFFORT, bounds::SWEEP_EFFORT.0, bounds::SWEEP_EFFORT.1, ConfigurationFlags::DEFAULT, None],
+                ["sweep-budget", &SWEEP_BUDGET, defaults::SWEEP_BUDGET, bounds::SWEEP_BUDGET.0, bounds::SWEEP_BUDGET.1, ConfigurationFlags::DEFAULT, None],
+                ["max-stanza-bytes", &MAX_STANZA_BYTES, defaults::MAX_STANZA_BYTES, bounds::MAX_STANZA_BYTES.0, bounds::MAX_STANZA_BYTES.1, ConfigurationFlags::MEMORY, None],
+                ["max-messages", &MAX_MESSAGES, defaults::MAX_MESSAGES, bounds::MAX_MESSAGES.0, bounds::MAX_MESSAGES.1, ConfigurationFlags::DEFAULT, None],
+                ["max-bytes", &MAX_BYTES, defaults::MAX_BYTES, bounds::MAX_BYTES.0, bounds::MAX_BYTES.1, ConfigurationFlags::MEMORY, None],
+                ["retention", &RETENTION, defaults::RETENTION, bounds::RETENTION.0, bounds::RETENTION.1, ConfigurationFlags::DEFAULT, None],
+                ["mailbox-idle", &MAILBOX_IDLE, defaults::MAILBOX_IDLE, bounds::MAILBOX_IDLE.0, bounds::MAILBOX_IDLE.1, ConfigurationFlags::DEFAULT, None],
+                ["device-idle", &DEVICE_IDLE, defaults::DEVICE_IDLE, bounds::DEVICE_IDLE.0, bounds::DEVICE_IDLE.1, ConfigurationFlags::DEFAULT, None],
             ],
             string: [
                 ["offline-types", &OFFLINE_TYPES, defaults::OFFLINE_TYPES, ConfigurationFlags::DEFAULT, None],

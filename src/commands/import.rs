@@ -5,7 +5,7 @@ use super::{is, parse_u64, unknown_option, Answer};
 use crate::config;
 use crate::keyspace::{self, Propagate, Writer};
 use crate::mailbox::log::{IdSpec, HAS_DELAY};
-use crate::mailbox::{Effect, Message, MAX_ID};
+use crate::mailbox::{Effect, Message, MAX_ID, MAX_SEQ};
 use crate::reply::{error, Reply};
 use crate::{metrics, server, stanza};
 use redis_module::{Context, RedisString};
@@ -23,6 +23,15 @@ pub fn import(ctx: &Context, args: &[RedisString]) -> Answer {
     };
     let ts = parse_u64(ts.as_slice(), "ts")?;
     let ts = i64::try_from(ts).map_err(|_| error("ERR ts is too large"))?;
+    // A message comes back with the time it was stored: never one ahead of
+    // this server's clock by more than a clock's skew (a later store in
+    // the mailbox would take it on, and its `<delay>` stamp would lie).
+    let latest = server::now_ms().saturating_add(MAX_CLOCK_SKEW_MS);
+    if ts > latest {
+        return Err(error(format!(
+            "ERR ts {ts} is ahead of this server's clock by more than {MAX_CLOCK_SKEW_MS} ms"
+        )));
+    }
     let id = id.as_slice();
     if id.is_empty() || id.len() > MAX_ID {
         return Err(error(format!("ERR id must be 1 to {MAX_ID} bytes")));
@@ -35,13 +44,10 @@ pub fn import(ctx: &Context, args: &[RedisString]) -> Answer {
         }
         let v = it.next().ok_or_else(|| error("ERR SEQ needs a value"))?;
         let s = parse_u64(v.as_slice(), "SEQ")?;
-        // A seq above the counter moves it on for every later store: keep
-        // 2^32 seqs free above the highest one accepted, so that no import
-        // can use up the seqs replies can carry (SPEC §6).
-        // Seq 0 is no message: `AFTER 0` starts a page and `first` 0
-        // says the mailbox holds none (SPEC §4).
-        if s == 0 || s > MAX_IMPORT_SEQ {
-            return Err(error(format!("ERR SEQ must be 1 to {MAX_IMPORT_SEQ}")));
+        // Seq 0 is no message: `AFTER 0` starts a page and `first` 0 says
+        // the mailbox holds none (SPEC §4); a seq is a RESP integer.
+        if s == 0 || s > MAX_SEQ {
+            return Err(error(format!("ERR SEQ must be 1 to {MAX_SEQ}")));
         }
         want_seq = Some(s);
     }
@@ -88,8 +94,14 @@ pub fn import(ctx: &Context, args: &[RedisString]) -> Answer {
         (None, Some(Effect::Create { next_seq })) => *next_seq,
         (None, _) => 0,
     };
+    // A given seq is kept where it is free: below the counter (a seq the
+    // mailbox, or the server before a new key, gave before) and held by no
+    // message. One at or above the counter takes the counter's seq: it
+    // would move the counter, and every later mailbox's (which start
+    // above every seq the server has given), toward the end of the seqs
+    // a reply carries (SPEC §6).
     let seq = want_seq
-        .filter(|&s| !w.mailbox().is_some_and(|m| m.log.contains(s)))
+        .filter(|&s| s < next && !w.mailbox().is_some_and(|m| m.log.contains(s)))
         .unwrap_or(next);
     if seq > crate::mailbox::MAX_SEQ {
         return Err(refusal(crate::mailbox::store::Refusal::SeqExhausted));
@@ -111,11 +123,9 @@ pub fn import(ctx: &Context, args: &[RedisString]) -> Answer {
     Ok(stored(seq, id))
 }
 
-/// The highest seq `IM.IMPORT ... SEQ` takes: [`MAX_SEQ`] less 2^32, the
-/// seqs left for stores after it.
-///
-/// [`MAX_SEQ`]: crate::mailbox::MAX_SEQ
-pub const MAX_IMPORT_SEQ: u64 = crate::mailbox::MAX_SEQ - (1 << 32);
+/// How far (ms) `IM.IMPORT`'s `ts` may be ahead of the server's clock:
+/// the skew between the clocks of the nodes that stored and archived it.
+pub const MAX_CLOCK_SKEW_MS: i64 = 60_000;
 
 fn stored(seq: u64, id: &[u8]) -> Reply {
     Reply::Array(vec![seq.into(), Reply::Bulk(id.to_vec())])

@@ -68,7 +68,8 @@ pub fn user_only(args: &[RedisString]) -> Result<&RedisString, Reply> {
 }
 
 /// A node name: 1 to [`MAX_NAME`] bytes of `A-Z a-z 0-9 . _ : -` (it
-/// becomes part of a Pub/Sub channel's name).
+/// becomes part of a Pub/Sub channel's name), and none of
+/// [`crate::events::RESERVED_NODE_NAMES`] (`push`, `archive`).
 pub fn node_name(arg: &[u8]) -> Result<&[u8], Reply> {
     let ok = !arg.is_empty()
         && arg.len() <= MAX_NAME
@@ -78,6 +79,12 @@ pub fn node_name(arg: &[u8]) -> Result<&[u8], Reply> {
     if !ok {
         return Err(error(format!(
             "ERR node name must be 1 to {MAX_NAME} bytes of A-Z a-z 0-9 . _ : -"
+        )));
+    }
+    if crate::events::RESERVED_NODE_NAMES.contains(&arg) {
+        return Err(error(format!(
+            "ERR node name '{}' is reserved: the module's own channel has that name",
+            String::from_utf8_lossy(arg)
         )));
     }
     Ok(arg)
