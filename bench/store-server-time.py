@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""The server's own time per IM.STORE of two builds of the module, side by
+side (INFO commandstats usec_per_call), beside a two-field HSET of the same
+stanza, alternating builds so that a noisy machine affects both alike.
+
+    python3 bench/store-server-time.py OLD.so NEW.so [--repeats 3]
+        [--no-push] [--no-deadlines]
+
+Each run: Debian's redis-server on a free port, 1,000 users (one device
+`phone`), `redis-benchmark -c 32 -P 16 -n 200000 -r 1000` of HSET, of
+IM.STORE pending on the device (`DEVICES 1 phone`, the device online) and
+of IM.STORE with the device offline. --no-push sets push-events no on
+both builds (where the setting exists); --no-deadlines sets retention,
+device-idle and mailbox-idle to 0. Prints each run and the medians (µs).
+"""
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+
+import redis
+
+STANZA = ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' "
+          "type='chat' id='x__rand_int__'><body>" + "x" * 60 + "</body></message>")
+USERS = 1000
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def set_if_known(r, name, value):
+    try:
+        r.config_set(name, value)
+    except redis.ResponseError:
+        pass
+
+
+def users(r, offline):
+    pipe = r.pipeline()
+    for i in range(USERS):
+        pipe.execute_command("IM.CONNECT", f"user:{i:012d}", "phone", "NODE", "n1")
+        if offline:
+            pipe.execute_command("IM.DISCONNECT", f"user:{i:012d}", "phone")
+    pipe.execute()
+
+
+def one_run(module, opts):
+    port = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        srv = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--dir", d,
+                                "--loadmodule", module], stdout=subprocess.DEVNULL)
+        try:
+            r = redis.Redis(port=port)
+            for _ in range(100):
+                try:
+                    r.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            for name, value in (("im.max-pending", 10**9), ("im.sweep-interval", 0),
+                                ("im.max-messages", 10**9), ("im.max-bytes", 10**15)):
+                set_if_known(r, name, value)
+            if opts.no_push:
+                set_if_known(r, "im.push-events", "no")
+            if opts.no_deadlines:
+                for name in ("im.retention", "im.device-idle", "im.mailbox-idle"):
+                    set_if_known(r, name, 0)
+            out = {}
+
+            def bench(name, args):
+                r.config_resetstat()
+                subprocess.run(["redis-benchmark", "-p", str(port), "-c", "32", "-P", "16", "-n", "200000",
+                                "-r", str(USERS), "-q", *args], stdout=subprocess.DEVNULL, check=True)
+                out[name] = r.info("commandstats")["cmdstat_" + args[0].lower()]["usec_per_call"]
+
+            bench("HSET", ["HSET", "OGM:__rand_int__", "STANZA", STANZA, "CREATIONDATE", "1732690028123"])
+            r.flushall()
+            users(r, offline=False)
+            bench("IM.STORE pending", ["IM.STORE", "user:__rand_int__", STANZA, "DEVICES", "1", "phone"])
+            r.flushall()
+            users(r, offline=True)
+            bench("IM.STORE offline", ["IM.STORE", "user:__rand_int__", STANZA])
+            return out
+        finally:
+            srv.terminate()
+            srv.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-push", action="store_true")
+    ap.add_argument("--no-deadlines", action="store_true")
+    opts = ap.parse_args()
+    builds = {"old": os.path.abspath(opts.old), "new": os.path.abspath(opts.new)}
+    runs = {k: [] for k in builds}
+    for _ in range(opts.repeats):
+        for k, module in builds.items():
+            runs[k].append(one_run(module, opts))
+            print(k, runs[k][-1], flush=True)
+    for k in builds:
+        print(f"{k} medians (µs per call):",
+              {n: round(statistics.median(x[n] for x in runs[k]), 2) for n in runs[k][0]})
+
+
+if __name__ == "__main__":
+    main()
