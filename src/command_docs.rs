@@ -129,6 +129,14 @@ pub const ACK: &[Arg] = &[
     ),
 ];
 /// IM.OFFLINE.INFO <user> <device> [IDS [LIMIT <n>]]
+/// The cost of the commands a container names too (`IM.OFFLINE.INFO` and
+/// `IM.OFFLINE INFO` alike), for `COMMAND DOCS`.
+pub const OFFLINE_INFO_COST: &CStr = c"O(log N), plus O(L) for L ids";
+pub const OFFLINE_PAGE_COST: &CStr = c"O(C + log N): C messages in the page";
+pub const ARCHIVE_PULL_COST: &CStr =
+    c"O(C + M): C messages handed out, M mailboxes with queued messages visited";
+pub const ARCHIVE_ACK_COST: &CStr = c"O(K log N): K seqs";
+
 pub const OFFLINE_INFO: &[Arg] = &[
     USER,
     DEVICE,

@@ -84,7 +84,7 @@ mod registration {
     /// (`command_docs`; `docs/commands.md` for people).
     macro_rules! commands {
         ($($(#[doc = $doc:literal])* $name:literal => $handler:path, $flags:literal, $key:literal,
-           arity $arity:literal, keys $keys:expr, $summary:literal, $complexity:literal,
+           arity $arity:literal, keys $keys:expr, $summary:literal, $complexity:expr,
            args $args:expr, tips $tips:expr, acl $acl:expr;)*) => {
             fn register_commands(ctx: &Context) -> Status {
                 $({
@@ -170,13 +170,13 @@ mod registration {
         c"im.offline.info" => offline_info::offline_info, c"readonly", 1,
             arity -3, keys RO | ACCESS,
             c"Summarises what a device has not received: count, bytes, first and last seq, ids.",
-            c"O(log N), plus O(L) for L ids",
+            OFFLINE_INFO_COST,
             args OFFLINE_INFO, tips NO_TIPS, acl ACL_IM;
         /// IM.OFFLINE.PAGE <user> <device> [AFTER <seq>] [COUNT <n>] [DELAY <from>]
         c"im.offline.page" => offline_page::offline_page, c"readonly", 1,
             arity -3, keys RO | ACCESS,
             c"Pages through a device's offline messages in seq order.",
-            c"O(C + log N): C messages in the page",
+            OFFLINE_PAGE_COST,
             args OFFLINE_PAGE, tips NO_TIPS, acl ACL_IM;
         /// IM.INFO <user>
         c"im.info" => info::info, c"readonly", 1,
@@ -194,13 +194,13 @@ mod registration {
         c"im.archive.pull" => archive_pull::archive_pull, c"write", 0,
             arity -1, keys NO_KEY,
             c"Hands out queued messages of this node to an archiver, under a lease.",
-            c"O(C + M): C messages handed out, M mailboxes with queued messages visited",
+            ARCHIVE_PULL_COST,
             args ARCHIVE_PULL, tips PER_NODE_LIST, acl ACL_ADMIN;
         /// IM.ARCHIVE.ACK <user> <seq> [<seq> ...]
         c"im.archive.ack" => archive_ack::archive_ack, c"write", 1,
             arity -3, keys RW | DELETE,
             c"Removes queued messages an archiver confirmed; they leave Redis for good.",
-            c"O(K log N): K seqs",
+            ARCHIVE_ACK_COST,
             args ARCHIVE_ACK, tips NO_TIPS, acl ACL_ADMIN;
         /// IM.IMPORT <user> <ts> <id> <stanza> [SEQ <seq>]
         c"im.import" => import::import, c"write deny-oom", 1,
@@ -235,7 +235,7 @@ mod registration {
     /// name, the same key spec and summary.
     macro_rules! containers {
         ($($container:literal, $about:literal { $($sub:literal => $handler:path, $flags:literal, $key:literal,
-           arity $arity:literal, keys $keys:expr, $summary:literal, $complexity:literal,
+           arity $arity:literal, keys $keys:expr, $summary:literal, $complexity:expr,
            args $args:expr, tips $tips:expr, acl $acl:expr;)* })*) => {
             fn register_containers(ctx: &Context) -> Status {
                 $({
@@ -276,24 +276,24 @@ mod registration {
             c"info" => offline_info::offline_info, c"readonly", 2,
                 arity -4, keys RO | ACCESS,
                 c"IM.OFFLINE.INFO: what a device has not received (count, bytes, first, last, ids).",
-                c"O(log N), plus O(L) for L ids",
+                OFFLINE_INFO_COST,
                 args OFFLINE_INFO, tips NO_TIPS, acl ACL_IM;
             c"page" => offline_page::offline_page, c"readonly", 2,
                 arity -4, keys RO | ACCESS,
                 c"IM.OFFLINE.PAGE: pages through a device's offline messages in seq order.",
-                c"O(C + log N): C messages in the page",
+                OFFLINE_PAGE_COST,
                 args OFFLINE_PAGE, tips NO_TIPS, acl ACL_IM;
         }
         c"im.archive", c"Container of IM.ARCHIVE PULL and IM.ARCHIVE ACK: IM.ARCHIVE.PULL and IM.ARCHIVE.ACK for cluster clients that refuse two dots." {
             c"pull" => archive_pull::archive_pull, c"write", 0,
                 arity -2, keys NO_KEY,
                 c"IM.ARCHIVE.PULL: hands out queued messages of this node to an archiver, under a lease.",
-                c"O(C + M): C messages handed out, M mailboxes with queued messages visited",
+                ARCHIVE_PULL_COST,
                 args ARCHIVE_PULL, tips PER_NODE_LIST, acl ACL_ADMIN;
             c"ack" => archive_ack::archive_ack, c"write", 2,
                 arity -4, keys RW | DELETE,
                 c"IM.ARCHIVE.ACK: removes queued messages an archiver confirmed.",
-                c"O(K log N): K seqs",
+                ARCHIVE_ACK_COST,
                 args ARCHIVE_ACK, tips NO_TIPS, acl ACL_ADMIN;
         }
     }

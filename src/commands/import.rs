@@ -5,6 +5,7 @@ use super::{is, parse_u64, unknown_option, Answer};
 use crate::config;
 use crate::keyspace::{self, Propagate, Writer};
 use crate::mailbox::log::{IdSpec, HAS_DELAY};
+use crate::mailbox::store::Refusal;
 use crate::mailbox::{Effect, Message, MAX_ID, MAX_SEQ};
 use crate::reply::{error, Reply};
 use crate::{metrics, server, stanza};
@@ -103,8 +104,8 @@ pub fn import(ctx: &Context, args: &[RedisString]) -> Answer {
     let seq = want_seq
         .filter(|&s| s < next && !w.mailbox().is_some_and(|m| m.log.contains(s)))
         .unwrap_or(next);
-    if seq > crate::mailbox::MAX_SEQ {
-        return Err(refusal(crate::mailbox::store::Refusal::SeqExhausted));
+    if seq > MAX_SEQ {
+        return Err(refusal(Refusal::SeqExhausted));
     }
     let flags = if parsed.has_delay { HAS_DELAY } else { 0 };
     effects.push(Effect::Store {
