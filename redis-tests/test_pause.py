@@ -115,14 +115,18 @@ def test_failover_while_deliveries_fall_due(make_server, subscribe):
     up; here the replica is stopped for a second, so the deliveries fall due
     during the pause. The old primary lives and follows; the new one
     expires each delivery once."""
-    old = make_server(module_args=ARGS, extra_conf={"appendonly": "yes"})
-    new = make_server(module_args=ARGS, replicaof=old)
+    # Due 600 ms after their store: well inside the pause, and far enough
+    # from the stores that a busy machine does not expire any before it.
+    args = {**ARGS, "ack-timeout": 600}
+    old = make_server(module_args=args, extra_conf={"appendonly": "yes"})
+    new = make_server(module_args=args, replicaof=old)
     wait_replica_synced(old, new)
     r = old.client()
     users = [f"u{i}" for i in range(N)]
     events_old = subscribe(old, "n1")
     events_new = subscribe(new, "n1")
     store_pending(r, users)
+    assert r.execute_command("WAIT", 1, 10000) == 1
     new.proc.send_signal(signal.SIGSTOP)
     try:
         r.execute_command("FAILOVER")
