@@ -87,7 +87,7 @@ pub fn kick_event(mb: &Mailbox, user: &[u8], device: usize, reason: &str) -> Eve
         ],
     );
     Event {
-        node: d.node.to_vec(),
+        node: d.node().to_vec(),
         json,
     }
 }
@@ -113,7 +113,7 @@ pub fn resend_event(mb: &Mailbox, user: &[u8], device: usize, seq: u64) -> Optio
         ],
     );
     Some(Event {
-        node: d.node.to_vec(),
+        node: d.node().to_vec(),
         json,
     })
 }

@@ -59,10 +59,9 @@ pub fn prefetch<T>(p: Option<&T>) {
 pub struct Device {
     /// Its name: any bytes (1 to 256, checked by the commands; SPEC §8).
     pub name: Box<[u8]>,
-    /// The node that holds, or last held, its session: its events go to
-    /// `<event-prefix><node>` (SPEC §5); [`DEFAULT_NODE`] until a connect
-    /// names one.
-    pub node: Box<[u8]>,
+    /// The node that holds, or last held, its session ([`Device::node`]);
+    /// empty for [`DEFAULT_NODE`], which then costs no allocation.
+    node: Box<[u8]>,
     /// A live session holds it: from `IM.CONNECT` until `IM.DISCONNECT`,
     /// an expiry or a kick (SPEC §2, §5).
     pub online: bool,
@@ -83,16 +82,40 @@ pub struct Device {
 pub const DEFAULT_NODE: &[u8] = b"default";
 
 impl Device {
-    fn new(name: &[u8], now: i64) -> Device {
-        Device {
+    /// A device named `name`, of `node`, registered at `now` (Unix ms),
+    /// owing nothing.
+    pub fn new(name: &[u8], node: &[u8], online: bool, now: i64) -> Device {
+        let mut d = Device {
             name: name.into(),
-            node: DEFAULT_NODE.into(),
-            online: false,
+            node: Box::default(),
+            online,
             last_seen: now,
             pending: Deliveries::default(),
             offline: RangeSet::default(),
             offline_count: 0,
             offline_bytes: 0,
+        };
+        d.set_node(node);
+        d
+    }
+
+    /// The node that holds, or last held, its session: its events go to
+    /// `<event-prefix><node>` (SPEC §5); [`DEFAULT_NODE`] until a connect
+    /// names one.
+    pub fn node(&self) -> &[u8] {
+        if self.node.is_empty() {
+            DEFAULT_NODE
+        } else {
+            &self.node
+        }
+    }
+
+    /// Records the node of its session (`IM.CONNECT ... NODE`, SPEC §2).
+    pub fn set_node(&mut self, node: &[u8]) {
+        if node == DEFAULT_NODE {
+            self.node = Box::default();
+        } else if *self.node != *node {
+            self.node = node.into();
         }
     }
 
@@ -167,7 +190,7 @@ impl Mailbox {
             entry: Default::default(),
             devices: Vec::new(),
             log: Log::default(),
-            ids: IdIndex::new(next_seq),
+            ids: IdIndex::new(),
             archive: None,
         }
     }
@@ -232,7 +255,7 @@ impl Mailbox {
                     + d.offline.range_count() * 40
             })
             .sum();
-        std::mem::size_of::<Mailbox>() + self.log.mem_usage() + self.ids.capacity() * 5 + devices
+        std::mem::size_of::<Mailbox>() + self.log.mem_usage() + self.ids.heap_bytes() + devices
     }
 
     // ---- reads -------------------------------------------------------
@@ -305,7 +328,7 @@ impl Mailbox {
         if let Some(i) = self.device_index(name) {
             return i;
         }
-        let mut d = Device::new(name, now);
+        let mut d = Device::new(name, DEFAULT_NODE, false, now);
         if self.devices.is_empty() {
             let owed: Vec<(u64, usize, u8, u16)> = self
                 .held_from(0)
@@ -355,7 +378,7 @@ impl Mailbox {
         let flags = if acked { m.flags | ACKED } else { m.flags };
         let owers = m.owers.saturating_sub(1);
         if owers == 0 && flags & (ACKED | VOLATILE) != 0 {
-            self.ids.remove(seq, m.id);
+            self.ids.remove(&self.log, seq, m.id);
             self.log.remove(seq);
             true
         } else {
@@ -377,7 +400,7 @@ impl Mailbox {
 
     fn delete_message(&mut self, seq: u64) {
         if let Some(m) = self.log.get(seq) {
-            self.ids.remove(seq, m.id);
+            self.ids.remove(&self.log, seq, m.id);
             self.log.remove(seq);
         }
     }
@@ -439,7 +462,7 @@ impl Mailbox {
                 };
                 let d = &mut self.devices[i];
                 d.online = true;
-                d.node = node.into();
+                d.set_node(node);
                 d.last_seen = now;
                 moved
             }

@@ -22,13 +22,28 @@ pub struct Pending {
 }
 
 /// A device's pending deliveries: a [`Pending`] per seq, indexed by seq and
-/// by last send.
+/// by last send. A device with nothing pending holds no allocation (a
+/// pointer's worth of the device).
 #[derive(Default, Debug, PartialEq, Eq)]
 pub struct Deliveries {
+    /// `None` while nothing is pending.
+    queues: Option<Box<Queues>>,
+}
+
+#[derive(Default, Debug, PartialEq, Eq)]
+struct Queues {
     /// Sorted by seq.
     by_seq: VecDeque<(u64, Pending)>,
     /// Sorted by `(last_send, seq)`.
     by_send: VecDeque<(i64, u64)>,
+}
+
+/// Makes room for one more in `q`: exactly one while it holds none (most
+/// devices have one message pending at a time), then doubling.
+fn room_for_one<T>(q: &mut VecDeque<T>) {
+    if q.len() == q.capacity() {
+        q.reserve_exact(q.len().max(1));
+    }
 }
 
 /// Inserts `v` into the sorted deque `q` (at the back when it goes last);
@@ -38,11 +53,13 @@ fn insert_sorted<T: Ord + Copy>(q: &mut VecDeque<T>, v: T) -> bool {
         Some(last) if *last >= v => match q.binary_search(&v) {
             Ok(_) => false,
             Err(i) => {
+                room_for_one(q);
                 q.insert(i, v);
                 true
             }
         },
         _ => {
+            room_for_one(q);
             q.push_back(v);
             true
         }
@@ -56,33 +73,48 @@ fn shrink<T>(q: &mut VecDeque<T>) {
     }
 }
 
+static NONE: Queues = Queues {
+    by_seq: VecDeque::new(),
+    by_send: VecDeque::new(),
+};
+
 impl Deliveries {
+    fn q(&self) -> &Queues {
+        self.queues.as_deref().unwrap_or(&NONE)
+    }
+
     /// How many messages are pending.
     pub fn len(&self) -> usize {
-        self.by_seq.len()
+        self.q().by_seq.len()
     }
 
     /// No message is pending.
     pub fn is_empty(&self) -> bool {
-        self.by_seq.is_empty()
+        self.q().by_seq.is_empty()
     }
 
     /// Heap bytes held (for `MEMORY USAGE`).
     pub fn heap_bytes(&self) -> usize {
-        self.by_seq.capacity() * std::mem::size_of::<(u64, Pending)>()
-            + self.by_send.capacity() * std::mem::size_of::<(i64, u64)>()
+        self.queues.as_deref().map_or(0, |q| {
+            std::mem::size_of::<Queues>()
+                + q.by_seq.capacity() * std::mem::size_of::<(u64, Pending)>()
+                + q.by_send.capacity() * std::mem::size_of::<(i64, u64)>()
+        })
     }
 
     /// Asks the CPU to fetch the ends a new delivery is written to.
     pub fn prefetch_back(&self) {
-        let (a, b) = self.by_seq.as_slices();
+        let Some(q) = self.queues.as_deref() else {
+            return;
+        };
+        let (a, b) = q.by_seq.as_slices();
         super::prefetch(b.last().or(a.last()));
-        let (a, b) = self.by_send.as_slices();
+        let (a, b) = q.by_send.as_slices();
         super::prefetch(b.last().or(a.last()));
     }
 
     fn index(&self, seq: u64) -> Option<usize> {
-        self.by_seq.binary_search_by_key(&seq, |&(s, _)| s).ok()
+        self.q().by_seq.binary_search_by_key(&seq, |&(s, _)| s).ok()
     }
 
     /// Whether message `seq` is pending.
@@ -92,81 +124,88 @@ impl Deliveries {
 
     /// The delivery of message `seq`; `None` when it is not pending.
     pub fn get(&self, seq: u64) -> Option<&Pending> {
-        self.index(seq).map(|i| &self.by_seq[i].1)
+        self.index(seq).map(|i| &self.q().by_seq[i].1)
     }
 
     /// Every delivery as `(seq, delivery)`, in seq order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &Pending)> + '_ {
-        self.by_seq.iter().map(|(s, p)| (*s, p))
+        self.q().by_seq.iter().map(|(s, p)| (*s, p))
     }
 
     /// The pending seqs up to `upto` (inclusive), in order (`IM.ACK ...
     /// UPTO`, SPEC §3).
     pub fn seqs_upto(&self, upto: u64) -> impl Iterator<Item = u64> + '_ {
-        self.by_seq
+        self.q()
+            .by_seq
             .iter()
             .map(|&(s, _)| s)
             .take_while(move |&s| s <= upto)
     }
 
-    fn remove_send(&mut self, last_send: i64, seq: u64) {
-        if let Ok(i) = self.by_send.binary_search(&(last_send, seq)) {
-            self.by_send.remove(i);
-        }
-    }
-
     /// Makes message `seq` pending as `p`, replacing its delivery if it was
     /// pending already.
     pub fn insert(&mut self, seq: u64, p: Pending) {
-        match self.by_seq.back() {
+        let q = self.queues.get_or_insert_with(Default::default);
+        match q.by_seq.back() {
             Some(&(last, _)) if last >= seq => {
-                match self.by_seq.binary_search_by_key(&seq, |&(s, _)| s) {
+                match q.by_seq.binary_search_by_key(&seq, |&(s, _)| s) {
                     Ok(i) => {
-                        let old = std::mem::replace(&mut self.by_seq[i].1, p);
-                        self.remove_send(old.last_send, seq);
+                        let old = std::mem::replace(&mut q.by_seq[i].1, p);
+                        q.remove_send(old.last_send, seq);
                     }
-                    Err(i) => self.by_seq.insert(i, (seq, p)),
+                    Err(i) => {
+                        room_for_one(&mut q.by_seq);
+                        q.by_seq.insert(i, (seq, p))
+                    }
                 }
             }
-            _ => self.by_seq.push_back((seq, p)),
+            _ => {
+                room_for_one(&mut q.by_seq);
+                q.by_seq.push_back((seq, p))
+            }
         }
-        insert_sorted(&mut self.by_send, (p.last_send, seq));
+        insert_sorted(&mut q.by_send, (p.last_send, seq));
     }
 
     /// Removes message `seq`; answers its delivery, `None` when it was not
-    /// pending.
+    /// pending. The last one gives the memory back.
     pub fn remove(&mut self, seq: u64) -> Option<Pending> {
         let i = self.index(seq)?;
-        let (_, p) = self.by_seq.remove(i)?;
-        self.remove_send(p.last_send, seq);
-        shrink(&mut self.by_seq);
-        shrink(&mut self.by_send);
+        let q = self.queues.as_deref_mut()?;
+        let (_, p) = q.by_seq.remove(i)?;
+        q.remove_send(p.last_send, seq);
+        if q.by_seq.is_empty() {
+            self.queues = None;
+        } else {
+            shrink(&mut q.by_seq);
+            shrink(&mut q.by_send);
+        }
         Some(p)
     }
 
     /// Empties the set; answers the seqs it held, in order.
     pub fn take(&mut self) -> Vec<u64> {
-        self.by_send = VecDeque::new();
-        std::mem::take(&mut self.by_seq)
-            .into_iter()
-            .map(|(s, _)| s)
-            .collect()
+        self.queues
+            .take()
+            .map(|q| q.by_seq.into_iter().map(|(s, _)| s).collect())
+            .unwrap_or_default()
     }
 
     /// The delivery pending longest: `(since, seq)`; `None` when none.
     pub fn oldest(&self) -> Option<(i64, u64)> {
-        self.by_seq.front().map(|&(s, p)| (p.since, s))
+        self.q().by_seq.front().map(|&(s, p)| (p.since, s))
     }
 
     /// The earliest last send: `(last_send, seq)`; `None` when none.
     pub fn least_recently_sent(&self) -> Option<(i64, u64)> {
-        self.by_send.front().copied()
+        self.q().by_send.front().copied()
     }
 
     /// Seqs last sent at or before `sent_by` (Unix ms), least recent first,
     /// at most `limit`.
     pub fn sent_by(&self, sent_by: i64, limit: usize) -> Vec<u64> {
-        self.by_send
+        self.q()
+            .by_send
             .iter()
             .take_while(|(t, _)| *t <= sent_by)
             .take(limit)
@@ -178,14 +217,23 @@ impl Deliveries {
     /// `None` when `seq` is not pending.
     pub fn resent(&mut self, seq: u64, now: i64) -> Option<u32> {
         let i = self.index(seq)?;
-        let p = &mut self.by_seq[i].1;
+        let q = self.queues.as_deref_mut()?;
+        let p = &mut q.by_seq[i].1;
         let old = p.last_send;
         p.last_send = now;
         p.attempts = p.attempts.saturating_add(1);
         let attempts = p.attempts;
-        self.remove_send(old, seq);
-        insert_sorted(&mut self.by_send, (now, seq));
+        q.remove_send(old, seq);
+        insert_sorted(&mut q.by_send, (now, seq));
         Some(attempts)
+    }
+}
+
+impl Queues {
+    fn remove_send(&mut self, last_send: i64, seq: u64) {
+        if let Ok(i) = self.by_send.binary_search(&(last_send, seq)) {
+            self.by_send.remove(i);
+        }
     }
 }
 

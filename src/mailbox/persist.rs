@@ -21,7 +21,7 @@ impl Mailbox {
         put_u64(&mut out, self.devices.len() as u64);
         for d in &self.devices {
             put_bytes(&mut out, &d.name);
-            put_bytes(&mut out, &d.node);
+            put_bytes(&mut out, d.node());
             out.push(u8::from(d.online));
             put_i64(&mut out, d.last_seen);
             put_u64(&mut out, d.pending.len() as u64);
@@ -89,16 +89,12 @@ impl Mailbox {
             if mb.device_index(name).is_some() {
                 return None;
             }
-            mb.devices.push(Device {
-                name: name.into(),
-                node: node.into(),
-                online,
-                last_seen,
-                pending,
-                offline: RangeSet::from_ranges(ranges)?,
-                offline_count,
-                offline_bytes,
-            });
+            let mut d = Device::new(name, node, online, last_seen);
+            d.pending = pending;
+            d.offline = RangeSet::from_ranges(ranges)?;
+            d.offline_count = offline_count;
+            d.offline_bytes = offline_bytes;
+            mb.devices.push(d);
         }
         if !r.is_empty() {
             mb.archive = Some(Box::new(super::archive::Archive::decode(&mut r)?));
@@ -211,11 +207,11 @@ impl Mailbox {
         let name_ok = |n: &[u8]| !n.is_empty() && n.len() <= 256;
         let mut owing: hashbrown::HashMap<u64, u64> = hashbrown::HashMap::new();
         for d in &self.devices {
-            if !name_ok(&d.name) || !name_ok(&d.node) {
+            if !name_ok(&d.name) || !name_ok(d.node()) {
                 return Err("a device or node name is empty or longer than 256 bytes".into());
             }
             if !d
-                .node
+                .node()
                 .iter()
                 .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
             {

@@ -1,26 +1,30 @@
 //! A set of seqs kept as disjoint inclusive ranges. A device's offline
 //! messages are nearly always one run of consecutive seqs, so the set costs
-//! a few bytes however many messages it names. Up to `SMALL` ranges sit in
-//! a sorted vector (one small allocation); beyond that in a B-tree, so that
-//! every operation stays logarithmic however scattered the set becomes.
+//! a few bytes however many messages it names. One range sits in the set
+//! itself (no allocation), up to `SMALL` ranges in a sorted vector (one
+//! small allocation); beyond that in a B-tree, so that every operation
+//! stays logarithmic however scattered the set becomes.
 
 use std::collections::{btree_map, BTreeMap};
 
 const SMALL: usize = 16;
+
+/// Sorted ranges; the first one inline.
+type Runs = smallvec::SmallVec<[(u64, u64); 1]>;
 
 /// A set of seqs (a device's offline messages) as disjoint inclusive
 /// ranges.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RangeSet {
     /// start, end (inclusive): sorted, disjoint and not adjacent.
-    Small(Vec<(u64, u64)>),
+    Small(Runs),
     /// start -> end, same rules.
     Big(BTreeMap<u64, u64>),
 }
 
 impl Default for RangeSet {
     fn default() -> Self {
-        RangeSet::Small(Vec::new())
+        RangeSet::Small(Runs::new())
     }
 }
 

@@ -198,7 +198,7 @@ fn reconnect_moves_pending_offline() {
     );
     assert_eq!(mb.pending_total(), 0);
     assert_eq!(mb.offline_info(b"phone").count, 1);
-    assert_eq!(&*mb.devices[0].node, b"n2");
+    assert_eq!(mb.devices[0].node(), b"n2");
     let copy = roundtrip(&mb);
     assert_eq!(copy.offline_info(b"phone"), mb.offline_info(b"phone"));
 }
