@@ -1,11 +1,11 @@
-//! Finds a message by its id: a hash table of seqs, each kept as a 32-bit
-//! offset from a base seq (four bytes a message); the id itself is compared
-//! in the log, so the table holds no copy of it. A mailbox holding at most
-//! [`LINEAR`] messages has no table at all: reading its few records costs
-//! less than hashing, and most mailboxes hold that few. When the live seqs span
-//! more than 2^32 (an old message imported with its seq below a counter
-//! that ran on, SPEC §6), the table keeps whole seqs instead (eight bytes a
-//! message) until it is built again over a narrower span.
+//! Finds a message by its id: a hash table of seqs, each kept as an offset
+//! from a base seq in as few bytes as the live seqs' span allows (two bytes
+//! a message while it is below 2^16, four below 2^32, else the whole seq);
+//! the id itself is compared in the log, so the table holds no copy of it.
+//! A mailbox holding at most [`LINEAR`] messages has no table at all:
+//! reading its few records costs less than hashing, and most mailboxes hold
+//! that few. A wider span (an old message imported with its seq below a
+//! counter that ran on, SPEC §6) widens the table when it is built again.
 
 use super::log::Log;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -26,11 +26,69 @@ fn hash_of(log: &Log, seq: u64) -> u64 {
 /// and no table is kept.
 pub const LINEAR: u64 = 8;
 
+/// Offsets from `base` in `T` (u16, u32 or u64).
+struct Offsets<T> {
+    table: HashTable<T>,
+    base: u64,
+}
+
+impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Offsets<T> {
+    fn build(log: &Log, base: u64, room: usize) -> Offsets<T> {
+        let mut o = Offsets {
+            table: HashTable::with_capacity(room),
+            base,
+        };
+        for m in log.iter_from(0) {
+            if let Some(slot) = o.slot(m.seq) {
+                o.table
+                    .insert_unique(hash(m.id), slot, |&x: &T| hash_of(log, base + x.into()));
+            }
+        }
+        o
+    }
+
+    fn slot(&self, seq: u64) -> Option<T> {
+        seq.checked_sub(self.base).and_then(|d| T::try_from(d).ok())
+    }
+
+    fn find(&self, log: &Log, id: &[u8]) -> Option<u64> {
+        self.table
+            .find(hash(id), |&x: &T| {
+                log.get(self.base + x.into()).is_some_and(|m| m.id == id)
+            })
+            .map(|&x| self.base + x.into())
+    }
+
+    /// False when the table is full or `seq` is out of its span.
+    fn insert(&mut self, log: &Log, seq: u64, id: &[u8]) -> bool {
+        let base = self.base;
+        match self.slot(seq) {
+            Some(x) if self.table.len() < self.table.capacity() => {
+                self.table
+                    .insert_unique(hash(id), x, |&x: &T| hash_of(log, base + x.into()));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn remove(&mut self, seq: u64, id: &[u8]) {
+        if let Some(x) = self.slot(seq) {
+            if let Ok(e) = self.table.find_entry(hash(id), |&y| y == x) {
+                e.remove();
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.table.capacity() * (std::mem::size_of::<T>() + 1)
+    }
+}
+
 enum Table {
-    /// Offsets from `base`.
-    Narrow { table: HashTable<u32>, base: u64 },
-    /// Whole seqs.
-    Wide(HashTable<u64>),
+    N16(Offsets<u16>),
+    N32(Offsets<u32>),
+    N64(Offsets<u64>),
 }
 
 /// A mailbox's live messages by id (SPEC §1: an id is unique within the
@@ -46,60 +104,39 @@ impl IdIndex {
         IdIndex { table: None }
     }
 
-    /// Heap bytes held (for `MEMORY USAGE`): about five a slot.
+    /// Heap bytes held (for `MEMORY USAGE`): a slot's bytes and one more
+    /// a slot.
     pub fn heap_bytes(&self) -> usize {
-        match self.table.as_deref() {
-            None => 0,
-            Some(Table::Narrow { table, .. }) => {
-                std::mem::size_of::<Table>() + table.capacity() * 5
+        std::mem::size_of::<Table>()
+            + match self.table.as_deref() {
+                None => return 0,
+                Some(Table::N16(t)) => t.heap_bytes(),
+                Some(Table::N32(t)) => t.heap_bytes(),
+                Some(Table::N64(t)) => t.heap_bytes(),
             }
-            Some(Table::Wide(t)) => std::mem::size_of::<Table>() + t.capacity() * 9,
-        }
     }
 
     /// The seq of the live message with this id; `None` when `log` holds
     /// none.
     pub fn find(&self, log: &Log, id: &[u8]) -> Option<u64> {
-        let Some(table) = self.table.as_deref() else {
-            return log.iter_from(0).find(|m| m.id == id).map(|m| m.seq);
-        };
-        let is = |seq: u64| log.get(seq).is_some_and(|m| m.id == id);
-        match table {
-            Table::Narrow { table, base } => table
-                .find(hash(id), |&o| is(base + u64::from(o)))
-                .map(|&o| base + u64::from(o)),
-            Table::Wide(t) => t.find(hash(id), |&s| is(s)).copied(),
+        match self.table.as_deref() {
+            None => log.iter_from(0).find(|m| m.id == id).map(|m| m.seq),
+            Some(Table::N16(t)) => t.find(log, id),
+            Some(Table::N32(t)) => t.find(log, id),
+            Some(Table::N64(t)) => t.find(log, id),
         }
     }
 
     /// Indexes message `seq`, which `log` already holds.
     pub fn insert(&mut self, log: &Log, seq: u64, id: &[u8]) {
-        let Some(table) = self.table.as_deref_mut() else {
-            if log.len() > LINEAR {
-                self.rebuild(log, seq);
-            }
-            return;
+        let done = match self.table.as_deref_mut() {
+            None => log.len() <= LINEAR,
+            Some(Table::N16(t)) => t.insert(log, seq, id),
+            Some(Table::N32(t)) => t.insert(log, seq, id),
+            Some(Table::N64(t)) => t.insert(log, seq, id),
         };
-        match table {
-            Table::Narrow { table, base } => {
-                let base = *base;
-                let offset = seq
-                    .checked_sub(base)
-                    .and_then(|d| u32::try_from(d).ok())
-                    .filter(|_| table.len() < table.capacity());
-                let Some(o) = offset else {
-                    self.rebuild(log, seq);
-                    return;
-                };
-                table.insert_unique(hash(id), o, |&o| hash_of(log, base + u64::from(o)));
-            }
-            Table::Wide(t) => {
-                if t.len() >= t.capacity() {
-                    self.rebuild(log, seq);
-                    return;
-                }
-                t.insert_unique(hash(id), seq, |&s| hash_of(log, s));
-            }
+        if !done {
+            self.rebuild(log, seq);
         }
     }
 
@@ -107,31 +144,25 @@ impl IdIndex {
     /// grow it (the ids are hashed reading the log in order, which costs
     /// far less than looking up every entry a rehash moves), or around a
     /// base that covers `seq` and every live message (an import below the
-    /// base, or a counter run past 2^32); whole seqs when no 32-bit span
-    /// covers them all.
+    /// base, or a counter run on), in the narrowest slots that span them.
     fn rebuild(&mut self, log: &Log, seq: u64) {
         let first = log.first().map_or(seq, |m| m.seq).min(seq);
         let last = log.last().map_or(seq, |m| m.seq).max(seq);
         // Room for at least one more: a full table doubles, as it would
         // growing by itself.
-        let live = usize::try_from(log.len())
+        let room = usize::try_from(log.len())
             .unwrap_or(usize::MAX)
             .saturating_add(1)
             .max(8);
-        if u32::try_from(last - first).is_ok() {
-            let mut table = HashTable::with_capacity(live);
-            for m in log.iter_from(0) {
-                let o = (m.seq - first) as u32;
-                table.insert_unique(hash(m.id), o, |&o| hash_of(log, first + u64::from(o)));
-            }
-            self.table = Some(Box::new(Table::Narrow { table, base: first }));
+        let span = last - first;
+        let table = if u16::try_from(span).is_ok() {
+            Table::N16(Offsets::build(log, first, room))
+        } else if u32::try_from(span).is_ok() {
+            Table::N32(Offsets::build(log, first, room))
         } else {
-            let mut table = HashTable::with_capacity(live);
-            for m in log.iter_from(0) {
-                table.insert_unique(hash(m.id), m.seq, |&s| hash_of(log, s));
-            }
-            self.table = Some(Box::new(Table::Wide(table)));
-        }
+            Table::N64(Offsets::build(log, first, room))
+        };
+        self.table = Some(Box::new(table));
     }
 
     /// Forgets message `seq` with this id, which `log` still holds. The
@@ -141,23 +172,11 @@ impl IdIndex {
             self.table = None;
             return;
         }
-        let Some(table) = self.table.as_deref_mut() else {
-            return;
-        };
-        match table {
-            Table::Narrow { table, base } => {
-                let Some(o) = seq.checked_sub(*base).and_then(|d| u32::try_from(d).ok()) else {
-                    return;
-                };
-                if let Ok(e) = table.find_entry(hash(id), |&x| x == o) {
-                    e.remove();
-                }
-            }
-            Table::Wide(t) => {
-                if let Ok(e) = t.find_entry(hash(id), |&x| x == seq) {
-                    e.remove();
-                }
-            }
+        match self.table.as_deref_mut() {
+            None => {}
+            Some(Table::N16(t)) => t.remove(seq, id),
+            Some(Table::N32(t)) => t.remove(seq, id),
+            Some(Table::N64(t)) => t.remove(seq, id),
         }
     }
 }

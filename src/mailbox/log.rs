@@ -133,18 +133,13 @@ pub fn growth_class(n: usize) -> usize {
     }
 }
 
-/// Where each record of a chunk starts: in the chunk itself for a few
-/// records (a mailbox with little in it allocates nothing more for them).
-type Offsets = smallvec::SmallVec<[u16; 8]>;
+/// Up to this many records, a chunk keeps no offsets: a record is found by
+/// reading the chunk from its start (a mailbox with little in it allocates
+/// nothing for them).
+const WALK: usize = 8;
 
-/// Makes room for one more offset, growing through size classes: one
-/// reallocation every few records rather than one per record.
-fn grow_offsets(offsets: &mut Offsets) {
-    if offsets.len() == offsets.capacity() {
-        let want = size_class((offsets.len() + 1) * 2) / 2;
-        offsets.reserve_exact(want - offsets.len());
-    }
-}
+/// Where each record of a chunk starts, once it holds more than [`WALK`].
+type Offsets = Option<Box<Vec<u16>>>;
 
 /// A stored message as a store gives it (SPEC §1): its seq, its time (Unix
 /// ms), its flags (`VOLATILE`, `HAS_DELAY`, ...), where its id is, and the
@@ -181,13 +176,25 @@ impl<'a> std::ops::Deref for NewMsg<'a> {
     }
 }
 
+/// Records packed back to back. 40 bytes beside its records: a mailbox's
+/// first message costs its record and one 48-byte slot of the chunk deque.
 struct Chunk {
+    /// The records (`buf[..len]`), then room to grow.
+    buf: Box<[u8]>,
     base_ts: i64,
-    data: Vec<u8>,
-    /// Where each record (live or dead) starts, in seq order.
+    /// Where each record (live or dead) starts, in seq order; `None` while
+    /// the chunk holds at most [`WALK`] records.
     offsets: Offsets,
-    live: u32,
-    dead_bytes: u32,
+    /// Bytes of `buf` in use: below 2^32, since a stanza is at most
+    /// 512 MiB (`max-stanza-bytes`, and loading refuses larger).
+    len: u32,
+    /// Records not dead. A chunk of more than one record holds at most
+    /// `CHUNK_BYTES`, so this and `dead_bytes` fit 16 bits; a larger
+    /// record is alone in its chunk.
+    live: u16,
+    /// Bytes of dead records (saturating: only a chunk with a live record
+    /// reads it, and then it is at most `CHUNK_BYTES`).
+    dead_bytes: u16,
 }
 
 /// Decodes the record at `pos`; returns it and the position after it.
@@ -270,39 +277,109 @@ fn encode(out: &mut Vec<u8>, base: u64, base_ts: i64, m: &NewMsg<'_>) {
 }
 
 impl Chunk {
-    /// Heap bytes of the offsets (none while they fit inline).
-    fn offsets_heap_bytes(&self) -> usize {
-        if self.offsets.spilled() {
-            self.offsets.capacity() * 2
-        } else {
-            0
-        }
+    /// The records.
+    fn data(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+
+    /// Heap bytes held: the buffer and the offsets.
+    fn heap_bytes(&self) -> usize {
+        self.buf.len()
+            + self
+                .offsets
+                .as_ref()
+                .map_or(0, |o| std::mem::size_of::<Vec<u16>>() + o.capacity() * 2)
     }
 
     fn new(base: u64, m: &NewMsg<'_>) -> Chunk {
-        let mut data = Vec::with_capacity(size_class(encoded_len(base, m.ts, m)));
-        encode(&mut data, base, m.ts, m);
-        Chunk {
+        let mut c = Chunk {
+            buf: Box::default(),
             base_ts: m.ts,
-            data,
-            offsets: smallvec::smallvec![0],
-            live: 1,
+            offsets: None,
+            len: 0,
+            live: 0,
             dead_bytes: 0,
+        };
+        c.push(base, m, size_class(encoded_len(base, m.ts, m)));
+        c
+    }
+
+    /// Writes `m` after the records, growing the buffer to `room` bytes
+    /// first when it has less room.
+    fn push(&mut self, base: u64, m: &NewMsg<'_>, room: usize) {
+        let at = self.len as usize;
+        let mut v = std::mem::take(&mut self.buf).into_vec();
+        let grown = v.len() < room;
+        v.truncate(at);
+        if grown {
+            v.reserve_exact(room - at);
+        }
+        encode(&mut v, base, self.base_ts, m);
+        let end = v.len();
+        if grown {
+            v.resize(v.capacity(), 0);
+        } else {
+            // SAFETY: the bytes up to the capacity were the boxed slice's
+            // (initialized) bytes before `truncate`, which writes nothing,
+            // and `encode` wrote within the capacity (it had room).
+            unsafe { v.set_len(v.capacity()) };
+        }
+        self.buf = v.into_boxed_slice();
+        self.len = end as u32;
+        self.live += 1;
+        if let Some(o) = &mut self.offsets {
+            if o.len() == o.capacity() {
+                // Through size classes: one reallocation every few records.
+                let want = size_class((o.len() + 1) * 2) / 2;
+                o.reserve_exact(want - o.len());
+            }
+            o.push(at as u16);
+        } else if self.count() > WALK {
+            self.offsets = Some(Box::new(self.positions().map(|p| p as u16).collect()));
         }
     }
 
     fn records(&self, base: u64) -> ChunkIter<'_> {
         ChunkIter {
-            data: &self.data,
+            data: self.data(),
             pos: 0,
             base,
             base_ts: self.base_ts,
         }
     }
 
+    /// Where each record starts, in order.
+    fn positions(&self) -> impl Iterator<Item = usize> + '_ {
+        let data = self.data();
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            if pos >= data.len() {
+                return None;
+            }
+            let at = pos;
+            pos = decode(data, at, 0, 0)?.1;
+            Some(at)
+        })
+    }
+
+    /// How many records it holds, dead ones included.
+    fn count(&self) -> usize {
+        match &self.offsets {
+            Some(o) => o.len(),
+            None => self.positions().count(),
+        }
+    }
+
+    /// Where record `idx` starts.
+    fn pos(&self, idx: usize) -> Option<usize> {
+        match &self.offsets {
+            Some(o) => o.get(idx).map(|&p| p as usize),
+            None => self.positions().nth(idx),
+        }
+    }
+
     fn record(&self, base: u64, idx: usize) -> Option<(Msg<'_>, usize)> {
-        let pos = *self.offsets.get(idx)? as usize;
-        decode(&self.data, pos, base, self.base_ts)
+        decode(self.data(), self.pos(idx)?, base, self.base_ts)
     }
 
     /// Index of the first record whose seq is `>= seq`.
@@ -310,22 +387,30 @@ impl Chunk {
         if seq <= base {
             return 0;
         }
-        self.offsets
-            .partition_point(|&p| seq_at(&self.data, p as usize, base).is_some_and(|s| s < seq))
+        let data = self.data();
+        let below = |p: usize| seq_at(data, p, base).is_some_and(|s| s < seq);
+        match &self.offsets {
+            Some(o) => o.partition_point(|&p| below(p as usize)),
+            None => self.positions().take_while(|&p| below(p)).count(),
+        }
     }
 
     /// Index of the live record `seq`. A chunk filled by appends holds
     /// consecutive seqs, so record `seq - base` is tried first.
     fn find(&self, base: u64, seq: u64) -> Option<usize> {
-        let guess = usize::try_from(seq.wrapping_sub(base)).unwrap_or(usize::MAX);
-        let dense = self
-            .offsets
-            .get(guess)
-            .is_some_and(|&p| seq_at(&self.data, p as usize, base) == Some(seq));
-        let idx = if dense {
-            guess
-        } else {
-            self.lower_bound(base, seq)
+        let idx = match &self.offsets {
+            Some(o) => {
+                let guess = usize::try_from(seq.wrapping_sub(base)).unwrap_or(usize::MAX);
+                let dense = o
+                    .get(guess)
+                    .is_some_and(|&p| seq_at(self.data(), p as usize, base) == Some(seq));
+                if dense {
+                    guess
+                } else {
+                    self.lower_bound(base, seq)
+                }
+            }
+            None => self.lower_bound(base, seq),
         };
         let (m, _) = self.record(base, idx)?;
         (m.seq == seq && m.flags & DEAD == 0).then_some(idx)
@@ -334,36 +419,47 @@ impl Chunk {
     /// Appends a record after every other when it fits in the chunk.
     fn append(&mut self, base: u64, m: &NewMsg<'_>) -> bool {
         let len = encoded_len(base, self.base_ts, m);
-        let at = self.data.len();
+        let at = self.len as usize;
         if at + len > CHUNK_BYTES {
             return false;
         }
-        if self.data.capacity() < at + len {
-            self.data.reserve_exact(growth_class(at + len) - at);
-        }
-        encode(&mut self.data, base, self.base_ts, m);
-        grow_offsets(&mut self.offsets);
-        self.offsets.push(at as u16);
-        self.live += 1;
+        let room = if self.buf.len() < at + len {
+            growth_class(at + len)
+        } else {
+            0
+        };
+        self.push(base, m, room);
         true
     }
 
     /// Drops dead records; the base stays, so live records keep their bytes.
     fn compact(&mut self, base: u64) {
-        let mut data = Vec::with_capacity(size_class(self.data.len() - self.dead_bytes as usize));
-        let mut offsets = Offsets::with_capacity(self.live as usize);
+        let kept = self.len as usize - usize::from(self.dead_bytes);
+        let mut data = Vec::with_capacity(size_class(kept));
+        let mut offsets = Vec::with_capacity(usize::from(self.live));
         let mut it = self.records(base);
         loop {
             let pos = it.pos;
             let Some(m) = it.next() else { break };
             if m.flags & DEAD == 0 {
                 offsets.push(data.len() as u16);
-                data.extend_from_slice(&self.data[pos..it.pos]);
+                data.extend_from_slice(&self.data()[pos..it.pos]);
             }
         }
-        self.data = data;
-        self.offsets = offsets;
+        self.len = data.len() as u32;
+        data.resize(data.capacity(), 0);
+        self.buf = data.into_boxed_slice();
+        self.offsets = (offsets.len() > WALK).then(|| Box::new(offsets));
         self.dead_bytes = 0;
+    }
+
+    /// Marks record `idx` (at `pos`, ending at `next`) dead.
+    fn kill(&mut self, pos: usize, next: usize) {
+        self.buf[pos] |= DEAD;
+        self.live -= 1;
+        self.dead_bytes = self
+            .dead_bytes
+            .saturating_add(u16::try_from(next - pos).unwrap_or(u16::MAX));
     }
 }
 
@@ -432,14 +528,14 @@ impl Log {
             + self
                 .chunks
                 .iter()
-                .map(|(_, c)| c.data.capacity() + c.offsets_heap_bytes())
+                .map(|(_, c)| c.heap_bytes())
                 .sum::<usize>()
     }
 
     /// Asks the CPU to fetch where the next appended record goes.
     pub fn prefetch_tail(&self) {
         if let Some((_, c)) = self.chunks.back() {
-            super::prefetch(c.data.last());
+            super::prefetch(c.data().last());
         }
     }
 
@@ -490,8 +586,9 @@ impl Log {
             }
         } else {
             let c = &mut self.chunks[i].1;
-            c.data = Vec::new();
-            c.offsets = Offsets::new();
+            c.buf = Box::default();
+            c.len = 0;
+            c.offsets = None;
             c.dead_bytes = 0;
             self.empty_chunks += 1;
             if self.empty_chunks * 2 > self.chunks.len() {
@@ -532,10 +629,12 @@ impl Log {
         let Some(idx) = chunk.find(*base, seq) else {
             return false;
         };
-        let pos = chunk.offsets[idx] as usize;
-        let keep = chunk.data[pos] & ID_IN_STANZA;
+        let Some(pos) = chunk.pos(idx) else {
+            return false;
+        };
+        let keep = chunk.buf[pos] & ID_IN_STANZA;
         let h = header((flags & !(ID_IN_STANZA | DEAD)) | keep, owers);
-        chunk.data[pos..pos + HEADER].copy_from_slice(&h);
+        chunk.buf[pos..pos + HEADER].copy_from_slice(&h);
         true
     }
 
@@ -561,10 +660,13 @@ impl Log {
     pub fn last(&self) -> Option<Msg<'_>> {
         // The last chunk always holds a live record: empty chunks are dropped.
         let (base, chunk) = self.chunks.back()?;
-        (0..chunk.offsets.len())
-            .rev()
-            .filter_map(|i| chunk.record(*base, i).map(|(m, _)| m))
-            .find(|m| m.flags & DEAD == 0)
+        match &chunk.offsets {
+            Some(o) => (0..o.len())
+                .rev()
+                .filter_map(|i| chunk.record(*base, i).map(|(m, _)| m))
+                .find(|m| m.flags & DEAD == 0),
+            None => chunk.records(*base).filter(|m| m.flags & DEAD == 0).last(),
+        }
     }
 
     /// Live messages with `seq >= from`, in order.
@@ -574,7 +676,7 @@ impl Log {
         let current = chunks.next().map(|(base, c)| {
             let idx = c.lower_bound(*base, from);
             let mut it = c.records(*base);
-            it.pos = c.offsets.get(idx).map_or(c.data.len(), |&p| p as usize);
+            it.pos = c.pos(idx).unwrap_or(c.len as usize);
             it
         });
         LogIter { chunks, current }
@@ -663,17 +765,15 @@ impl Log {
         let (base, chunk) = self.chunks.get_mut(i)?;
         let base = *base;
         let idx = chunk.find(base, seq)?;
-        let pos = chunk.offsets[idx] as usize;
-        let (m, next) = decode(&chunk.data, pos, base, chunk.base_ts)?;
+        let pos = chunk.pos(idx)?;
+        let (m, next) = decode(chunk.data(), pos, base, chunk.base_ts)?;
         let size = m.stanza.len();
-        chunk.data[pos] |= DEAD;
-        chunk.live -= 1;
-        chunk.dead_bytes += (next - pos) as u32;
+        chunk.kill(pos, next);
         self.len -= 1;
         self.bytes -= size as u64;
         if chunk.live == 0 {
             self.chunk_emptied(i);
-        } else if chunk.dead_bytes as usize * 2 > chunk.data.len() {
+        } else if usize::from(chunk.dead_bytes) * 2 > chunk.len as usize {
             chunk.compact(base);
         }
         if self.head.is_some_and(|(s, _)| s == seq) {
@@ -824,7 +924,7 @@ mod tests {
         assert!(log
             .chunks
             .iter()
-            .all(|(_, c)| c.data.len() <= 2 * CHUNK_BYTES + 200));
+            .all(|(_, c)| c.len as usize <= 2 * CHUNK_BYTES + 200));
         assert!(log
             .chunks
             .iter()
