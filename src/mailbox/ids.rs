@@ -93,17 +93,13 @@ enum Table {
 
 /// A mailbox's live messages by id (SPEC §1: an id is unique within the
 /// mailbox), for duplicate stores and acks by id (SPEC §3).
+#[derive(Default)]
 pub struct IdIndex {
     /// `None` while the log holds at most [`LINEAR`] messages.
     table: Option<Box<Table>>,
 }
 
 impl IdIndex {
-    /// An empty index (no table: the log is empty).
-    pub fn new() -> IdIndex {
-        IdIndex { table: None }
-    }
-
     /// Heap bytes held (for `MEMORY USAGE`): a slot's bytes and one more
     /// a slot.
     pub fn heap_bytes(&self) -> usize {

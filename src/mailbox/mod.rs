@@ -190,7 +190,7 @@ impl Mailbox {
             entry: Default::default(),
             devices: Vec::new(),
             log: Log::default(),
-            ids: IdIndex::new(),
+            ids: IdIndex::default(),
             archive: None,
         }
     }
