@@ -80,7 +80,7 @@ pub fn kick_event(mb: &Mailbox, user: &[u8], device: usize, reason: &str) -> Eve
         "kick",
         &[
             ("user", Field::Bytes(user)),
-            ("device", Field::Bytes(&d.name)),
+            ("device", Field::Bytes(d.name())),
             ("reason", Field::Text(reason)),
             ("seq", Field::Int(seq)),
             ("id", Field::Bytes(id)),
@@ -102,7 +102,7 @@ pub fn resend_event(mb: &Mailbox, user: &[u8], device: usize, seq: u64) -> Optio
         "resend",
         &[
             ("user", Field::Bytes(user)),
-            ("device", Field::Bytes(&d.name)),
+            ("device", Field::Bytes(d.name())),
             ("seq", Field::Int(seq)),
             ("id", Field::Bytes(m.id)),
             (
@@ -183,11 +183,11 @@ impl OfflineWatch {
             .iter()
             .any(|e| matches!(e, Effect::Forget { .. } | Effect::Evict));
         Some(OfflineWatch {
-            counts: mb.devices.iter().map(|d| d.offline_count).collect(),
+            counts: mb.devices.iter().map(|d| d.offline_count()).collect(),
             names: removes.then(|| {
                 mb.devices
                     .iter()
-                    .map(|d| (d.name.clone(), d.offline_count))
+                    .map(|d| (Box::<[u8]>::from(d.name()), d.offline_count()))
                     .collect()
             }),
         })
@@ -203,11 +203,11 @@ impl OfflineWatch {
             let before = match &self.names {
                 Some(names) => names
                     .iter()
-                    .find(|(n, _)| **n == *d.name)
+                    .find(|(n, _)| **n == *d.name())
                     .map_or(0, |(_, c)| *c),
                 None => self.counts.get(i).copied().unwrap_or(0),
             };
-            if d.online || d.offline_count <= before {
+            if d.online || d.offline_count() <= before {
                 continue;
             }
             let seq = d.offline.last().unwrap_or(0);
@@ -218,10 +218,10 @@ impl OfflineWatch {
                     "offline",
                     &[
                         ("user", Field::Bytes(user)),
-                        ("device", Field::Bytes(&d.name)),
+                        ("device", Field::Bytes(d.name())),
                         ("seq", Field::Int(seq)),
                         ("id", Field::Bytes(id)),
-                        ("count", Field::Int(d.offline_count)),
+                        ("count", Field::Int(d.offline_count())),
                     ],
                 ),
             });

@@ -39,7 +39,7 @@ pub fn own_delete<T>(f: impl FnOnce() -> T) -> T {
 fn owed(mb: &Mailbox) -> u64 {
     mb.devices
         .iter()
-        .map(|d| d.pending.len() as u64 + d.offline_count)
+        .map(|d| d.pending.len() as u64 + d.offline_count())
         .sum()
 }
 

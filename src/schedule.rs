@@ -7,18 +7,18 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// A mailbox's db and key: `db` (4 bytes, little endian) followed by the
-/// key's bytes.
-pub type KeyName = Arc<[u8]>;
+/// key's bytes. Owned, not shared: every mailbox with timer work holds one
+/// in the schedule, and a refcount would add 16 bytes to each.
+pub type KeyName = Box<[u8]>;
 
 /// The [`KeyName`] of `key` in `db`.
 pub fn key_name(db: i32, key: &[u8]) -> KeyName {
     let mut v: smallvec::SmallVec<[u8; 64]> = smallvec::SmallVec::with_capacity(4 + key.len());
     v.extend_from_slice(&db.to_le_bytes());
     v.extend_from_slice(key);
-    Arc::from(&v[..])
+    Box::from(&v[..])
 }
 
 /// Splits a [`KeyName`] into its db and key.

@@ -215,7 +215,7 @@ fn visit(
         timer::reschedule(ctx, key, mb);
         return;
     }
-    let names: Vec<Vec<u8>> = mb.devices.iter().map(|d| d.name.to_vec()).collect();
+    let names: Vec<Vec<u8>> = mb.devices.iter().map(|d| d.name().to_vec()).collect();
     let mut out: Vec<Event> = Vec::new();
     let mut effects: Vec<Effect<'_>> = Vec::new();
     for (di, seqs) in &work.resend {

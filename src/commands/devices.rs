@@ -14,12 +14,12 @@ pub fn devices(ctx: &Context, args: &[RedisString]) -> Answer {
         list.iter()
             .map(|d| {
                 Reply::Map(vec![
-                    ("device", Reply::Bulk(d.name.to_vec())),
+                    ("device", Reply::Bulk(d.name().to_vec())),
                     ("online", Reply::Int(i64::from(d.online))),
                     ("node", Reply::Bulk(d.node().to_vec())),
                     ("last_seen", Reply::Int(d.last_seen)),
                     ("pending", (d.pending.len() as u64).into()),
-                    ("offline", d.offline_count.into()),
+                    ("offline", d.offline_count().into()),
                 ])
             })
             .collect(),

@@ -221,7 +221,7 @@ impl Mailbox {
         for d in &mut self.devices {
             let owed = d.pending.remove(seq).is_some() || d.remove_offline(seq, size);
             if owed {
-                put_bytes(&mut names, &d.name);
+                put_bytes(&mut names, d.name());
             }
         }
         if let Some(flags) = self.log.get(seq).map(|m| m.flags) {

@@ -932,6 +932,98 @@ mod tests {
             .all(|(a, b)| a.0 < b.0));
     }
 
+    /// Random appends, inserts in the middle, removals and header changes
+    /// agree with an ordered map, whatever mix of small chunks (read from
+    /// the start), indexed chunks, compacted and emptied ones they make.
+    #[test]
+    fn matches_a_model() {
+        use std::collections::BTreeMap;
+        let mut log = Log::default();
+        let mut model: BTreeMap<u64, (String, u16)> = BTreeMap::new();
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = 1u64;
+        for step in 0..30_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 10 {
+                0..=4 => {
+                    let body = "s".repeat((x % 300) as usize + 1);
+                    let seq = if x.is_multiple_of(17) && next > 50 {
+                        (x >> 8) % next
+                    } else {
+                        next += 1;
+                        next - 1
+                    };
+                    if seq > 0 && !model.contains_key(&seq) {
+                        add(&mut log, seq, &body);
+                        model.insert(seq, (body, 1));
+                    }
+                }
+                5..=8 => {
+                    let pick = model
+                        .keys()
+                        .nth((x >> 8) as usize % model.len().max(1))
+                        .copied();
+                    if let Some(seq) = pick {
+                        let (body, _) = model.remove(&seq).unwrap_or_default();
+                        assert_eq!(log.remove(seq), Some(body.len()));
+                    }
+                }
+                _ => {
+                    if let Some((&seq, v)) = model.iter_mut().next_back() {
+                        v.1 = (step % 2000) as u16;
+                        assert!(log.set_header(seq, 0, v.1));
+                    }
+                }
+            }
+            assert_eq!(log.len(), model.len() as u64);
+            if step % 97 == 0 {
+                let got: Vec<(u64, Vec<u8>, u16)> = log
+                    .iter_from(0)
+                    .map(|m| (m.seq, m.stanza.to_vec(), m.owers))
+                    .collect();
+                let want: Vec<(u64, Vec<u8>, u16)> = model
+                    .iter()
+                    .map(|(&s, (b, o))| (s, b.as_bytes().to_vec(), *o))
+                    .collect();
+                assert_eq!(got, want);
+                assert_eq!(log.first().map(|m| m.seq), model.keys().next().copied());
+                assert_eq!(log.last().map(|m| m.seq), model.keys().next_back().copied());
+                let from = (x >> 4) % next.max(1);
+                assert_eq!(
+                    log.iter_from(from).next().map(|m| m.seq),
+                    model.range(from..).next().map(|(&s, _)| s)
+                );
+                for s in from..from + 20 {
+                    assert_eq!(log.get(s).map(|m| m.seq), model.get(&s).map(|_| s));
+                }
+            }
+        }
+    }
+
+    /// A mailbox's first message costs its record and one 48-byte slot of
+    /// the chunk deque (docs/DESIGN.md, "Memory layout of a mailbox").
+    #[test]
+    fn a_chunk_is_forty_bytes_beside_its_records() {
+        assert_eq!(std::mem::size_of::<(u64, Chunk)>(), 48);
+        let mut log = Log::default();
+        add(&mut log, 1, "one");
+        assert_eq!(log.chunks.capacity(), 1);
+        assert!(log.chunks[0].1.offsets.is_none());
+        for seq in 2..=(WALK as u64 + 1) {
+            add(&mut log, seq, "more");
+        }
+        assert_eq!(
+            log.chunks[0].1.offsets.as_ref().map(|o| o.len()),
+            Some(WALK + 1),
+            "past WALK records a chunk keeps offsets"
+        );
+        for seq in 1..=(WALK as u64 + 1) {
+            assert_eq!(log.get(seq).map(|m| m.seq), Some(seq));
+        }
+    }
+
     #[test]
     fn size_classes() {
         assert_eq!(size_class(1), 16);

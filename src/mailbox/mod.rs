@@ -57,14 +57,10 @@ pub fn prefetch<T>(p: Option<&T>) {
 /// that names it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Device {
-    /// Its name: any bytes (1 to 256, checked by the commands; SPEC §8).
-    pub name: Box<[u8]>,
-    /// The node that holds, or last held, its session ([`Device::node`]);
-    /// empty for [`DEFAULT_NODE`], which then costs no allocation.
-    node: Box<[u8]>,
-    /// A live session holds it: from `IM.CONNECT` until `IM.DISCONNECT`,
-    /// an expiry or a kick (SPEC §2, §5).
-    pub online: bool,
+    /// Its name ([`Device::name`]), then its node's name ([`Device::node`];
+    /// empty for [`DEFAULT_NODE`]): one allocation, none for a short name
+    /// beyond the allocator's smallest class.
+    label: Box<[u8]>,
     /// When it was last registered, connected, disconnected or acked (Unix
     /// ms); `device-idle` counts from here (SPEC §5).
     pub last_seen: i64,
@@ -72,56 +68,87 @@ pub struct Device {
     pub pending: Deliveries,
     /// The seqs of its offline messages (SPEC §1, §4).
     pub offline: RangeSet,
-    /// How many seqs `offline` holds.
-    pub offline_count: u64,
     /// The sum of their stanzas' sizes (bytes).
     pub offline_bytes: u64,
+    /// How many seqs `offline` holds (a mailbox's log holds fewer than
+    /// 2^32 messages: it would take far more memory than a server has).
+    offline_count: u32,
+    /// Bytes of `label` that are the name (1 to 256).
+    name_len: u16,
+    /// A live session holds it: from `IM.CONNECT` until `IM.DISCONNECT`,
+    /// an expiry or a kick (SPEC §2, §5).
+    pub online: bool,
 }
 
 /// The node of a device whose `IM.CONNECT` named none (SPEC §2).
 pub const DEFAULT_NODE: &[u8] = b"default";
 
 impl Device {
-    /// A device named `name`, of `node`, registered at `now` (Unix ms),
+    /// A device named `name` (1 to 256 bytes, checked by the commands and
+    /// by loading; SPEC §8), of `node`, registered at `now` (Unix ms),
     /// owing nothing.
     pub fn new(name: &[u8], node: &[u8], online: bool, now: i64) -> Device {
         let mut d = Device {
-            name: name.into(),
-            node: Box::default(),
-            online,
+            label: Box::default(),
             last_seen: now,
             pending: Deliveries::default(),
             offline: RangeSet::default(),
-            offline_count: 0,
             offline_bytes: 0,
+            offline_count: 0,
+            name_len: 0,
+            online,
         };
-        d.set_node(node);
+        d.relabel(name, node);
         d
+    }
+
+    fn relabel(&mut self, name: &[u8], node: &[u8]) {
+        let node = if node == DEFAULT_NODE { &[][..] } else { node };
+        let mut label = Vec::with_capacity(name.len() + node.len());
+        label.extend_from_slice(name);
+        label.extend_from_slice(node);
+        self.label = label.into_boxed_slice();
+        self.name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+    }
+
+    /// Its name: any bytes (1 to 256; SPEC §8).
+    pub fn name(&self) -> &[u8] {
+        self.label
+            .get(..usize::from(self.name_len))
+            .unwrap_or(&self.label)
     }
 
     /// The node that holds, or last held, its session: its events go to
     /// `<event-prefix><node>` (SPEC §5); [`DEFAULT_NODE`] until a connect
     /// names one.
     pub fn node(&self) -> &[u8] {
-        if self.node.is_empty() {
-            DEFAULT_NODE
-        } else {
-            &self.node
+        match self.label.get(usize::from(self.name_len)..) {
+            Some(node) if !node.is_empty() => node,
+            _ => DEFAULT_NODE,
         }
     }
 
     /// Records the node of its session (`IM.CONNECT ... NODE`, SPEC §2).
     pub fn set_node(&mut self, node: &[u8]) {
-        if node == DEFAULT_NODE {
-            self.node = Box::default();
-        } else if *self.node != *node {
-            self.node = node.into();
+        if self.node() != node {
+            let name = self.name().to_vec();
+            self.relabel(&name, node);
         }
+    }
+
+    /// How many offline messages it has (SPEC §4).
+    pub fn offline_count(&self) -> u64 {
+        u64::from(self.offline_count)
+    }
+
+    /// Heap bytes held (for `MEMORY USAGE`), beside the device itself.
+    pub fn heap_bytes(&self) -> usize {
+        self.label.len() + self.pending.heap_bytes() + self.offline.range_count() * 40
     }
 
     fn add_offline(&mut self, seq: u64, size: usize) {
         if self.offline.insert(seq) {
-            self.offline_count += 1;
+            self.offline_count = self.offline_count.saturating_add(1);
             self.offline_bytes += size as u64;
         }
     }
@@ -204,12 +231,12 @@ impl Mailbox {
     /// Where the device named `name` sits in `devices`; `None` when it is
     /// not registered.
     pub fn device_index(&self, name: &[u8]) -> Option<usize> {
-        self.devices.iter().position(|d| &*d.name == name)
+        self.devices.iter().position(|d| d.name() == name)
     }
 
     /// The device named `name`; `None` when it is not registered.
     pub fn device(&self, name: &[u8]) -> Option<&Device> {
-        self.devices.iter().find(|d| &*d.name == name)
+        self.devices.iter().find(|d| d.name() == name)
     }
 
     /// Asks the CPU to start fetching what storing one more message will
@@ -238,7 +265,7 @@ impl Mailbox {
         self.devices
             .iter()
             .filter(|d| d.pending.contains(seq))
-            .map(|d| &*d.name)
+            .map(|d| d.name())
             .collect()
     }
 
@@ -247,13 +274,7 @@ impl Mailbox {
         let devices: usize = self
             .devices
             .iter()
-            .map(|d| {
-                std::mem::size_of::<Device>()
-                    + d.name.len()
-                    + d.node.len()
-                    + d.pending.heap_bytes()
-                    + d.offline.range_count() * 40
-            })
+            .map(|d| std::mem::size_of::<Device>() + d.heap_bytes())
             .sum();
         std::mem::size_of::<Mailbox>() + self.log.mem_usage() + self.ids.heap_bytes() + devices
     }
@@ -264,7 +285,7 @@ impl Mailbox {
     pub fn offline_info(&self, device: &[u8]) -> OfflineInfo {
         match self.device(device) {
             Some(d) => OfflineInfo {
-                count: d.offline_count,
+                count: d.offline_count(),
                 bytes: d.offline_bytes,
                 first: d.offline.first().unwrap_or(0),
                 last: d.offline.last().unwrap_or(0),
@@ -354,7 +375,7 @@ impl Mailbox {
             .devices
             .iter()
             .enumerate()
-            .map(|(i, d)| (d.name.clone(), i))
+            .map(|(i, d)| (Box::<[u8]>::from(d.name()), i))
             .collect();
         names
             .iter()

@@ -20,7 +20,7 @@ impl Mailbox {
         put_u64(&mut out, self.log.len());
         put_u64(&mut out, self.devices.len() as u64);
         for d in &self.devices {
-            put_bytes(&mut out, &d.name);
+            put_bytes(&mut out, d.name());
             put_bytes(&mut out, d.node());
             out.push(u8::from(d.online));
             put_i64(&mut out, d.last_seen);
@@ -31,7 +31,7 @@ impl Mailbox {
                 put_i64(&mut out, p.last_send);
                 put_u64(&mut out, u64::from(p.attempts));
             }
-            put_u64(&mut out, d.offline_count);
+            put_u64(&mut out, d.offline_count());
             put_u64(&mut out, d.offline_bytes);
             put_u64(&mut out, d.offline.range_count() as u64);
             for (s, e) in d.offline.ranges() {
@@ -86,13 +86,18 @@ impl Mailbox {
                 let e = s.checked_add(r.u64()?)?;
                 ranges.push((s, e));
             }
-            if mb.device_index(name).is_some() {
+            // Names the device table cannot hold as they are: refused here
+            // (`consistent` gives the reason for the rest).
+            if mb.device_index(name).is_some()
+                || node.is_empty()
+                || u16::try_from(name.len()).is_err()
+            {
                 return None;
             }
             let mut d = Device::new(name, node, online, last_seen);
             d.pending = pending;
             d.offline = RangeSet::from_ranges(ranges)?;
-            d.offline_count = offline_count;
+            d.offline_count = u32::try_from(offline_count).ok()?;
             d.offline_bytes = offline_bytes;
             mb.devices.push(d);
         }
@@ -207,7 +212,7 @@ impl Mailbox {
         let name_ok = |n: &[u8]| !n.is_empty() && n.len() <= 256;
         let mut owing: hashbrown::HashMap<u64, u64> = hashbrown::HashMap::new();
         for d in &self.devices {
-            if !name_ok(&d.name) || !name_ok(d.node()) {
+            if !name_ok(d.name()) || !name_ok(d.node()) {
                 return Err("a device or node name is empty or longer than 256 bytes".into());
             }
             if !d
@@ -232,7 +237,7 @@ impl Mailbox {
                 }
                 count += held;
             }
-            if (count, bytes) != (d.offline_count, d.offline_bytes) {
+            if (count, bytes) != (d.offline_count(), d.offline_bytes) {
                 return Err("a device's offline count or bytes disagree with its ranges".into());
             }
             for (seq, _) in d.pending.iter() {

@@ -9,28 +9,24 @@ use std::collections::{btree_map, BTreeMap};
 
 const SMALL: usize = 16;
 
-/// Sorted ranges; the first one inline.
-type Runs = smallvec::SmallVec<[(u64, u64); 1]>;
-
 /// A set of seqs (a device's offline messages) as disjoint inclusive
-/// ranges.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// ranges, sorted, disjoint and not adjacent. 24 bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum RangeSet {
-    /// start, end (inclusive): sorted, disjoint and not adjacent.
-    Small(Runs),
-    /// start -> end, same rules.
-    Big(BTreeMap<u64, u64>),
-}
-
-impl Default for RangeSet {
-    fn default() -> Self {
-        RangeSet::Small(Runs::new())
-    }
+    /// No seq.
+    #[default]
+    Empty,
+    /// One range: start, end (inclusive), with no allocation.
+    One([(u64, u64); 1]),
+    /// Two to `SMALL` ranges: start, end.
+    Small(Box<Vec<(u64, u64)>>),
+    /// More: start -> end.
+    Big(Box<BTreeMap<u64, u64>>),
 }
 
 /// The ranges of a set, in order.
 pub enum Ranges<'a> {
-    /// Over a [`RangeSet::Small`].
+    /// Over the ranges of a set held in a slice.
     Small(std::slice::Iter<'a, (u64, u64)>),
     /// Over a [`RangeSet::Big`].
     Big(btree_map::Range<'a, u64, u64>),
@@ -52,59 +48,86 @@ impl RangeSet {
         self.range_count() == 0
     }
 
+    /// The ranges in a slice, unless the set is a tree.
+    fn slice(&self) -> Option<&[(u64, u64)]> {
+        match self {
+            RangeSet::Empty => Some(&[]),
+            RangeSet::One(r) => Some(r),
+            RangeSet::Small(v) => Some(v),
+            RangeSet::Big(_) => None,
+        }
+    }
+
     /// How many ranges (not seqs) it holds.
     pub fn range_count(&self) -> usize {
         match self {
-            RangeSet::Small(v) => v.len(),
             RangeSet::Big(m) => m.len(),
+            _ => self.slice().map_or(0, <[_]>::len),
         }
     }
 
     /// The range starting at or before `v`, if any.
     fn at_or_before(&self, v: u64) -> Option<(u64, u64)> {
-        match self {
-            RangeSet::Small(r) => {
+        match (self, self.slice()) {
+            (_, Some(r)) => {
                 let i = r.partition_point(|&(s, _)| s <= v);
                 i.checked_sub(1).map(|i| r[i])
             }
-            RangeSet::Big(m) => m.range(..=v).next_back().map(|(&s, &e)| (s, e)),
+            (RangeSet::Big(m), None) => m.range(..=v).next_back().map(|(&s, &e)| (s, e)),
+            _ => None,
         }
     }
 
     fn starting_at(&self, v: u64) -> Option<u64> {
-        match self {
-            RangeSet::Small(r) => r.binary_search_by_key(&v, |&(s, _)| s).ok().map(|i| r[i].1),
-            RangeSet::Big(m) => m.get(&v).copied(),
+        match (self, self.slice()) {
+            (_, Some(r)) => r.binary_search_by_key(&v, |&(s, _)| s).ok().map(|i| r[i].1),
+            (RangeSet::Big(m), None) => m.get(&v).copied(),
+            _ => None,
         }
     }
 
     fn put(&mut self, s: u64, e: u64) {
         match self {
+            RangeSet::Empty => *self = RangeSet::One([(s, e)]),
+            RangeSet::One([(a, b)]) if *a == s => *b = e,
+            RangeSet::One([x]) => {
+                let (x, y) = if x.0 < s { (*x, (s, e)) } else { ((s, e), *x) };
+                let mut v = Vec::with_capacity(2);
+                v.extend([x, y]);
+                *self = RangeSet::Small(Box::new(v));
+            }
             RangeSet::Small(r) => match r.binary_search_by_key(&s, |&(x, _)| x) {
                 Ok(i) => r[i].1 = e,
                 Err(i) => {
                     if r.len() == r.capacity() {
                         r.reserve_exact((r.len() / 2).max(1));
                     }
-                    r.insert(i, (s, e))
+                    r.insert(i, (s, e));
+                    if r.len() > SMALL {
+                        *self = RangeSet::Big(Box::new(r.iter().copied().collect()));
+                    }
                 }
             },
             RangeSet::Big(m) => {
                 m.insert(s, e);
             }
         }
-        if let RangeSet::Small(r) = self {
-            if r.len() > SMALL {
-                *self = RangeSet::Big(r.iter().copied().collect());
-            }
-        }
     }
 
     fn take(&mut self, s: u64) {
         match self {
+            RangeSet::Empty => {}
+            RangeSet::One([(a, _)]) => {
+                if *a == s {
+                    *self = RangeSet::Empty;
+                }
+            }
             RangeSet::Small(r) => {
                 if let Ok(i) = r.binary_search_by_key(&s, |&(x, _)| x) {
                     r.remove(i);
+                }
+                if let [only] = r[..] {
+                    *self = RangeSet::One([only]);
                 }
             }
             RangeSet::Big(m) => {
@@ -161,24 +184,27 @@ impl RangeSet {
 
     /// The lowest seq; `None` when the set is empty.
     pub fn first(&self) -> Option<u64> {
-        match self {
-            RangeSet::Small(r) => r.first().map(|&(s, _)| s),
-            RangeSet::Big(m) => m.keys().next().copied(),
+        match (self, self.slice()) {
+            (_, Some(r)) => r.first().map(|&(s, _)| s),
+            (RangeSet::Big(m), None) => m.keys().next().copied(),
+            _ => None,
         }
     }
 
     /// The highest seq; `None` when the set is empty.
     pub fn last(&self) -> Option<u64> {
-        match self {
-            RangeSet::Small(r) => r.last().map(|&(_, e)| e),
-            RangeSet::Big(m) => m.values().next_back().copied(),
+        match (self, self.slice()) {
+            (_, Some(r)) => r.last().map(|&(_, e)| e),
+            (RangeSet::Big(m), None) => m.values().next_back().copied(),
+            _ => None,
         }
     }
 
     fn ranges_starting_from(&self, from: u64) -> Ranges<'_> {
-        match self {
-            RangeSet::Small(r) => Ranges::Small(r[r.partition_point(|&(s, _)| s < from)..].iter()),
-            RangeSet::Big(m) => Ranges::Big(m.range(from..)),
+        match (self, self.slice()) {
+            (_, Some(r)) => Ranges::Small(r[r.partition_point(|&(s, _)| s < from)..].iter()),
+            (RangeSet::Big(m), None) => Ranges::Big(m.range(from..)),
+            _ => Ranges::Small([].iter()),
         }
     }
 
@@ -264,5 +290,14 @@ mod tests {
         rs.remove(1500);
         assert_eq!(rs.range_count(), 2);
         assert!(matches!(rs, RangeSet::Small(_)));
+        rs.remove(1501);
+        rs.insert(1500);
+        rs.insert(1501);
+        assert!(matches!(rs, RangeSet::One(_)), "one range again is inline");
+        for v in 1000..2000 {
+            rs.remove(v);
+        }
+        assert_eq!(rs, RangeSet::Empty);
+        assert_eq!(std::mem::size_of::<RangeSet>(), 24);
     }
 }

@@ -222,7 +222,7 @@ pub fn room_for<'a>(
     let new = match mb {
         None => devices.len(),
         Some(m) if devices.len() > 8 && have > 8 => {
-            let known: hashbrown::HashSet<&[u8]> = m.devices.iter().map(|d| &*d.name).collect();
+            let known: hashbrown::HashSet<&[u8]> = m.devices.iter().map(|d| d.name()).collect();
             devices.filter(|d| !known.contains(d)).count()
         }
         Some(m) => devices.filter(|d| m.device_index(d).is_none()).count(),
@@ -308,7 +308,7 @@ pub fn plan<'a>(
         if let Some(held) = m.find_id(id_bytes) {
             let mut pending_on = Names::default();
             for d in m.devices.iter().filter(|d| d.pending.contains(held)) {
-                pending_on.push(&d.name);
+                pending_on.push(d.name());
             }
             return Ok(Plan::Duplicate {
                 seq: held,
@@ -323,7 +323,7 @@ pub fn plan<'a>(
         Some(list) => list.iter().for_each(|d| pending.push(d)),
         None => {
             for d in mb.iter().flat_map(|m| &m.devices).filter(|d| d.online) {
-                pending.push(&d.name);
+                pending.push(d.name());
             }
         }
     }

@@ -24,7 +24,7 @@ fn online(mb: &Mailbox) -> Vec<&[u8]> {
     mb.devices
         .iter()
         .filter(|d| d.online)
-        .map(|d| &*d.name)
+        .map(|d| d.name())
         .collect()
 }
 
@@ -359,7 +359,7 @@ fn keeps_due_agrees_with_recomputing_the_deadline() {
                         .devices
                         .iter()
                         .filter(|x| x.online)
-                        .map(|x| x.name.to_vec())
+                        .map(|x| x.name().to_vec())
                         .collect();
                     let pending: Vec<&[u8]> = owned
                         .iter()
@@ -783,4 +783,24 @@ fn a_mailbox_holding_seq_0_is_refused() {
     let mut fine = Mailbox::new(1, 0);
     store(&mut fine, "m", vec![], 0);
     assert_eq!(roundtrip(&fine).consistent(), Ok(()));
+}
+
+/// The sizes the memory goals rest on (docs/DESIGN.md, "Memory layout of a
+/// mailbox"): a device, the offline range set and a device's empty pending
+/// queues.
+#[test]
+fn a_device_stays_small() {
+    assert_eq!(std::mem::size_of::<Device>(), 72);
+    assert_eq!(std::mem::size_of::<RangeSet>(), 24);
+    assert_eq!(std::mem::size_of::<Deliveries>(), 8);
+    let d = Device::new(b"phone", DEFAULT_NODE, false, 0);
+    assert_eq!(d.heap_bytes(), 5, "the default node costs nothing");
+    assert_eq!((d.name(), d.node()), (&b"phone"[..], DEFAULT_NODE));
+    let mut d = Device::new(b"phone", b"n1", true, 0);
+    assert_eq!((d.name(), d.node()), (&b"phone"[..], &b"n1"[..]));
+    d.set_node(DEFAULT_NODE);
+    assert_eq!(
+        (d.name(), d.node(), d.heap_bytes()),
+        (&b"phone"[..], DEFAULT_NODE, 5)
+    );
 }
