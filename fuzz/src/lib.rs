@@ -179,7 +179,7 @@ pub const SETTINGS: TimerSettings = TimerSettings {
 pub fn exercise(mb: &Mailbox) {
     let _ = mb.mem_usage();
     let _ = mb.pending_total();
-    let names: Vec<Vec<u8>> = mb.devices.iter().map(|d| d.name.to_vec()).collect();
+    let names: Vec<Vec<u8>> = mb.devices.iter().map(|d| d.name().to_vec()).collect();
     for name in names.iter().map(Vec::as_slice).chain([&b"nobody"[..]]) {
         let info = mb.offline_info(name);
         let (page, _) = mb.offline_page(name, 0, 1000);
@@ -198,7 +198,7 @@ pub fn exercise(mb: &Mailbox) {
 /// The timer's work on a loaded mailbox, applied as the sweep applies it.
 pub fn sweep(mb: &mut Mailbox, now: i64) {
     let w = mb.due_work(now, &SETTINGS, 1000);
-    let name = |i: usize| mb.devices.get(i).map(|d| d.name.to_vec());
+    let name = |i: usize| mb.devices.get(i).map(|d| d.name().to_vec());
     let mut owned: Vec<(u8, Vec<u8>, Vec<u64>)> = Vec::new();
     for (i, _) in &w.expire {
         if let Some(n) = name(*i) {
@@ -244,7 +244,7 @@ pub fn consistency(mb: &Mailbox) -> Result<(), String> {
     let messages = mb.log.len();
     let mut owing: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     for d in &mb.devices {
-        let name = String::from_utf8_lossy(&d.name);
+        let name = String::from_utf8_lossy(d.name());
         let (mut count, mut bytes) = (0u64, 0u64);
         for (s, e) in d.offline.ranges() {
             if e < s || e - s >= messages {
@@ -262,10 +262,10 @@ pub fn consistency(mb: &Mailbox) -> Result<(), String> {
                 *owing.entry(seq).or_default() += 1;
             }
         }
-        if (count, bytes) != (d.offline_count, d.offline_bytes) {
+        if (count, bytes) != (d.offline_count(), d.offline_bytes) {
             return Err(format!(
                 "device {name:?}: offline count/bytes {}/{} but its ranges hold {count}/{bytes}",
-                d.offline_count, d.offline_bytes
+                d.offline_count(), d.offline_bytes
             ));
         }
         for (seq, _) in d.pending.iter() {
