@@ -642,9 +642,10 @@ impl Suite {
 
     // ---------------------------------------------------------------- memory
 
+    /// `used_memory` once the connections that filled the server are
+    /// gone (`scale.rs`).
     fn used_memory(&mut self) -> io::Result<i64> {
-        std::thread::sleep(Duration::from_millis(300));
-        self.admin.info_i64("memory", "used_memory")
+        self.settled_memory()
     }
 
     fn memory(&mut self) -> io::Result<()> {

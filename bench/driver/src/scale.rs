@@ -111,7 +111,7 @@ impl Suite {
     /// `used_memory` once the server settled: the filling connections
     /// closed, and no keyspace table halfway through a resize (waiting at
     /// most 20 s for the server's cron to finish one).
-    fn settled_memory(&mut self) -> io::Result<i64> {
+    pub(crate) fn settled_memory(&mut self) -> io::Result<i64> {
         let t0 = Instant::now();
         while self.admin.info_i64("clients", "connected_clients")? > 1 {
             if t0.elapsed() > Duration::from_secs(5) {
