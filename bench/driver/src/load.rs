@@ -150,6 +150,12 @@ pub fn run(port: u16, plan: Plan, wl: &mut dyn Workload) -> io::Result<Stats> {
         })
         .collect::<io::Result<Vec<_>>>()?;
     let n = conns.len();
+    // Each connection's share of the operations (the first ones one more
+    // when they do not divide evenly), so that connection c's operations
+    // are 0..quota[c] whatever the depth.
+    let quota: Vec<u64> = (0..n as u64)
+        .map(|c| plan.ops / n as u64 + u64::from(c < plan.ops % n as u64))
+        .collect();
     let mut next_k = vec![0u64; n];
     let mut carry: Vec<Vec<(u64, Vec<u8>)>> = vec![Vec::new(); n];
     let mut flights: Vec<Vec<Flight>> = (0..n).map(|_| Vec::new()).collect();
@@ -178,7 +184,7 @@ pub fn run(port: u16, plan: Plan, wl: &mut dyn Workload) -> io::Result<Stats> {
                 });
             }
             let mut started = 0;
-            while !stop_new && started < plan.depth && issued < plan.ops {
+            while !stop_new && started < plan.depth && next_k[c] < quota[c] {
                 let k = next_k[c];
                 next_k[c] += 1;
                 issued += 1;

@@ -3,9 +3,9 @@
 //! `im-bench suite [--quick] --module PATH --work DIR --json FILE --md FILE
 //! --svg FILE` starts one redis-server with the module and measures, side
 //! by side on that server, redis-im against the seed's key layout (driven
-//! from the client and as Lua scripts), streams, and plain HSET/PING as
-//! ceilings; then writes the results as JSON, a Markdown report and an SVG
-//! plot.
+//! from the client and as Lua scripts), streams, the layout of
+//! Signal-Server's message cache, and plain HSET/PING as ceilings; then
+//! writes the results as JSON, a Markdown report and an SVG plot.
 //!
 //! `im-bench render --json FILE [--md FILE] [--svg FILE]` writes the report
 //! and the plot of results kept as JSON, running nothing.
@@ -17,6 +17,7 @@ mod markdown;
 mod render_test;
 mod resp;
 mod results;
+mod scale;
 mod server;
 mod svg;
 mod workloads;
@@ -77,6 +78,24 @@ pub struct Params {
     pub budget_us: i64,
     pub stall_secs: f64,
     pub stall_rate: f64,
+    /// Users in the second round of store throughput (many mailboxes).
+    #[serde(default)]
+    pub users_many: u64,
+    /// The memory matrix: users and messages per user of each cell, in
+    /// the order measured.
+    #[serde(default)]
+    pub scale: Vec<[u64; 2]>,
+    /// A cell whose layout would store more entries than this (messages
+    /// times the copies per message) is skipped.
+    #[serde(default)]
+    pub scale_max_copies: u64,
+    /// The users of the memory goals' cells, for 1, 5 and 100 messages
+    /// per user (`results::MEM_GOALS`).
+    #[serde(default)]
+    pub scale_goal_users: Vec<u64>,
+    /// Users whose empty mailboxes measure what devices cost.
+    #[serde(default)]
+    pub device_users: u64,
 }
 
 impl Params {
@@ -99,23 +118,111 @@ impl Params {
             budget_us: 1000,
             stall_secs: if quick { 2.0 } else { 5.0 },
             stall_rate: 20_000.0,
+            users_many: if quick { 10_000 } else { 100_000 },
+            scale: scale_cells(quick),
+            scale_max_copies: if quick { 60_000 } else { 3_000_000 },
+            scale_goal_users: if quick {
+                vec![10_000, 2_000, 100]
+            } else {
+                vec![100_000, 20_000, 1_000]
+            },
+            device_users: if quick { 10_000 } else { 100_000 },
         }
     }
+}
+
+/// The memory matrix's cells: 1,000, 100,000 and 1,000,000 users with 1,
+/// 5 and 100 messages each, and 20,000 users with 5 (a goal's cell);
+/// `--quick` a tenth of the users.
+fn scale_cells(quick: bool) -> Vec<[u64; 2]> {
+    let users: [u64; 4] = [1_000, 20_000, 100_000, 1_000_000];
+    let mut cells = Vec::new();
+    for u in users {
+        let per: &[u64] = if u == 20_000 { &[5] } else { &[1, 5, 100] };
+        for &m in per {
+            cells.push([if quick { u / 10 } else { u }, m]);
+        }
+    }
+    cells
 }
 
 fn user(prefix: &str, i: u64) -> String {
     format!("{prefix}{i:012}")
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Setup {
     Nothing,
     /// Every user has device `phone` online.
     Online,
+    /// Every user has devices `phone`, `laptop` and `tablet` online.
+    Online3,
     /// Every user has device `phone` registered and offline.
     Offline,
+    /// Every user has devices `phone`, `laptop` and `tablet` registered
+    /// and offline.
+    Offline3,
     /// Every user's stream has a consumer group `phone`.
     Groups,
+}
+
+/// A measure's variant: its label, what the server holds before, the
+/// traffic, and the devices per user.
+#[derive(Clone, Copy)]
+struct Case {
+    label: &'static str,
+    setup: Setup,
+    kind: Kind,
+    online: bool,
+    devices: usize,
+}
+
+const fn case(label: &'static str, setup: Setup, kind: Kind, online: bool) -> Case {
+    Case {
+        label,
+        setup,
+        kind,
+        online,
+        devices: 1,
+    }
+}
+
+const fn case3(label: &'static str, setup: Setup, kind: Kind) -> Case {
+    Case {
+        label,
+        setup,
+        kind,
+        online: true,
+        devices: 3,
+    }
+}
+
+/// The commands a workload sends itself (the server counts the commands a
+/// script calls under their own names too), in `INFO commandstats`' names.
+fn top_commands(kind: Kind, online: bool) -> &'static [&'static str] {
+    match kind {
+        Kind::Ping => &["ping"],
+        Kind::Hset => &["hset"],
+        Kind::ImStore => &["im.store"],
+        Kind::SeedStore if online => &["sadd", "hmset"],
+        Kind::SeedStore => &["zadd", "hmset"],
+        Kind::LuaStore | Kind::LuaCycle | Kind::SignalStore | Kind::SignalCycle => &["evalsha"],
+        Kind::SignalFill => &["zadd", "hset"],
+        Kind::Xadd => &["xadd"],
+        Kind::ImCycle => &["im.store", "im.ack"],
+        Kind::SeedCycle => &["sadd", "hmset", "srem", "del"],
+        Kind::StreamCycle => &["xadd", "xreadgroup", "xack"],
+        Kind::Register => &["im.connect", "im.disconnect"],
+    }
+}
+
+/// Connections that share `users` evenly (a user's operations stay on
+/// one connection).
+pub fn conns_for(users: u64, most: usize) -> usize {
+    (1..=most)
+        .rev()
+        .find(|c| users.is_multiple_of(*c as u64))
+        .unwrap_or(1)
 }
 
 struct Suite {
@@ -138,39 +245,94 @@ impl Suite {
     }
 
     fn prepare(&mut self, setup: Setup, prefix: &str, users: u64) -> io::Result<()> {
+        match setup {
+            Setup::Nothing => Ok(()),
+            Setup::Online => self.register(prefix, users, 0..1, true),
+            Setup::Online3 => self.register(prefix, users, 0..3, true),
+            Setup::Offline => self.register(prefix, users, 0..1, false),
+            Setup::Offline3 => self.register(prefix, users, 0..3, false),
+            Setup::Groups => self.stream_groups(prefix, users),
+        }
+    }
+
+    /// A consumer group `phone` on every user's stream.
+    fn stream_groups(&mut self, prefix: &str, users: u64) -> io::Result<()> {
         let a = &mut self.admin;
-        let mut queued = 0;
         for i in 0..users {
-            let u = user(prefix, i);
-            match setup {
-                Setup::Nothing => {}
-                Setup::Online => {
-                    a.cmd_str(&["IM.CONNECT", &u, DEVICE]);
-                    queued += 1;
-                }
-                Setup::Offline => {
-                    a.cmd_str(&["IM.CONNECT", &u, DEVICE]);
-                    a.cmd_str(&["IM.DISCONNECT", &u, DEVICE]);
-                    queued += 2;
-                }
-                Setup::Groups => {
-                    let k = format!("im:s:{u}");
-                    a.cmd_str(&["XGROUP", "CREATE", &k, DEVICE, "$", "MKSTREAM"]);
-                    queued += 1;
-                }
-            }
-            if queued >= 1000 {
-                a.drain(queued)?;
-                queued = 0;
+            let k = format!("im:s:{}", user(prefix, i));
+            a.cmd_str(&["XGROUP", "CREATE", &k, DEVICE, "$", "MKSTREAM"]);
+            if (i + 1) % 1000 == 0 {
+                a.drain(1000)?;
             }
         }
-        a.drain(queued)
+        a.drain((users % 1000) as usize)
+    }
+
+    /// Registers devices `DEVICES[devs]` of users `<prefix>0..users`
+    /// (online, or connected and disconnected), pipelined over several
+    /// connections.
+    fn register(
+        &mut self,
+        prefix: &str,
+        users: u64,
+        devs: std::ops::Range<usize>,
+        online: bool,
+    ) -> io::Result<()> {
+        let conns = conns_for(users, 8);
+        let mut t = self.traffic(Kind::Register, online, users / conns as u64, conns);
+        t.user_prefix = prefix.into();
+        t.devices_from = devs.start;
+        t.devices = devs.end;
+        let plan = Plan::new(conns, 128, users);
+        self.drive(&mut t, plan, "registering devices")?;
+        Ok(())
     }
 
     fn traffic(&self, kind: Kind, online: bool, users_per_conn: u64, conns: usize) -> Traffic {
         let mut t = Traffic::new(kind, online, users_per_conn, conns);
         t.shas = self.shas.clone();
         t
+    }
+
+    /// The operations of a measurement of `c`: a third for the
+    /// Signal-style variants (a script per device to store, another to
+    /// remove, each several times the work of a command), so that they
+    /// take about as long as the others.
+    fn ops_of(&self, c: &Case, ops: u64) -> u64 {
+        match c.kind {
+            Kind::SignalStore | Kind::SignalCycle => ops / 3,
+            _ => ops,
+        }
+    }
+
+    fn traffic_of(&self, c: &Case, users_per_conn: u64, conns: usize) -> Traffic {
+        let mut t = self.traffic(c.kind, c.online, users_per_conn, conns);
+        t.devices = c.devices;
+        t
+    }
+
+    /// The server's time per operation (µs) since the last `CONFIG
+    /// RESETSTAT`: the time of `commands` (as `INFO commandstats` names
+    /// them) over `ops` operations.
+    fn server_us(&mut self, commands: &[&str], ops: u64) -> io::Result<f64> {
+        let stats = self.admin.info("commandstats")?;
+        let mut usec = 0.0;
+        for c in commands {
+            let v = stats
+                .get(&format!("cmdstat_{c}"))
+                .ok_or_else(|| fail(format!("INFO commandstats has no {c}")))?;
+            usec += v
+                .split(',')
+                .find_map(|f| f.strip_prefix("usec="))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+        Ok(usec / ops.max(1) as f64)
+    }
+
+    fn reset_stats(&mut self) -> io::Result<()> {
+        self.admin.ok(&["CONFIG", "RESETSTAT"])?;
+        Ok(())
     }
 
     fn drive(&self, t: &mut Traffic, plan: Plan, what: &str) -> io::Result<Stats> {
@@ -183,8 +345,9 @@ impl Suite {
         self.admin.info_i64("stats", "total_error_replies")
     }
 
-    /// One redis-benchmark run; answers requests per second.
-    fn redis_benchmark(&mut self, args: &[String]) -> io::Result<f64> {
+    /// One redis-benchmark run over `users` users (`-r`); answers requests
+    /// per second.
+    fn redis_benchmark(&mut self, users: u64, args: &[String]) -> io::Result<f64> {
         let before = self.errors_total()?;
         let out = std::process::Command::new("redis-benchmark")
             .args(["-h", "127.0.0.1", "-p", &self.port().to_string()])
@@ -198,7 +361,7 @@ impl Suite {
                 "-P",
                 &self.p.depth.to_string(),
                 "-r",
-                &self.p.users.to_string(),
+                &users.to_string(),
                 "--csv",
             ])
             .args(args)
@@ -236,12 +399,27 @@ impl Suite {
     // ---------------------------------------------------------------- stores
 
     fn stores(&mut self) -> io::Result<()> {
+        for r in 0..self.p.repeats {
+            self.store_round(Section::Store, self.p.users, r)?;
+        }
+        if self.p.users_many > 0 {
+            for r in 0..self.p.repeats {
+                self.store_round(Section::StoreMany, self.p.users_many, r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One run of every single-store variant over `users` users, with
+    /// redis-benchmark and with the driver, each beside the server's own
+    /// time per operation.
+    fn store_round(&mut self, section: Section, users: u64, r: usize) -> io::Result<()> {
         let ts = now_ms().to_string();
         let xml = workloads::stanza("x__rand_int__-__rand_int__");
         assert_eq!(xml.len(), STANZA_BYTES);
         let msg_key = "x__rand_int__-__rand_int__-__rand_int__";
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<String>>();
-        let rb_cases: Vec<(&str, Setup, Vec<String>)> = vec![
+        let mut rb_cases: Vec<(&str, Setup, Vec<String>)> = vec![
             (L_PING, Setup::Nothing, s(&["PING"])),
             (
                 L_HSET,
@@ -307,49 +485,65 @@ impl Suite {
                 ]),
             ),
         ];
-        let drv_cases: Vec<(&str, Setup, Kind, bool)> = vec![
-            (L_PING, Setup::Nothing, Kind::Ping, true),
-            (L_HSET, Setup::Nothing, Kind::Hset, true),
-            (L_IM_ON, Setup::Online, Kind::ImStore, true),
-            (L_IM_OFF, Setup::Offline, Kind::ImStore, false),
-            (L_SEED_ON, Setup::Nothing, Kind::SeedStore, true),
-            (L_SEED_OFF, Setup::Nothing, Kind::SeedStore, false),
-            (L_LUA_ON, Setup::Nothing, Kind::LuaStore, true),
-            (L_LUA_OFF, Setup::Nothing, Kind::LuaStore, false),
-            (L_XADD, Setup::Nothing, Kind::Xadd, true),
+        if section == Section::StoreMany {
+            // What the module API costs does not depend on the users.
+            rb_cases.retain(|c| c.0 != L_API_ONE && c.0 != L_API_MANY);
+        }
+        let drv_cases = [
+            case(L_PING, Setup::Nothing, Kind::Ping, true),
+            case(L_HSET, Setup::Nothing, Kind::Hset, true),
+            case(L_IM_ON, Setup::Online, Kind::ImStore, true),
+            case(L_IM_OFF, Setup::Offline, Kind::ImStore, false),
+            case(L_SEED_ON, Setup::Nothing, Kind::SeedStore, true),
+            case(L_SEED_OFF, Setup::Nothing, Kind::SeedStore, false),
+            case(L_LUA_ON, Setup::Nothing, Kind::LuaStore, true),
+            case(L_LUA_OFF, Setup::Nothing, Kind::LuaStore, false),
+            case(L_XADD, Setup::Nothing, Kind::Xadd, true),
+            case(L_SIG1_STORE, Setup::Nothing, Kind::SignalStore, true),
+            Case {
+                devices: 3,
+                ..case(L_SIG3_STORE, Setup::Nothing, Kind::SignalStore, true)
+            },
         ];
-        let users = self.p.users;
         let upc = users / self.p.conns as u64;
-        for r in 0..self.p.repeats {
-            for (label, setup, args) in &rb_cases {
-                self.reset(*setup, "user:", users)?;
-                let rate = self.redis_benchmark(args)?;
-                if args[0] == "IM.STORE" {
-                    let stored = self.im("im_messages")?;
-                    if (stored as f64) < 0.98 * self.p.ops as f64 {
-                        return Err(fail(format!("{label}: only {stored} messages stored")));
-                    }
+        let tag = if section == Section::StoreMany {
+            format!("{} users", count_name(users))
+        } else {
+            "store".into()
+        };
+        for (label, setup, args) in &rb_cases {
+            self.reset(*setup, "user:", users)?;
+            self.reset_stats()?;
+            let rate = self.redis_benchmark(users, args)?;
+            let server = self.server_us(&[&args[0].to_lowercase()], self.p.ops)?;
+            if args[0] == "IM.STORE" {
+                let stored = self.im("im_messages")?;
+                if (stored as f64) < 0.98 * self.p.ops as f64 {
+                    return Err(fail(format!("{label}: only {stored} messages stored")));
                 }
-                log(format!(
-                    "store  redis-benchmark  {label:<50} {rate:>10.0} ops/s  (run {})",
-                    r + 1
-                ));
-                self.res
-                    .measure(Section::Store, label, Tool::RedisBenchmark, rate);
             }
-            for (label, setup, kind, online) in &drv_cases {
-                self.reset(*setup, "user:", users)?;
-                let mut t = self.traffic(*kind, *online, upc, self.p.conns);
-                let plan = Plan::new(self.p.conns, self.p.depth, self.p.ops);
-                let st = self.drive(&mut t, plan, label)?;
-                log(format!(
-                    "store  driver           {label:<50} {:>10.0} ops/s  (run {})",
-                    st.rate(),
-                    r + 1
-                ));
-                self.res
-                    .measure(Section::Store, label, Tool::Driver, st.rate());
-            }
+            log(format!(
+                "{tag:<6} redis-benchmark  {label:<50} {rate:>10.0} ops/s  {server:>6.2} µs/op (run {})",
+                r + 1
+            ));
+            self.res
+                .measure(section, label, Tool::RedisBenchmark, rate, server);
+        }
+        for c in &drv_cases {
+            self.reset(c.setup, "user:", users)?;
+            let mut t = self.traffic_of(c, upc, self.p.conns);
+            let plan = Plan::new(self.p.conns, self.p.depth, self.ops_of(c, self.p.ops));
+            self.reset_stats()?;
+            let st = self.drive(&mut t, plan, c.label)?;
+            let server = self.server_us(top_commands(c.kind, c.online), st.ops)?;
+            log(format!(
+                "{tag:<6} driver           {:<50} {:>10.0} ops/s  {server:>6.2} µs/op (run {})",
+                c.label,
+                st.rate(),
+                r + 1
+            ));
+            self.res
+                .measure(section, c.label, Tool::Driver, st.rate(), server);
         }
         Ok(())
     }
@@ -357,77 +551,101 @@ impl Suite {
     // ---------------------------------------------------------------- cycles
 
     fn cycles(&mut self) -> io::Result<()> {
-        let cases: Vec<(&str, Setup, Kind)> = vec![
-            (L_CYCLE_IM, Setup::Online, Kind::ImCycle),
-            (L_CYCLE_SEED, Setup::Nothing, Kind::SeedCycle),
-            (L_CYCLE_LUA, Setup::Nothing, Kind::LuaCycle),
-            (L_CYCLE_STREAM, Setup::Groups, Kind::StreamCycle),
+        let cases = [
+            case(L_CYCLE_IM, Setup::Online, Kind::ImCycle, true),
+            case(L_CYCLE_SEED, Setup::Nothing, Kind::SeedCycle, true),
+            case(L_CYCLE_LUA, Setup::Nothing, Kind::LuaCycle, true),
+            case(L_CYCLE_STREAM, Setup::Groups, Kind::StreamCycle, true),
+            case3(L_CYCLE_IM3, Setup::Online3, Kind::ImCycle),
+            case(L_CYCLE_SIG1, Setup::Nothing, Kind::SignalCycle, true),
+            case3(L_CYCLE_SIG3, Setup::Nothing, Kind::SignalCycle),
         ];
         let users = self.p.users;
         let upc = users / self.p.conns as u64;
         for r in 0..self.p.repeats {
-            for (label, setup, kind) in &cases {
-                self.reset(*setup, "user:", users)?;
-                let mut t = self.traffic(*kind, true, upc, self.p.conns);
-                let plan = Plan::new(self.p.conns, self.p.depth, self.p.ops);
-                let st = self.drive(&mut t, plan, label)?;
-                // Everything acked: nothing may be left behind.
-                match kind {
-                    Kind::ImCycle => {
-                        let (m, p) = (self.im("im_messages")?, self.im("im_pending")?);
-                        if m != 0 || p != 0 {
-                            return Err(fail(format!(
-                                "{label}: {m} messages, {p} pending left after acking all"
-                            )));
-                        }
-                    }
-                    Kind::SeedCycle | Kind::LuaCycle => {
-                        // Only the receipts stay (URT:<user>, RT:<terminal>).
-                        for pattern in ["SOGU:*", "OGM:*"] {
-                            let left = self.admin.ok(&["KEYS", pattern])?;
-                            let n = left.arr().map_or(-1, |a| a.len() as i64);
-                            if n != 0 {
-                                return Err(fail(format!(
-                                    "{label}: {n} {pattern} keys left after acking all"
-                                )));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
+            for c in &cases {
+                self.reset(c.setup, "user:", users)?;
+                let mut t = self.traffic_of(c, upc, self.p.conns);
+                let plan = Plan::new(self.p.conns, self.p.depth, self.ops_of(c, self.p.ops));
+                self.reset_stats()?;
+                let st = self.drive(&mut t, plan, c.label)?;
+                let server = self.server_us(top_commands(c.kind, c.online), st.ops)?;
+                self.left_behind(c)?;
                 log(format!(
-                    "cycle  driver           {label:<50} {:>10.0} ops/s  (run {})",
+                    "cycle  driver           {:<50} {:>10.0} ops/s  {server:>6.2} µs/op (run {})",
+                    c.label,
                     st.rate(),
                     r + 1
                 ));
                 self.res
-                    .measure(Section::Cycle, label, Tool::Driver, st.rate());
+                    .measure(Section::Cycle, c.label, Tool::Driver, st.rate(), server);
             }
             // The same without pipelining: a thread per connection, each
             // command waiting for its reply (the seed's blocking client).
-            for (label, setup, kind) in &cases {
-                self.reset(*setup, "user:", users)?;
-                let t = self.traffic(*kind, true, upc, self.p.conns);
-                let plan = Plan::new(self.p.conns, 1, self.p.ops / 4);
+            for c in &cases {
+                self.reset(c.setup, "user:", users)?;
+                let t = self.traffic_of(c, upc, self.p.conns);
+                let plan = Plan::new(self.p.conns, 1, self.ops_of(c, self.p.ops / 4));
+                self.reset_stats()?;
                 let st = load::run_threads(self.port(), plan, || t.clone())?;
-                st.clean(label)?;
+                st.clean(c.label)?;
+                let server = self.server_us(top_commands(c.kind, c.online), st.ops)?;
+                self.left_behind(c)?;
                 log(format!(
-                    "cycle  unpipelined      {label:<50} {:>10.0} ops/s  (run {})",
+                    "cycle  unpipelined      {:<50} {:>10.0} ops/s  {server:>6.2} µs/op (run {})",
+                    c.label,
                     st.rate(),
                     r + 1
                 ));
                 self.res
-                    .measure(Section::CycleSync, label, Tool::Driver, st.rate());
+                    .measure(Section::CycleSync, c.label, Tool::Driver, st.rate(), server);
             }
+        }
+        Ok(())
+    }
+
+    /// Everything was acked: nothing may be left behind.
+    fn left_behind(&mut self, c: &Case) -> io::Result<()> {
+        let label = c.label;
+        match c.kind {
+            Kind::ImCycle => {
+                let (m, p) = (self.im("im_messages")?, self.im("im_pending")?);
+                if m != 0 || p != 0 {
+                    return Err(fail(format!(
+                        "{label}: {m} messages, {p} pending left after acking all"
+                    )));
+                }
+            }
+            Kind::SeedCycle | Kind::LuaCycle => {
+                // Only the receipts stay (URT:<user>, RT:<terminal>).
+                for pattern in ["SOGU:*", "OGM:*"] {
+                    let left = self.admin.ok(&["KEYS", pattern])?;
+                    let n = left.arr().map_or(-1, |a| a.len() as i64);
+                    if n != 0 {
+                        return Err(fail(format!(
+                            "{label}: {n} {pattern} keys left after acking all"
+                        )));
+                    }
+                }
+            }
+            Kind::SignalCycle => {
+                // Each emptied queue goes with its metadata.
+                let n = self.admin.ok(&["DBSIZE"])?.int().unwrap_or(-1);
+                if n != 0 {
+                    return Err(fail(format!("{label}: {n} keys left after removing all")));
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
 
     // ---------------------------------------------------------------- memory
 
+    /// `used_memory` once the connections that filled the server are
+    /// gone (`scale.rs`).
     fn used_memory(&mut self) -> io::Result<i64> {
-        std::thread::sleep(Duration::from_millis(300));
-        self.admin.info_i64("memory", "used_memory")
+        self.settled_memory()
     }
 
     fn memory(&mut self) -> io::Result<()> {
@@ -662,6 +880,42 @@ impl Suite {
                         if h.arr().map_or(0, |a| a.len()) != 6 {
                             return Err(fail(format!("HGETALL: {}", h.show())));
                         }
+                    }
+                    Ok(())
+                })
+            },
+        )?;
+
+        // Signal-style: the device's queue, a page after the middle
+        // message's number (the queue numbers its messages from 1).
+        self.page_layout(
+            L_PAGE_SIGNAL,
+            |b, n| {
+                let who = format!("page:{n}");
+                // What the insert script writes, written directly (as the
+                // memory matrix does): the page is read by the script.
+                let mut t = b.traffic(Kind::SignalFill, false, 1, 1);
+                t.fixed_user = Some(who.clone());
+                b.drive(&mut t, Plan::new(1, 512, n), "loading Signal-style queue")?;
+                let [queue, _, _, lock] = workloads::signal_keys(who.as_bytes(), 1);
+                Ok((queue, lock, (n / 2).to_string(), b.shas.signal_page.clone()))
+            },
+            |(queue, lock, after, sha)| {
+                Box::new(move |c: &mut Conn| {
+                    c.cmd(&[
+                        b"EVALSHA",
+                        sha.as_bytes(),
+                        b"2",
+                        queue,
+                        lock,
+                        b"100",
+                        after.as_bytes(),
+                    ]);
+                    c.flush()?;
+                    let v = c.read()?;
+                    // Messages and their numbers.
+                    if v.arr().map_or(0, |a| a.len()) != 200 {
+                        return Err(fail(format!("Signal page: {}", v.show())));
                     }
                     Ok(())
                 })
@@ -1041,8 +1295,68 @@ impl Suite {
             store: load(workloads::LUA_STORE)?,
             store_offline: load(workloads::LUA_STORE_OFFLINE)?,
             ack: load(workloads::LUA_ACK)?,
+            signal_insert: load(workloads::SIGNAL_INSERT)?,
+            signal_remove: load(workloads::SIGNAL_REMOVE)?,
+            signal_page: load(workloads::SIGNAL_PAGE)?,
         };
         self.shas = shas;
+        self.check_signal_scripts()
+    }
+
+    /// The Signal-style scripts do what Signal's do: an insert numbers the
+    /// device's messages from 1 and a retried guid stores nothing, a page
+    /// starts after its cursor and is empty while the queue's persist lock
+    /// is held, a removal by guid answers the message, and the queue goes
+    /// (its counter too) with its last message.
+    fn check_signal_scripts(&mut self) -> io::Result<()> {
+        let [queue, meta, channel, lock] = workloads::signal_keys(b"check:000000000000", 1);
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let (queue, meta, channel, lock) = (s(&queue), s(&meta), s(&channel), s(&lock));
+        let sh = self.shas.clone();
+        let a = &mut self.admin;
+        let mut got = Vec::new();
+        for (msg, guid) in [("m-a", "a"), ("m-a", "a"), ("m-b", "b")] {
+            let v = a.ok(&[
+                "EVALSHA",
+                &sh.signal_insert,
+                "3",
+                &queue,
+                &meta,
+                &channel,
+                msg,
+                guid,
+                "e",
+            ])?;
+            got.push(v.int().unwrap_or(0));
+        }
+        let page = |a: &mut Conn, after: &str| -> io::Result<String> {
+            let v = a.ok(&["EVALSHA", &sh.signal_page, "2", &queue, &lock, "10", after])?;
+            Ok(v.show())
+        };
+        let pages = [page(a, "0")?, page(a, "1")?];
+        a.ok(&["SET", &lock, "1"])?;
+        let locked = page(a, "0")?;
+        a.ok(&["DEL", &lock])?;
+        let mut removed = Vec::new();
+        for guid in ["a", "a", "b"] {
+            let v = a.ok(&["EVALSHA", &sh.signal_remove, "2", &queue, &meta, guid])?;
+            removed.push(v.show());
+        }
+        let left = a.ok(&["EXISTS", &queue, &meta])?.int();
+        let want_pages = [
+            r#"["m-a", "1", "m-b", "2"]"#.to_string(),
+            r#"["m-b", "2"]"#.to_string(),
+        ];
+        if got != [1, 1, 2]
+            || pages != want_pages
+            || locked != "[]"
+            || removed != [r#"["m-a"]"#, "[]", r#"["m-b"]"#]
+            || left != Some(0)
+        {
+            return Err(fail(format!(
+                "the Signal-style scripts: inserts {got:?}, pages {pages:?}, locked {locked}, removals {removed:?}, keys left {left:?}"
+            )));
+        }
         Ok(())
     }
 }
@@ -1167,8 +1481,9 @@ fn machine(module: &std::path::Path, appendonly: bool) -> Vec<(String, String)> 
 fn usage() -> ! {
     eprintln!(
         "usage: im-bench suite [--quick] --module PATH [--work DIR] [--json FILE] [--md FILE] [--svg FILE]\n\
-         \x20                    [--ops N] [--repeats R] [--conns C] [--depth D] [--appendonly]\n\
-         \x20                    [--only stores,cycles,memory,paging,timer,rdb,catchup]\n\
+         \x20                    [--ops N] [--repeats R] [--conns C] [--depth D] [--scale-max ENTRIES]\n\
+         \x20                    [--appendonly]\n\
+         \x20                    [--only stores,cycles,memory,scale,paging,timer,rdb,catchup]\n\
          \x20      im-bench render --json FILE [--md FILE] [--svg FILE]"
     );
     std::process::exit(2);
@@ -1225,7 +1540,9 @@ fn suite_args(args: &[String]) -> SuiteArgs {
             "--md" => md = Some(PathBuf::from(val())),
             "--svg" => svg = Some(PathBuf::from(val())),
             "--only" => only = Some(val()),
-            "--ops" | "--repeats" | "--conns" | "--depth" => overrides.push((a.clone(), val())),
+            "--ops" | "--repeats" | "--conns" | "--depth" | "--scale-max" => {
+                overrides.push((a.clone(), val()))
+            }
             _ => usage(),
         }
     }
@@ -1255,6 +1572,7 @@ fn params(quick: bool, overrides: Vec<(String, String)>) -> Params {
             "--repeats" => p.repeats = n.max(1) as usize,
             "--conns" => p.conns = n.max(1) as usize,
             "--depth" => p.depth = n.max(1) as usize,
+            "--scale-max" => p.scale_max_copies = n,
             _ => {}
         }
     }
@@ -1317,7 +1635,7 @@ fn write_files(files: &[(&std::path::Path, String)]) -> io::Result<()> {
 /// In the order they run: `rdb` saves what `timer` left, `catchup`
 /// empties the server.
 const PHASES: &[&str] = &[
-    "stores", "cycles", "memory", "paging", "timer", "rdb", "catchup",
+    "stores", "cycles", "memory", "scale", "paging", "timer", "rdb", "catchup",
 ];
 
 fn suite(a: &SuiteArgs) -> io::Result<()> {
@@ -1354,6 +1672,9 @@ fn suite(a: &SuiteArgs) -> io::Result<()> {
     }
     if on("memory") {
         s.memory()?;
+    }
+    if on("scale") {
+        s.scale()?;
     }
     if on("paging") {
         s.paging()?;

@@ -33,9 +33,9 @@ fn slow_text(v: &[SlowCommand]) -> String {
 
 /// The report: one section after the other.
 pub fn markdown(r: &Results) -> String {
-    let sections: [fn(&mut String, &Results); 13] = [
-        title, machine, how, targets, stores, api_cost, cycles, memory, paging, timer, catchup,
-        rdb, plot,
+    let sections: [fn(&mut String, &Results); 16] = [
+        title, machine, how, targets, goals, stores, api_cost, cycles, memory, scale, signal,
+        paging, timer, catchup, rdb, plot,
     ];
     let mut s = String::new();
     for section in sections {
@@ -68,27 +68,41 @@ fn machine(w: &mut String, r: &Results) {
 /// How the throughput is measured: the run's sizes.
 fn how(w: &mut String, r: &Results) {
     let p = &r.p;
+    let signal = r.measures.iter().any(|m| m.label.starts_with("Signal"));
+    let server = r.measures.iter().any(|m| !m.server_us.is_empty());
     let _ = writeln!(w, "\n## How\n");
     let _ = writeln!(
         w,
         "- Payload: a {STANZA_BYTES}-byte chat stanza, `<message xmlns='jabber:client' from='bob@example.com/phone' \
          to='alice@example.com' type='chat' id='x…'><body>…</body></message>`, whose `id` attribute is the unique \
          message id (26 bytes), the same for every variant.\n\
-         - Throughput: {} operations per measurement, {} connections, pipeline depth {}, {} users \
+         - Throughput: {} operations per measurement{}, {} connections, pipeline depth {}, {} users \
          (`user:<12 digits>`, device `phone`), median of {} run(s) (range shown); the server is emptied \
          (`FLUSHALL`) and the users prepared before each run. Single commands are timed with `redis-benchmark` \
          (`-r {}`, ids from `__rand_int__`) and, for comparison, with the driver (one thread driving all \
-         connections in lock step); everything with more than one command per operation with the driver only.\n\
+         connections in lock step); everything with more than one command per operation with the driver only.\n{}\
          - A cycle is one message stored and then acknowledged by the device: the ack is sent in the round after \
          the store's reply came back; a cycle counts when its ack's reply is read.\n\
          - `im.max-pending` is raised to 10⁹ for the whole run so that no device is kicked by the load; \
          the timer is off (`sweep-interval 0`) except in the stall test{}.\n",
         thousands(p.ops as f64),
+        if signal {
+            " (a third of that for the Signal-style variants, whose scripts take several times as long)"
+        } else {
+            ""
+        },
         p.conns,
         p.depth,
         p.users,
         p.repeats,
         p.users,
+        if server {
+            "- Server time: before each measurement `CONFIG RESETSTAT`, after it `INFO commandstats`: the time the \
+             server spent in the commands the client sent (a script's inner calls are inside its `EVALSHA`), per \
+             operation; a client-bound run shows its rate low but its server time as it is.\n"
+        } else {
+            ""
+        },
         if r.catchup.is_some() {
             " and the flows of expiries (which have the default timer settings and `max-pending`)"
         } else {
@@ -116,35 +130,102 @@ fn targets(w: &mut String, r: &Results) {
     }
 }
 
-/// Single stores: redis-benchmark and the driver side by side.
-fn stores(w: &mut String, r: &Results) {
+/// The goals of many users and of the Signal-style peer, and their
+/// verdicts.
+fn goals(w: &mut String, r: &Results) {
+    if r.goals.is_empty() {
+        return;
+    }
     let _ = writeln!(
         w,
-        "\n## Store throughput (operations/s)\n\n| variant | commands | redis-benchmark | range | driver | range |\n|---|---:|---:|---|---:|---|"
+        "\n## Goals: many users, server time, the Signal-style peer\n\n\
+         Each ratio is measured side by side in this run. Memory is redis-im's per message after the users \
+         registered their device (from an empty server beside it); server time is `usec_per_call` of \
+         `INFO commandstats` during the redis-benchmark runs; the Signal-style memory is judged in the cell \
+         where redis-im comes closest to it.\n\n\
+         | goal | measured | ratio | goal | result |\n|---|---|---:|---|---|"
     );
-    let store_rows = [
-        (L_PING, 1),
-        (L_HSET, 1),
-        (L_IM_ON, 1),
-        (L_IM_OFF, 1),
-        (L_SEED_ON, 2),
-        (L_SEED_OFF, 2),
-        (L_LUA_ON, 1),
-        (L_LUA_OFF, 1),
-        (L_XADD, 1),
-    ];
-    for (label, cmds) in store_rows {
-        let cell = |tool: Tool| match r.get(Section::Store, label, tool) {
-            Some(m) => (thousands(m.median()), spread(m)),
-            None => ("-".into(), "-".into()),
-        };
-        let (a, ar) = cell(Tool::RedisBenchmark);
-        let (b, br) = cell(Tool::Driver);
+    for t in &r.goals {
         let _ = writeln!(
             w,
-            "| {} | {cmds} | {a} | {ar} | {b} | {br} |",
-            md_cell(label)
+            "| {} | {} | {:.2} | {} | **{}** |",
+            md_cell(&t.name),
+            md_cell(&t.measured),
+            t.ratio,
+            t.goal,
+            if t.pass { "PASS" } else { "FAIL" }
         );
+    }
+}
+
+/// The single stores' rows: label and commands per operation.
+const STORE_ROWS: [(&str, u32); 11] = [
+    (L_PING, 1),
+    (L_HSET, 1),
+    (L_IM_ON, 1),
+    (L_IM_OFF, 1),
+    (L_SEED_ON, 2),
+    (L_SEED_OFF, 2),
+    (L_LUA_ON, 1),
+    (L_LUA_OFF, 1),
+    (L_XADD, 1),
+    (L_SIG1_STORE, 1),
+    (L_SIG3_STORE, 3),
+];
+
+/// A measure's median, range and server time, or dashes.
+fn rate_cells(m: Option<&Measure>) -> String {
+    match m {
+        Some(m) => format!(
+            "{} | {} | {}",
+            thousands(m.median()),
+            spread(m),
+            us(m.server())
+        ),
+        None => "- | - | -".into(),
+    }
+}
+
+/// A server time per operation (µs), "-" when not measured.
+fn us(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        "-".into()
+    }
+}
+
+/// Single stores: redis-benchmark and the driver side by side, each with
+/// the server's own time per operation.
+fn stores(w: &mut String, r: &Results) {
+    let _ = writeln!(w, "\n## Store throughput (operations/s)\n");
+    store_table(w, r, Section::Store);
+    let many = r.measures.iter().any(|m| m.section == Section::StoreMany);
+    if many {
+        let _ = writeln!(
+            w,
+            "\n### The same with {} users\n\nEach user prepared as above (`-r {}` for redis-benchmark); the driver's \
+             connections share the users evenly.\n",
+            thousands(r.p.users_many as f64),
+            r.p.users_many
+        );
+        store_table(w, r, Section::StoreMany);
+    }
+}
+
+fn store_table(w: &mut String, r: &Results, section: Section) {
+    let _ = writeln!(
+        w,
+        "| variant | commands | redis-benchmark | range | server µs/op | driver | range | server µs/op |\n\
+         |---|---:|---:|---|---:|---:|---|---:|"
+    );
+    for (label, cmds) in STORE_ROWS {
+        let a = rate_cells(r.get(section, label, Tool::RedisBenchmark));
+        let b = rate_cells(r.get(section, label, Tool::Driver));
+        if a.starts_with('-') && b.starts_with('-') {
+            continue;
+        }
+        let _ = writeln!(w, "| {} | {cmds} | {a} | {b} |", md_cell(label));
     }
 }
 
@@ -179,43 +260,52 @@ fn cycles(w: &mut String, r: &Results) {
         "\n## Store + ack cycle (cycles/s, driver)\n\n\
          Pipelined: {} connections, {} cycles in flight on each (all of a stage's commands sent together). \
          Unpipelined: {} threads with a connection each, every command waiting for its reply, as a blocking \
-         client does ({} cycles per run).\n\n\
-         | variant | commands per cycle | pipelined | range | redis-im is | unpipelined | range | redis-im is |\n\
-         |---|---:|---:|---|---:|---:|---|---:|",
+         client does ({} cycles per run). Server µs: the server's own time per cycle (`INFO commandstats` of \
+         the commands sent). *redis-im is*: redis-im's rate over the row's, with as many devices per user.\n\n\
+         | variant | commands per cycle | pipelined | range | server µs | redis-im is | unpipelined | range | server µs | redis-im is |\n\
+         |---|---:|---:|---|---:|---:|---:|---|---:|---:|",
         p.conns,
         p.depth,
         p.conns,
         thousands((p.ops / 4) as f64)
     );
-    let im = r.rate(Section::Cycle, L_CYCLE_IM, Tool::Driver);
-    let im_sync = r.rate(Section::CycleSync, L_CYCLE_IM, Tool::Driver);
-    for (label, cmds) in [
-        (L_CYCLE_IM, 2),
-        (L_CYCLE_SEED, 6),
-        (L_CYCLE_LUA, 2),
-        (L_CYCLE_STREAM, 3),
+    for (label, cmds, base) in [
+        (L_CYCLE_IM, 2, L_CYCLE_IM),
+        (L_CYCLE_SEED, 6, L_CYCLE_IM),
+        (L_CYCLE_LUA, 2, L_CYCLE_IM),
+        (L_CYCLE_STREAM, 3, L_CYCLE_IM),
+        (L_CYCLE_SIG1, 2, L_CYCLE_IM),
+        (L_CYCLE_IM3, 4, L_CYCLE_IM3),
+        (L_CYCLE_SIG3, 6, L_CYCLE_IM3),
     ] {
-        let cell = |sec: Section, base: f64| match r.get(sec, label, Tool::Driver) {
+        let cell = |sec: Section| match r.get(sec, label, Tool::Driver) {
             Some(m) => format!(
-                "{} | {} | {:.2}×",
+                "{} | {} | {} | {:.2}×",
                 thousands(m.median()),
                 spread(m),
-                base / m.median()
+                us(m.server()),
+                r.rate(sec, base, Tool::Driver) / m.median()
             ),
-            None => "- | - | -".into(),
+            None => "- | - | - | -".into(),
         };
-        let _ = writeln!(
-            w,
-            "| {} | {cmds} | {} | {} |",
-            md_cell(label),
-            cell(Section::Cycle, im),
-            cell(Section::CycleSync, im_sync)
-        );
+        let (a, b) = (cell(Section::Cycle), cell(Section::CycleSync));
+        if a.starts_with('-') && b.starts_with('-') {
+            continue;
+        }
+        let _ = writeln!(w, "| {} | {cmds} | {a} | {b} |", md_cell(label));
     }
+    let three = r.get(Section::Cycle, L_CYCLE_IM3, Tool::Driver).is_some();
     let _ = writeln!(
         w,
         "\nThe stream variant keeps every entry after `XACK` (deleting it would take an `XDEL` more); the others \
-         leave nothing behind, which the driver checks after each run."
+         leave nothing behind, which the driver checks after each run.{}",
+        if three {
+            " With 3 devices, redis-im stores once and each device acks (all three online, the message pending \
+             on each); the Signal-style peer inserts a copy into each device's queue and each device removes its \
+             copy by guid."
+        } else {
+            ""
+        }
     );
 }
 
@@ -252,6 +342,238 @@ fn memory(w: &mut String, r: &Results) {
     );
 }
 
+/// The matrix's layouts, in its columns' order, with their short names.
+const SCALE_LAYOUTS: [(&str, &str); 7] = [
+    (L_SC_IM, "redis-im, 1 device"),
+    (L_SC_IM3, "redis-im, 3 devices"),
+    (L_SC_IM_NONE, "redis-im, no device"),
+    (L_SEED_OFF, "seed layout (offline)"),
+    (L_XADD, "stream per user"),
+    (L_SC_SIG1, "Signal-style, 1 device"),
+    (L_SC_SIG3, "Signal-style, 3 devices"),
+];
+
+/// The memory matrix: bytes per message for many users with few messages
+/// and few users with many, and what empty mailboxes cost.
+fn scale(w: &mut String, r: &Results) {
+    let Some(sc) = &r.scale else { return };
+    let _ = writeln!(
+        w,
+        "\n## Memory at scale\n\n\
+         Each cell: so many users with so many messages each (the {STANZA_BYTES}-byte stanza, every message its \
+         own id), each layout on an emptied server. `used_memory` is read on the empty server, after the users \
+         registered their devices (redis-im: `IM.CONNECT` then `IM.DISCONNECT` of each device, so that the \
+         messages are kept offline; the other layouts keep no device in Redis), and after the messages, stored \
+         over 8 connections with 256 operations in flight on each (128 where users have 3 devices). Each reading waits until the filling connections are gone and the \
+         keyspace's hash tables are not halfway through a resize. Bytes per message: **(a)** from the empty \
+         server, the users' keys and devices included; **(b)** what the messages added once the users existed. \
+         A Signal-style message counts all its copies (one per device queue). The seed layout is its offline \
+         form (`ZADD OFOFFLINE:<user>` + `HMSET OFOFFLINE:<id>`, the workload of the tables above). Cells whose \
+         layout would store more than {} entries (messages × copies) are skipped. The phase took {:.0} s.\n",
+        thousands(sc.max_copies as f64),
+        sc.secs
+    );
+    let rows: Vec<[u64; 2]> = r.p.scale.clone();
+    let layouts: Vec<(&str, &str)> = SCALE_LAYOUTS
+        .iter()
+        .copied()
+        .filter(|(l, _)| sc.cells.iter().any(|c| c.label == *l))
+        .collect();
+    let skipped = |l: &str, u: u64, m: u64| {
+        sc.skipped
+            .iter()
+            .any(|s| s.label == l && s.users == u && s.per_user == m)
+    };
+    let _ = writeln!(
+        w,
+        "### (a) Bytes per message from an empty server (× the stanza)\n\n| users | messages each | messages | {} |\n|---:|---:|---:|{}",
+        layouts.iter().map(|l| l.1).collect::<Vec<_>>().join(" | "),
+        "---:|".repeat(layouts.len())
+    );
+    for [u, m] in &rows {
+        let cells: Vec<String> = layouts
+            .iter()
+            .map(|(l, _)| match sc.cell(l, *u, *m) {
+                Some(c) => format!(
+                    "{:.0} ({:.2}×)",
+                    c.bytes_from_empty(),
+                    c.bytes_from_empty() / STANZA_BYTES as f64
+                ),
+                None if skipped(l, *u, *m) => "skipped".into(),
+                None => "-".into(),
+            })
+            .collect();
+        let _ = writeln!(
+            w,
+            "| {} | {m} | {} | {} |",
+            thousands(*u as f64),
+            thousands((u * m) as f64),
+            cells.join(" | ")
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\n### redis-im: (a), (b) and the users alone\n\n\
+         (c): bytes per user of the mailboxes before any message (they only remember their devices).\n\n\
+         | users | messages each | layout | (a) from an empty server | (b) after the users | (b) × stanza | (c) per user, no message |\n\
+         |---:|---:|---|---:|---:|---:|---:|"
+    );
+    for [u, m] in &rows {
+        for l in [L_SC_IM, L_SC_IM3, L_SC_IM_NONE] {
+            if let Some(c) = sc.cell(l, *u, *m) {
+                let _ = writeln!(
+                    w,
+                    "| {} | {m} | {} | {:.1} | {:.1} | {:.3} | {} |",
+                    thousands(*u as f64),
+                    md_cell(l),
+                    c.bytes_from_empty(),
+                    c.bytes_after_users(),
+                    c.bytes_after_users() / STANZA_BYTES as f64,
+                    if c.users_only != c.before {
+                        format!("{:.1}", c.per_user_bytes())
+                    } else {
+                        "-".into()
+                    }
+                );
+            }
+        }
+    }
+    if let Some(d) = &sc.devices {
+        let steps = d.steps();
+        let _ = writeln!(
+            w,
+            "\n### Empty mailboxes: what a user with no message costs\n\n\
+             {} users, each mailbox remembering its registered (offline) devices and no message: devices added \
+             one at a time to every mailbox. *A device adds* is what registering it added per mailbox; the goal \
+             judges the mean of the second and third ({:.1} bytes).\n\n\
+             | devices | bytes per user | a device adds |\n|---:|---:|---:|",
+            thousands(d.users as f64),
+            d.per_device()
+        );
+        for n in 1..=d.with.len() {
+            let _ = writeln!(
+                w,
+                "| {n} | {:.1} | {} |",
+                d.per_user(n),
+                if n == 1 {
+                    "-".into()
+                } else {
+                    format!("{:.1}", steps.get(n - 2).copied().unwrap_or(f64::NAN))
+                }
+            );
+        }
+    }
+    if !sc.script_checks.is_empty() {
+        let checks: Vec<String> = sc
+            .script_checks
+            .iter()
+            .map(|s| {
+                let rate = |c: &ScaleCell| thousands(c.messages() as f64 / c.fill_secs.max(1e-9));
+                let direct = sc.cell(&s.label, s.users, s.per_user);
+                format!(
+                    "{} users × {}, {}: {:.1} bytes per message by the script ({} messages/s), {} written directly ({} messages/s)",
+                    thousands(s.users as f64),
+                    s.per_user,
+                    SCALE_LAYOUTS
+                        .iter()
+                        .find(|l| l.0 == s.label)
+                        .map_or(s.label.as_str(), |l| l.1),
+                    s.bytes_from_empty(),
+                    rate(s),
+                    direct.map_or("-".into(), |d| format!("{:.1}", d.bytes_from_empty())),
+                    direct.map_or("-".into(), rate)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            w,
+            "\nThe Signal-style cells are filled with what its insert script writes (`ZADD NX` of the message under \
+             its number, `HSET` of the counter and the guid's number, the keys' expiry), sent directly: the same \
+             keys and values, quicker to write. The script itself filled these cells again, on an emptied \
+             server: {}.",
+            checks.join("; ")
+        );
+    }
+    if !sc.skipped.is_empty() {
+        let mut text = Vec::new();
+        for [u, m] in &rows {
+            let here: Vec<&ScaleSkip> = sc
+                .skipped
+                .iter()
+                .filter(|s| s.users == *u && s.per_user == *m)
+                .collect();
+            if here.is_empty() {
+                continue;
+            }
+            let what = if here.len() == SCALE_LAYOUTS.len() {
+                format!("every layout ({} messages)", thousands((u * m) as f64))
+            } else {
+                here.iter()
+                    .map(|s| {
+                        let name = SCALE_LAYOUTS
+                            .iter()
+                            .find(|l| l.0 == s.label)
+                            .map_or(s.label.as_str(), |l| l.1);
+                        format!("{name} ({})", s.why)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            text.push(format!("{} users × {m}: {what}", thousands(*u as f64)));
+        }
+        let _ = writeln!(
+            w,
+            "\nSkipped, where a layout would store more than {} entries (messages × copies; more would take more \
+             time than the run allows, and the largest more memory than the machine has): {}.",
+            thousands(sc.max_copies as f64),
+            text.join("; ")
+        );
+    }
+}
+
+/// What the Signal-style peer is, in words.
+fn signal(w: &mut String, r: &Results) {
+    let any = r.measures.iter().any(|m| m.label.starts_with("Signal"))
+        || r.scale.is_some()
+        || r.paging.iter().any(|p| p.label == L_PAGE_SIGNAL);
+    if !any {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "\n## The Signal-style peer\n\n\
+         Signal-Server keeps the messages waiting for a device in Redis (its \"message cache\", `MessagesCache`, \
+         with Lua scripts `insert_item.lua`, `remove_item_by_guid.lua` and `get_items.lua`); the driver \
+         re-creates that layout (`bench/driver/src/workloads.rs`, `SIGNAL_*`):\n\n\
+         - **Per device, not per user.** Every device of an account has its own queue, so a message to a user \
+         with three devices is inserted three times, one copy per queue, and each device deletes its own copy. \
+         The account and its devices live outside Redis (Signal keeps them in its database), so Redis holds \
+         nothing for a user until a message waits.\n\
+         - **The queue** (`user_queue::{{<user>::<device>}}`) is a sorted set whose members are the messages \
+         themselves (here the stanza; in Signal the serialized envelope, which carries the guid), scored by a \
+         number local to the queue.\n\
+         - **The metadata hash** (`user_queue_metadata::{{<user>::<device>}}`) holds that number's counter \
+         (field `counter`, incremented per insert) and maps each message's guid to its number.\n\
+         - **Insert** (a script, `EVALSHA`): if the hash knows the guid already it answers the known number \
+         (a retry stores nothing); otherwise it takes the next number, adds the message to the queue under it \
+         (`ZADD NX`), records guid → number, renews a 46-day expiry on both keys, and publishes a \"new message \
+         available\" event on the device's shard channel (`SPUBLISH client_presence::{{...}}`; nobody listens \
+         here, as nobody listens to redis-im's push hints).\n\
+         - **Remove by guid** (a script): looks the number up, fetches the message at that score, removes it \
+         from the queue and the guid from the hash, and when the queue is empty deletes both keys (counter \
+         included).\n\
+         - **Read a page** (a script): nothing while the queue's persist lock is held (a `GET` of \
+         `user_queue_persisting::{{...}}`), else up to the page's size of messages with their numbers after the \
+         cursor (`ZRANGE ... BYSCORE ( <n> +inf LIMIT 0 <size> WITHSCORES`).\n\n\
+         What is the same for both: the user names (`user:<12 digits>`, where Signal uses a 36-character \
+         account UUID), the payload (the {STANZA_BYTES}-byte stanza) and the message id (the guid is the \
+         stanza's 26-byte id; Signal's is a 36-character UUID). Left out: Signal's persister, which moves \
+         queues to its database after a while, the shared multi-recipient payloads, and the queue index that \
+         older versions kept per shard (retired from the scripts in 2026). Device ids are 1, 2, 3; redis-im's \
+         devices are `phone`, `laptop`, `tablet`."
+    );
+}
+
 /// A page of offline messages from two mailbox sizes.
 fn paging(w: &mut String, r: &Results) {
     let p = &r.p;
@@ -262,10 +584,15 @@ fn paging(w: &mut String, r: &Results) {
          {sm} and {bg} messages; the page starts after the middle message. Client round-trip time in µs over {} \
          requests (one at a time, after 20 warm-up requests; the two mailboxes take turns in blocks of 50, so that \
          the machine's other load falls on both alike), and the server's own time per request \
-         (`INFO commandstats`). The seed layout takes two round trips (the ids, then 100 pipelined `HGETALL`).\n\n\
+         (`INFO commandstats`). The seed layout takes two round trips (the ids, then 100 pipelined `HGETALL`).{}\n\n\
          | layout | {sm}: median | p99 | server | {bg}: median | p99 | server | {bg} / {sm}: median | server |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        p.page_reps
+        p.page_reps,
+        if r.paging.iter().any(|p| p.label == L_PAGE_SIGNAL) {
+            " The Signal-style page is its read script on the device's queue, after the middle message's number."
+        } else {
+            ""
+        }
     );
     for row in &r.paging {
         let (a, b) = (&row.small, &row.big);

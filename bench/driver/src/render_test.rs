@@ -34,60 +34,91 @@ fn rate(ops: f64, secs: f64) -> f64 {
     ops / secs
 }
 
+/// The single stores: label, redis-benchmark's seconds for 200,000
+/// operations (none: driver only), the driver's, and the server's µs per
+/// operation under each tool.
+type StoreRow = (&'static str, Option<f64>, f64, (f64, f64));
+
+const STORES: [StoreRow; 13] = [
+    (L_PING, Some(0.078), 0.1077, (0.0512, 0.0498)),
+    (L_HSET, Some(0.415), 0.433, (0.3291, 0.3307)),
+    (L_IM_ON, Some(0.398), 0.4637, (1.2934, 1.3101)),
+    (L_IM_OFF, Some(0.363), 0.4197, (1.1877, 1.2012)),
+    (L_SEED_ON, None, 0.7584, (0.0, 0.9013)),
+    (L_SEED_OFF, None, 1.0712, (0.0, 1.2406)),
+    (L_LUA_ON, Some(1.158), 1.1134, (4.1032, 4.0517)),
+    (L_LUA_OFF, Some(1.592), 1.5573, (5.3108, 5.2779)),
+    (L_API_ONE, Some(0.109), 0.1211, (0.1603, 0.0)),
+    (L_API_MANY, Some(0.175), 0.1901, (0.5112, 0.0)),
+    (L_XADD, Some(0.309), 0.3501, (0.7705, 0.7813)),
+    (L_SIG1_STORE, None, 2.9517, (0.0, 11.9102)),
+    (L_SIG3_STORE, None, 3.0219, (0.0, 36.2217)),
+];
+
 /// Every phase run, five repeats: every table and panel filled.
 fn full() -> Results {
     let p = Params::new(false);
     let mut r = Results::new(machine(), p);
-    let store: [(&str, Option<f64>, f64); 11] = [
-        (L_PING, Some(0.078), 0.1077),
-        (L_HSET, Some(0.415), 0.433),
-        (L_IM_ON, Some(0.398), 0.4637),
-        (L_IM_OFF, Some(0.363), 0.4197),
-        (L_SEED_ON, None, 0.7584),
-        (L_SEED_OFF, None, 1.0712),
-        (L_LUA_ON, Some(1.158), 1.1134),
-        (L_LUA_OFF, Some(1.592), 1.5573),
-        (L_API_ONE, Some(0.109), 0.1211),
-        (L_API_MANY, Some(0.175), 0.1901),
-        (L_XADD, Some(0.309), 0.3501),
-    ];
     for run in 0..5 {
         let f = 1.0 + [0.0, 0.013, -0.021, 0.007, -0.004][run];
-        for (label, rb, drv) in store {
-            if let Some(secs) = rb {
-                r.measure(
-                    Section::Store,
-                    label,
-                    Tool::RedisBenchmark,
-                    rate(200_000.0, secs * f),
-                );
-            }
-            if label != L_API_ONE && label != L_API_MANY {
-                r.measure(
-                    Section::Store,
-                    label,
-                    Tool::Driver,
-                    rate(200_000.0, drv / f),
-                );
+        // 100,000 users: slower, the server's time higher.
+        for (section, slow) in [(Section::Store, 1.0), (Section::StoreMany, 1.17)] {
+            for (label, rb, drv, (rb_us, drv_us)) in STORES {
+                if section == Section::StoreMany && (label == L_API_ONE || label == L_API_MANY) {
+                    continue;
+                }
+                let ops = if label == L_SIG1_STORE || label == L_SIG3_STORE {
+                    66_666.0
+                } else {
+                    200_000.0
+                };
+                if let Some(secs) = rb {
+                    r.measure(
+                        section,
+                        label,
+                        Tool::RedisBenchmark,
+                        rate(ops, secs * f * slow),
+                        rb_us * f * slow,
+                    );
+                }
+                if label != L_API_ONE && label != L_API_MANY {
+                    r.measure(
+                        section,
+                        label,
+                        Tool::Driver,
+                        rate(ops, drv / f * slow),
+                        drv_us / f * slow,
+                    );
+                }
             }
         }
-        for (label, secs, sync) in [
-            (L_CYCLE_IM, 0.4994, 0.795),
-            (L_CYCLE_SEED, 0.9329, 1.997),
-            (L_CYCLE_LUA, 1.6666, 0.9723),
-            (L_CYCLE_STREAM, 1.1207, 1.1782),
+        for (label, secs, sync, us) in [
+            (L_CYCLE_IM, 0.4994, 0.795, 2.4113),
+            (L_CYCLE_SEED, 0.9329, 1.997, 3.0217),
+            (L_CYCLE_LUA, 1.6666, 0.9723, 7.8012),
+            (L_CYCLE_STREAM, 1.1207, 1.1782, 4.4476),
+            (L_CYCLE_IM3, 0.2991, 0.3512, 4.5311),
+            (L_CYCLE_SIG1, 4.4107, 1.6114, 20.1029),
+            (L_CYCLE_SIG3, 4.7132, 1.9313, 61.0188),
         ] {
+            let ops = if label == L_CYCLE_SIG1 || label == L_CYCLE_SIG3 {
+                66_666.0
+            } else {
+                200_000.0
+            };
             r.measure(
                 Section::Cycle,
                 label,
                 Tool::Driver,
-                rate(200_000.0, secs * f),
+                rate(ops, secs * f),
+                us * f,
             );
             r.measure(
                 Section::CycleSync,
                 label,
                 Tool::Driver,
-                rate(50_000.0, sync / f),
+                rate(ops / 4.0, sync / f),
+                us * 1.1 / f,
             );
         }
     }
@@ -112,6 +143,7 @@ fn full() -> Results {
         (L_PAGE_IM, (121.4, 170.2, 22.13), (120.2, 160.9, 22.29)),
         (L_PAGE_SEED, (256.5, 672.1, 40.04), (258.3, 674.7, 41.61)),
         (L_PAGE_STREAM, (143.0, 183.5, 28.35), (144.1, 183.2, 28.9)),
+        (L_PAGE_SIGNAL, (151.2, 201.7, 37.02), (150.9, 199.3, 37.61)),
     ] {
         let t = |(median, p99, server)| Timing {
             median,
@@ -194,9 +226,101 @@ fn full() -> Results {
         load_secs: Some(0.35),
         startup_secs: 0.3719,
     };
-    r.total_secs = 152.43;
+    r.scale = Some(scale(&r.p));
+    r.total_secs = 1052.43;
     r.evaluate();
     r
+}
+
+/// What one cell of a layout costs in the fixture: bytes per user before
+/// any message, then per message (bytes), and messages stored per second.
+fn cell_costs(label: &str, per_user: u64) -> (f64, f64, f64) {
+    // Fewer messages per user: each carries more of its key.
+    let share = 1.0 / per_user as f64;
+    match label {
+        l if l == L_SC_IM => (611.3, 214.2 + 83.0 * share, 301_000.0),
+        l if l == L_SC_IM3 => (741.9, 216.8 + 91.0 * share, 262_000.0),
+        l if l == L_SC_IM_NONE => (0.0, 220.1 + 401.5 * share, 312_000.0),
+        l if l == L_SEED_OFF => (0.0, 626.4 + 101.2 * share, 183_000.0),
+        l if l == L_XADD => (0.0, 250.3 + 4102.0 * share, 402_000.0),
+        l if l == L_SC_SIG1 => (0.0, 358.9 + 1091.3 * share, 171_000.0),
+        _ => (0.0, 3.0 * (358.9 + 1091.3 * share), 61_000.0),
+    }
+}
+
+/// The memory matrix of a full run: every cell of `Params::scale` up to
+/// the limit of entries, the devices' costs, two cells filled by the
+/// script.
+fn scale(p: &Params) -> ScaleRes {
+    let layouts = [
+        (L_SC_IM, 1),
+        (L_SC_IM3, 1),
+        (L_SC_IM_NONE, 1),
+        (L_SEED_OFF, 1),
+        (L_XADD, 1),
+        (L_SC_SIG1, 1),
+        (L_SC_SIG3, 3),
+    ];
+    let mut res = ScaleRes {
+        max_copies: p.scale_max_copies,
+        secs: 371.9,
+        ..Default::default()
+    };
+    let before = 1_213_408;
+    for [users, per_user] in p.scale.clone() {
+        for (label, copies) in layouts {
+            let messages = users * per_user;
+            let entries = messages * copies;
+            if entries > p.scale_max_copies
+                || (label == L_SC_IM3 && messages * 3 > p.scale_max_copies)
+            {
+                res.skipped.push(ScaleSkip {
+                    label: label.into(),
+                    users,
+                    per_user,
+                    why: if label == L_SC_IM3 && entries <= p.scale_max_copies {
+                        "measured beside the Signal-style layout with 3 devices only".into()
+                    } else {
+                        format!("{} entries", thousands(entries as f64))
+                    },
+                });
+                continue;
+            }
+            let (per_user_bytes, per_message, speed) = cell_costs(label, per_user);
+            let users_only = before + (per_user_bytes * users as f64) as i64;
+            res.cells.push(ScaleCell {
+                label: label.into(),
+                users,
+                per_user,
+                copies,
+                before,
+                users_only,
+                after: users_only + (per_message * messages as f64) as i64,
+                fill_secs: messages as f64 / speed,
+            });
+        }
+    }
+    for (users, per_user, label, off) in [
+        (1_000, 100, L_SC_SIG1, 1_311),
+        (1_000, 100, L_SC_SIG3, -2_004),
+        (100_000, 1, L_SC_SIG1, 40_112),
+        (100_000, 1, L_SC_SIG3, -8_192),
+    ] {
+        let mut c = res.cell(label, users, per_user).unwrap().clone();
+        c.after += off;
+        c.fill_secs *= 4.1;
+        res.script_checks.push(c);
+    }
+    res.devices = Some(DeviceCosts {
+        users: 100_000,
+        before,
+        with: vec![
+            before + 61_130_000,
+            before + 65_302_400,
+            before + 69_486_400,
+        ],
+    });
+    res
 }
 
 /// A flow as the phase records one.
@@ -392,17 +516,42 @@ fn partial() -> Results {
         (L_IM_OFF, 20_000.0 / 0.0399, 20_000.0 / 0.0437),
         (L_LUA_ON, 20_000.0 / 0.1203, 20_000.0 / 0.1141),
     ] {
-        r.measure(Section::Store, label, Tool::RedisBenchmark, rb);
-        r.measure(Section::Store, label, Tool::Driver, drv);
+        r.measure(
+            Section::Store,
+            label,
+            Tool::RedisBenchmark,
+            rb,
+            1e6 / rb * 0.8,
+        );
+        r.measure(Section::Store, label, Tool::Driver, drv, 1e6 / drv * 0.7);
     }
-    r.measure(Section::Store, L_SEED_ON, Tool::Driver, 20_000.0 / 0.0781);
-    r.measure(Section::Cycle, L_CYCLE_IM, Tool::Driver, 20_000.0 / 0.0512);
-    r.measure(Section::Cycle, L_CYCLE_LUA, Tool::Driver, 20_000.0 / 0.1702);
+    r.measure(
+        Section::Store,
+        L_SEED_ON,
+        Tool::Driver,
+        20_000.0 / 0.0781,
+        2.9121,
+    );
+    r.measure(
+        Section::Cycle,
+        L_CYCLE_IM,
+        Tool::Driver,
+        20_000.0 / 0.0512,
+        2.0118,
+    );
+    r.measure(
+        Section::Cycle,
+        L_CYCLE_LUA,
+        Tool::Driver,
+        20_000.0 / 0.1702,
+        7.9901,
+    );
     r.measure(
         Section::CycleSync,
         L_CYCLE_IM,
         Tool::Driver,
         5_000.0 / 0.0833,
+        2.7311,
     );
     r.total_secs = 9.87;
     r.evaluate();
@@ -497,4 +646,104 @@ fn non_finite_rates_read_back() {
     r.sweep.runs_per_sec = f64::INFINITY;
     let back = Results::from_json(&r.to_json().unwrap()).unwrap();
     assert!(back.sweep.runs_per_sec.is_nan());
+}
+
+/// Results written before the scale phase, the server times and the
+/// Signal-style peer existed (`before-scale.json`, as `docs/bench.json`
+/// was) still read and render: their tables as before, no new section,
+/// and of the goals only those their figures allow.
+#[test]
+fn results_from_before_the_scale_phase_render() {
+    let text = std::fs::read_to_string(fixture("before-scale.json")).unwrap();
+    let mut r = Results::from_json(&text).unwrap();
+    assert!(r.scale.is_none() && r.goals.is_empty());
+    assert!(r.measures.iter().all(|m| m.server_us.is_empty()));
+    let md = markdown(&r);
+    assert!(!md.contains("## Memory at scale") && !md.contains("## The Signal-style peer"));
+    check_all("before-scale", &r);
+    r.evaluate();
+    let names: Vec<&str> = r.goals.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "paging from 1M ≤ 1.5× from 1k",
+            "timer run ≤ 1.2× sweep-budget",
+            "timer stall ≤ 2 ms"
+        ]
+    );
+}
+
+fn goal<'a>(r: &'a Results, name: &str) -> &'a Target {
+    r.goals
+        .iter()
+        .find(|g| g.name == name)
+        .unwrap_or_else(|| panic!("no goal {name}"))
+}
+
+/// Each goal's ratio is the figure it names: redis-im's bytes per message
+/// after the users exist, the mean of what the 2nd and 3rd device add,
+/// the server times of redis-benchmark's runs, the rates with 100,000
+/// users, and against the Signal-style layout the cell where redis-im
+/// comes closest.
+#[test]
+fn goals_judge_the_figures_they_name() {
+    let r = full();
+    let sc = r.scale.as_ref().unwrap();
+    let stanza = crate::workloads::STANZA_BYTES as f64;
+    for (name, users, per_user) in [
+        ("memory, 100,000 users × 1: ≤ 1.5× stanza", 100_000, 1),
+        ("memory, 20,000 users × 5: ≤ 1.3× stanza", 20_000, 5),
+        ("memory, 1,000 users × 100: ≤ 1.15× stanza", 1_000, 100),
+    ] {
+        let c = sc.cell(L_SC_IM, users, per_user).unwrap();
+        assert_eq!(goal(&r, name).ratio, c.bytes_after_users() / stanza);
+        assert!(c.bytes_after_users() < c.bytes_from_empty());
+    }
+    let d = sc.devices.as_ref().unwrap();
+    assert_eq!(d.steps(), [41.7, 41.8]);
+    let g = goal(&r, "a registered device adds ≤ 48 bytes");
+    assert_eq!(g.ratio, (d.per_user(3) - d.per_user(1)) / 2.0 / 48.0);
+    assert!(g.pass);
+
+    let sv = |section, label| r.server(section, label, Tool::RedisBenchmark);
+    let g = goal(
+        &r,
+        "server time, 100,000 users: IM.STORE (offline) ≤ 1.5× HSET",
+    );
+    assert_eq!(
+        g.ratio,
+        sv(Section::StoreMany, L_IM_OFF) / sv(Section::StoreMany, L_HSET)
+    );
+    assert!(!g.pass);
+    let rb = |label| r.rate(Section::StoreMany, label, Tool::RedisBenchmark);
+    let g = goal(&r, "100,000 users: IM.STORE (pending) ≥ 2.5× Lua store");
+    assert_eq!(g.ratio, rb(L_IM_ON) / rb(L_LUA_ON));
+
+    // Signal-style: the highest ratio over the cells both have.
+    let worst = sc
+        .cells
+        .iter()
+        .filter(|c| c.label == L_SC_IM3)
+        .map(|c| {
+            c.bytes_from_empty()
+                / sc.cell(L_SC_SIG3, c.users, c.per_user)
+                    .unwrap()
+                    .bytes_from_empty()
+        })
+        .fold(0.0, f64::max);
+    let g = goal(&r, "memory per message ≤ 0.5× Signal-style, 3 devices");
+    assert_eq!(g.ratio, worst);
+    assert!(g.measured.contains("1,000 users × 1:"), "{}", g.measured);
+    let cy = |label| r.rate(Section::Cycle, label, Tool::Driver);
+    let g = goal(&r, "store+ack cycles ≥ 3× Signal-style, 3 devices");
+    assert_eq!(g.ratio, cy(L_CYCLE_IM3) / cy(L_CYCLE_SIG3));
+
+    // Without the scale phase nor the second round of stores those goals
+    // are left out.
+    let p = partial();
+    assert!(p
+        .goals
+        .iter()
+        .all(|g| g.name.starts_with("server time, 1,000 users")));
+    assert_eq!(p.goals.len(), 2);
 }

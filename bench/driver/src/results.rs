@@ -29,16 +29,36 @@ pub const L_CYCLE_IM: &str = "redis-im: IM.STORE, IM.ACK";
 pub const L_CYCLE_SEED: &str = "seed layout: SADD+HMSET, SADD URT+SADD RT+SREM+DEL";
 pub const L_CYCLE_LUA: &str = "Lua: EVALSHA store, EVALSHA ack";
 pub const L_CYCLE_STREAM: &str = "streams: XADD+XREADGROUP, XACK";
+pub const L_CYCLE_IM3: &str = "redis-im, 3 devices: IM.STORE, IM.ACK by each";
+pub const L_CYCLE_SIG1: &str = "Signal-style, 1 device: insert, remove by guid";
+pub const L_CYCLE_SIG3: &str = "Signal-style, 3 devices: insert ×3, remove ×3";
+pub const L_SIG1_STORE: &str = "Signal-style EVALSHA insert, 1 device";
+pub const L_SIG3_STORE: &str = "Signal-style EVALSHA insert ×3, 3 devices";
 pub const L_MEM_IM_OFF: &str = "redis-im, offline device";
 pub const L_MEM_IM_ON: &str = "redis-im, online device (pending)";
 pub const L_PAGE_IM: &str = "redis-im: IM.OFFLINE.PAGE AFTER <seq> COUNT 100";
 pub const L_PAGE_SEED: &str = "seed layout: ZRANGEBYSCORE LIMIT 100 + 100 HGETALL";
 pub const L_PAGE_STREAM: &str = "stream: XRANGE (<id> + COUNT 100";
+pub const L_PAGE_SIGNAL: &str = "Signal-style: EVALSHA page (ZRANGE BYSCORE (<n> +inf LIMIT 0 100)";
+pub const L_SC_IM: &str = "redis-im, 1 device registered (offline)";
+pub const L_SC_IM3: &str = "redis-im, 3 devices registered (offline)";
+pub const L_SC_IM_NONE: &str = "redis-im, no registered device";
+pub const L_SC_SIG1: &str = "Signal-style, 1 device";
+pub const L_SC_SIG3: &str = "Signal-style, 3 devices (3 copies)";
+
+/// The memory goals: redis-im's bytes per message after the users exist,
+/// as a multiple of the stanza, for 1, 5 and 100 messages per user (at
+/// `Params::scale_goal_users`).
+pub const MEM_GOALS: [(u64, f64); 3] = [(1, 1.5), (5, 1.3), (100, 1.15)];
+/// The most a registered device may add to its mailbox (bytes).
+pub const DEVICE_GOAL: f64 = 48.0;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Section {
     Store,
+    /// Single stores over `Params::users_many` users.
+    StoreMany,
     Cycle,
     /// Cycles without pipelining.
     CycleSync,
@@ -53,18 +73,132 @@ pub enum Tool {
     Driver,
 }
 
-/// One figure (operations or cycles per second), once per repeat.
+/// One figure (operations or cycles per second), once per repeat, and
+/// the server's own time per operation in each run (µs, `INFO
+/// commandstats` of the commands the client sent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measure {
     pub section: Section,
     pub label: String,
     pub tool: Tool,
     pub runs: Vec<f64>,
+    #[serde(default)]
+    pub server_us: Vec<f64>,
 }
 
 impl Measure {
     pub fn median(&self) -> f64 {
         percentile(&self.runs, 50.0)
+    }
+
+    /// The median server time per operation (µs); NaN when not measured.
+    pub fn server(&self) -> f64 {
+        if self.server_us.is_empty() {
+            f64::NAN
+        } else {
+            percentile(&self.server_us, 50.0)
+        }
+    }
+}
+
+/// One cell of the memory matrix: a layout, its users and their messages,
+/// and `used_memory` at each step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleCell {
+    pub label: String,
+    pub users: u64,
+    pub per_user: u64,
+    /// Entries stored per message (the Signal-style layout keeps a copy
+    /// per device).
+    pub copies: u64,
+    /// `used_memory`: the empty server, after the users registered their
+    /// devices (the same when the layout keeps none in Redis), after the
+    /// messages.
+    pub before: i64,
+    pub users_only: i64,
+    pub after: i64,
+    /// How long storing the messages took (s).
+    pub fill_secs: f64,
+}
+
+impl ScaleCell {
+    pub fn messages(&self) -> u64 {
+        self.users * self.per_user
+    }
+    /// Bytes per message counted from an empty server, the users' keys
+    /// included.
+    pub fn bytes_from_empty(&self) -> f64 {
+        (self.after - self.before) as f64 / self.messages().max(1) as f64
+    }
+    /// Bytes per message after the users exist.
+    pub fn bytes_after_users(&self) -> f64 {
+        (self.after - self.users_only) as f64 / self.messages().max(1) as f64
+    }
+    /// Bytes per user before any message.
+    pub fn per_user_bytes(&self) -> f64 {
+        (self.users_only - self.before) as f64 / self.users.max(1) as f64
+    }
+}
+
+/// A cell of the matrix left out, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleSkip {
+    pub label: String,
+    pub users: u64,
+    pub per_user: u64,
+    pub why: String,
+}
+
+/// `used_memory` of empty mailboxes, remembering 1, 2, then 3 registered
+/// (offline) devices.
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceCosts {
+    pub users: u64,
+    pub before: i64,
+    /// With 1, 2 and 3 devices.
+    pub with: Vec<i64>,
+}
+
+impl DeviceCosts {
+    /// Bytes per user with `n` devices (1 to 3).
+    pub fn per_user(&self, n: usize) -> f64 {
+        self.with.get(n.wrapping_sub(1)).map_or(f64::NAN, |m| {
+            (m - self.before) as f64 / self.users.max(1) as f64
+        })
+    }
+    /// What each device after the first added, per mailbox (bytes).
+    pub fn steps(&self) -> Vec<f64> {
+        self.with
+            .windows(2)
+            .map(|w| ((w[1] - w[0]) as f64 / self.users.max(1) as f64 * 10.0).round() / 10.0)
+            .collect()
+    }
+    /// What one more device adds to a mailbox: the mean of the second and
+    /// third device (bytes).
+    pub fn per_device(&self) -> f64 {
+        (self.per_user(3) - self.per_user(1)) / 2.0
+    }
+}
+
+/// The memory matrix and the devices' costs (the `scale` phase).
+#[derive(Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleRes {
+    pub cells: Vec<ScaleCell>,
+    pub skipped: Vec<ScaleSkip>,
+    /// Signal-style cells filled again by the insert script itself (the
+    /// matrix writes the keys directly).
+    pub script_checks: Vec<ScaleCell>,
+    pub max_copies: u64,
+    pub devices: Option<DeviceCosts>,
+    /// The phase's duration (s).
+    pub secs: f64,
+}
+
+impl ScaleRes {
+    pub fn cell(&self, label: &str, users: u64, per_user: u64) -> Option<&ScaleCell> {
+        self.cells
+            .iter()
+            .find(|c| c.label == label && c.users == users && c.per_user == per_user)
     }
 }
 
@@ -402,7 +536,13 @@ pub struct Results {
     /// Absent unless the phase ran (older results have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catchup: Option<CatchupRes>,
+    /// The memory matrix, absent unless the phase ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleRes>,
     pub targets: Vec<Target>,
+    /// The goals of many users and of the Signal-style peer.
+    #[serde(default)]
+    pub goals: Vec<Target>,
     pub total_secs: f64,
 }
 
@@ -476,7 +616,9 @@ impl Results {
             stall: StallRes::default(),
             rdb: RdbRes::default(),
             catchup: None,
+            scale: None,
             targets: Vec::new(),
+            goals: Vec::new(),
             total_secs: 0.0,
         }
     }
@@ -504,18 +646,24 @@ impl Results {
         Ok(serde_json::from_str(text)?)
     }
 
-    pub fn measure(&mut self, section: Section, label: &str, tool: Tool, v: f64) {
+    /// Records one run's rate `v` and the server's time per operation
+    /// (µs).
+    pub fn measure(&mut self, section: Section, label: &str, tool: Tool, v: f64, server_us: f64) {
         match self
             .measures
             .iter_mut()
             .find(|m| m.section == section && m.label == label && m.tool == tool)
         {
-            Some(m) => m.runs.push(v),
+            Some(m) => {
+                m.runs.push(v);
+                m.server_us.push(server_us);
+            }
             None => self.measures.push(Measure {
                 section,
                 label: label.into(),
                 tool,
                 runs: vec![v],
+                server_us: vec![server_us],
             }),
         }
     }
@@ -529,6 +677,12 @@ impl Results {
     pub fn rate(&self, section: Section, label: &str, tool: Tool) -> f64 {
         self.get(section, label, tool)
             .map_or(f64::NAN, |m| m.median())
+    }
+
+    /// The median server time per operation (µs) of a measure.
+    pub fn server(&self, section: Section, label: &str, tool: Tool) -> f64 {
+        self.get(section, label, tool)
+            .map_or(f64::NAN, |m| m.server())
     }
 
     fn mem(&self, label: &str) -> f64 {
@@ -557,7 +711,172 @@ impl Results {
             t.extend(catchup_targets(c));
         }
         t.retain(|x| x.ratio.is_finite());
+        let mut g = self.scale_goals();
+        g.extend(self.server_time_goals());
+        g.extend(self.many_users_goals());
+        g.extend(self.signal_goals());
+        // Paging and the timer as in the targets.
+        g.extend(
+            t.iter()
+                .filter(|x| {
+                    x.name.starts_with("paging")
+                        || x.name.starts_with("timer run")
+                        || x.name.starts_with("timer stall")
+                })
+                .cloned(),
+        );
+        g.retain(|x| x.ratio.is_finite());
         self.targets = t;
+        self.goals = g;
+    }
+
+    /// redis-im's bytes per message after the users exist, and what a
+    /// device adds to a mailbox.
+    fn scale_goals(&self) -> Vec<Target> {
+        let Some(sc) = &self.scale else {
+            return Vec::new();
+        };
+        let mut t = Vec::new();
+        for (i, (per, goal)) in MEM_GOALS.iter().enumerate() {
+            let Some(users) = self.p.scale_goal_users.get(i) else {
+                continue;
+            };
+            let Some(c) = sc.cell(L_SC_IM, *users, *per) else {
+                continue;
+            };
+            t.push(Target::at_most(
+                &format!(
+                    "memory, {} users × {per}: ≤ {goal}× stanza",
+                    thousands(*users as f64)
+                ),
+                c.bytes_after_users() / STANZA_BYTES as f64,
+                *goal,
+                format!(
+                    "{:.0} bytes per {STANZA_BYTES}-byte stanza after the users exist ({:.0} from an empty server)",
+                    c.bytes_after_users(),
+                    c.bytes_from_empty()
+                ),
+            ));
+        }
+        if let Some(d) = &sc.devices {
+            let steps: Vec<String> = d.steps().iter().map(|s| format!("{s:.1}")).collect();
+            t.push(Target::at_most(
+                &format!("a registered device adds ≤ {DEVICE_GOAL:.0} bytes"),
+                d.per_device() / DEVICE_GOAL,
+                1.0,
+                format!(
+                    "{:.1} bytes (2nd and 3rd device: {} bytes), {} empty mailboxes",
+                    d.per_device(),
+                    steps.join(" and "),
+                    thousands(d.users as f64)
+                ),
+            ));
+        }
+        t
+    }
+
+    /// The server's time per `IM.STORE` against `HSET` of the stanza.
+    fn server_time_goals(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        for (section, users) in [
+            (Section::Store, self.p.users),
+            (Section::StoreMany, self.p.users_many),
+        ] {
+            let sv = |l: &str| self.server(section, l, Tool::RedisBenchmark);
+            for (label, what) in [(L_IM_ON, "pending"), (L_IM_OFF, "offline")] {
+                let (a, b) = (sv(label), sv(L_HSET));
+                t.push(Target::at_most(
+                    &format!(
+                        "server time, {} users: IM.STORE ({what}) ≤ 1.5× HSET",
+                        thousands(users as f64)
+                    ),
+                    a / b,
+                    1.5,
+                    format!("{a:.2} vs {b:.2} µs per call"),
+                ));
+            }
+        }
+        t
+    }
+
+    /// Throughput over many users, redis-benchmark at depth `depth`.
+    fn many_users_goals(&self) -> Vec<Target> {
+        let rb = |l: &str| self.rate(Section::StoreMany, l, Tool::RedisBenchmark);
+        let users = thousands(self.p.users_many as f64);
+        let vs = |name: String, a: f64, b: f64, goal: f64| {
+            let measured = format!("{} vs {} ops/s", thousands(a), thousands(b));
+            Target::at_least(&name, a, b, goal, measured)
+        };
+        vec![
+            vs(
+                format!("{users} users: IM.STORE (pending) ≥ 0.9× HSET"),
+                rb(L_IM_ON),
+                rb(L_HSET),
+                0.9,
+            ),
+            vs(
+                format!("{users} users: IM.STORE (offline) ≥ 0.9× HSET"),
+                rb(L_IM_OFF),
+                rb(L_HSET),
+                0.9,
+            ),
+            vs(
+                format!("{users} users: IM.STORE (pending) ≥ 2.5× Lua store"),
+                rb(L_IM_ON),
+                rb(L_LUA_ON),
+                2.5,
+            ),
+            vs(
+                format!("{users} users: IM.STORE (offline) ≥ 2.5× Lua store (offline)"),
+                rb(L_IM_OFF),
+                rb(L_LUA_OFF),
+                2.5,
+            ),
+        ]
+    }
+
+    /// Against the Signal-style layout with 3 devices per user: memory
+    /// per message in every cell both were measured (the worst judged),
+    /// and store+ack cycles.
+    fn signal_goals(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        if let Some(sc) = &self.scale {
+            let worst = sc
+                .cells
+                .iter()
+                .filter(|c| c.label == L_SC_IM3)
+                .filter_map(|im| {
+                    let sig = sc.cell(L_SC_SIG3, im.users, im.per_user)?;
+                    Some((im, sig, im.bytes_from_empty() / sig.bytes_from_empty()))
+                })
+                .max_by(|a, b| a.2.total_cmp(&b.2));
+            if let Some((im, sig, r)) = worst {
+                t.push(Target::at_most(
+                    "memory per message ≤ 0.5× Signal-style, 3 devices",
+                    r,
+                    0.5,
+                    format!(
+                        "{:.0} vs {:.0} bytes from an empty server ({:.0} vs {:.0} after the users), {} users × {}: the highest ratio of the cells",
+                        im.bytes_from_empty(),
+                        sig.bytes_from_empty(),
+                        im.bytes_after_users(),
+                        sig.bytes_after_users(),
+                        thousands(im.users as f64),
+                        im.per_user
+                    ),
+                ));
+            }
+        }
+        let cy = |l: &str| self.rate(Section::Cycle, l, Tool::Driver);
+        let (a, b) = (cy(L_CYCLE_IM3), cy(L_CYCLE_SIG3));
+        t.push(Target::at_least(
+            "store+ack cycles ≥ 3× Signal-style, 3 devices",
+            a,
+            b,
+            3.0,
+            format!("{} vs {} cycles/s", thousands(a), thousands(b)),
+        ));
+        t
     }
 
     fn throughput_targets(&self) -> Vec<Target> {
@@ -761,20 +1080,29 @@ pub fn count_name(n: u64) -> String {
     }
 }
 
+/// The targets, then the goals, as text (what `suite` and `render`
+/// print).
 pub fn targets_text(r: &Results) -> String {
-    let mut s = String::from(
-        "target                                             ratio   goal    result  measured\n",
-    );
-    for t in &r.targets {
-        let _ = writeln!(
-            s,
-            "{:<50} {:>6.2}  {:<6}  {:<6}  {}",
-            t.name,
-            t.ratio,
-            t.goal,
-            if t.pass { "PASS" } else { "FAIL" },
-            t.measured
-        );
+    let mut s = String::new();
+    for (head, list) in [("target", &r.targets), ("goal", &r.goals)] {
+        if list.is_empty() {
+            continue;
+        }
+        if !s.is_empty() {
+            s.push('\n');
+        }
+        let _ = writeln!(s, "{head:<62} ratio   goal    result  measured");
+        for t in list {
+            let _ = writeln!(
+                s,
+                "{:<62} {:>6.2}  {:<6}  {:<6}  {}",
+                t.name,
+                t.ratio,
+                t.goal,
+                if t.pass { "PASS" } else { "FAIL" },
+                t.measured
+            );
+        }
     }
     s
 }

@@ -19,7 +19,7 @@ struct Bar {
 
 /// One panel's title, bars and dashed reference line.
 struct Panel {
-    title: &'static str,
+    title: String,
     bars: Vec<Bar>,
     reference: Option<(f64, &'static str)>,
 }
@@ -59,7 +59,7 @@ fn panel(out: &mut String, y0: f64, p: &Panel) -> f64 {
         out,
         r#"<text x="10" y="{:.0}" font-size="15" font-weight="bold">{}</text>"#,
         y0 + 18.0,
-        esc(p.title)
+        esc(&p.title)
     );
     let top = y0 + 30.0;
     for (i, b) in p.bars.iter().enumerate() {
@@ -147,12 +147,12 @@ pub fn svg(r: &Results) -> String {
 }
 
 fn panels(r: &Results) -> Vec<Panel> {
-    let plain = |title, bars| Panel {
-        title,
+    let plain = |title: &str, bars| Panel {
+        title: title.into(),
         bars,
         reference: None,
     };
-    vec![
+    let mut panels = vec![
         plain(
             "Store throughput, redis-benchmark (operations/s)",
             rate_bars(r, |m| {
@@ -168,6 +168,21 @@ fn panels(r: &Results) -> Vec<Panel> {
             }),
         ),
         plain(
+            "Server time per store, driver (µs per operation)",
+            server_bars(r, Section::Store),
+        ),
+        plain(
+            &format!(
+                "Store throughput with {} users, redis-benchmark (operations/s)",
+                thousands(r.p.users_many as f64)
+            ),
+            rate_bars(r, |m| {
+                m.section == Section::StoreMany
+                    && m.tool == Tool::RedisBenchmark
+                    && m.label != L_PING
+            }),
+        ),
+        plain(
             "Store + ack cycle, pipelined (cycles/s)",
             rate_bars(r, |m| m.section == Section::Cycle),
         ),
@@ -176,15 +191,75 @@ fn panels(r: &Results) -> Vec<Panel> {
             rate_bars(r, |m| m.section == Section::CycleSync),
         ),
         Panel {
-            title: "Memory per stored message (bytes)",
+            title: "Memory per stored message (bytes)".into(),
             bars: memory_bars(r),
             reference: Some((STANZA_BYTES as f64 * 1.2, "1.2× stanza")),
         },
-        plain(
-            "Page of 100 offline messages from the middle (median µs)",
-            page_bars(r),
-        ),
-    ]
+    ];
+    panels.extend(scale_panels(r));
+    panels.push(plain(
+        "Page of 100 offline messages from the middle (median µs)",
+        page_bars(r),
+    ));
+    panels
+}
+
+/// The server's time per operation of the driver's runs in `section`.
+fn server_bars(r: &Results, section: Section) -> Vec<Bar> {
+    r.measures
+        .iter()
+        .filter(|m| m.section == section && m.tool == Tool::Driver && m.server().is_finite())
+        .map(|m| Bar {
+            label: m.label.clone(),
+            value: m.server(),
+            text: format!("{:.2} µs", m.server()),
+            color: color_of(&m.label),
+        })
+        .collect()
+}
+
+/// The memory matrix: for 1, 5 and 100 messages per user, each layout at
+/// the most users measured with redis-im, from an empty server.
+fn scale_panels(r: &Results) -> Vec<Panel> {
+    let Some(sc) = &r.scale else {
+        return Vec::new();
+    };
+    let mut panels = Vec::new();
+    for per in [1, 5, 100] {
+        let Some(users) = sc
+            .cells
+            .iter()
+            .filter(|c| c.label == L_SC_IM && c.per_user == per)
+            .map(|c| c.users)
+            .max()
+        else {
+            continue;
+        };
+        let bars = sc
+            .cells
+            .iter()
+            .filter(|c| c.users == users && c.per_user == per)
+            .map(|c| Bar {
+                label: c.label.clone(),
+                value: c.bytes_from_empty(),
+                text: format!(
+                    "{:.0} B ({:.2}×)",
+                    c.bytes_from_empty(),
+                    c.bytes_from_empty() / STANZA_BYTES as f64
+                ),
+                color: color_of(&c.label),
+            })
+            .collect();
+        panels.push(Panel {
+            title: format!(
+                "Memory per message, {} users × {per}, from an empty server (bytes)",
+                thousands(users as f64)
+            ),
+            bars,
+            reference: Some((STANZA_BYTES as f64, "stanza")),
+        });
+    }
+    panels
 }
 
 fn memory_bars(r: &Results) -> Vec<Bar> {

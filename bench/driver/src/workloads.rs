@@ -1,7 +1,8 @@
 //! What is compared: redis-im's commands, the seed's key layout driven from
-//! the client, the same layout as Lua scripts, and a stream per user. All
-//! use the same stanza (`STANZA_BYTES` bytes, its own unique id as the
-//! `id` attribute), the same user names and the same device.
+//! the client, the same layout as Lua scripts, a stream per user, and the
+//! layout of Signal-Server's message cache (a queue per device, `SIGNAL_*`).
+//! All use the same stanza (`STANZA_BYTES` bytes, its own unique id as the
+//! `id` attribute), the same user names and the same devices.
 
 use crate::load::Workload;
 use crate::resp::{pad12, Conn, Val};
@@ -16,6 +17,8 @@ const TEXT: &str =
 /// `x__rand_int__-__rand_int__`.
 pub const ID_LEN: usize = 26;
 pub const DEVICE: &str = "phone";
+/// A user's devices, when there are several (`DEVICE` first).
+pub const DEVICES: [&str; 3] = [DEVICE, "laptop", "tablet"];
 
 fn body_len() -> usize {
     STANZA_BYTES - PREFIX.len() - ID_LEN - MID.len() - SUFFIX.len()
@@ -47,11 +50,84 @@ redis.call('SADD', KEYS[4], string.sub(KEYS[2], 5)) \
 redis.call('SREM', KEYS[1], string.sub(KEYS[2], 5)) \
 return redis.call('DEL', KEYS[2])";
 
+/// Signal-Server's message cache, re-created: per device a queue (a sorted
+/// set of the messages, scored by a number the device's metadata hash
+/// counts up in its field `counter`) and that hash, which also maps each
+/// message's guid to its number. Inserting is idempotent on the guid, both
+/// keys get Signal's 46-day expiry on every insert, and a "new message"
+/// event is published on the device's shard channel. KEYS: queue, metadata,
+/// event channel; ARGV: message, guid, event payload. Answers the
+/// message's number in the queue.
+pub const SIGNAL_INSERT: &str = "\
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then \
+  return tonumber(redis.call('HGET', KEYS[2], ARGV[2])) \
+end \
+local n = redis.call('HINCRBY', KEYS[2], 'counter', 1) \
+redis.call('ZADD', KEYS[1], 'NX', n, ARGV[1]) \
+redis.call('HSET', KEYS[2], ARGV[2], n) \
+redis.call('EXPIRE', KEYS[1], 3974400) \
+redis.call('EXPIRE', KEYS[2], 3974400) \
+redis.call('SPUBLISH', KEYS[3], ARGV[3]) \
+return n";
+/// Removes messages by guid (ARGV) from a device's queue (KEYS: queue,
+/// metadata), the queue and its hash (counter included) going when
+/// nothing is left; answers the messages removed.
+pub const SIGNAL_REMOVE: &str = "\
+local gone = {} \
+for _, guid in ipairs(ARGV) do \
+  local n = redis.call('HGET', KEYS[2], guid) \
+  if n then \
+    local m = redis.call('ZRANGE', KEYS[1], n, n, 'BYSCORE', 'LIMIT', 0, 1) \
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], n, n) \
+    redis.call('HDEL', KEYS[2], guid) \
+    if m[1] then gone[#gone + 1] = m[1] end \
+  end \
+end \
+if redis.call('ZCARD', KEYS[1]) == 0 then \
+  redis.call('DEL', KEYS[1]) \
+  redis.call('DEL', KEYS[2]) \
+end \
+return gone";
+/// A page of a device's queue: up to ARGV[1] messages (with their numbers)
+/// after number ARGV[2]; nothing while the queue's persist lock (KEYS[2])
+/// is held.
+pub const SIGNAL_PAGE: &str = "\
+if redis.call('GET', KEYS[2]) then return {} end \
+return redis.call('ZRANGE', KEYS[1], '(' .. ARGV[2], '+inf', 'BYSCORE', 'LIMIT', 0, ARGV[1], 'WITHSCORES')";
+/// Signal's expiry of a queue and its metadata: 46 days (s).
+const SIGNAL_TTL: &str = "3974400";
+/// The event Signal publishes per insert: a protobuf of an empty "new
+/// message available" (two bytes).
+pub const SIGNAL_EVENT: &[u8] = b"\x0a\x00";
+
+/// The Signal-style keys of `user`'s device number `dev` (1, 2, ...):
+/// queue, metadata, event channel, persist lock.
+pub fn signal_keys(user: &[u8], dev: usize) -> [Vec<u8>; 4] {
+    let tag = |prefix: &str| {
+        let mut k = prefix.as_bytes().to_vec();
+        k.extend_from_slice(b"::{");
+        k.extend_from_slice(user);
+        k.extend_from_slice(b"::");
+        k.extend_from_slice(dev.to_string().as_bytes());
+        k.push(b'}');
+        k
+    };
+    [
+        tag("user_queue"),
+        tag("user_queue_metadata"),
+        tag("client_presence"),
+        tag("user_queue_persisting"),
+    ]
+}
+
 #[derive(Clone, Default)]
 pub struct Shas {
     pub store: String,
     pub store_offline: String,
     pub ack: String,
+    pub signal_insert: String,
+    pub signal_remove: String,
+    pub signal_page: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,10 +140,26 @@ pub enum Kind {
     SeedStore,
     LuaStore,
     Xadd,
+    /// The Signal-style insert into each of the user's device queues.
+    SignalStore,
+    /// The keys the Signal-style insert writes, written directly (what the
+    /// script stores, without running it: the memory matrix's quicker
+    /// fill). Needs each connection's operations to be its users'
+    /// messages in turn (`users_per_conn` users, operation k the
+    /// (k / users_per_conn + 1)-th message of its user).
+    SignalFill,
+    /// IM.STORE, then IM.ACK by each of the user's devices.
     ImCycle,
     SeedCycle,
     LuaCycle,
     StreamCycle,
+    /// The Signal-style insert into each device queue, then each device
+    /// removes it by guid.
+    SignalCycle,
+    /// Registers each user's devices (`devices_from`.. `devices`):
+    /// `IM.CONNECT`, and `IM.DISCONNECT` unless `online`. One operation
+    /// per user.
+    Register,
 }
 
 #[derive(Clone)]
@@ -93,6 +185,10 @@ pub struct Traffic {
     /// Keep the reply of operation `mark` on connection 0.
     pub mark: Option<u64>,
     pub marked: Option<Val>,
+    /// The user's devices (`DEVICES[..devices]`, Signal's 1..=devices).
+    pub devices: usize,
+    /// `Register` registers devices `devices_from..devices`.
+    pub devices_from: usize,
     user: Vec<u8>,
     id: Vec<u8>,
     xml: Vec<u8>,
@@ -125,6 +221,8 @@ impl Traffic {
             id_base: 0,
             mark: None,
             marked: None,
+            devices: 1,
+            devices_from: 0,
             user: Vec::new(),
             id: vec![0; ID_LEN],
             xml,
@@ -226,6 +324,55 @@ impl Traffic {
         ]);
         1
     }
+
+    /// One Signal-style insert per device of the user.
+    fn signal_store(&mut self, out: &mut Conn) -> usize {
+        for dev in 1..=self.devices {
+            let [queue, meta, channel, _] = signal_keys(&self.user, dev);
+            out.cmd(&[
+                b"EVALSHA",
+                self.shas.signal_insert.as_bytes(),
+                b"3",
+                &queue,
+                &meta,
+                &channel,
+                &self.xml,
+                &self.id,
+                SIGNAL_EVENT,
+            ]);
+        }
+        self.devices
+    }
+}
+
+impl Traffic {
+    /// What `SIGNAL_INSERT` writes for the message (a new guid) in each
+    /// of the user's device queues: the message under its number, the
+    /// counter and the guid's number, and the expiry of both keys when
+    /// they are new (the script renews it on every insert).
+    fn signal_fill(&mut self, k: u64, out: &mut Conn) -> usize {
+        let n = (k / self.users_per_conn + 1).to_string();
+        let mut replies = 0;
+        for dev in 1..=self.devices {
+            let [queue, meta, _, _] = signal_keys(&self.user, dev);
+            out.cmd(&[b"ZADD", &queue, b"NX", n.as_bytes(), &self.xml]);
+            out.cmd(&[
+                b"HSET",
+                &meta,
+                b"counter",
+                n.as_bytes(),
+                &self.id,
+                n.as_bytes(),
+            ]);
+            replies += 2;
+            if n == "1" {
+                out.cmd(&[b"EXPIRE", &queue, SIGNAL_TTL.as_bytes()]);
+                out.cmd(&[b"EXPIRE", &meta, SIGNAL_TTL.as_bytes()]);
+                replies += 2;
+            }
+        }
+        replies
+    }
 }
 
 /// The stream key of a user.
@@ -258,6 +405,17 @@ impl Workload for Traffic {
             Kind::ImStore | Kind::ImCycle => {
                 out.cmd(&[b"IM.STORE", &self.user, &self.xml]);
                 1
+            }
+            Kind::SignalStore | Kind::SignalCycle => self.signal_store(out),
+            Kind::SignalFill => self.signal_fill(k, out),
+            Kind::Register => {
+                for d in &DEVICES[self.devices_from..self.devices] {
+                    out.cmd(&[b"IM.CONNECT", &self.user, d.as_bytes()]);
+                    if !self.online {
+                        out.cmd(&[b"IM.DISCONNECT", &self.user, d.as_bytes()]);
+                    }
+                }
+                (self.devices - self.devices_from) * if self.online { 1 } else { 2 }
             }
             Kind::SeedStore | Kind::SeedCycle => self.seed_store(c, k, out),
             Kind::LuaStore | Kind::LuaCycle => self.lua_store(out),
@@ -304,11 +462,31 @@ impl Workload for Traffic {
                     .filter(|a| a.len() == 3)
                     .and_then(|a| a[2].arr())
                     .ok_or_else(|| format!("IM.STORE answered {}", r[0].show()))?;
-                let on_device = pending.iter().any(|d| d.bytes() == Some(DEVICE.as_bytes()));
-                if on_device != self.online {
+                let want = if self.online { self.devices } else { 0 };
+                if pending.len() != want {
                     return Err(format!("IM.STORE pending on {}", r[0].show()));
                 }
                 Ok((self.kind == Kind::ImCycle).then(Vec::new))
+            }
+            Kind::SignalStore | Kind::SignalCycle => {
+                for v in r {
+                    if v.int().is_none_or(|n| n < 1) {
+                        return Err(format!("Signal insert answered {}", v.show()));
+                    }
+                }
+                Ok((self.kind == Kind::SignalCycle).then(Vec::new))
+            }
+            Kind::Register => Ok(None),
+            Kind::SignalFill => {
+                // Per device: ZADD added the message, HSET the guid (and
+                // the counter with the first message), then the expiries
+                // with the first message.
+                let first = k < self.users_per_conn;
+                for dev in r.chunks(if first { 4 } else { 2 }) {
+                    expect_int(&dev[0], 1, "ZADD")?;
+                    expect_int(&dev[1], if first { 2 } else { 1 }, "HSET")?;
+                }
+                Ok(None)
             }
             Kind::SeedStore | Kind::LuaStore => Ok(None),
             Kind::SeedCycle | Kind::LuaCycle => Ok(Some(Vec::new())),
@@ -343,8 +521,24 @@ impl Workload for Traffic {
         self.name(c, k);
         match self.kind {
             Kind::ImCycle => {
-                out.cmd(&[b"IM.ACK", &self.user, DEVICE.as_bytes(), &self.id]);
-                1
+                for d in &DEVICES[..self.devices] {
+                    out.cmd(&[b"IM.ACK", &self.user, d.as_bytes(), &self.id]);
+                }
+                self.devices
+            }
+            Kind::SignalCycle => {
+                for dev in 1..=self.devices {
+                    let [queue, meta, _, _] = signal_keys(&self.user, dev);
+                    out.cmd(&[
+                        b"EVALSHA",
+                        self.shas.signal_remove.as_bytes(),
+                        b"2",
+                        &queue,
+                        &meta,
+                        &self.id,
+                    ]);
+                }
+                self.devices
             }
             Kind::SeedCycle => {
                 self.receipt_keys();
@@ -377,9 +571,17 @@ impl Workload for Traffic {
         }
     }
 
-    fn finished(&mut self, _c: usize, _k: u64, r: &[Val]) -> Result<(), String> {
+    fn finished(&mut self, c: usize, k: u64, r: &[Val]) -> Result<(), String> {
         match self.kind {
-            Kind::ImCycle => expect_int(&r[0], 1, "IM.ACK"),
+            Kind::ImCycle => r.iter().try_for_each(|v| expect_int(v, 1, "IM.ACK")),
+            Kind::SignalCycle => {
+                // Each device got back the message of this operation.
+                self.name(c, k);
+                r.iter().try_for_each(|v| match v.arr() {
+                    Some([m]) if m.bytes() == Some(&self.xml[..]) => Ok(()),
+                    _ => Err(format!("Signal remove answered {}", v.show())),
+                })
+            }
             Kind::SeedCycle => {
                 expect_int(&r[1], 1, "SADD RT")?;
                 expect_int(&r[2], 1, "SREM")?;
