@@ -186,6 +186,16 @@ impl Mailbox {
         }
     }
 
+    /// The time (Unix ms) of the oldest message that is not queued: with
+    /// no archive queue the log's own record of its first message, so
+    /// that the retention deadline of every store reads no chunk.
+    pub fn oldest_held_ts(&self) -> Option<i64> {
+        if self.archive.as_ref().is_none_or(|a| a.count == 0) {
+            return self.log.head().map(|(_, ts)| ts);
+        }
+        self.oldest_held().map(|m| m.ts)
+    }
+
     /// The newest message that is not queued.
     pub fn newest_held(&self) -> Option<Msg<'_>> {
         match self.archive.as_ref().filter(|a| a.count > 0) {

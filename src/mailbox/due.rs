@@ -104,8 +104,8 @@ impl Mailbox {
             }
         }
         if s.retention > 0 {
-            if let Some(m) = self.oldest_held() {
-                let from = m.ts.max(self.retention_floor());
+            if let Some(ts) = self.oldest_held_ts() {
+                let from = ts.max(self.retention_floor());
                 due = min_opt(due, from.saturating_add(s.retention));
             }
         }

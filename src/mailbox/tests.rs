@@ -608,6 +608,7 @@ fn archive_queue_lifecycle_and_encoding() {
     let a = mb.archive.as_ref().unwrap();
     assert_eq!(a.owed_by(seqs[0]), vec![&b"phone"[..], &b"laptop"[..]]);
     assert_eq!(mb.oldest_held().map(|m| m.seq), Some(seqs[2]));
+    assert_eq!(mb.oldest_held_ts(), mb.oldest_held().map(|m| m.ts));
     // The encoding carries the queue; a copy equals the original.
     let copy = roundtrip(&mb);
     assert_eq!(copy.queued_count(), 2);
@@ -803,4 +804,52 @@ fn a_device_stays_small() {
         (d.name(), d.node(), d.heap_bytes()),
         (&b"phone"[..], DEFAULT_NODE, 5)
     );
+}
+
+/// Retention counts from the oldest message the mailbox holds for its
+/// devices: the log's first while nothing is queued, the first not queued
+/// once the archive queue holds the front.
+#[test]
+fn retention_counts_from_the_oldest_held_message() {
+    use super::due::TimerSettings;
+    let mut mb = Mailbox::new(1, 0);
+    mb.apply(
+        0,
+        &Effect::Connect {
+            device: b"phone",
+            node: b"n",
+        },
+    );
+    mb.apply(0, &Effect::Disconnect { device: b"phone" });
+    for (i, ts) in [1000i64, 2000, 3000].into_iter().enumerate() {
+        let id = format!("m{i}");
+        let stanza = format!("<message id='{id}'/>");
+        mb.apply(
+            ts,
+            &Effect::Store {
+                message: Message {
+                    seq: mb.next_seq,
+                    ts,
+                    flags: 0,
+                    id: IdSpec::Own(id.as_bytes()),
+                    stanza: stanza.as_bytes(),
+                },
+                pending: Vec::new().into(),
+            },
+        );
+    }
+    let s = TimerSettings {
+        resend_interval: 0,
+        ack_timeout: 1,
+        device_idle: 0,
+        retention: 10,
+        archive: false,
+        mailbox_idle: 0,
+    };
+    assert_eq!(mb.oldest_held_ts(), Some(1000));
+    assert_eq!(mb.next_due(&s), Some(1010));
+    mb.apply(5000, &Effect::Queue { seqs: vec![1] });
+    assert_eq!(mb.oldest_held_ts(), Some(2000));
+    assert_eq!(mb.oldest_held_ts(), mb.oldest_held().map(|m| m.ts));
+    assert_eq!(mb.next_due(&s), Some(2010));
 }
