@@ -6,6 +6,7 @@ use redis_module::configuration::{
 };
 use redis_module::{RedisError, RedisString};
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -280,8 +281,21 @@ pub fn push_events() -> bool {
     PUSH_EVENTS.load(Ordering::Relaxed)
 }
 
-pub fn event_prefix() -> String {
-    EVENT_PREFIX.text()
+/// `event-prefix`, from a copy kept until the setting changes (commands
+/// run on the main thread; the copy is its own).
+pub fn event_prefix() -> Rc<[u8]> {
+    thread_local! {
+        static COPY: RefCell<(u64, Rc<[u8]>)> = RefCell::new((u64::MAX, Rc::from(&[][..])));
+    }
+    COPY.with_borrow_mut(|(generation, prefix)| {
+        let now = EVENT_PREFIX.generation.load(Ordering::Relaxed);
+        if *generation != now {
+            let text = EVENT_PREFIX.text.lock().unwrap_or_else(|e| e.into_inner());
+            *prefix = Rc::from(text.as_bytes());
+            *generation = now;
+        }
+        prefix.clone()
+    })
 }
 
 pub fn delay_from() -> String {

@@ -1,59 +1,123 @@
 //! Pub/Sub events (SPEC §5): one JSON object per event on
 //! `<event-prefix><node>`.
 
-use crate::mailbox::{Effect, Mailbox};
+use crate::mailbox::log::IdSpec;
+use crate::mailbox::{Effect, Mailbox, Message};
 use crate::{config, server};
 use base64::Engine;
 use redis_module::Context;
 use smallvec::SmallVec;
+use std::borrow::Cow;
 
 /// An event as one JSON object: `event` first, then the fields in the
 /// order given (SPEC §5 shows them). A field of client bytes is a JSON
 /// string under its name when the bytes are UTF-8, and their standard
 /// base64 under `<name>_base64` when they are not (SPEC §5: keys, devices
-/// and ids are binary-safe, JSON strings are not).
+/// and ids are binary-safe, JSON strings are not). Written in one pass
+/// into one string, escaped as `serde_json` escapes (the tests compare).
 fn json(event: &str, fields: &[(&'static str, Field<'_>)]) -> String {
-    let mut out = String::with_capacity(128);
-    let string = |out: &mut String, s: &str| {
-        // Writing a str to a String cannot fail.
-        if let Ok(quoted) = serde_json::to_string(s) {
-            out.push_str(&quoted);
-        }
-    };
+    let room = fields.iter().fold(16 + event.len(), |n, (name, v)| {
+        n + name.len()
+            + 12
+            + match v {
+                Field::Bytes(b) => b.len() * 4 / 3 + 4,
+                Field::Text(t) => t.len(),
+                Field::Int(_) => 20,
+            }
+    });
+    let mut out = String::with_capacity(room);
     out.push_str("{\"event\":");
-    string(&mut out, event);
+    json_string(&mut out, event);
     for (name, v) in fields {
         out.push(',');
         match v {
             Field::Bytes(b) => match std::str::from_utf8(b) {
                 Ok(t) => {
-                    string(&mut out, name);
+                    json_string(&mut out, name);
                     out.push(':');
-                    string(&mut out, t);
+                    json_string(&mut out, t);
                 }
                 Err(_) => {
-                    string(&mut out, &format!("{name}_base64"));
-                    out.push(':');
-                    string(
-                        &mut out,
-                        &base64::engine::general_purpose::STANDARD.encode(b),
-                    );
+                    out.push('"');
+                    json_chars(&mut out, name);
+                    out.push_str("_base64\":\"");
+                    // Base64 needs no escaping.
+                    base64::engine::general_purpose::STANDARD.encode_string(b, &mut out);
+                    out.push('"');
                 }
             },
             Field::Text(t) => {
-                string(&mut out, name);
+                json_string(&mut out, name);
                 out.push(':');
-                string(&mut out, t);
+                json_string(&mut out, t);
             }
             Field::Int(n) => {
-                string(&mut out, name);
+                json_string(&mut out, name);
                 out.push(':');
-                out.push_str(&n.to_string());
+                json_u64(&mut out, *n);
             }
         }
     }
     out.push('}');
     out
+}
+
+/// `s` as a JSON string, quoted.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    json_chars(out, s);
+    out.push('"');
+}
+
+/// The characters of `s` escaped for a JSON string as `serde_json` does:
+/// `"` and `\` with a backslash, the control characters that have a short
+/// escape (`\b \t \n \f \r`) with it, the other ones below U+0020 as
+/// `\u00xx` (lower-case hex); everything else as it is.
+fn json_chars(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            0..=0x1f => b'u',
+            _ => continue,
+        };
+        // Every byte escaped is ASCII, so these are char boundaries.
+        out.push_str(&s[start..i]);
+        out.push('\\');
+        out.push(short as char);
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("00");
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+/// `n` in decimal.
+fn json_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(d as char);
+    }
 }
 
 /// One field of an event.
@@ -67,7 +131,7 @@ enum Field<'a> {
 
 /// An event for `node`, ready to publish.
 pub struct Event {
-    node: Vec<u8>,
+    node: Cow<'static, [u8]>,
     json: String,
 }
 
@@ -87,7 +151,7 @@ pub fn kick_event(mb: &Mailbox, user: &[u8], device: usize, reason: &str) -> Eve
         ],
     );
     Event {
-        node: d.node.to_vec(),
+        node: Cow::Owned(d.node.to_vec()),
         json,
     }
 }
@@ -113,7 +177,7 @@ pub fn resend_event(mb: &Mailbox, user: &[u8], device: usize, seq: u64) -> Optio
         ],
     );
     Some(Event {
-        node: d.node.to_vec(),
+        node: Cow::Owned(d.node.to_vec()),
         json,
     })
 }
@@ -129,7 +193,9 @@ pub fn publish_restore(ctx: &Context, user: &[u8], archived: u64) {
             ("archived", Field::Int(archived)),
         ],
     );
-    let mut channel = config::event_prefix().into_bytes();
+    let prefix = config::event_prefix();
+    let mut channel = Vec::with_capacity(prefix.len() + ARCHIVE_CHANNEL.len());
+    channel.extend_from_slice(&prefix);
     channel.extend_from_slice(ARCHIVE_CHANNEL);
     server::publish(ctx, &channel, json.as_bytes());
 }
@@ -140,10 +206,10 @@ pub fn publish(ctx: &Context, events: &[Event]) {
         return;
     }
     let prefix = config::event_prefix();
-    let mut channel = Vec::with_capacity(prefix.len() + 32);
+    let mut channel: SmallVec<[u8; 64]> = SmallVec::new();
     for e in events {
         channel.clear();
-        channel.extend_from_slice(prefix.as_bytes());
+        channel.extend_from_slice(&prefix);
         channel.extend_from_slice(&e.node);
         server::publish(ctx, &channel, e.json.as_bytes());
     }
@@ -155,17 +221,27 @@ pub fn publish(ctx: &Context, events: &[Event]) {
 /// messages than before. Made only for changes that can do that (a store,
 /// an expiry, a disconnect, messages coming back from the archive), and
 /// only while `push-events` is on.
-pub struct OfflineWatch {
+pub struct OfflineWatch<'a> {
     /// Each device's offline count before, by index, or by name when the
     /// change may remove devices (which moves the indexes).
     counts: SmallVec<[u64; 4]>,
     names: Option<Vec<(Box<[u8]>, u64)>>,
+    /// The seq and id of the change's last store, if it stores: the id of
+    /// a device's newest offline message without reading the log.
+    stored: Option<(u64, &'a [u8])>,
 }
 
-impl OfflineWatch {
+impl<'a> OfflineWatch<'a> {
     /// Starts watching a change of `mb` by `effects`; `None` when the
     /// change cannot make anything offline or push events are off.
-    pub fn before(mb: &Mailbox, effects: &[Effect<'_>]) -> Option<OfflineWatch> {
+    pub fn before(mb: &Mailbox, effects: &[Effect<'a>]) -> Option<OfflineWatch<'a>> {
+        // The usual store to a mailbox whose devices are all online: a
+        // store makes no online device offline, and registers a device
+        // with messages owed only in a mailbox that has none.
+        let only_stores = effects.iter().all(|e| matches!(e, Effect::Store { .. }));
+        if only_stores && !mb.devices.is_empty() && mb.devices.iter().all(|d| d.online) {
+            return None;
+        }
         let can = effects.iter().any(|e| {
             matches!(
                 e,
@@ -182,7 +258,12 @@ impl OfflineWatch {
         let removes = effects
             .iter()
             .any(|e| matches!(e, Effect::Forget { .. } | Effect::Evict));
+        let stored = effects.iter().rev().find_map(|e| match e {
+            Effect::Store { message, .. } => Some((message.seq, id_of(message))),
+            _ => None,
+        });
         Some(OfflineWatch {
+            stored,
             counts: mb.devices.iter().map(|d| d.offline_count).collect(),
             names: removes.then(|| {
                 mb.devices
@@ -211,9 +292,15 @@ impl OfflineWatch {
                 continue;
             }
             let seq = d.offline.last().unwrap_or(0);
-            let id = mb.log.get(seq).map(|m| m.id).unwrap_or_default();
+            let id = match self.stored {
+                Some((s, id)) if s == seq => {
+                    debug_assert_eq!(mb.log.get(seq).map(|m| m.id), Some(id));
+                    id
+                }
+                _ => mb.log.get(seq).map(|m| m.id).unwrap_or_default(),
+            };
             out.push(Event {
-                node: PUSH_CHANNEL.to_vec(),
+                node: Cow::Borrowed(PUSH_CHANNEL),
                 json: json(
                     "offline",
                     &[
@@ -230,6 +317,14 @@ impl OfflineWatch {
     }
 }
 
+/// The id of a message being stored, as the log will hold it.
+fn id_of<'a>(m: &Message<'a>) -> &'a [u8] {
+    match m.id {
+        IdSpec::InStanza { off, len } => m.stanza.get(off..off + len).unwrap_or_default(),
+        IdSpec::Own(id) => id,
+    }
+}
+
 /// The channel of push hints, after the event prefix: one for the
 /// deployment, since an offline device has no node.
 const PUSH_CHANNEL: &[u8] = b"push";
@@ -241,3 +336,101 @@ const ARCHIVE_CHANNEL: &[u8] = b"archive";
 /// prefix (a node's events would land where push services or archivers
 /// listen).
 pub const RESERVED_NODE_NAMES: &[&[u8]] = &[PUSH_CHANNEL, ARCHIVE_CHANNEL];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The events' JSON as it was first written, with `serde_json` quoting
+    /// every string.
+    fn reference(event: &str, fields: &[(&'static str, Field<'_>)]) -> String {
+        let q = |s: &str| serde_json::to_string(s).unwrap();
+        let mut out = format!("{{\"event\":{}", q(event));
+        for (name, v) in fields {
+            out.push(',');
+            match v {
+                Field::Bytes(b) => match std::str::from_utf8(b) {
+                    Ok(t) => out.push_str(&format!("{}:{}", q(name), q(t))),
+                    Err(_) => out.push_str(&format!(
+                        "{}:{}",
+                        q(&format!("{name}_base64")),
+                        q(&base64::engine::general_purpose::STANDARD.encode(b))
+                    )),
+                },
+                Field::Text(t) => out.push_str(&format!("{}:{}", q(name), q(t))),
+                Field::Int(n) => out.push_str(&format!("{}:{n}", q(name))),
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// Bytes weighted towards what needs escaping: control
+        /// characters, quotes, backslashes, DEL, multi-byte UTF-8 and
+        /// bytes that are not UTF-8.
+        fn bytes(&mut self) -> Vec<u8> {
+            let len = self.below(24) as usize;
+            let mut v = Vec::new();
+            while v.len() < len {
+                match self.below(8) {
+                    0 => v.push(self.below(0x20) as u8),
+                    1 => v.push(b"\"\\/\x7f"[self.below(4) as usize]),
+                    2 => v.extend_from_slice("é€😀\u{2028}".as_bytes()),
+                    3 => v.push(self.next() as u8),
+                    _ => v.push(b' ' + self.below(95) as u8),
+                }
+            }
+            v
+        }
+    }
+
+    #[test]
+    fn json_is_what_serde_json_writes() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut base64 = 0;
+        for _ in 0..20_000 {
+            let (a, b) = (rng.bytes(), rng.bytes());
+            let text = String::from_utf8_lossy(&rng.bytes()).into_owned();
+            let n = match rng.below(3) {
+                0 => rng.below(10),
+                1 => u64::MAX - rng.below(3),
+                _ => rng.next() >> rng.below(64),
+            };
+            let fields = [
+                ("user", Field::Bytes(&a)),
+                ("reason", Field::Text(&text)),
+                ("seq", Field::Int(n)),
+                ("id", Field::Bytes(&b)),
+            ];
+            let ours = json("offline", &fields);
+            assert_eq!(ours, reference("offline", &fields));
+            let v: serde_json::Value = serde_json::from_str(&ours).unwrap();
+            assert_eq!(v["seq"], n);
+            base64 += usize::from(std::str::from_utf8(&a).is_err());
+        }
+        assert!(base64 > 1000, "bytes that are not UTF-8 were tried");
+    }
+
+    #[test]
+    fn every_byte_alone() {
+        for b in 0..=0x7fu8 {
+            let s = [b];
+            let fields = [("id", Field::Bytes(&s)), ("seq", Field::Int(0))];
+            assert_eq!(json("kick", &fields), reference("kick", &fields));
+        }
+    }
+}
