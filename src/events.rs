@@ -13,70 +13,98 @@ use std::borrow::Cow;
 /// order given (SPEC §5 shows them). A field of client bytes is a JSON
 /// string under its name when the bytes are UTF-8, and their standard
 /// base64 under `<name>_base64` when they are not (SPEC §5: keys, devices
-/// and ids are binary-safe, JSON strings are not). Written in one pass
-/// into one string, escaped as `serde_json` escapes (the tests compare).
-fn json(event: &str, fields: &[(&'static str, Field<'_>)]) -> String {
-    let room = fields.iter().fold(16 + event.len(), |n, (name, v)| {
-        n + name.len()
-            + 12
-            + match v {
-                Field::Bytes(b) => b.len() * 4 / 3 + 4,
-                Field::Text(t) => t.len(),
-                Field::Int(_) => 20,
+/// and ids are binary-safe, JSON strings are not). Written in one pass,
+/// escaped as `serde_json` escapes (the tests compare).
+fn json(event: &str, fields: &[(&'static str, Field<'_>)]) -> Json {
+    thread_local! {
+        /// Where events are written before their copy is taken.
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut out) => {
+            out.clear();
+            json_into(&mut out, event, fields);
+            let json = Json::from_slice(&out);
+            // A rare large event does not stay.
+            if out.capacity() > 64 * 1024 {
+                *out = Vec::new();
             }
-    });
-    let mut out = String::with_capacity(room);
-    out.push_str("{\"event\":");
-    json_string(&mut out, event);
+            json
+        }
+        Err(_) => {
+            let mut out = Vec::new();
+            json_into(&mut out, event, fields);
+            Json::from_vec(out)
+        }
+    })
+}
+
+fn json_into(out: &mut Vec<u8>, event: &str, fields: &[(&'static str, Field<'_>)]) {
+    out.extend_from_slice(b"{\"event\":");
+    json_string(out, event);
     for (name, v) in fields {
-        out.push(',');
+        out.push(b',');
         match v {
             Field::Bytes(b) => match std::str::from_utf8(b) {
                 Ok(t) => {
-                    json_string(&mut out, name);
-                    out.push(':');
-                    json_string(&mut out, t);
+                    json_key(out, name);
+                    json_string(out, t);
                 }
                 Err(_) => {
-                    out.push('"');
-                    json_chars(&mut out, name);
-                    out.push_str("_base64\":\"");
+                    out.push(b'"');
+                    json_chars(out, name);
+                    out.extend_from_slice(b"_base64\":\"");
                     // Base64 needs no escaping.
-                    base64::engine::general_purpose::STANDARD.encode_string(b, &mut out);
-                    out.push('"');
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(b);
+                    out.extend_from_slice(b64.as_bytes());
+                    out.push(b'"');
                 }
             },
             Field::Text(t) => {
-                json_string(&mut out, name);
-                out.push(':');
-                json_string(&mut out, t);
+                json_key(out, name);
+                json_string(out, t);
             }
             Field::Int(n) => {
-                json_string(&mut out, name);
-                out.push(':');
-                json_u64(&mut out, *n);
+                json_key(out, name);
+                json_u64(out, *n);
             }
         }
     }
-    out.push('}');
-    out
+    out.push(b'}');
+}
+
+/// An event's JSON (UTF-8), in place for the usual short event (a push
+/// hint, a kick), so that building one allocates nothing of its own.
+type Json = SmallVec<[u8; 160]>;
+
+/// `"name":` for a field name of the module's own, which needs no
+/// escaping.
+fn json_key(out: &mut Vec<u8>, name: &str) {
+    debug_assert_eq!(clean_prefix(name.as_bytes()), name.len());
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 /// `s` as a JSON string, quoted.
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
     json_chars(out, s);
-    out.push('"');
+    out.push(b'"');
 }
 
 /// The characters of `s` escaped for a JSON string as `serde_json` does:
 /// `"` and `\` with a backslash, the control characters that have a short
 /// escape (`\b \t \n \f \r`) with it, the other ones below U+0020 as
 /// `\u00xx` (lower-case hex); everything else as it is.
-fn json_chars(out: &mut String, s: &str) {
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+fn json_chars(out: &mut Vec<u8>, s: &str) {
+    let mut rest = s.as_bytes();
+    loop {
+        let clean = clean_prefix(rest);
+        out.extend_from_slice(&rest[..clean]);
+        let Some((&b, tail)) = rest[clean..].split_first() else {
+            return;
+        };
         let short = match b {
             b'"' => b'"',
             b'\\' => b'\\',
@@ -85,39 +113,74 @@ fn json_chars(out: &mut String, s: &str) {
             0x0a => b'n',
             0x0c => b'f',
             0x0d => b'r',
-            0..=0x1f => b'u',
-            _ => continue,
+            _ => b'u',
         };
-        // Every byte escaped is ASCII, so these are char boundaries.
-        out.push_str(&s[start..i]);
-        out.push('\\');
-        out.push(short as char);
+        out.push(b'\\');
+        out.push(short);
         if short == b'u' {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("00");
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0xf)] as char);
+            out.extend_from_slice(&[
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
         }
-        start = i + 1;
+        rest = tail;
     }
-    out.push_str(&s[start..]);
+}
+
+/// How many leading bytes of `s` a JSON string holds as they are (none of
+/// them below U+0020, a quote or a backslash); eight at a time.
+fn clean_prefix(s: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some byte of `x` is zero / below 0x20 (exact as a yes or no).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = |x: u64| x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    let mut i = 0;
+    while let Some(chunk) = s.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        if below_space(x) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
+            != 0
+        {
+            break;
+        }
+        i += 8;
+    }
+    i + s[i..]
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .unwrap_or(s.len() - i)
 }
 
 /// `n` in decimal.
-fn json_u64(out: &mut String, mut n: u64) {
+fn json_u64(out: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"\
+        0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut digits = [0u8; 20];
     let mut i = digits.len();
-    loop {
+    while n >= 100 {
+        let p = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
+    }
+    if n >= 10 {
+        let p = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
+    } else {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        digits[i] = b'0' + n as u8;
     }
-    for &d in &digits[i..] {
-        out.push(d as char);
-    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// One field of an event.
@@ -132,7 +195,7 @@ enum Field<'a> {
 /// An event for `node`, ready to publish.
 pub struct Event {
     node: Cow<'static, [u8]>,
-    json: String,
+    json: Json,
 }
 
 /// The `kick` event for a device whose session is given up.
@@ -197,7 +260,7 @@ pub fn publish_restore(ctx: &Context, user: &[u8], archived: u64) {
     let mut channel = Vec::with_capacity(prefix.len() + ARCHIVE_CHANNEL.len());
     channel.extend_from_slice(&prefix);
     channel.extend_from_slice(ARCHIVE_CHANNEL);
-    server::publish(ctx, &channel, json.as_bytes());
+    server::publish(ctx, &channel, &json);
 }
 
 /// Publishes events on `<event-prefix><node>` (any bytes).
@@ -211,7 +274,7 @@ pub fn publish(ctx: &Context, events: &[Event]) {
         channel.clear();
         channel.extend_from_slice(&prefix);
         channel.extend_from_slice(&e.node);
-        server::publish(ctx, &channel, e.json.as_bytes());
+        server::publish(ctx, &channel, &e.json);
     }
 }
 
@@ -383,7 +446,7 @@ mod tests {
         /// characters, quotes, backslashes, DEL, multi-byte UTF-8 and
         /// bytes that are not UTF-8.
         fn bytes(&mut self) -> Vec<u8> {
-            let len = self.below(24) as usize;
+            let len = self.below(40) as usize;
             let mut v = Vec::new();
             while v.len() < len {
                 match self.below(8) {
@@ -416,7 +479,7 @@ mod tests {
                 ("seq", Field::Int(n)),
                 ("id", Field::Bytes(&b)),
             ];
-            let ours = json("offline", &fields);
+            let ours = String::from_utf8(json("offline", &fields).to_vec()).unwrap();
             assert_eq!(ours, reference("offline", &fields));
             let v: serde_json::Value = serde_json::from_str(&ours).unwrap();
             assert_eq!(v["seq"], n);
@@ -426,11 +489,32 @@ mod tests {
     }
 
     #[test]
-    fn every_byte_alone() {
+    fn numbers_in_decimal() {
+        let mut tens = 1u64;
+        let edges = (0..20).flat_map(|_| {
+            let t = tens;
+            tens = tens.saturating_mul(10);
+            [t - 1, t, t + 1]
+        });
+        for n in (0..100_000).chain(edges).chain([u64::MAX - 1, u64::MAX]) {
+            let mut out = Vec::new();
+            json_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn every_ascii_byte_at_every_place_of_a_word() {
         for b in 0..=0x7fu8 {
-            let s = [b];
-            let fields = [("id", Field::Bytes(&s)), ("seq", Field::Int(0))];
-            assert_eq!(json("kick", &fields), reference("kick", &fields));
+            for at in 0..18 {
+                let mut s = vec![b'a'; 18];
+                s[at] = b;
+                let fields = [("id", Field::Bytes(&s)), ("seq", Field::Int(0))];
+                assert_eq!(
+                    json("kick", &fields)[..],
+                    *reference("kick", &fields).as_bytes()
+                );
+            }
         }
     }
 }
