@@ -321,6 +321,12 @@ impl<'a> OfflineWatch<'a> {
         let removes = effects
             .iter()
             .any(|e| matches!(e, Effect::Forget { .. } | Effect::Evict));
+        // The offline devices' names go into the events; nothing before
+        // has read them (a store reads a device's queues, not its name),
+        // so their fetch starts now, while the change is applied.
+        for d in mb.devices.iter().filter(|d| !d.online).take(8) {
+            crate::mailbox::prefetch(d.name.first());
+        }
         let stored = effects.iter().rev().find_map(|e| match e {
             Effect::Store { message, .. } => Some((message.seq, id_of(message))),
             _ => None,
