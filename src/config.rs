@@ -6,7 +6,8 @@ use redis_module::configuration::{
 };
 use redis_module::{RedisError, RedisString};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -135,7 +136,7 @@ pub static DEVICE_IDLE: AtomicI64 = AtomicI64::new(defaults::DEVICE_IDLE);
 pub static ARCHIVE: AtomicBool = AtomicBool::new(defaults::ARCHIVE);
 pub static PUSH_EVENTS: AtomicBool = AtomicBool::new(defaults::PUSH_EVENTS);
 
-pub static QUOTA_POLICY: Mutex<QuotaPolicy> = Mutex::new(QuotaPolicy::Reject);
+pub static QUOTA_POLICY: PolicySetting = PolicySetting(AtomicU8::new(QuotaPolicy::Reject as u8));
 pub static OFFLINE_TYPES: TextSetting = TextSetting::new(check_types);
 pub static EVENT_PREFIX: TextSetting = TextSetting::new(check_event_prefix);
 pub static DELAY_FROM: TextSetting = TextSetting::new(check_delay_from);
@@ -178,10 +179,30 @@ pub fn get(v: &AtomicI64) -> i64 {
 }
 
 pub fn quota_policy() -> QuotaPolicy {
-    QUOTA_POLICY
-        .lock()
-        .map(|p| *p)
-        .unwrap_or(QuotaPolicy::Reject)
+    QUOTA_POLICY.get()
+}
+
+/// `quota-policy`, read on every store without a lock.
+pub struct PolicySetting(AtomicU8);
+
+impl PolicySetting {
+    fn get(&self) -> QuotaPolicy {
+        match self.0.load(Ordering::Relaxed) {
+            1 => QuotaPolicy::DropOldest,
+            _ => QuotaPolicy::Reject,
+        }
+    }
+}
+
+impl ConfigurationValue<QuotaPolicy> for PolicySetting {
+    fn get(&self, _ctx: &ConfigurationContext) -> QuotaPolicy {
+        PolicySetting::get(self)
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, val: QuotaPolicy) -> Result<(), RedisError> {
+        self.0.store(val as u8, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// A text setting: its value, a check that refuses a bad one (`CONFIG
@@ -280,8 +301,21 @@ pub fn push_events() -> bool {
     PUSH_EVENTS.load(Ordering::Relaxed)
 }
 
-pub fn event_prefix() -> String {
-    EVENT_PREFIX.text()
+/// `event-prefix`, from a copy kept until the setting changes (commands
+/// run on the main thread; the copy is its own).
+pub fn event_prefix() -> Rc<[u8]> {
+    thread_local! {
+        static COPY: RefCell<(u64, Rc<[u8]>)> = RefCell::new((u64::MAX, Rc::from(&[][..])));
+    }
+    COPY.with_borrow_mut(|(generation, prefix)| {
+        let now = EVENT_PREFIX.generation.load(Ordering::Relaxed);
+        if *generation != now {
+            let text = EVENT_PREFIX.text.lock().unwrap_or_else(|e| e.into_inner());
+            *prefix = Rc::from(text.as_bytes());
+            *generation = now;
+        }
+        prefix.clone()
+    })
 }
 
 pub fn delay_from() -> String {

@@ -1,59 +1,186 @@
 //! Pub/Sub events (SPEC §5): one JSON object per event on
 //! `<event-prefix><node>`.
 
-use crate::mailbox::{Effect, Mailbox};
+use crate::mailbox::log::IdSpec;
+use crate::mailbox::{Effect, Mailbox, Message};
 use crate::{config, server};
 use base64::Engine;
 use redis_module::Context;
 use smallvec::SmallVec;
+use std::borrow::Cow;
 
 /// An event as one JSON object: `event` first, then the fields in the
 /// order given (SPEC §5 shows them). A field of client bytes is a JSON
 /// string under its name when the bytes are UTF-8, and their standard
 /// base64 under `<name>_base64` when they are not (SPEC §5: keys, devices
-/// and ids are binary-safe, JSON strings are not).
-fn json(event: &str, fields: &[(&'static str, Field<'_>)]) -> String {
-    let mut out = String::with_capacity(128);
-    let string = |out: &mut String, s: &str| {
-        // Writing a str to a String cannot fail.
-        if let Ok(quoted) = serde_json::to_string(s) {
-            out.push_str(&quoted);
+/// and ids are binary-safe, JSON strings are not). Written in one pass,
+/// escaped as `serde_json` escapes (the tests compare).
+fn json(event: &str, fields: &[(&'static str, Field<'_>)]) -> Json {
+    thread_local! {
+        /// Where events are written before their copy is taken.
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut out) => {
+            out.clear();
+            json_into(&mut out, event, fields);
+            let json = Json::from_slice(&out);
+            // A rare large event does not stay.
+            if out.capacity() > 64 * 1024 {
+                *out = Vec::new();
+            }
+            json
         }
-    };
-    out.push_str("{\"event\":");
-    string(&mut out, event);
+        Err(_) => {
+            let mut out = Vec::new();
+            json_into(&mut out, event, fields);
+            Json::from_vec(out)
+        }
+    })
+}
+
+fn json_into(out: &mut Vec<u8>, event: &str, fields: &[(&'static str, Field<'_>)]) {
+    out.extend_from_slice(b"{\"event\":");
+    json_string(out, event);
     for (name, v) in fields {
-        out.push(',');
+        out.push(b',');
         match v {
             Field::Bytes(b) => match std::str::from_utf8(b) {
                 Ok(t) => {
-                    string(&mut out, name);
-                    out.push(':');
-                    string(&mut out, t);
+                    json_key(out, name);
+                    json_string(out, t);
                 }
                 Err(_) => {
-                    string(&mut out, &format!("{name}_base64"));
-                    out.push(':');
-                    string(
-                        &mut out,
-                        &base64::engine::general_purpose::STANDARD.encode(b),
-                    );
+                    out.push(b'"');
+                    json_chars(out, name);
+                    out.extend_from_slice(b"_base64\":\"");
+                    // Base64 needs no escaping.
+                    let b64 = base64::engine::general_purpose::STANDARD.encode(b);
+                    out.extend_from_slice(b64.as_bytes());
+                    out.push(b'"');
                 }
             },
             Field::Text(t) => {
-                string(&mut out, name);
-                out.push(':');
-                string(&mut out, t);
+                json_key(out, name);
+                json_string(out, t);
             }
             Field::Int(n) => {
-                string(&mut out, name);
-                out.push(':');
-                out.push_str(&n.to_string());
+                json_key(out, name);
+                json_u64(out, *n);
             }
         }
     }
-    out.push('}');
-    out
+    out.push(b'}');
+}
+
+/// An event's JSON (UTF-8), in place for the usual short event (a push
+/// hint, a kick), so that building one allocates nothing of its own.
+type Json = SmallVec<[u8; 160]>;
+
+/// `"name":` for a field name of the module's own, which needs no
+/// escaping.
+fn json_key(out: &mut Vec<u8>, name: &str) {
+    debug_assert_eq!(clean_prefix(name.as_bytes()), name.len());
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// `s` as a JSON string, quoted.
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    json_chars(out, s);
+    out.push(b'"');
+}
+
+/// The characters of `s` escaped for a JSON string as `serde_json` does:
+/// `"` and `\` with a backslash, the control characters that have a short
+/// escape (`\b \t \n \f \r`) with it, the other ones below U+0020 as
+/// `\u00xx` (lower-case hex); everything else as it is.
+fn json_chars(out: &mut Vec<u8>, s: &str) {
+    let mut rest = s.as_bytes();
+    loop {
+        let clean = clean_prefix(rest);
+        out.extend_from_slice(&rest[..clean]);
+        let Some((&b, tail)) = rest[clean..].split_first() else {
+            return;
+        };
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            _ => b'u',
+        };
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        }
+        rest = tail;
+    }
+}
+
+/// How many leading bytes of `s` a JSON string holds as they are (none of
+/// them below U+0020, a quote or a backslash); eight at a time.
+fn clean_prefix(s: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Some byte of `x` is zero / below 0x20 (exact as a yes or no).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = |x: u64| x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    let mut i = 0;
+    while let Some(chunk) = s.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word);
+        if below_space(x) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
+            != 0
+        {
+            break;
+        }
+        i += 8;
+    }
+    i + s[i..]
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .unwrap_or(s.len() - i)
+}
+
+/// `n` in decimal.
+fn json_u64(out: &mut Vec<u8>, mut n: u64) {
+    const PAIRS: &[u8; 200] = b"\
+        0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    while n >= 100 {
+        let p = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
+    }
+    if n >= 10 {
+        let p = n as usize * 2;
+        i -= 2;
+        digits[i..i + 2].copy_from_slice(&PAIRS[p..p + 2]);
+    } else {
+        i -= 1;
+        digits[i] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// One field of an event.
@@ -67,8 +194,8 @@ enum Field<'a> {
 
 /// An event for `node`, ready to publish.
 pub struct Event {
-    node: Vec<u8>,
-    json: String,
+    node: Cow<'static, [u8]>,
+    json: Json,
 }
 
 /// The `kick` event for a device whose session is given up.
@@ -87,7 +214,7 @@ pub fn kick_event(mb: &Mailbox, user: &[u8], device: usize, reason: &str) -> Eve
         ],
     );
     Event {
-        node: d.node().to_vec(),
+        node: Cow::Owned(d.node().to_vec()),
         json,
     }
 }
@@ -113,7 +240,7 @@ pub fn resend_event(mb: &Mailbox, user: &[u8], device: usize, seq: u64) -> Optio
         ],
     );
     Some(Event {
-        node: d.node().to_vec(),
+        node: Cow::Owned(d.node().to_vec()),
         json,
     })
 }
@@ -129,9 +256,11 @@ pub fn publish_restore(ctx: &Context, user: &[u8], archived: u64) {
             ("archived", Field::Int(archived)),
         ],
     );
-    let mut channel = config::event_prefix().into_bytes();
+    let prefix = config::event_prefix();
+    let mut channel = Vec::with_capacity(prefix.len() + ARCHIVE_CHANNEL.len());
+    channel.extend_from_slice(&prefix);
     channel.extend_from_slice(ARCHIVE_CHANNEL);
-    server::publish(ctx, &channel, json.as_bytes());
+    server::publish(ctx, &channel, &json);
 }
 
 /// Publishes events on `<event-prefix><node>` (any bytes).
@@ -140,12 +269,12 @@ pub fn publish(ctx: &Context, events: &[Event]) {
         return;
     }
     let prefix = config::event_prefix();
-    let mut channel = Vec::with_capacity(prefix.len() + 32);
+    let mut channel: SmallVec<[u8; 64]> = SmallVec::new();
     for e in events {
         channel.clear();
-        channel.extend_from_slice(prefix.as_bytes());
+        channel.extend_from_slice(&prefix);
         channel.extend_from_slice(&e.node);
-        server::publish(ctx, &channel, e.json.as_bytes());
+        server::publish(ctx, &channel, &e.json);
     }
 }
 
@@ -155,17 +284,27 @@ pub fn publish(ctx: &Context, events: &[Event]) {
 /// messages than before. Made only for changes that can do that (a store,
 /// an expiry, a disconnect, messages coming back from the archive), and
 /// only while `push-events` is on.
-pub struct OfflineWatch {
+pub struct OfflineWatch<'a> {
     /// Each device's offline count before, by index, or by name when the
     /// change may remove devices (which moves the indexes).
     counts: SmallVec<[u64; 4]>,
     names: Option<Vec<(Box<[u8]>, u64)>>,
+    /// The seq and id of the change's last store, if it stores: the id of
+    /// a device's newest offline message without reading the log.
+    stored: Option<(u64, &'a [u8])>,
 }
 
-impl OfflineWatch {
+impl<'a> OfflineWatch<'a> {
     /// Starts watching a change of `mb` by `effects`; `None` when the
     /// change cannot make anything offline or push events are off.
-    pub fn before(mb: &Mailbox, effects: &[Effect<'_>]) -> Option<OfflineWatch> {
+    pub fn before(mb: &Mailbox, effects: &[Effect<'a>]) -> Option<OfflineWatch<'a>> {
+        // The usual store to a mailbox whose devices are all online: a
+        // store makes no online device offline, and registers a device
+        // with messages owed only in a mailbox that has none.
+        let only_stores = effects.iter().all(|e| matches!(e, Effect::Store { .. }));
+        if only_stores && !mb.devices.is_empty() && mb.devices.iter().all(|d| d.online) {
+            return None;
+        }
         let can = effects.iter().any(|e| {
             matches!(
                 e,
@@ -182,7 +321,18 @@ impl OfflineWatch {
         let removes = effects
             .iter()
             .any(|e| matches!(e, Effect::Forget { .. } | Effect::Evict));
+        // The offline devices' names go into the events; nothing before
+        // has read them (a store reads a device's queues, not its name),
+        // so their fetch starts now, while the change is applied.
+        for d in mb.devices.iter().filter(|d| !d.online).take(8) {
+            crate::mailbox::prefetch(d.name().first());
+        }
+        let stored = effects.iter().rev().find_map(|e| match e {
+            Effect::Store { message, .. } => Some((message.seq, id_of(message))),
+            _ => None,
+        });
         Some(OfflineWatch {
+            stored,
             counts: mb.devices.iter().map(|d| d.offline_count()).collect(),
             names: removes.then(|| {
                 mb.devices
@@ -211,9 +361,15 @@ impl OfflineWatch {
                 continue;
             }
             let seq = d.offline.last().unwrap_or(0);
-            let id = mb.log.get(seq).map(|m| m.id).unwrap_or_default();
+            let id = match self.stored {
+                Some((s, id)) if s == seq => {
+                    debug_assert_eq!(mb.log.get(seq).map(|m| m.id), Some(id));
+                    id
+                }
+                _ => mb.log.get(seq).map(|m| m.id).unwrap_or_default(),
+            };
             out.push(Event {
-                node: PUSH_CHANNEL.to_vec(),
+                node: Cow::Borrowed(PUSH_CHANNEL),
                 json: json(
                     "offline",
                     &[
@@ -230,6 +386,14 @@ impl OfflineWatch {
     }
 }
 
+/// The id of a message being stored, as the log will hold it.
+fn id_of<'a>(m: &Message<'a>) -> &'a [u8] {
+    match m.id {
+        IdSpec::InStanza { off, len } => m.stanza.get(off..off + len).unwrap_or_default(),
+        IdSpec::Own(id) => id,
+    }
+}
+
 /// The channel of push hints, after the event prefix: one for the
 /// deployment, since an offline device has no node.
 const PUSH_CHANNEL: &[u8] = b"push";
@@ -241,3 +405,122 @@ const ARCHIVE_CHANNEL: &[u8] = b"archive";
 /// prefix (a node's events would land where push services or archivers
 /// listen).
 pub const RESERVED_NODE_NAMES: &[&[u8]] = &[PUSH_CHANNEL, ARCHIVE_CHANNEL];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The events' JSON as it was first written, with `serde_json` quoting
+    /// every string.
+    fn reference(event: &str, fields: &[(&'static str, Field<'_>)]) -> String {
+        let q = |s: &str| serde_json::to_string(s).unwrap();
+        let mut out = format!("{{\"event\":{}", q(event));
+        for (name, v) in fields {
+            out.push(',');
+            match v {
+                Field::Bytes(b) => match std::str::from_utf8(b) {
+                    Ok(t) => out.push_str(&format!("{}:{}", q(name), q(t))),
+                    Err(_) => out.push_str(&format!(
+                        "{}:{}",
+                        q(&format!("{name}_base64")),
+                        q(&base64::engine::general_purpose::STANDARD.encode(b))
+                    )),
+                },
+                Field::Text(t) => out.push_str(&format!("{}:{}", q(name), q(t))),
+                Field::Int(n) => out.push_str(&format!("{}:{n}", q(name))),
+            }
+        }
+        out.push('}');
+        out
+    }
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+
+        /// Bytes weighted towards what needs escaping: control
+        /// characters, quotes, backslashes, DEL, multi-byte UTF-8 and
+        /// bytes that are not UTF-8.
+        fn bytes(&mut self) -> Vec<u8> {
+            let len = self.below(40) as usize;
+            let mut v = Vec::new();
+            while v.len() < len {
+                match self.below(8) {
+                    0 => v.push(self.below(0x20) as u8),
+                    1 => v.push(b"\"\\/\x7f"[self.below(4) as usize]),
+                    2 => v.extend_from_slice("é€😀\u{2028}".as_bytes()),
+                    3 => v.push(self.next() as u8),
+                    _ => v.push(b' ' + self.below(95) as u8),
+                }
+            }
+            v
+        }
+    }
+
+    #[test]
+    fn json_is_what_serde_json_writes() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut base64 = 0;
+        for _ in 0..20_000 {
+            let (a, b) = (rng.bytes(), rng.bytes());
+            let text = String::from_utf8_lossy(&rng.bytes()).into_owned();
+            let n = match rng.below(3) {
+                0 => rng.below(10),
+                1 => u64::MAX - rng.below(3),
+                _ => rng.next() >> rng.below(64),
+            };
+            let fields = [
+                ("user", Field::Bytes(&a)),
+                ("reason", Field::Text(&text)),
+                ("seq", Field::Int(n)),
+                ("id", Field::Bytes(&b)),
+            ];
+            let ours = String::from_utf8(json("offline", &fields).to_vec()).unwrap();
+            assert_eq!(ours, reference("offline", &fields));
+            let v: serde_json::Value = serde_json::from_str(&ours).unwrap();
+            assert_eq!(v["seq"], n);
+            base64 += usize::from(std::str::from_utf8(&a).is_err());
+        }
+        assert!(base64 > 1000, "bytes that are not UTF-8 were tried");
+    }
+
+    #[test]
+    fn numbers_in_decimal() {
+        let mut tens = 1u64;
+        let edges = (0..20).flat_map(|_| {
+            let t = tens;
+            tens = tens.saturating_mul(10);
+            [t - 1, t, t + 1]
+        });
+        for n in (0..100_000).chain(edges).chain([u64::MAX - 1, u64::MAX]) {
+            let mut out = Vec::new();
+            json_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn every_ascii_byte_at_every_place_of_a_word() {
+        for b in 0..=0x7fu8 {
+            for at in 0..18 {
+                let mut s = vec![b'a'; 18];
+                s[at] = b;
+                let fields = [("id", Field::Bytes(&s)), ("seq", Field::Int(0))];
+                assert_eq!(
+                    json("kick", &fields)[..],
+                    *reference("kick", &fields).as_bytes()
+                );
+            }
+        }
+    }
+}

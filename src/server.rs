@@ -86,12 +86,48 @@ impl Drop for KeepDb<'_> {
 }
 
 /// Publishes `message` on `channel` (both any bytes).
+///
+/// The server string of the last channel is kept for the next publish on
+/// the same channel (most events go to the same few channels; push hints
+/// all to one): the server only reads a channel while it publishes.
 pub fn publish(ctx: &Context, channel: &[u8], message: &[u8]) {
-    let Some(publish) = (unsafe { raw::RedisModule_PublishMessage }) else {
+    thread_local! {
+        /// The last channel: its bytes and a server string of them, made
+        /// without a context and freed when another channel replaces it.
+        static CHANNEL: std::cell::RefCell<(Vec<u8>, *mut raw::RedisModuleString)> =
+            const { std::cell::RefCell::new((Vec::new(), std::ptr::null_mut())) };
+    }
+    let (Some(publish), Some(create), Some(free)) = (unsafe {
+        (
+            raw::RedisModule_PublishMessage,
+            raw::RedisModule_CreateString,
+            raw::RedisModule_FreeString,
+        )
+    }) else {
         return;
     };
-    let channel = string(ctx, channel);
     let message = string(ctx, message);
-    // SAFETY: a valid context and two strings it owns until they drop.
-    unsafe { publish(ctx.get_raw(), channel.inner, message.inner) };
+    CHANNEL.with(|c| {
+        let Ok(mut c) = c.try_borrow_mut() else {
+            let channel = string(ctx, channel);
+            // SAFETY: a valid context and two strings it owns until they
+            // drop.
+            unsafe { publish(ctx.get_raw(), channel.inner, message.inner) };
+            return;
+        };
+        let (bytes, string) = &mut *c;
+        // SAFETY: strings made and freed here, without a context; the
+        // server only reads the channel while it publishes.
+        unsafe {
+            if string.is_null() || bytes.as_slice() != channel {
+                if !string.is_null() {
+                    free(std::ptr::null_mut(), *string);
+                }
+                *string = create(std::ptr::null_mut(), channel.as_ptr().cast(), channel.len());
+                bytes.clear();
+                bytes.extend_from_slice(channel);
+            }
+            publish(ctx.get_raw(), *string, message.inner);
+        }
+    });
 }

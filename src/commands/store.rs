@@ -11,12 +11,13 @@ use crate::mailbox::{MAX_DEVICES, MAX_ID};
 use crate::reply::{self, error, Reply};
 use crate::{metrics, server, stanza};
 use redis_module::{Context, RedisString};
+use smallvec::SmallVec;
 
 /// The arguments after the stanza.
 #[derive(Default)]
 struct Options<'a> {
     id: Option<&'a [u8]>,
-    devices: Option<Vec<&'a [u8]>>,
+    devices: Option<SmallVec<[&'a [u8]; 4]>>,
     force: bool,
 }
 
@@ -51,7 +52,7 @@ fn parse_options(mut rest: &[RedisString]) -> Result<Options<'_>, Reply> {
             }
             // Distinct names, in order; a hash set past a few, so that the
             // work stays linear in the list.
-            let mut list: Vec<&[u8]> = Vec::with_capacity(n);
+            let mut list: SmallVec<[&[u8]; 4]> = SmallVec::with_capacity(n);
             let mut seen = hashbrown::HashSet::with_capacity(if n > 8 { n } else { 0 });
             for d in &tail[..n] {
                 let d = device_name(d.as_slice())?;
