@@ -2,6 +2,11 @@ use super::log::IdSpec;
 use super::*;
 
 fn store<'a>(mb: &mut Mailbox, id: &'a str, pending: Vec<&'a [u8]>, flags: u8) -> u64 {
+    store_at(mb, id, pending, flags, 1000)
+}
+
+/// Stores a message with time `ts` (Unix ms).
+fn store_at<'a>(mb: &mut Mailbox, id: &'a str, pending: Vec<&'a [u8]>, flags: u8, ts: i64) -> u64 {
     let seq = mb.next_seq;
     let stanza = format!("<message id='{id}'><body>hello</body></message>");
     mb.apply(
@@ -9,7 +14,7 @@ fn store<'a>(mb: &mut Mailbox, id: &'a str, pending: Vec<&'a [u8]>, flags: u8) -
         &Effect::Store {
             message: Message {
                 seq,
-                ts: 1000,
+                ts,
                 flags,
                 id: IdSpec::Own(id.as_bytes()),
                 stanza: stanza.as_bytes(),
@@ -822,21 +827,7 @@ fn retention_counts_from_the_oldest_held_message() {
     );
     mb.apply(0, &Effect::Disconnect { device: b"phone" });
     for (i, ts) in [1000i64, 2000, 3000].into_iter().enumerate() {
-        let id = format!("m{i}");
-        let stanza = format!("<message id='{id}'/>");
-        mb.apply(
-            ts,
-            &Effect::Store {
-                message: Message {
-                    seq: mb.next_seq,
-                    ts,
-                    flags: 0,
-                    id: IdSpec::Own(id.as_bytes()),
-                    stanza: stanza.as_bytes(),
-                },
-                pending: Vec::new().into(),
-            },
-        );
+        store_at(&mut mb, &format!("m{i}"), Vec::new(), 0, ts);
     }
     let s = TimerSettings {
         resend_interval: 0,
