@@ -204,7 +204,9 @@ fn decode(data: &[u8], pos: usize, base: u64, base_ts: i64) -> Option<(Msg<'_>, 
     let (flags, owers) = ((h & 0x1f) as u8, h >> 5);
     let mut r = Reader::new(data.get(pos + HEADER..)?);
     let seq = base.checked_add(r.u64()?)?;
-    let ts = base_ts.checked_add(r.i64()?)?;
+    // Written as `ts - base_ts` wrapping (any two times of a chunk: an
+    // import or a RESTORE may bring any i64), so read back wrapping.
+    let ts = base_ts.wrapping_add(r.i64()?);
     let len = usize::try_from(r.u64()?).ok()?;
     let (own_id, id_off, id_len) = if flags & ID_IN_STANZA != 0 {
         let off = usize::try_from(r.u64()?).ok()?;
@@ -1000,6 +1002,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Any two times share a chunk: a time delta is written and read
+    /// wrapping, so a RESTOREd mailbox with times far apart (any i64) reads
+    /// back every record rather than stopping at the one whose delta
+    /// overflows.
+    #[test]
+    fn times_far_apart_read_back() {
+        let times = [i64::MIN, 1, i64::MAX, -5, 0, i64::MIN + 1];
+        let mut log = Log::default();
+        for (i, &ts) in times.iter().enumerate() {
+            let seq = i as u64 + 1;
+            log.insert(&NewMsg {
+                message: Message {
+                    seq,
+                    ts,
+                    flags: 0,
+                    id: IdSpec::Own(format!("id{seq}").as_bytes()),
+                    stanza: b"<message/>",
+                },
+                owers: 1,
+            });
+        }
+        assert_eq!(log.chunks.len(), 1);
+        let got: Vec<i64> = log.iter_from(0).map(|m| m.ts).collect();
+        assert_eq!(got, times);
+        assert_eq!(log.get(3).map(|m| m.ts), Some(i64::MAX));
     }
 
     /// A mailbox's first message costs its record and one 48-byte slot of

@@ -249,7 +249,9 @@ impl Mailbox {
                 *owing.entry(seq).or_default() += 1;
             }
         }
+        let mut read = 0u64;
         for m in self.log.iter_from(0) {
+            read += 1;
             let want = owing.get(&m.seq).copied().unwrap_or(0);
             if u64::from(m.owers) != want.min(u64::from(super::log::MAX_OWERS)) {
                 return Err(format!(
@@ -257,6 +259,12 @@ impl Mailbox {
                     m.seq, m.owers
                 ));
             }
+        }
+        if read != self.log.len() {
+            return Err(format!(
+                "the log holds {} messages but {read} read back",
+                self.log.len()
+            ));
         }
         if !self.archive_consistent() {
             return Err("the archive queue disagrees with the mailbox".into());
