@@ -9,7 +9,7 @@ scripts/bench measures the full matrix against the other layouts.
     python3 bench/mailbox-memory.py MODULE.so [--pending]
 
 Runs Debian's redis-server on a free port for each of 100,000 users x 1
-message, 20,000 x 5 and 1,000 x 100 (a 191-byte chat stanza, its own id
+message, 20,000 x 5 and 1,000 x 100 (a 192-byte chat stanza, its own id
 each), with the device offline (or online with --pending).
 """
 import argparse
