@@ -54,8 +54,16 @@ fn main() {
     let ed = root.join("effect_decode");
     for (name, effects) in &scripts {
         let mb = samples::build(effects);
-        write(&md, &format!("{name}-one-batch"), &samples::mailbox_seed(&mb, 256 * 1024));
-        write(&md, &format!("{name}-small-batches"), &samples::mailbox_seed(&mb, 200));
+        write(
+            &md,
+            &format!("{name}-one-batch"),
+            &samples::mailbox_seed(&mb, 256 * 1024),
+        );
+        write(
+            &md,
+            &format!("{name}-small-batches"),
+            &samples::mailbox_seed(&mb, 200),
+        );
         write(&ed, name, &samples::effect_seed(effects, None));
         // One store passing its stanza as the argument after the blob.
         let shared = effects.iter().find_map(|e| match e {
@@ -63,7 +71,11 @@ fn main() {
             _ => None,
         });
         if shared.is_some() {
-            write(&ed, &format!("{name}-stanza-argument"), &samples::effect_seed(effects, shared));
+            write(
+                &ed,
+                &format!("{name}-stanza-argument"),
+                &samples::effect_seed(effects, shared),
+            );
         }
     }
     println!("seeds written under {}", root.display());

@@ -9,8 +9,8 @@
 pub mod samples;
 pub mod wf;
 
-use redis_im::mailbox::effect::{self, Effect};
 use redis_im::mailbox::due::TimerSettings;
+use redis_im::mailbox::effect::{self, Effect};
 use redis_im::mailbox::Mailbox;
 use redis_im::stanza::{self, Kind};
 
@@ -50,10 +50,7 @@ pub fn check_error_text(e: &str) {
         e.starts_with("ERR "),
         "error text does not start with 'ERR ': {e:?}"
     );
-    assert!(
-        !e.contains(['\r', '\n']),
-        "error text spans lines: {e:?}"
-    );
+    assert!(!e.contains(['\r', '\n']), "error text spans lines: {e:?}");
     assert!(
         !e.chars().any(char::is_control),
         "error text holds a control character: {e:?}"
@@ -111,9 +108,16 @@ pub fn check_stanza(data: &[u8]) {
             assert_eq!(&**t, want.as_bytes(), "type attribute value");
         }
     }
-    assert_eq!(s.type_attr.is_some(), f.type_attr.is_some(), "type attribute present");
+    assert_eq!(
+        s.type_attr.is_some(),
+        f.type_attr.is_some(),
+        "type attribute present"
+    );
     assert_eq!(s.has_body, f.has_body, "has_body");
-    assert_eq!(s.chat_state, f.chat_state, "chat state (by namespace, whatever the prefix)");
+    assert_eq!(
+        s.chat_state, f.chat_state,
+        "chat state (by namespace, whatever the prefix)"
+    );
     assert_eq!(s.no_store, f.no_store, "no-store hint (by namespace)");
     assert_eq!(s.store_hint, f.store_hint, "store hint (by namespace)");
     assert_eq!(s.has_delay, f.has_delay, "delay (by namespace)");
@@ -133,9 +137,16 @@ pub fn check_stanza(data: &[u8]) {
             String::from_utf8_lossy(&out)
         );
     }
-    assert!(s2.has_delay, "with_delay added no delay: {:?}", String::from_utf8_lossy(&out));
+    assert!(
+        s2.has_delay,
+        "with_delay added no delay: {:?}",
+        String::from_utf8_lossy(&out)
+    );
     assert_eq!(s2.kind, s.kind);
-    assert_eq!(s2.id.as_ref().map(|i| &i.value), s.id.as_ref().map(|i| &i.value));
+    assert_eq!(
+        s2.id.as_ref().map(|i| &i.value),
+        s.id.as_ref().map(|i| &i.value)
+    );
     assert_eq!(s2.type_attr, s.type_attr);
     assert_eq!(
         (s2.has_body, s2.chat_state, s2.no_store, s2.store_hint),
@@ -190,7 +201,12 @@ pub fn exercise(mb: &Mailbox) {
         let _ = info;
     }
     let _ = mb.next_due(&SETTINGS);
-    for now in [0, mb.touched, mb.touched.saturating_add(1 << 40), i64::MAX / 2] {
+    for now in [
+        0,
+        mb.touched,
+        mb.touched.saturating_add(1 << 40),
+        i64::MAX / 2,
+    ] {
         let _ = mb.due_work(now, &SETTINGS, 1000);
     }
 }
@@ -252,10 +268,14 @@ pub fn consistency(mb: &Mailbox) -> Result<(), String> {
             }
             for seq in s..=e {
                 let Some(m) = mb.log.get(seq) else {
-                    return Err(format!("device {name:?}: offline seq {seq} is not in the log"));
+                    return Err(format!(
+                        "device {name:?}: offline seq {seq} is not in the log"
+                    ));
                 };
                 if d.pending.contains(seq) {
-                    return Err(format!("device {name:?}: seq {seq} is both pending and offline"));
+                    return Err(format!(
+                        "device {name:?}: seq {seq} is both pending and offline"
+                    ));
                 }
                 count += 1;
                 bytes += m.stanza.len() as u64;
@@ -265,12 +285,15 @@ pub fn consistency(mb: &Mailbox) -> Result<(), String> {
         if (count, bytes) != (d.offline_count(), d.offline_bytes) {
             return Err(format!(
                 "device {name:?}: offline count/bytes {}/{} but its ranges hold {count}/{bytes}",
-                d.offline_count(), d.offline_bytes
+                d.offline_count(),
+                d.offline_bytes
             ));
         }
         for (seq, _) in d.pending.iter() {
             if mb.log.get(seq).is_none() {
-                return Err(format!("device {name:?}: pending seq {seq} is not in the log"));
+                return Err(format!(
+                    "device {name:?}: pending seq {seq} is not in the log"
+                ));
             }
             *owing.entry(seq).or_default() += 1;
         }
@@ -278,7 +301,10 @@ pub fn consistency(mb: &Mailbox) -> Result<(), String> {
     for m in mb.log.iter_from(0) {
         let want = owing.get(&m.seq).copied().unwrap_or(0);
         if u64::from(m.owers) != want.min(u64::from(redis_im::mailbox::log::MAX_OWERS)) {
-            return Err(format!("message {}: owed by {} devices, its header says {}", m.seq, want, m.owers));
+            return Err(format!(
+                "message {}: owed by {} devices, its header says {}",
+                m.seq, want, m.owers
+            ));
         }
     }
     Ok(())
@@ -301,8 +327,14 @@ pub fn check_mailbox(data: &[u8]) {
     };
     roundtrip(&mb, 64);
     roundtrip(&mb, 256 * 1024);
-    let copy = mb.copy_via_encoding(256 * 1024).expect("COPY of a loaded mailbox fails");
-    assert_eq!(copy.encode_header(), mb.encode_header(), "COPY changed the header");
+    let copy = mb
+        .copy_via_encoding(256 * 1024)
+        .expect("COPY of a loaded mailbox fails");
+    assert_eq!(
+        copy.encode_header(),
+        mb.encode_header(),
+        "COPY changed the header"
+    );
     if let Err(why) = consistency(&mb) {
         panic!("the decoder accepted an inconsistent mailbox (RESTORE hands it any bytes): {why}");
     }
@@ -326,7 +358,11 @@ pub fn roundtrip(mb: &Mailbox, batch: usize) {
             mb.log.len()
         );
     };
-    assert_eq!(mb2.encode_header(), h1, "header changed through encode/decode");
+    assert_eq!(
+        mb2.encode_header(),
+        h1,
+        "header changed through encode/decode"
+    );
     assert_eq!(
         batches(&mb2, batch).concat(),
         m1.concat(),

@@ -92,7 +92,9 @@ pub fn scripts(stanzas: &[Vec<u8>]) -> Vec<(&'static str, Vec<Effect<'_>>)> {
     let mut many = vec![
         Effect::Create { next_seq: base },
         Effect::Register { device: b"a" },
-        Effect::Register { device: b"b\x00\xff" },
+        Effect::Register {
+            device: b"b\x00\xff",
+        },
         Effect::Connect {
             device: "\u{4e00}".as_bytes(),
             node: b"n-2",
@@ -139,10 +141,14 @@ pub fn scripts(stanzas: &[Vec<u8>]) -> Vec<(&'static str, Vec<Effect<'_>>)> {
 
 /// The stanzas the samples store.
 pub fn stanzas() -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = (0..200).map(|i| chat(&format!("m{i}"), "Hi Alice")).collect();
+    let mut v: Vec<Vec<u8>> = (0..200)
+        .map(|i| chat(&format!("m{i}"), "Hi Alice"))
+        .collect();
     v[2] = b"<message id='v1' type='headline'><body>news</body></message>".to_vec();
     v[3] = b"<message id='d1'><delay xmlns='urn:xmpp:delay' from='x' stamp='2024-01-01T00:00:00Z'/><body>old</body></message>".to_vec();
-    v[5] = "<message id='u5'><body>\u{4e00} &amp; &#x1F600;</body></message>".as_bytes().to_vec();
+    v[5] = "<message id='u5'><body>\u{4e00} &amp; &#x1F600;</body></message>"
+        .as_bytes()
+        .to_vec();
     v
 }
 

@@ -119,10 +119,13 @@ impl P {
                 self.i += 1;
             }
             let start = self.i;
-            while self
-                .peek()
-                .is_some_and(|c| if hex { c.is_ascii_hexdigit() } else { c.is_ascii_digit() })
-            {
+            while self.peek().is_some_and(|c| {
+                if hex {
+                    c.is_ascii_hexdigit()
+                } else {
+                    c.is_ascii_digit()
+                }
+            }) {
                 self.i += 1;
             }
             let digits: String = self.s[start..self.i].iter().collect();
@@ -277,9 +280,13 @@ fn namespaces(scope: &mut Scope, name: &str, attrs: &[Attr]) -> R<Option<String>
             "xmlns" => return Err("declaring the xmlns prefix".into()),
             "xml" if a.value != NS_XML => return Err("rebinding the xml prefix".into()),
             "xml" => {}
-            _ if a.value == NS_XML => return Err("binding the xml namespace to another prefix".into()),
+            _ if a.value == NS_XML => {
+                return Err("binding the xml namespace to another prefix".into())
+            }
             "" => {}
-            _ if a.value.is_empty() => return Err("undeclaring a prefix (XML Namespaces 1.1 only)".into()),
+            _ if a.value.is_empty() => {
+                return Err("undeclaring a prefix (XML Namespaces 1.1 only)".into())
+            }
             _ => {}
         }
         scope.binds.push((prefix.to_string(), a.value.clone()));
@@ -293,7 +300,10 @@ fn namespaces(scope: &mut Scope, name: &str, attrs: &[Attr]) -> R<Option<String>
                 .ok_or_else(|| format!("undeclared prefix '{p}'"))?
                 .to_string(),
         ),
-        None => scope.lookup("").filter(|u| !u.is_empty()).map(str::to_string),
+        None => scope
+            .lookup("")
+            .filter(|u| !u.is_empty())
+            .map(str::to_string),
     };
     let mut expanded = std::collections::HashSet::new();
     for a in attrs {
@@ -413,7 +423,9 @@ fn element(p: &mut P, facts: &mut Facts) -> R<()> {
                     let ns = ns.as_deref();
                     match local {
                         "body" => facts.has_body = true,
-                        "no-store" | "no-permanent-store" if ns == Some(NS_HINTS) => facts.no_store = true,
+                        "no-store" | "no-permanent-store" if ns == Some(NS_HINTS) => {
+                            facts.no_store = true
+                        }
                         "store" if ns == Some(NS_HINTS) => facts.store_hint = true,
                         "delay" if ns == Some(NS_DELAY) => facts.has_delay = true,
                         _ => {}
@@ -480,7 +492,10 @@ mod tests {
         ] {
             assert!(check(s.as_bytes()).is_ok(), "{s}: {:?}", check(s.as_bytes()));
         }
-        let f = check(b"<message><cs:active xmlns:cs='http://jabber.org/protocol/chatstates'/></message>").unwrap();
+        let f = check(
+            b"<message><cs:active xmlns:cs='http://jabber.org/protocol/chatstates'/></message>",
+        )
+        .unwrap();
         assert!(f.chat_state && !f.has_body);
     }
 

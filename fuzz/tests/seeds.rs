@@ -9,14 +9,20 @@ use std::path::Path;
 fn replay(target: &str, check: fn(&[u8])) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut failed = Vec::new();
-    for dir in [root.join("seeds").join(target), root.join("artifacts").join(target)] {
+    for dir in [
+        root.join("seeds").join(target),
+        root.join("artifacts").join(target),
+    ] {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
         let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
         files.sort();
         for f in files {
-            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if !f.is_file() || name.starts_with("oom-") || name.starts_with("timeout-") {
                 continue;
             }
@@ -43,5 +49,10 @@ fn seeds_pass_every_check() {
     failed.extend(replay("mailbox_decode", redis_im_fuzz::check_mailbox));
     failed.extend(replay("effect_decode", redis_im_fuzz::check_effects));
     let _ = std::panic::take_hook();
-    assert!(failed.is_empty(), "{} input(s) fail:\n{}", failed.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} input(s) fail:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
 }
