@@ -26,15 +26,15 @@ fn hash_of(log: &Log, seq: u64) -> u64 {
 /// and no table is kept.
 pub const LINEAR: u64 = 8;
 
-/// Offsets from `base` in `T` (u16, u32 or u64).
-struct Offsets<T> {
+/// Seqs kept as offsets from `base` in `T` (u16, u32 or u64).
+struct Slots<T> {
     table: HashTable<T>,
     base: u64,
 }
 
-impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Offsets<T> {
-    fn build(log: &Log, base: u64, room: usize) -> Offsets<T> {
-        let mut o = Offsets {
+impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Slots<T> {
+    fn build(log: &Log, base: u64, room: usize) -> Slots<T> {
+        let mut o = Slots {
             table: HashTable::with_capacity(room),
             base,
         };
@@ -85,10 +85,21 @@ impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Offsets<T> {
     }
 }
 
+/// `$body` with `$t` bound to whichever width the table has.
+macro_rules! any_width {
+    ($table:expr, $t:ident => $body:expr) => {
+        match $table {
+            Table::N16($t) => $body,
+            Table::N32($t) => $body,
+            Table::N64($t) => $body,
+        }
+    };
+}
+
 enum Table {
-    N16(Offsets<u16>),
-    N32(Offsets<u32>),
-    N64(Offsets<u64>),
+    N16(Slots<u16>),
+    N32(Slots<u32>),
+    N64(Slots<u64>),
 }
 
 /// A mailbox's live messages by id (SPEC §1: an id is unique within the
@@ -106,9 +117,7 @@ impl IdIndex {
         std::mem::size_of::<Table>()
             + match self.table.as_deref() {
                 None => return 0,
-                Some(Table::N16(t)) => t.heap_bytes(),
-                Some(Table::N32(t)) => t.heap_bytes(),
-                Some(Table::N64(t)) => t.heap_bytes(),
+                Some(table) => any_width!(table, t => t.heap_bytes()),
             }
     }
 
@@ -117,9 +126,7 @@ impl IdIndex {
     pub fn find(&self, log: &Log, id: &[u8]) -> Option<u64> {
         match self.table.as_deref() {
             None => log.iter_from(0).find(|m| m.id == id).map(|m| m.seq),
-            Some(Table::N16(t)) => t.find(log, id),
-            Some(Table::N32(t)) => t.find(log, id),
-            Some(Table::N64(t)) => t.find(log, id),
+            Some(table) => any_width!(table, t => t.find(log, id)),
         }
     }
 
@@ -127,9 +134,7 @@ impl IdIndex {
     pub fn insert(&mut self, log: &Log, seq: u64, id: &[u8]) {
         let done = match self.table.as_deref_mut() {
             None => log.len() <= LINEAR,
-            Some(Table::N16(t)) => t.insert(log, seq, id),
-            Some(Table::N32(t)) => t.insert(log, seq, id),
-            Some(Table::N64(t)) => t.insert(log, seq, id),
+            Some(table) => any_width!(table, t => t.insert(log, seq, id)),
         };
         if !done {
             self.rebuild(log, seq);
@@ -152,11 +157,11 @@ impl IdIndex {
             .max(8);
         let span = last - first;
         let table = if u16::try_from(span).is_ok() {
-            Table::N16(Offsets::build(log, first, room))
+            Table::N16(Slots::build(log, first, room))
         } else if u32::try_from(span).is_ok() {
-            Table::N32(Offsets::build(log, first, room))
+            Table::N32(Slots::build(log, first, room))
         } else {
-            Table::N64(Offsets::build(log, first, room))
+            Table::N64(Slots::build(log, first, room))
         };
         self.table = Some(Box::new(table));
     }
@@ -168,11 +173,8 @@ impl IdIndex {
             self.table = None;
             return;
         }
-        match self.table.as_deref_mut() {
-            None => {}
-            Some(Table::N16(t)) => t.remove(seq, id),
-            Some(Table::N32(t)) => t.remove(seq, id),
-            Some(Table::N64(t)) => t.remove(seq, id),
+        if let Some(table) = self.table.as_deref_mut() {
+            any_width!(table, t => t.remove(seq, id));
         }
     }
 }

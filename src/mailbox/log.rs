@@ -133,9 +133,10 @@ pub fn growth_class(n: usize) -> usize {
     }
 }
 
-/// Up to this many records, a chunk keeps no offsets: a record is found by
-/// reading the chunk from its start (a mailbox with little in it allocates
-/// nothing for them).
+/// Up to this many live records, a chunk keeps no offsets: a record is
+/// found by reading the chunk from its start (a mailbox with little in it
+/// allocates nothing for them; compaction keeps the dead ones beside them
+/// to about as many).
 const WALK: usize = 8;
 
 /// Where each record of a chunk starts, once it holds more than [`WALK`].
@@ -183,7 +184,7 @@ struct Chunk {
     buf: Box<[u8]>,
     base_ts: i64,
     /// Where each record (live or dead) starts, in seq order; `None` while
-    /// the chunk holds at most [`WALK`] records.
+    /// the chunk holds at most [`WALK`] live records.
     offsets: Offsets,
     /// Bytes of `buf` in use: below 2^32, since a stanza is at most
     /// 512 MiB (`max-stanza-bytes`, and loading refuses larger).
@@ -336,7 +337,8 @@ impl Chunk {
                 o.reserve_exact(want - o.len());
             }
             o.push(at as u16);
-        } else if self.count() > WALK {
+        } else if usize::from(self.live) > WALK {
+            // Dead records count too: every record gets its offset.
             self.offsets = Some(Box::new(self.positions().map(|p| p as u16).collect()));
         }
     }
@@ -364,58 +366,33 @@ impl Chunk {
         })
     }
 
-    /// How many records it holds, dead ones included.
-    fn count(&self) -> usize {
-        match &self.offsets {
-            Some(o) => o.len(),
-            None => self.positions().count(),
-        }
-    }
-
-    /// Where record `idx` starts.
-    fn pos(&self, idx: usize) -> Option<usize> {
-        match &self.offsets {
-            Some(o) => o.get(idx).map(|&p| p as usize),
-            None => self.positions().nth(idx),
-        }
-    }
-
-    fn record(&self, base: u64, idx: usize) -> Option<(Msg<'_>, usize)> {
-        decode(self.data(), self.pos(idx)?, base, self.base_ts)
-    }
-
-    /// Index of the first record whose seq is `>= seq`.
+    /// Where the first record whose seq is `>= seq` starts; the end of
+    /// the records when there is none.
     fn lower_bound(&self, base: u64, seq: u64) -> usize {
+        let data = self.data();
         if seq <= base {
             return 0;
         }
-        let data = self.data();
         let below = |p: usize| seq_at(data, p, base).is_some_and(|s| s < seq);
         match &self.offsets {
-            Some(o) => o.partition_point(|&p| below(p as usize)),
-            None => self.positions().take_while(|&p| below(p)).count(),
+            Some(o) => o
+                .get(o.partition_point(|&p| below(p as usize)))
+                .map_or(data.len(), |&p| p as usize),
+            None => self.positions().find(|&p| !below(p)).unwrap_or(data.len()),
         }
     }
 
-    /// Index of the live record `seq`. A chunk filled by appends holds
-    /// consecutive seqs, so record `seq - base` is tried first.
+    /// Where the live record `seq` starts. A chunk filled by appends holds
+    /// consecutive seqs, so with offsets record `seq - base` is tried first.
     fn find(&self, base: u64, seq: u64) -> Option<usize> {
-        let idx = match &self.offsets {
-            Some(o) => {
-                let guess = usize::try_from(seq.wrapping_sub(base)).unwrap_or(usize::MAX);
-                let dense = o
-                    .get(guess)
-                    .is_some_and(|&p| seq_at(self.data(), p as usize, base) == Some(seq));
-                if dense {
-                    guess
-                } else {
-                    self.lower_bound(base, seq)
-                }
-            }
-            None => self.lower_bound(base, seq),
+        let data = self.data();
+        let guess = usize::try_from(seq.wrapping_sub(base)).unwrap_or(usize::MAX);
+        let pos = match self.offsets.as_ref().and_then(|o| o.get(guess)) {
+            Some(&p) if seq_at(data, p as usize, base) == Some(seq) => p as usize,
+            _ => self.lower_bound(base, seq),
         };
-        let (m, _) = self.record(base, idx)?;
-        (m.seq == seq && m.flags & DEAD == 0).then_some(idx)
+        let (m, _) = decode(data, pos, base, self.base_ts)?;
+        (m.seq == seq && m.flags & DEAD == 0).then_some(pos)
     }
 
     /// Appends a record after every other when it fits in the chunk.
@@ -455,7 +432,7 @@ impl Chunk {
         self.dead_bytes = 0;
     }
 
-    /// Marks record `idx` (at `pos`, ending at `next`) dead.
+    /// Marks the record at `pos` (ending at `next`) dead.
     fn kill(&mut self, pos: usize, next: usize) {
         self.buf[pos] |= DEAD;
         self.live -= 1;
@@ -601,20 +578,15 @@ impl Log {
         self.shrink_chunks();
     }
 
-    fn locate(&self, seq: u64) -> Option<(u64, &Chunk, usize)> {
-        let (base, chunk) = self.chunks.get(self.chunk_index(seq)?)?;
-        let idx = chunk.find(*base, seq)?;
-        Some((*base, chunk, idx))
-    }
-
     /// Message `seq`; `None` when the log does not hold it (never stored,
     /// or removed).
     pub fn get(&self, seq: u64) -> Option<Msg<'_>> {
         if self.max_seq.is_none_or(|m| seq > m) {
             return None;
         }
-        let (base, chunk, idx) = self.locate(seq)?;
-        chunk.record(base, idx).map(|(m, _)| m)
+        let (base, chunk) = self.chunks.get(self.chunk_index(seq)?)?;
+        let pos = chunk.find(*base, seq)?;
+        decode(chunk.data(), pos, *base, chunk.base_ts).map(|(m, _)| m)
     }
 
     /// Whether the log holds message `seq`.
@@ -628,10 +600,7 @@ impl Log {
         let Some((base, chunk)) = self.chunk_index(seq).and_then(|i| self.chunks.get_mut(i)) else {
             return false;
         };
-        let Some(idx) = chunk.find(*base, seq) else {
-            return false;
-        };
-        let Some(pos) = chunk.pos(idx) else {
+        let Some(pos) = chunk.find(*base, seq) else {
             return false;
         };
         let keep = chunk.buf[pos] & ID_IN_STANZA;
@@ -662,11 +631,13 @@ impl Log {
     pub fn last(&self) -> Option<Msg<'_>> {
         // The last chunk always holds a live record: empty chunks are dropped.
         let (base, chunk) = self.chunks.back()?;
+        let live = |&p: &u16| {
+            decode(chunk.data(), usize::from(p), *base, chunk.base_ts)
+                .map(|(m, _)| m)
+                .filter(|m| m.flags & DEAD == 0)
+        };
         match &chunk.offsets {
-            Some(o) => (0..o.len())
-                .rev()
-                .filter_map(|i| chunk.record(*base, i).map(|(m, _)| m))
-                .find(|m| m.flags & DEAD == 0),
+            Some(o) => o.iter().rev().find_map(live),
             None => chunk.records(*base).filter(|m| m.flags & DEAD == 0).last(),
         }
     }
@@ -676,9 +647,8 @@ impl Log {
         let mut chunks = self.chunks.range(self.chunk_index(from).unwrap_or(0)..);
         // Start inside the first chunk at the first record >= from.
         let current = chunks.next().map(|(base, c)| {
-            let idx = c.lower_bound(*base, from);
             let mut it = c.records(*base);
-            it.pos = c.pos(idx).unwrap_or(c.len as usize);
+            it.pos = c.lower_bound(*base, from);
             it
         });
         LogIter { chunks, current }
@@ -766,8 +736,7 @@ impl Log {
         let i = self.chunk_index(seq)?;
         let (base, chunk) = self.chunks.get_mut(i)?;
         let base = *base;
-        let idx = chunk.find(base, seq)?;
-        let pos = chunk.pos(idx)?;
+        let pos = chunk.find(base, seq)?;
         let (m, next) = decode(chunk.data(), pos, base, chunk.base_ts)?;
         let size = m.stanza.len();
         chunk.kill(pos, next);

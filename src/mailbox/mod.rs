@@ -102,12 +102,11 @@ impl Device {
         d
     }
 
+    /// Keeps `name` then `node` (nothing for [`DEFAULT_NODE`]) in one
+    /// allocation.
     fn relabel(&mut self, name: &[u8], node: &[u8]) {
         let node = if node == DEFAULT_NODE { &[][..] } else { node };
-        let mut label = Vec::with_capacity(name.len() + node.len());
-        label.extend_from_slice(name);
-        label.extend_from_slice(node);
-        self.label = label.into_boxed_slice();
+        self.label = [name, node].concat().into_boxed_slice();
         self.name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
     }
 
@@ -131,8 +130,9 @@ impl Device {
     /// Records the node of its session (`IM.CONNECT ... NODE`, SPEC §2).
     pub fn set_node(&mut self, node: &[u8]) {
         if self.node() != node {
-            let name = self.name().to_vec();
-            self.relabel(&name, node);
+            let label = std::mem::take(&mut self.label);
+            let name = label.get(..usize::from(self.name_len)).unwrap_or(&label);
+            self.relabel(name, node);
         }
     }
 

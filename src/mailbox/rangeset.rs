@@ -42,6 +42,12 @@ impl Iterator for Ranges<'_> {
     }
 }
 
+/// A set's ranges, wherever they are kept.
+enum View<'a> {
+    Runs(&'a [(u64, u64)]),
+    Tree(&'a BTreeMap<u64, u64>),
+}
+
 impl RangeSet {
     /// Holds no seq.
     pub fn is_empty(&self) -> bool {
@@ -49,40 +55,38 @@ impl RangeSet {
     }
 
     /// The ranges in a slice, unless the set is a tree.
-    fn slice(&self) -> Option<&[(u64, u64)]> {
+    fn view(&self) -> View<'_> {
         match self {
-            RangeSet::Empty => Some(&[]),
-            RangeSet::One(r) => Some(r),
-            RangeSet::Small(v) => Some(v),
-            RangeSet::Big(_) => None,
+            RangeSet::Empty => View::Runs(&[]),
+            RangeSet::One(r) => View::Runs(r),
+            RangeSet::Small(v) => View::Runs(v),
+            RangeSet::Big(m) => View::Tree(m),
         }
     }
 
     /// How many ranges (not seqs) it holds.
     pub fn range_count(&self) -> usize {
-        match self {
-            RangeSet::Big(m) => m.len(),
-            _ => self.slice().map_or(0, <[_]>::len),
+        match self.view() {
+            View::Runs(r) => r.len(),
+            View::Tree(m) => m.len(),
         }
     }
 
     /// The range starting at or before `v`, if any.
     fn at_or_before(&self, v: u64) -> Option<(u64, u64)> {
-        match (self, self.slice()) {
-            (_, Some(r)) => {
+        match self.view() {
+            View::Runs(r) => {
                 let i = r.partition_point(|&(s, _)| s <= v);
                 i.checked_sub(1).map(|i| r[i])
             }
-            (RangeSet::Big(m), None) => m.range(..=v).next_back().map(|(&s, &e)| (s, e)),
-            _ => None,
+            View::Tree(m) => m.range(..=v).next_back().map(|(&s, &e)| (s, e)),
         }
     }
 
     fn starting_at(&self, v: u64) -> Option<u64> {
-        match (self, self.slice()) {
-            (_, Some(r)) => r.binary_search_by_key(&v, |&(s, _)| s).ok().map(|i| r[i].1),
-            (RangeSet::Big(m), None) => m.get(&v).copied(),
-            _ => None,
+        match self.view() {
+            View::Runs(r) => r.binary_search_by_key(&v, |&(s, _)| s).ok().map(|i| r[i].1),
+            View::Tree(m) => m.get(&v).copied(),
         }
     }
 
@@ -184,27 +188,24 @@ impl RangeSet {
 
     /// The lowest seq; `None` when the set is empty.
     pub fn first(&self) -> Option<u64> {
-        match (self, self.slice()) {
-            (_, Some(r)) => r.first().map(|&(s, _)| s),
-            (RangeSet::Big(m), None) => m.keys().next().copied(),
-            _ => None,
+        match self.view() {
+            View::Runs(r) => r.first().map(|&(s, _)| s),
+            View::Tree(m) => m.keys().next().copied(),
         }
     }
 
     /// The highest seq; `None` when the set is empty.
     pub fn last(&self) -> Option<u64> {
-        match (self, self.slice()) {
-            (_, Some(r)) => r.last().map(|&(_, e)| e),
-            (RangeSet::Big(m), None) => m.values().next_back().copied(),
-            _ => None,
+        match self.view() {
+            View::Runs(r) => r.last().map(|&(_, e)| e),
+            View::Tree(m) => m.values().next_back().copied(),
         }
     }
 
     fn ranges_starting_from(&self, from: u64) -> Ranges<'_> {
-        match (self, self.slice()) {
-            (_, Some(r)) => Ranges::Small(r[r.partition_point(|&(s, _)| s < from)..].iter()),
-            (RangeSet::Big(m), None) => Ranges::Big(m.range(from..)),
-            _ => Ranges::Small([].iter()),
+        match self.view() {
+            View::Runs(r) => Ranges::Small(r[r.partition_point(|&(s, _)| s < from)..].iter()),
+            View::Tree(m) => Ranges::Big(m.range(from..)),
         }
     }
 
