@@ -14,66 +14,38 @@ each), with the device offline (or online with --pending).
 """
 import argparse
 import os
-import socket
-import subprocess
-import tempfile
-import time
 
-import redis
+from local_server import server
 
 STANZA = ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' "
           "type='chat' id='x{:07d}'><body>" + "x" * 60 + "</body></message>")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(module, users, per_user, pending):
-    port = free_port()
-    with tempfile.TemporaryDirectory() as d:
-        srv = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--dir", d,
-                                "--loadmodule", module], stdout=subprocess.DEVNULL)
-        try:
-            r = redis.Redis(port=port, retry_on_error=[], socket_connect_timeout=1)
-            for _ in range(100):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            for name, value in (("im.max-pending", 10**9), ("im.sweep-interval", 0),
-                                ("im.max-messages", 10**9), ("im.max-bytes", 10**15)):
-                r.config_set(name, value)
+    with server(module) as (r, _port):
+        def used():
+            return r.info("memory")["used_memory"]
 
-            def used():
-                return r.info("memory")["used_memory"]
+        def batch(cmds):
+            pipe = r.pipeline(transaction=False)
+            for i, c in enumerate(cmds, 1):
+                pipe.execute_command(*c)
+                if i % 5000 == 0:
+                    pipe.execute()
+            pipe.execute()
 
-            def batch(cmds):
-                pipe = r.pipeline(transaction=False)
-                for i, c in enumerate(cmds, 1):
-                    pipe.execute_command(*c)
-                    if i % 5000 == 0:
-                        pipe.execute()
-                pipe.execute()
-
-            keys = [f"user:{i:012d}" for i in range(users)]
-            empty = used()
-            batch([("IM.CONNECT", k, "phone", "NODE", "n1") for k in keys])
-            if not pending:
-                batch([("IM.DISCONNECT", k, "phone") for k in keys])
-            with_users = used()
-            n = users * per_user
-            batch([("IM.STORE", keys[i % users], STANZA.format(i)) for i in range(n)])
-            with_messages = used()
-            batch([("IM.CONNECT", k, "tablet", "NODE", "n1") for k in keys])
-            batch([("IM.DISCONNECT", k, "tablet") for k in keys])
-            with_second = used()
-        finally:
-            srv.terminate()
-            srv.wait()
+        keys = [f"user:{i:012d}" for i in range(users)]
+        empty = used()
+        batch([("IM.CONNECT", k, "phone", "NODE", "n1") for k in keys])
+        if not pending:
+            batch([("IM.DISCONNECT", k, "phone") for k in keys])
+        with_users = used()
+        n = users * per_user
+        batch([("IM.STORE", keys[i % users], STANZA.format(i)) for i in range(n)])
+        with_messages = used()
+        batch([("IM.CONNECT", k, "tablet", "NODE", "n1") for k in keys])
+        batch([("IM.DISCONNECT", k, "tablet") for k in keys])
+        with_second = used()
     size = len(STANZA.format(0))
     per_msg = (with_messages - with_users) / n
     print(f"{users:>7,} users x {per_user:<3} {'pending' if pending else 'offline'}: "

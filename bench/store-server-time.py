@@ -15,30 +15,15 @@ device-idle and mailbox-idle to 0. Prints each run and the medians (µs).
 """
 import argparse
 import os
-import socket
 import statistics
 import subprocess
-import tempfile
-import time
 
-import redis
+
+from local_server import server, set_if_known
 
 STANZA = ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' "
           "type='chat' id='x__rand_int__'><body>" + "x" * 60 + "</body></message>")
 USERS = 1000
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def set_if_known(r, name, value):
-    try:
-        r.config_set(name, value)
-    except redis.ResponseError:
-        pass
 
 
 def users(r, offline):
@@ -51,45 +36,28 @@ def users(r, offline):
 
 
 def one_run(module, opts):
-    port = free_port()
-    with tempfile.TemporaryDirectory() as d:
-        srv = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--dir", d,
-                                "--loadmodule", module], stdout=subprocess.DEVNULL)
-        try:
-            r = redis.Redis(port=port)
-            for _ in range(100):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            for name, value in (("im.max-pending", 10**9), ("im.sweep-interval", 0),
-                                ("im.max-messages", 10**9), ("im.max-bytes", 10**15)):
-                set_if_known(r, name, value)
-            if opts.no_push:
-                set_if_known(r, "im.push-events", "no")
-            if opts.no_deadlines:
-                for name in ("im.retention", "im.device-idle", "im.mailbox-idle"):
-                    set_if_known(r, name, 0)
-            out = {}
+    with server(module) as (r, port):
+        if opts.no_push:
+            set_if_known(r, "im.push-events", "no")
+        if opts.no_deadlines:
+            for name in ("im.retention", "im.device-idle", "im.mailbox-idle"):
+                set_if_known(r, name, 0)
+        out = {}
 
-            def bench(name, args):
-                r.config_resetstat()
-                subprocess.run(["redis-benchmark", "-p", str(port), "-c", "32", "-P", "16", "-n", "200000",
-                                "-r", str(USERS), "-q", *args], stdout=subprocess.DEVNULL, check=True)
-                out[name] = r.info("commandstats")["cmdstat_" + args[0].lower()]["usec_per_call"]
+        def bench(name, args):
+            r.config_resetstat()
+            subprocess.run(["redis-benchmark", "-p", str(port), "-c", "32", "-P", "16", "-n", "200000",
+                            "-r", str(USERS), "-q", *args], stdout=subprocess.DEVNULL, check=True)
+            out[name] = r.info("commandstats")["cmdstat_" + args[0].lower()]["usec_per_call"]
 
-            bench("HSET", ["HSET", "OGM:__rand_int__", "STANZA", STANZA, "CREATIONDATE", "1732690028123"])
-            r.flushall()
-            users(r, offline=False)
-            bench("IM.STORE pending", ["IM.STORE", "user:__rand_int__", STANZA, "DEVICES", "1", "phone"])
-            r.flushall()
-            users(r, offline=True)
-            bench("IM.STORE offline", ["IM.STORE", "user:__rand_int__", STANZA])
-            return out
-        finally:
-            srv.terminate()
-            srv.wait()
+        bench("HSET", ["HSET", "OGM:__rand_int__", "STANZA", STANZA, "CREATIONDATE", "1732690028123"])
+        r.flushall()
+        users(r, offline=False)
+        bench("IM.STORE pending", ["IM.STORE", "user:__rand_int__", STANZA, "DEVICES", "1", "phone"])
+        r.flushall()
+        users(r, offline=True)
+        bench("IM.STORE offline", ["IM.STORE", "user:__rand_int__", STANZA])
+        return out
 
 
 def main():

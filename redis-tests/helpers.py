@@ -457,3 +457,20 @@ class Events:
 
     def has(self, event, user=None, device=None, n=1):
         return lambda got: len(self.of(event, user, device)) >= n
+
+
+# The module's codec (src/codec.rs), for payloads no command writes:
+# LEB128 varints, zigzag for signed values.
+def varint(v):
+    """`v` (0 to 2^64 - 1) as an unsigned LEB128 varint."""
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def zigzag(v):
+    """`v` (an i64) zigzag-encoded as a varint, so small negatives stay short."""
+    return varint(((v << 1) ^ (v >> 63)) & (2**64 - 1))

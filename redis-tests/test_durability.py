@@ -6,7 +6,7 @@ import time
 import pytest
 
 from helpers import (
-    Workload, all_keys, as_map, diff_snapshots, digest, message, snapshot, wait_for,
+    Workload, all_keys, as_map, diff_snapshots, digest, message, snapshot, varint, wait_for, zigzag,
 )
 
 # The timer is off so that nothing changes between a snapshot and a reload.
@@ -190,21 +190,8 @@ def test_corrupted_rdb_is_refused(make_server):
 # Effects as release 1 wrote them into the AOF: every stored stanza inside
 # the blob (version 1). The codec: LEB128 varints, zigzag for signed values,
 # byte strings prefixed by their length.
-def _varint(v):
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def _signed(v):
-    return _varint((v << 1) ^ (v >> 63) if v < 0 else v << 1)
-
-
 def _bytes(b):
-    return _varint(len(b)) + b
+    return varint(len(b)) + b
 
 
 def _resp(*args):
@@ -217,10 +204,10 @@ def test_aof_with_effects_of_version_1_replays(make_server):
     now = int(time.time() * 1000)
     seq = now * 1000
     xml = message("m1", body="kept by an older release")
-    head = bytes([1]) + _signed(now)
-    create = head + b"\x01" + _varint(seq) + b"\x02" + _bytes(b"phone")
-    store = (head + b"\x06" + _varint(seq) + _signed(now) + b"\x00"
-             + b"\x00" + _bytes(b"m1") + _bytes(xml) + _varint(0))
+    head = bytes([1]) + zigzag(now)
+    create = head + b"\x01" + varint(seq) + b"\x02" + _bytes(b"phone")
+    store = (head + b"\x06" + varint(seq) + zigzag(now) + b"\x00"
+             + b"\x00" + _bytes(b"m1") + _bytes(xml) + varint(0))
     s.dir.mkdir(parents=True, exist_ok=True)
     (s.dir / "appendonly.aof").write_bytes(
         _resp("SELECT", 0) + _resp("IM.APPLY", "alice", create) + _resp("IM.APPLY", "alice", store))

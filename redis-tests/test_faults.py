@@ -14,7 +14,9 @@ import time
 import pytest
 import redis
 
-from helpers import RawError, as_map, expect_error, message, wait_for, wait_replica_synced
+from helpers import (
+    RawError, as_map, expect_error, message, varint, wait_for, wait_replica_synced, zigzag,
+)
 
 CHATSTATES = "http://jabber.org/protocol/chatstates"
 
@@ -517,27 +519,14 @@ def test_a_node_may_not_take_the_name_of_the_modules_own_channels(r, raw, node):
 
 
 # A mailbox as a DUMP payload carries it (the module's canonical encoding:
-# LEB128 varints, zigzag times, length-prefixed bytes), for RESTOREs that
-# no command could make.
+# `varint`, `zigzag`, length-prefixed bytes), for RESTOREs that no command
+# could make.
 CRC64_JONES = []
 for _i in range(256):
     _c = _i
     for _ in range(8):
         _c = (_c >> 1) ^ 0x95AC9329AC4BC9B5 if _c & 1 else _c >> 1
     CRC64_JONES.append(_c)
-
-
-def varint(v):
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def zigzag(v):
-    return varint(((v << 1) ^ (v >> 63)) & (2**64 - 1))
 
 
 def dump_of(template, blobs):

@@ -1,0 +1,53 @@
+"""A throwaway redis-server with the module loaded, for the quick
+comparison scripts beside it (bench/store-server-time.py,
+bench/mailbox-memory.py)."""
+import contextlib
+import socket
+import subprocess
+import tempfile
+import time
+
+import redis
+
+# The load of a benchmark must not kick devices or fill mailboxes, and the
+# timer must not run between measurements.
+BENCH_SETTINGS = (("im.max-pending", 10**9), ("im.sweep-interval", 0),
+                  ("im.max-messages", 10**9), ("im.max-bytes", 10**15))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def set_if_known(r, name, value):
+    """CONFIG SET, skipped where the build has no such setting."""
+    try:
+        r.config_set(name, value)
+    except redis.ResponseError:
+        pass
+
+
+@contextlib.contextmanager
+def server(module):
+    """Debian's redis-server on a free port with `module` (an absolute
+    path), no persistence and BENCH_SETTINGS; yields (client, port)."""
+    port = free_port()
+    with tempfile.TemporaryDirectory() as d:
+        srv = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--dir", d,
+                                "--loadmodule", module], stdout=subprocess.DEVNULL)
+        try:
+            r = redis.Redis(port=port, retry_on_error=[], socket_connect_timeout=1)
+            for _ in range(100):
+                try:
+                    r.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.05)
+            for name, value in BENCH_SETTINGS:
+                set_if_known(r, name, value)
+            yield r, port
+        finally:
+            srv.terminate()
+            srv.wait()
