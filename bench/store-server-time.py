@@ -4,10 +4,11 @@ side (INFO commandstats usec_per_call), beside a two-field HSET of the same
 stanza, alternating builds so that a noisy machine affects both alike.
 
     python3 bench/store-server-time.py OLD.so NEW.so [--repeats 3]
-        [--no-push] [--no-deadlines]
+        [--users 1000] [--no-push] [--no-deadlines]
 
 Each run: Debian's redis-server on a free port, 1,000 users (one device
-`phone`), `redis-benchmark -c 32 -P 16 -n 200000 -r 1000` of HSET, of
+`phone`; --users to change), `redis-benchmark -c 32 -P 16 -n 200000 -r
+<users>` of HSET, of
 IM.STORE pending on the device (`DEVICES 1 phone`, the device online) and
 of IM.STORE with the device offline. --no-push sets push-events no on
 both builds (where the setting exists); --no-deadlines sets retention,
@@ -23,15 +24,14 @@ from local_server import server, set_if_known
 
 STANZA = ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' "
           "type='chat' id='x__rand_int__'><body>" + "x" * 60 + "</body></message>")
-USERS = 1000
-
-
-def users(r, offline):
+def users(r, offline, count):
     pipe = r.pipeline()
-    for i in range(USERS):
+    for i in range(count):
         pipe.execute_command("IM.CONNECT", f"user:{i:012d}", "phone", "NODE", "n1")
         if offline:
             pipe.execute_command("IM.DISCONNECT", f"user:{i:012d}", "phone")
+        if i % 5000 == 4999:
+            pipe.execute()
     pipe.execute()
 
 
@@ -47,15 +47,15 @@ def one_run(module, opts):
         def bench(name, args):
             r.config_resetstat()
             subprocess.run(["redis-benchmark", "-p", str(port), "-c", "32", "-P", "16", "-n", "200000",
-                            "-r", str(USERS), "-q", *args], stdout=subprocess.DEVNULL, check=True)
+                            "-r", str(opts.users), "-q", *args], stdout=subprocess.DEVNULL, check=True)
             out[name] = r.info("commandstats")["cmdstat_" + args[0].lower()]["usec_per_call"]
 
         bench("HSET", ["HSET", "OGM:__rand_int__", "STANZA", STANZA, "CREATIONDATE", "1732690028123"])
         r.flushall()
-        users(r, offline=False)
+        users(r, offline=False, count=opts.users)
         bench("IM.STORE pending", ["IM.STORE", "user:__rand_int__", STANZA, "DEVICES", "1", "phone"])
         r.flushall()
-        users(r, offline=True)
+        users(r, offline=True, count=opts.users)
         bench("IM.STORE offline", ["IM.STORE", "user:__rand_int__", STANZA])
         return out
 
@@ -65,6 +65,7 @@ def main():
     ap.add_argument("old")
     ap.add_argument("new")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--no-push", action="store_true")
     ap.add_argument("--no-deadlines", action="store_true")
     opts = ap.parse_args()

@@ -45,6 +45,12 @@ fn json_into(out: &mut Vec<u8>, event: &str, fields: &[(&'static str, Field<'_>)
     for (name, v) in fields {
         out.push(b',');
         match v {
+            // ASCII (nearly every key, device and id) is UTF-8 without
+            // decoding it.
+            Field::Bytes(b) if b.is_ascii() => {
+                json_key(out, name);
+                json_utf8(out, b);
+            }
             Field::Bytes(b) => match std::str::from_utf8(b) {
                 Ok(t) => {
                     json_key(out, name);
@@ -52,7 +58,7 @@ fn json_into(out: &mut Vec<u8>, event: &str, fields: &[(&'static str, Field<'_>)
                 }
                 Err(_) => {
                     out.push(b'"');
-                    json_chars(out, name);
+                    json_chars(out, name.as_bytes());
                     out.extend_from_slice(b"_base64\":\"");
                     // Base64 needs no escaping.
                     let b64 = base64::engine::general_purpose::STANDARD.encode(b);
@@ -88,6 +94,12 @@ fn json_key(out: &mut Vec<u8>, name: &str) {
 
 /// `s` as a JSON string, quoted.
 fn json_string(out: &mut Vec<u8>, s: &str) {
+    json_utf8(out, s.as_bytes());
+}
+
+/// `s`, UTF-8 (checked by the caller), as a JSON string, quoted.
+fn json_utf8(out: &mut Vec<u8>, s: &[u8]) {
+    debug_assert!(std::str::from_utf8(s).is_ok());
     out.push(b'"');
     json_chars(out, s);
     out.push(b'"');
@@ -97,8 +109,8 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 /// `"` and `\` with a backslash, the control characters that have a short
 /// escape (`\b \t \n \f \r`) with it, the other ones below U+0020 as
 /// `\u00xx` (lower-case hex); everything else as it is.
-fn json_chars(out: &mut Vec<u8>, s: &str) {
-    let mut rest = s.as_bytes();
+fn json_chars(out: &mut Vec<u8>, s: &[u8]) {
+    let mut rest = s;
     loop {
         let clean = clean_prefix(rest);
         out.extend_from_slice(&rest[..clean]);
@@ -347,8 +359,8 @@ impl<'a> OfflineWatch<'a> {
     /// is after it: `{"event":"offline","user":..,"device":..,"seq":..,
     /// "id":..,"count":..}` with the device's newest offline message and
     /// how many it has now.
-    pub fn after(self, mb: &Mailbox, user: &[u8]) -> Vec<Event> {
-        let mut out = Vec::new();
+    pub fn after(self, mb: &Mailbox, user: &[u8]) -> SmallVec<[Event; 1]> {
+        let mut out = SmallVec::new();
         for (i, d) in mb.devices.iter().enumerate() {
             let before = match &self.names {
                 Some(names) => names

@@ -103,8 +103,14 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Answer {
             raw.len()
         )));
     }
-    let parsed = stanza::parse(raw).map_err(error)?;
+    // The key is opened before the stanza is parsed, and the mailbox's
+    // fetch asked for, so that fetching it from memory (most mailboxes
+    // are cold among many) overlaps the parse.
     let mut w = Writer::open(ctx, user)?;
+    if let Some(m) = w.mailbox() {
+        m.prefetch_self();
+    }
+    let parsed = stanza::parse(raw).map_err(error)?;
     if let Some(m) = w.mailbox() {
         m.prefetch_for_store();
     }

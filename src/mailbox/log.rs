@@ -511,6 +511,12 @@ impl Log {
                 .sum::<usize>()
     }
 
+    /// Asks the CPU to fetch the last chunk's place in the chunk list
+    /// (where its buffer's address is), without reading it.
+    pub fn prefetch_last_chunk(&self) {
+        super::prefetch(self.chunks.back());
+    }
+
     /// Asks the CPU to fetch where the next appended record goes.
     pub fn prefetch_tail(&self) {
         if let Some((_, c)) = self.chunks.back() {

@@ -38,15 +38,19 @@ pub const MAX_DEVICES: usize = 2000;
 /// Asks the CPU to start fetching the cache line at `p` (a hint only).
 #[inline]
 pub fn prefetch<T>(p: Option<&T>) {
-    #[cfg(target_arch = "x86_64")]
     if let Some(p) = p {
-        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch(
-                (p as *const T).cast::<i8>(),
-                std::arch::x86_64::_MM_HINT_T0,
-            );
-        }
+        prefetch_address((p as *const T).cast::<u8>());
+    }
+}
+
+/// Asks the CPU to start fetching the cache line holding address `p`, which
+/// may be any address (a hint only: nothing is read, nothing can fault).
+#[inline]
+pub fn prefetch_address(p: *const u8) {
+    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p.cast::<i8>(), std::arch::x86_64::_MM_HINT_T0);
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
@@ -239,9 +243,23 @@ impl Mailbox {
         self.devices.iter().find(|d| d.name() == name)
     }
 
+    /// Asks the CPU to start fetching the mailbox itself (a few cache
+    /// lines), so that the fetch runs while the command does work of its
+    /// own (a store parses its stanza) instead of stalling the first read.
+    pub fn prefetch_self(&self) {
+        let p = (self as *const Mailbox).cast::<u8>();
+        for at in (0..std::mem::size_of::<Mailbox>()).step_by(64) {
+            prefetch_address(p.wrapping_add(at));
+        }
+    }
+
     /// Asks the CPU to start fetching what storing one more message will
-    /// write: the online devices' pending tails and the log's tail.
+    /// write: the online devices' pending tails and the log's tail. The
+    /// device table and the log's last chunk are asked for together before
+    /// either is read, so that their fetches overlap.
     pub fn prefetch_for_store(&self) {
+        prefetch(self.devices.first());
+        self.log.prefetch_last_chunk();
         for d in self.devices.iter().filter(|d| d.online) {
             d.pending.prefetch_back();
         }
