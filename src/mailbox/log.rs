@@ -108,6 +108,10 @@ impl<'a> Msg<'a> {
 /// The most bytes a chunk holds (unless one record alone is larger).
 const CHUNK_BYTES: usize = 8 * 1024;
 
+/// A log this small (bytes, in one chunk) is fetched whole before a store
+/// reads it: about [`super::ids::LINEAR`] chat messages.
+const SMALL_LOG_BYTES: usize = 2 * 1024;
+
 /// The allocation size jemalloc gives for `n` bytes: four size classes per
 /// power of two. Growing a buffer straight to its class wastes nothing.
 pub fn size_class(n: usize) -> usize {
@@ -517,11 +521,21 @@ impl Log {
         super::prefetch(self.chunks.back());
     }
 
-    /// Asks the CPU to fetch where the next appended record goes.
+    /// Asks the CPU to fetch where the next appended record goes, and the
+    /// whole of a small log's only chunk: a log of at most
+    /// [`super::ids::LINEAR`] messages is read from its start to find an
+    /// id, and its cache lines arrive together rather than one by one.
     pub fn prefetch_tail(&self) {
-        if let Some((_, c)) = self.chunks.back() {
-            super::prefetch(c.data().last());
+        let Some((_, c)) = self.chunks.back() else {
+            return;
+        };
+        let data = c.data();
+        if self.chunks.len() == 1 && data.len() <= SMALL_LOG_BYTES {
+            for at in (0..data.len()).step_by(64) {
+                super::prefetch(data.get(at));
+            }
         }
+        super::prefetch(data.last());
     }
 
     /// The index of the chunk that would hold `seq`: the last one whose
