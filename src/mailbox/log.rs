@@ -406,8 +406,11 @@ impl Chunk {
         if at + len > CHUNK_BYTES {
             return false;
         }
+        // Growing, room for one more record of this size too where the
+        // growth class leaves less: a small chunk (a few messages) is
+        // reallocated, and copied, every other store instead of every one.
         let room = if self.buf.len() < at + len {
-            growth_class(at + len)
+            growth_class(at + len).max(size_class(at + 2 * len))
         } else {
             0
         };
