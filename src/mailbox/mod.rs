@@ -8,6 +8,7 @@ pub mod due;
 pub mod effect;
 pub mod ids;
 pub mod log;
+pub mod offline;
 pub mod pending;
 pub mod persist;
 pub mod rangeset;
