@@ -127,16 +127,19 @@ impl Label {
     }
 
     /// The allocation's start, without the flag.
+    #[inline]
     fn base(&self) -> *mut u8 {
         self.ptr.as_ptr().map_addr(|a| a & !ONLINE)
     }
 
     /// Kept whole: the allocation starts with the time and the lengths.
+    #[inline]
     fn whole(&self) -> bool {
         (self.word >> 8) & 0xff == WHOLE
     }
 
     /// Where the name starts in the allocation, its length and the node's.
+    #[inline]
     fn layout(&self) -> (usize, usize, usize) {
         if !self.whole() {
             let name = (self.word & 0xff) as usize + 1;
@@ -174,34 +177,33 @@ impl Label {
         unsafe { std::slice::from_raw_parts(self.base(), len) }
     }
 
-    /// The whole allocation, and where the name starts and ends in it.
-    fn bytes(&self) -> (&[u8], usize, usize) {
-        let (at, name, node) = self.layout();
-        // SAFETY: `new` allocated exactly `at + name + node` bytes (the
-        // word or the header it wrote says so), all initialised, and the
-        // allocation lives as long as `self`.
-        let all = unsafe { std::slice::from_raw_parts(self.base(), at + name + node) };
-        (all, at, at + name)
-    }
-
     /// The name and the node (empty for the default node).
     pub fn parts(&self) -> (&[u8], &[u8]) {
-        let (all, start, end) = self.bytes();
-        let (head, node) = all.split_at_checked(end).unwrap_or((all, &[]));
-        (head.get(start..).unwrap_or_default(), node)
+        (self.name(), self.node())
     }
 
     /// The device's name.
+    #[inline]
     pub fn name(&self) -> &[u8] {
-        self.parts().0
+        let (at, name, _) = self.layout();
+        // SAFETY: the name is the `name` bytes from `at` of the allocation
+        // `new` wrote (the word or the header says so), initialised, and
+        // living as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.base().add(at), name) }
     }
 
     /// The node's name; empty for the default node.
+    #[inline]
     pub fn node(&self) -> &[u8] {
-        self.parts().1
+        let (at, name, node) = self.layout();
+        // SAFETY: the node is the `node` bytes after the name, the last of
+        // the allocation `new` wrote, initialised, and living as long as
+        // `self`.
+        unsafe { std::slice::from_raw_parts(self.base().add(at + name), node) }
     }
 
     /// Whether the device is online.
+    #[inline]
     pub fn online(&self) -> bool {
         self.ptr.as_ptr().addr() & ONLINE != 0
     }
@@ -217,6 +219,7 @@ impl Label {
     }
 
     /// When the device was last seen (Unix ms).
+    #[inline]
     pub fn last_seen(&self) -> i64 {
         if !self.whole() {
             return self.word as i64 >> LENS_BITS;
@@ -251,7 +254,8 @@ impl Label {
 
     /// Heap bytes held (for `MEMORY USAGE`).
     pub fn heap_bytes(&self) -> usize {
-        self.bytes().0.len()
+        let (at, name, node) = self.layout();
+        at + name + node
     }
 }
 

@@ -100,6 +100,7 @@ impl Device {
     }
 
     /// Its name: any bytes (1 to 256; SPEC §8).
+    #[inline]
     pub fn name(&self) -> &[u8] {
         self.label.name()
     }
@@ -123,6 +124,7 @@ impl Device {
 
     /// A live session holds it: from `IM.CONNECT` until `IM.DISCONNECT`,
     /// an expiry or a kick (SPEC §2, §5).
+    #[inline]
     pub fn online(&self) -> bool {
         self.label.online()
     }
