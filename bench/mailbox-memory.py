@@ -3,8 +3,9 @@
 one registered device costs before any message, what each offline message
 adds after that (used_memory after the messages minus after the users,
 divided by the messages), the same counted from an empty server, and what
-a second registered device adds. A quick check of one layout change;
-scripts/bench measures the full matrix against the other layouts.
+a second and a third registered device add, each and on average (the
+per-device figure docs/DESIGN.md gives). A quick check of one layout
+change; scripts/bench measures the full matrix against the other layouts.
 
     python3 bench/mailbox-memory.py MODULE.so [--pending]
 
@@ -46,13 +47,18 @@ def run(module, users, per_user, pending):
         batch([("IM.CONNECT", k, "tablet", "NODE", "n1") for k in keys])
         batch([("IM.DISCONNECT", k, "tablet") for k in keys])
         with_second = used()
+        batch([("IM.CONNECT", k, "laptop", "NODE", "n1") for k in keys])
+        batch([("IM.DISCONNECT", k, "laptop") for k in keys])
+        with_third = used()
     size = len(STANZA.format(0))
     per_msg = (with_messages - with_users) / n
     print(f"{users:>7,} users x {per_user:<3} {'pending' if pending else 'offline'}: "
           f"user {(with_users - empty) / users:4.0f} B, "
           f"message {per_msg:4.0f} B ({per_msg / size:.2f}x the {size}-byte stanza), "
           f"from empty {(with_messages - empty) / n:4.0f} B, "
-          f"second device {(with_second - with_messages) / users:4.0f} B", flush=True)
+          f"second device {(with_second - with_messages) / users:4.0f} B, "
+          f"third {(with_third - with_second) / users:4.0f} B, "
+          f"mean {(with_third - with_messages) / users / 2:4.0f} B", flush=True)
 
 
 def main():

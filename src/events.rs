@@ -314,7 +314,7 @@ impl<'a> OfflineWatch<'a> {
         // store makes no online device offline, and registers a device
         // with messages owed only in a mailbox that has none.
         let only_stores = effects.iter().all(|e| matches!(e, Effect::Store { .. }));
-        if only_stores && !mb.devices.is_empty() && mb.devices.iter().all(|d| d.online) {
+        if only_stores && !mb.devices.is_empty() && mb.devices.iter().all(|d| d.online()) {
             return None;
         }
         let can = effects.iter().any(|e| {
@@ -336,7 +336,7 @@ impl<'a> OfflineWatch<'a> {
         // The offline devices' names go into the events; nothing before
         // has read them (a store reads a device's queues, not its name),
         // so their fetch starts now, while the change is applied.
-        for d in mb.devices.iter().filter(|d| !d.online).take(8) {
+        for d in mb.devices.iter().filter(|d| !d.online()).take(8) {
             crate::mailbox::prefetch(d.name().first());
         }
         let stored = effects.iter().rev().find_map(|e| match e {
@@ -369,7 +369,7 @@ impl<'a> OfflineWatch<'a> {
                     .map_or(0, |(_, c)| *c),
                 None => self.counts.get(i).copied().unwrap_or(0),
             };
-            if d.online || d.offline_count() <= before {
+            if d.online() || d.offline_count() <= before {
                 continue;
             }
             let seq = d.offline.last().unwrap_or(0);

@@ -100,7 +100,7 @@ impl Gauges {
         for d in &mb.devices {
             g.pending += d.pending.len() as i64;
             g.offline += d.offline_count() as i64;
-            g.online += i64::from(d.online);
+            g.online += i64::from(d.online());
         }
         g
     }

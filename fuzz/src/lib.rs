@@ -282,11 +282,11 @@ pub fn consistency(mb: &Mailbox) -> Result<(), String> {
                 *owing.entry(seq).or_default() += 1;
             }
         }
-        if (count, bytes) != (d.offline_count(), d.offline_bytes) {
+        if (count, bytes) != (d.offline_count(), d.offline_bytes()) {
             return Err(format!(
                 "device {name:?}: offline count/bytes {}/{} but its ranges hold {count}/{bytes}",
                 d.offline_count(),
-                d.offline_bytes
+                d.offline_bytes()
             ));
         }
         for (seq, _) in d.pending.iter() {

@@ -15,9 +15,9 @@ pub fn devices(ctx: &Context, args: &[RedisString]) -> Answer {
             .map(|d| {
                 Reply::Map(vec![
                     ("device", Reply::Bulk(d.name().to_vec())),
-                    ("online", Reply::Int(i64::from(d.online))),
+                    ("online", Reply::Int(i64::from(d.online()))),
                     ("node", Reply::Bulk(d.node().to_vec())),
-                    ("last_seen", Reply::Int(d.last_seen)),
+                    ("last_seen", Reply::Int(d.last_seen())),
                     ("pending", (d.pending.len() as u64).into()),
                     ("offline", d.offline_count().into()),
                 ])

@@ -16,7 +16,7 @@ pub fn info(ctx: &Context, args: &[RedisString]) -> Answer {
         messages = m.log.len();
         bytes = m.log.bytes();
         devices = m.devices.len() as u64;
-        online = m.devices.iter().filter(|d| d.online).count() as u64;
+        online = m.devices.iter().filter(|d| d.online()).count() as u64;
         pending = m.pending_total();
         first = m.log.first().map_or(0, |x| x.seq);
         last = m.log.last().map_or(0, |x| x.seq);

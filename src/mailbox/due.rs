@@ -99,8 +99,8 @@ impl Mailbox {
                     due = min_opt(due, sent.saturating_add(s.resend_interval));
                 }
             }
-            if s.device_idle > 0 && !d.online {
-                due = min_opt(due, d.last_seen.saturating_add(s.device_idle));
+            if s.device_idle > 0 && !d.online() {
+                due = min_opt(due, d.last_seen().saturating_add(s.device_idle));
             }
         }
         if s.retention > 0 {
@@ -150,10 +150,10 @@ impl Mailbox {
                     w.resend.push((i, seqs));
                 }
             }
-            let offline_after = !d.online || expired.is_some();
+            let offline_after = !d.online() || expired.is_some();
             if s.device_idle > 0
                 && offline_after
-                && d.last_seen.saturating_add(s.device_idle) <= now
+                && d.last_seen().saturating_add(s.device_idle) <= now
             {
                 w.forget.push(i);
             }
@@ -239,7 +239,7 @@ mod tests {
         assert_eq!(w.expire, vec![(0, 1)]);
         assert!(w.resend.is_empty());
         assert_eq!(mb.apply(1000, &Effect::Expire { device: b"p" }), 2);
-        assert!(!mb.devices[0].online);
+        assert!(!mb.devices[0].online());
         assert_eq!(mb.offline_info(b"p").count, 2);
         // Now offline: next is the idle deadline, from its last sighting.
         assert_eq!(mb.next_due(&S), Some(10_000));

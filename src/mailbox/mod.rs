@@ -7,15 +7,18 @@ pub mod archive;
 pub mod due;
 pub mod effect;
 pub mod ids;
+mod label;
 pub mod log;
+pub mod offline;
 pub mod pending;
 pub mod persist;
 pub mod rangeset;
 pub mod store;
 
+use label::Label;
 use log::{IdSpec, Log, Msg, NewMsg, ACKED, VOLATILE};
+use offline::Offline;
 pub use pending::{Deliveries, Pending};
-use rangeset::RangeSet;
 
 pub use effect::Effect;
 use ids::IdIndex;
@@ -58,30 +61,22 @@ pub fn prefetch_address(p: *const u8) {
 
 /// One client installation of the user (SPEC §1: an XMPP resource or a
 /// device id), registered in the mailbox by `IM.CONNECT`, an ack or a store
-/// that names it.
+/// that names it. 40 bytes, and no allocation beyond its label's names
+/// while it owes nothing, one pending message's queues or one run of
+/// offline messages (docs/DESIGN.md, "Memory layout of a mailbox").
 #[derive(Debug, PartialEq, Eq)]
 pub struct Device {
-    /// Its name ([`Device::name`]), then its node's name ([`Device::node`];
-    /// empty for [`DEFAULT_NODE`]): one allocation, none for a short name
-    /// beyond the allocator's smallest class.
-    label: Box<[u8]>,
-    /// When it was last registered, connected, disconnected or acked (Unix
-    /// ms); `device-idle` counts from here (SPEC §5).
-    pub last_seen: i64,
+    /// Its name ([`Device::name`]), its node's name ([`Device::node`];
+    /// empty for [`DEFAULT_NODE`]), whether it is online
+    /// ([`Device::online`]) and when it was last seen
+    /// ([`Device::last_seen`]): 16 bytes and one allocation of the names,
+    /// the allocator's smallest (8 bytes) for a name and node of 8 bytes.
+    label: Label,
     /// The messages pending on its session, waiting for its ack.
     pub pending: Deliveries,
-    /// The seqs of its offline messages (SPEC §1, §4).
-    pub offline: RangeSet,
-    /// The sum of their stanzas' sizes (bytes).
-    pub offline_bytes: u64,
-    /// How many seqs `offline` holds (a mailbox's log holds fewer than
-    /// 2^32 messages: it would take far more memory than a server has).
-    offline_count: u32,
-    /// Bytes of `label` that are the name (1 to 256).
-    name_len: u16,
-    /// A live session holds it: from `IM.CONNECT` until `IM.DISCONNECT`,
-    /// an expiry or a kick (SPEC §2, §5).
-    pub online: bool,
+    /// Its offline messages: their seqs, how many and their bytes (SPEC
+    /// §1, §4).
+    pub offline: Offline,
 }
 
 /// The node of a device whose `IM.CONNECT` named none (SPEC §2).
@@ -92,78 +87,90 @@ impl Device {
     /// by loading; SPEC §8), of `node`, registered at `now` (Unix ms),
     /// owing nothing.
     pub fn new(name: &[u8], node: &[u8], online: bool, now: i64) -> Device {
-        let mut d = Device {
-            label: Box::default(),
-            last_seen: now,
+        Device {
+            label: Label::new(name, Self::stored_node(node), online, now),
             pending: Deliveries::default(),
-            offline: RangeSet::default(),
-            offline_bytes: 0,
-            offline_count: 0,
-            name_len: 0,
-            online,
-        };
-        d.relabel(name, node);
-        d
+            offline: Offline::default(),
+        }
     }
 
-    /// Keeps `name` then `node` (nothing for [`DEFAULT_NODE`]) in one
-    /// allocation.
-    fn relabel(&mut self, name: &[u8], node: &[u8]) {
-        let node = if node == DEFAULT_NODE { &[][..] } else { node };
-        self.label = [name, node].concat().into_boxed_slice();
-        self.name_len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+    /// What the label keeps of `node`: nothing for [`DEFAULT_NODE`].
+    fn stored_node(node: &[u8]) -> &[u8] {
+        if node == DEFAULT_NODE {
+            &[]
+        } else {
+            node
+        }
     }
 
     /// Its name: any bytes (1 to 256; SPEC §8).
+    #[inline]
     pub fn name(&self) -> &[u8] {
-        self.label
-            .get(..usize::from(self.name_len))
-            .unwrap_or(&self.label)
+        self.label.name()
     }
 
     /// The node that holds, or last held, its session: its events go to
     /// `<event-prefix><node>` (SPEC §5); [`DEFAULT_NODE`] until a connect
     /// names one.
     pub fn node(&self) -> &[u8] {
-        match self.label.get(usize::from(self.name_len)..) {
-            Some(node) if !node.is_empty() => node,
-            _ => DEFAULT_NODE,
+        match self.label.node() {
+            [] => DEFAULT_NODE,
+            node => node,
         }
     }
 
     /// Records the node of its session (`IM.CONNECT ... NODE`, SPEC §2).
     pub fn set_node(&mut self, node: &[u8]) {
         if self.node() != node {
-            let label = std::mem::take(&mut self.label);
-            let name = label.get(..usize::from(self.name_len)).unwrap_or(&label);
-            self.relabel(name, node);
+            self.label = self.label.with_node(Self::stored_node(node));
         }
+    }
+
+    /// A live session holds it: from `IM.CONNECT` until `IM.DISCONNECT`,
+    /// an expiry or a kick (SPEC §2, §5).
+    #[inline]
+    pub fn online(&self) -> bool {
+        self.label.online()
+    }
+
+    /// Marks it online (a connect) or not (a disconnect, an expiry, a
+    /// kick).
+    pub fn set_online(&mut self, online: bool) {
+        self.label.set_online(online);
+    }
+
+    /// When it was last registered, connected, disconnected or acked (Unix
+    /// ms); `device-idle` counts from here (SPEC §5).
+    pub fn last_seen(&self) -> i64 {
+        self.label.last_seen()
+    }
+
+    /// Records when it was last seen (Unix ms).
+    pub fn set_last_seen(&mut self, now: i64) {
+        self.label.set_last_seen(now);
     }
 
     /// How many offline messages it has (SPEC §4).
     pub fn offline_count(&self) -> u64 {
-        u64::from(self.offline_count)
+        self.offline.count()
+    }
+
+    /// The sum of its offline messages' stanzas' sizes (bytes; SPEC §4).
+    pub fn offline_bytes(&self) -> u64 {
+        self.offline.bytes()
     }
 
     /// Heap bytes held (for `MEMORY USAGE`), beside the device itself.
     pub fn heap_bytes(&self) -> usize {
-        self.label.len() + self.pending.heap_bytes() + self.offline.range_count() * 40
+        self.label.heap_bytes() + self.pending.heap_bytes() + self.offline.heap_bytes()
     }
 
     fn add_offline(&mut self, seq: u64, size: usize) {
-        if self.offline.insert(seq) {
-            self.offline_count = self.offline_count.saturating_add(1);
-            self.offline_bytes += size as u64;
-        }
+        self.offline.insert(seq, size);
     }
 
     fn remove_offline(&mut self, seq: u64, size: usize) -> bool {
-        let had = self.offline.remove(seq);
-        if had {
-            self.offline_count = self.offline_count.saturating_sub(1);
-            self.offline_bytes = self.offline_bytes.saturating_sub(size as u64);
-        }
-        had
+        self.offline.remove(seq, size)
     }
 
     /// Every seq this device still owes (pending, then offline), as the
@@ -260,7 +267,7 @@ impl Mailbox {
     pub fn prefetch_for_store(&self) {
         prefetch(self.devices.first());
         self.log.prefetch_last_chunk();
-        for d in self.devices.iter().filter(|d| d.online) {
+        for d in self.devices.iter().filter(|d| d.online()) {
             d.pending.prefetch_back();
         }
         self.log.prefetch_tail();
@@ -304,7 +311,7 @@ impl Mailbox {
         match self.device(device) {
             Some(d) => OfflineInfo {
                 count: d.offline_count(),
-                bytes: d.offline_bytes,
+                bytes: d.offline_bytes(),
                 first: d.offline.first().unwrap_or(0),
                 last: d.offline.last().unwrap_or(0),
             },
@@ -489,20 +496,20 @@ impl Mailbox {
             Effect::Create { .. } => 0,
             Effect::Register { device } => {
                 let i = self.register(device, now);
-                self.devices[i].last_seen = now;
+                self.devices[i].set_last_seen(now);
                 0
             }
             Effect::Connect { device, node } => {
                 let i = self.register(device, now);
-                let moved = if self.devices[i].online {
+                let moved = if self.devices[i].online() {
                     self.pending_to_offline(i)
                 } else {
                     0
                 };
                 let d = &mut self.devices[i];
-                d.online = true;
+                d.set_online(true);
                 d.set_node(node);
-                d.last_seen = now;
+                d.set_last_seen(now);
                 moved
             }
             Effect::Disconnect { device } => {
@@ -511,8 +518,8 @@ impl Mailbox {
                 };
                 let moved = self.pending_to_offline(i);
                 let d = &mut self.devices[i];
-                d.online = false;
-                d.last_seen = now;
+                d.set_online(false);
+                d.set_last_seen(now);
                 moved
             }
             Effect::Forget { device } => {
@@ -576,12 +583,12 @@ impl Mailbox {
             }
             Effect::Ack { device, ref seqs } => {
                 let i = self.register(device, now);
-                self.devices[i].last_seen = now;
+                self.devices[i].set_last_seen(now);
                 seqs.iter().filter(|&&s| self.ack_one(i, s)).count() as u64
             }
             Effect::AckUpto { device, upto } => {
                 let i = self.register(device, now);
-                self.devices[i].last_seen = now;
+                self.devices[i].set_last_seen(now);
                 let d = &self.devices[i];
                 let mut seqs: Vec<u64> = d.pending.seqs_upto(upto).collect();
                 for (s, e) in d.offline.ranges() {
@@ -618,7 +625,7 @@ impl Mailbox {
                 };
                 let expired = self.devices[i].pending.len() as u64;
                 self.pending_to_offline(i);
-                self.devices[i].online = false;
+                self.devices[i].set_online(false);
                 expired
             }
             Effect::Queue { ref seqs } => seqs.iter().filter(|&&s| self.queue(s)).count() as u64,

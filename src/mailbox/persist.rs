@@ -4,7 +4,7 @@
 //! content encode to the same bytes, whatever their chunk layout.
 
 use super::log::{IdSpec, Message, Msg, NewMsg, PERSISTED_FLAGS};
-use super::rangeset::RangeSet;
+use super::offline::Offline;
 use super::{Deliveries, Device, Mailbox, Pending};
 use crate::codec::{put_bytes, put_i64, put_u64, Reader};
 
@@ -22,8 +22,8 @@ impl Mailbox {
         for d in &self.devices {
             put_bytes(&mut out, d.name());
             put_bytes(&mut out, d.node());
-            out.push(u8::from(d.online));
-            put_i64(&mut out, d.last_seen);
+            out.push(u8::from(d.online()));
+            put_i64(&mut out, d.last_seen());
             put_u64(&mut out, d.pending.len() as u64);
             for (seq, p) in d.pending.iter() {
                 put_u64(&mut out, seq);
@@ -32,7 +32,7 @@ impl Mailbox {
                 put_u64(&mut out, u64::from(p.attempts));
             }
             put_u64(&mut out, d.offline_count());
-            put_u64(&mut out, d.offline_bytes);
+            put_u64(&mut out, d.offline_bytes());
             put_u64(&mut out, d.offline.range_count() as u64);
             for (s, e) in d.offline.ranges() {
                 put_u64(&mut out, s);
@@ -86,19 +86,19 @@ impl Mailbox {
                 let e = s.checked_add(r.u64()?)?;
                 ranges.push((s, e));
             }
-            // Names the device table cannot hold as they are: refused here
-            // (`consistent` gives the reason for the rest).
+            // A repeated name, an empty node, a name past 64 KiB or a count
+            // past what a log holds: refused here (`consistent` gives the
+            // reason for the rest).
             if mb.device_index(name).is_some()
                 || node.is_empty()
                 || u16::try_from(name.len()).is_err()
+                || u32::try_from(offline_count).is_err()
             {
                 return None;
             }
             let mut d = Device::new(name, node, online, last_seen);
             d.pending = pending;
-            d.offline = RangeSet::from_ranges(ranges)?;
-            d.offline_count = u32::try_from(offline_count).ok()?;
-            d.offline_bytes = offline_bytes;
+            d.offline = Offline::from_parts(ranges, offline_count, offline_bytes)?;
             mb.devices.push(d);
         }
         if !r.is_empty() {
@@ -237,7 +237,7 @@ impl Mailbox {
                 }
                 count += held;
             }
-            if (count, bytes) != (d.offline_count(), d.offline_bytes) {
+            if (count, bytes) != (d.offline_count(), d.offline_bytes()) {
                 return Err("a device's offline count or bytes disagree with its ranges".into());
             }
             for (seq, _) in d.pending.iter() {

@@ -1,16 +1,17 @@
-//! A set of seqs kept as disjoint inclusive ranges. A device's offline
-//! messages are nearly always one run of consecutive seqs, so the set costs
-//! a few bytes however many messages it names. One range sits in the set
-//! itself (no allocation), up to `SMALL` ranges in a sorted vector (one
-//! small allocation); beyond that in a B-tree, so that every operation
-//! stays logarithmic however scattered the set becomes.
+//! A set of seqs kept as disjoint inclusive ranges: a device's offline
+//! messages once they are more than the one run of consecutive seqs a
+//! device holds inline (`super::offline`), so the set lives in the
+//! device's one boxed spread and keeps its shapes unboxed. One range sits
+//! in the set itself, up to `SMALL` ranges in a sorted vector (one small
+//! allocation); beyond that in a B-tree, so that every operation stays
+//! logarithmic however scattered the set becomes.
 
 use std::collections::{btree_map, BTreeMap};
 
 const SMALL: usize = 16;
 
 /// A set of seqs (a device's offline messages) as disjoint inclusive
-/// ranges, sorted, disjoint and not adjacent. 24 bytes.
+/// ranges, sorted, disjoint and not adjacent. 32 bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum RangeSet {
     /// No seq.
@@ -19,9 +20,9 @@ pub enum RangeSet {
     /// One range: start, end (inclusive), with no allocation.
     One([(u64, u64); 1]),
     /// Two to `SMALL` ranges: start, end.
-    Small(Box<Vec<(u64, u64)>>),
+    Small(Vec<(u64, u64)>),
     /// More: start -> end.
-    Big(Box<BTreeMap<u64, u64>>),
+    Big(BTreeMap<u64, u64>),
 }
 
 /// The ranges of a set, in order.
@@ -98,7 +99,7 @@ impl RangeSet {
                 let (x, y) = if x.0 < s { (*x, (s, e)) } else { ((s, e), *x) };
                 let mut v = Vec::with_capacity(2);
                 v.extend([x, y]);
-                *self = RangeSet::Small(Box::new(v));
+                *self = RangeSet::Small(v);
             }
             RangeSet::Small(r) => match r.binary_search_by_key(&s, |&(x, _)| x) {
                 Ok(i) => r[i].1 = e,
@@ -108,7 +109,7 @@ impl RangeSet {
                     }
                     r.insert(i, (s, e));
                     if r.len() > SMALL {
-                        *self = RangeSet::Big(Box::new(r.iter().copied().collect()));
+                        *self = RangeSet::Big(r.iter().copied().collect());
                     }
                 }
             },
@@ -299,6 +300,6 @@ mod tests {
             rs.remove(v);
         }
         assert_eq!(rs, RangeSet::Empty);
-        assert_eq!(std::mem::size_of::<RangeSet>(), 24);
+        assert_eq!(std::mem::size_of::<RangeSet>(), 32);
     }
 }

@@ -322,7 +322,7 @@ pub fn plan<'a>(
     match req.devices {
         Some(list) => list.iter().for_each(|d| pending.push(d)),
         None => {
-            for d in mb.iter().flat_map(|m| &m.devices).filter(|d| d.online) {
+            for d in mb.iter().flat_map(|m| &m.devices).filter(|d| d.online()) {
                 pending.push(d.name());
             }
         }
