@@ -196,11 +196,17 @@ BAD_NAMES = [
     ["IM.CONNECT", "USER", LONG],
     ["IM.ACK", "USER", LONG, "m2"],
     ["IM.STORE", "USER", GOOD, "DEVICES", "1", LONG],
+    ["IM.DISCONNECT", "USER", LONG],
+    ["IM.DISCONNECT", "USER", ""],
+    ["IM.FORGET", "USER", LONG],
+    ["IM.FORGET", "USER", ""],
 ]
 
 
 @pytest.mark.parametrize("args", BAD_NAMES, ids=["node-space", "node-slash", "node-non-ascii", "node-257",
-                                                 "device-257", "ack-device-257", "store-device-257"])
+                                                 "device-257", "ack-device-257", "store-device-257",
+                                                 "disconnect-device-257", "disconnect-device-empty",
+                                                 "forget-device-257", "forget-device-empty"])
 def test_bad_names(r, raw, args):
     check_unchanged(r, raw, args, starts_err)
 

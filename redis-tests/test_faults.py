@@ -574,3 +574,31 @@ def test_a_restored_mailbox_with_times_far_apart_reads_back_and_persists(r, serv
     _cursor, items = r.execute_command("IM.OFFLINE.PAGE", "far", "phone", "COUNT", 10)
     assert [it[0] for it in items] == [50, 51]
     alive(r)
+
+
+def with_crc(body):
+    """A DUMP payload's body (everything before its checksum) with the
+    checksum DUMP would give it."""
+    crc = 0
+    for b in body:
+        crc = CRC64_JONES[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return bytes(body) + crc.to_bytes(8, "little")
+
+
+@pytest.mark.parametrize("node", ["push", "archive"])
+def test_a_restored_device_may_not_take_the_name_of_the_modules_own_channels(r, raw, node):
+    """A RESTORE payload whose device sits on a node named after the
+    module's own channels is refused like the IM.CONNECT that would name
+    it: its events would reach push services and archivers."""
+    r.config_set("rdbcompression", "no")
+    twin = node[:-1] + "x"  # the same length, accepted
+    r.execute_command("IM.CONNECT", "res", "phone", "NODE", twin)
+    r.execute_command("IM.DISCONNECT", "res", "phone")
+    good = r.dump("res")
+    assert good.count(twin.encode()) == 1
+    bad = with_crc(good[:-8].replace(twin.encode(), node.encode()))
+    assert_clean_error(expect_error(raw, "RESTORE", "res-bad", "0", bad))
+    assert r.exists("res-bad") == 0
+    assert r.restore("res-good", 0, with_crc(good[:-8])) == b"OK"
+    assert as_map(r.execute_command("IM.DEVICES", "res-good")[0])["node"] == twin.encode()
+    alive(r)

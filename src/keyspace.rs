@@ -114,12 +114,32 @@ pub fn read<'a>(ctx: &Context, name: &RedisString) -> Result<Option<&'a Mailbox>
     Ok(key.mailbox()?.map(|m| unsafe { &*m }))
 }
 
-/// A mailbox key opened for writing.
+/// A mailbox key opened for writing. When it closes, the key is signalled
+/// as modified (touching `WATCH`es and invalidating client-side caches)
+/// if, and only if, the writer changed it: a command refused, or one that
+/// finds nothing to do (an ack of an unknown id, a timer visit with no
+/// work due), leaves other clients' transactions and caches alone.
 pub struct Writer<'c> {
     ctx: &'c Context,
     name: &'c RedisString,
     key: Key,
     mb: Option<&'c mut Mailbox>,
+    /// The mailbox was (or may have been) changed through this writer.
+    changed: bool,
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        if self.changed {
+            // SAFETY: a valid context and key name; the key is still open
+            // in the same db (its handle closes after this).
+            unsafe {
+                if let Some(signal) = raw::RedisModule_SignalModifiedKey {
+                    signal(self.ctx.get_raw(), self.name.inner);
+                }
+            }
+        }
+    }
 }
 
 /// How a committed change reaches replicas and the AOF.
@@ -145,7 +165,13 @@ impl<'c> Writer<'c> {
         // SAFETY: the value is owned by the keyspace and stays while the
         // key is open; only this writer changes it.
         let mb = key.mailbox()?.map(|m| unsafe { &mut *m });
-        Ok(Writer { ctx, name, key, mb })
+        Ok(Writer {
+            ctx,
+            name,
+            key,
+            mb,
+            changed: false,
+        })
     }
 
     pub fn mailbox(&self) -> Option<&Mailbox> {
@@ -154,6 +180,7 @@ impl<'c> Writer<'c> {
 
     /// Replaces the key's value (`IM.LOAD ... HEAD`; a new mailbox).
     pub fn replace(&mut self, mb: Mailbox) {
+        self.changed = true;
         metrics::mailbox_added(&mb);
         self.mb = None;
         let Some(set) = (unsafe { raw::RedisModule_ModuleTypeSetValue }) else {
@@ -174,7 +201,10 @@ impl<'c> Writer<'c> {
         }
     }
 
+    /// The mailbox, to change in place (the key is then signalled as
+    /// modified when the writer closes).
     pub fn mailbox_mut(&mut self) -> Option<&mut Mailbox> {
+        self.changed = true;
         self.mb.as_deref_mut()
     }
 
@@ -185,6 +215,7 @@ impl<'c> Writer<'c> {
         let Some(last) = effects.last() else {
             return 0;
         };
+        self.changed = true;
         if self.mb.is_none() {
             let next_seq = match effects.first() {
                 Some(Effect::Create { next_seq }) => *next_seq,

@@ -328,7 +328,11 @@ mod registration {
         // declare they handle it (the timer leaves slots it does not own
         // alone: `cluster`).
         let asm = crate::cluster::has_atomic_slot_migration(ctx);
+        // A key opened for writing is signalled as modified (`WATCH`,
+        // client-side caching) only when a command changed it
+        // (`keyspace::Writer`), not whenever it was opened.
         let options = raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32
+            | raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as i32
             | if asm {
                 crate::cluster::HANDLE_ATOMIC_SLOT_MIGRATION
             } else {

@@ -103,7 +103,8 @@ pub fn is(arg: &[u8], word: &str) -> bool {
 
 /// `<command> <user> <device>`: applies the device's effect when the device
 /// is registered and answers its count; 0, changing nothing, otherwise
-/// (`IM.DISCONNECT`, `IM.FORGET`).
+/// (`IM.DISCONNECT`, `IM.FORGET`). A name no device can have (empty, or
+/// longer than [`MAX_NAME`]) is refused as every command refuses it.
 pub fn for_registered(
     ctx: &Context,
     args: &[RedisString],
@@ -112,7 +113,7 @@ pub fn for_registered(
     let [_, user, device] = args else {
         return Err(Reply::WrongArity);
     };
-    let device = device.as_slice();
+    let device = device_name(device.as_slice())?;
     let mut w = Writer::open(ctx, user)?;
     if w.mailbox().and_then(|m| m.device_index(device)).is_none() {
         return Ok(Reply::Int(0));

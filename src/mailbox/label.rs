@@ -7,12 +7,12 @@
 //! (free: the allocation is aligned to 2) is the online flag, and a word
 //! holding the name's length less one (8 bits), the node's length (8 bits)
 //! and the last-seen time (48 bits, signed: ±4,400 years around 1970, in
-//! ms). A label that does not fit that word (a name of 0 or more than 256
-//! bytes or a node of 255 or more, which only a replicated effect or a
-//! foreign RDB can bring, or a time beyond 48 bits) is kept whole: the
-//! word's node byte says so, and the allocation starts with the time (8
-//! bytes, little-endian) and the two lengths (LEB128 varints). Nothing is
-//! lost or clamped either way.
+//! ms). A label that does not fit that word (a node of 255 or 256 bytes,
+//! which `IM.CONNECT` accepts; a name of 0 or more than 256 bytes, which
+//! only a replicated effect or a foreign RDB can bring; a time beyond 48
+//! bits) is kept whole: the word's node byte says so, and the allocation
+//! starts with the time (8 bytes, little-endian) and the two lengths
+//! (LEB128 varints). Nothing is lost or clamped either way.
 //!
 //! This is the only unsafe code of the device table: every raw access goes
 //! through [`Label::base`], sized by what [`Label::new`] wrote.
