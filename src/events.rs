@@ -406,17 +406,12 @@ fn id_of<'a>(m: &Message<'a>) -> &'a [u8] {
     }
 }
 
-/// The channel of push hints, after the event prefix: one for the
-/// deployment, since an offline device has no node.
-const PUSH_CHANNEL: &[u8] = b"push";
+/// The channel of push hints, after the event prefix, under the node name
+/// no device may take.
+const PUSH_CHANNEL: &[u8] = crate::mailbox::PUSH_NODE;
 
 /// The channel of restore requests, after the event prefix (SPEC §6).
-const ARCHIVE_CHANNEL: &[u8] = b"archive";
-
-/// Names no node may take: the module's own channels after the event
-/// prefix (a node's events would land where push services or archivers
-/// listen).
-pub const RESERVED_NODE_NAMES: &[&[u8]] = &[PUSH_CHANNEL, ARCHIVE_CHANNEL];
+const ARCHIVE_CHANNEL: &[u8] = crate::mailbox::ARCHIVE_NODE;
 
 #[cfg(test)]
 mod tests {

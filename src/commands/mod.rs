@@ -22,15 +22,14 @@ pub mod sweep;
 
 use crate::keyspace::{Propagate, Writer};
 use crate::log;
-use crate::mailbox::Effect;
+use crate::mailbox::{BadNode, Effect};
 use crate::reply::{error, Reply};
 use crate::server;
 use redis_module::{Context, RedisString};
 
 pub use crate::reply::Answer;
 
-/// Device and node names are at most this many bytes (SPEC §8).
-pub const MAX_NAME: usize = 256;
+pub use crate::mailbox::MAX_NAME;
 
 /// A non-negative integer argument; `what` names it in the error.
 pub fn parse_u64(arg: &[u8], what: &str) -> Result<u64, Reply> {
@@ -68,26 +67,19 @@ pub fn user_only(args: &[RedisString]) -> Result<&RedisString, Reply> {
 }
 
 /// A node name: 1 to [`MAX_NAME`] bytes of `A-Z a-z 0-9 . _ : -` (it
-/// becomes part of a Pub/Sub channel's name), and none of
-/// [`crate::events::RESERVED_NODE_NAMES`] (`push`, `archive`).
+/// becomes part of a Pub/Sub channel's name), and none of the module's own
+/// channels (`push`, `archive`): [`crate::mailbox::check_node`].
 pub fn node_name(arg: &[u8]) -> Result<&[u8], Reply> {
-    let ok = !arg.is_empty()
-        && arg.len() <= MAX_NAME
-        && arg
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'));
-    if !ok {
-        return Err(error(format!(
+    match crate::mailbox::check_node(arg) {
+        Ok(()) => Ok(arg),
+        Err(BadNode::Bytes) => Err(error(format!(
             "ERR node name must be 1 to {MAX_NAME} bytes of A-Z a-z 0-9 . _ : -"
-        )));
-    }
-    if crate::events::RESERVED_NODE_NAMES.contains(&arg) {
-        return Err(error(format!(
+        ))),
+        Err(BadNode::Reserved) => Err(error(format!(
             "ERR node name '{}' is reserved: the module's own channel has that name",
             String::from_utf8_lossy(arg)
-        )));
+        ))),
     }
-    Ok(arg)
 }
 
 /// The error for an option the command does not know (quoting at most 64

@@ -229,7 +229,7 @@ impl Mailbox {
         };
         let mut names = Vec::new();
         for d in &mut self.devices {
-            let owed = d.pending.remove(seq).is_some() || d.remove_offline(seq, size);
+            let owed = d.pending.remove(seq).is_some() || d.offline.remove(seq, size);
             if owed {
                 put_bytes(&mut names, d.name());
             }
@@ -282,7 +282,7 @@ impl Mailbox {
         a.count = a.count.saturating_sub(1);
         a.bytes = a.bytes.saturating_sub(size as u64);
         for d in &mut self.devices {
-            d.add_offline(seq, size);
+            d.offline.insert(seq, size);
         }
         let owers = u16::try_from(self.devices.len()).unwrap_or(u16::MAX);
         self.log.set_header(seq, flags, owers);

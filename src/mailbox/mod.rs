@@ -38,6 +38,47 @@ pub const MAX_SEQ: u64 = i64::MAX as u64;
 /// in 11 bits of its header).
 pub const MAX_DEVICES: usize = 2000;
 
+/// Device and node names are at most this many bytes (SPEC §8).
+pub const MAX_NAME: usize = 256;
+
+/// The node name kept for the module's channel of push hints, after the
+/// event prefix (SPEC §5): one for the deployment, since an offline device
+/// has no node.
+pub const PUSH_NODE: &[u8] = b"push";
+
+/// The node name kept for the module's channel of restore requests, after
+/// the event prefix (SPEC §6).
+pub const ARCHIVE_NODE: &[u8] = b"archive";
+
+/// Why a node name is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BadNode {
+    /// Empty, longer than [`MAX_NAME`], or holding a byte outside
+    /// `A-Z a-z 0-9 . _ : -` (the name becomes part of a Pub/Sub channel's).
+    Bytes,
+    /// [`PUSH_NODE`] or [`ARCHIVE_NODE`]: a device's events (a resend
+    /// carries its stanza) would land where push services or archivers
+    /// listen.
+    Reserved,
+}
+
+/// Whether `node` may name the node of a device's session (SPEC §2, §8):
+/// the one rule of `IM.CONNECT ... NODE` and of loading a mailbox.
+pub fn check_node(node: &[u8]) -> Result<(), BadNode> {
+    let bytes_ok = !node.is_empty()
+        && node.len() <= MAX_NAME
+        && node
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'));
+    if !bytes_ok {
+        Err(BadNode::Bytes)
+    } else if node == PUSH_NODE || node == ARCHIVE_NODE {
+        Err(BadNode::Reserved)
+    } else {
+        Ok(())
+    }
+}
+
 /// Asks the CPU to start fetching the cache line at `p` (a hint only).
 #[inline]
 pub fn prefetch<T>(p: Option<&T>) {
@@ -163,14 +204,6 @@ impl Device {
     /// Heap bytes held (for `MEMORY USAGE`), beside the device itself.
     pub fn heap_bytes(&self) -> usize {
         self.label.heap_bytes() + self.pending.heap_bytes() + self.offline.heap_bytes()
-    }
-
-    fn add_offline(&mut self, seq: u64, size: usize) {
-        self.offline.insert(seq, size);
-    }
-
-    fn remove_offline(&mut self, seq: u64, size: usize) -> bool {
-        self.offline.remove(seq, size)
     }
 
     /// Every seq this device still owes (pending, then offline), as the
@@ -382,7 +415,7 @@ impl Mailbox {
                 .map(|m| (m.seq, m.stanza.len(), m.flags, m.owers))
                 .collect();
             for (seq, size, flags, owers) in owed {
-                d.add_offline(seq, size);
+                d.offline.insert(seq, size);
                 self.log.set_header(seq, flags, owers.saturating_add(1));
             }
         }
@@ -467,7 +500,7 @@ impl Mailbox {
                 self.unowe(seq, false);
             } else {
                 let size = m.stanza.len();
-                self.devices[di].add_offline(seq, size);
+                self.devices[di].offline.insert(seq, size);
                 moved += 1;
             }
         }
@@ -480,7 +513,7 @@ impl Mailbox {
         let owed = self.devices[di].pending.remove(seq).is_some()
             || (self.devices[di].offline.contains(seq) && {
                 let size = self.stanza_size(seq);
-                self.devices[di].remove_offline(seq, size)
+                self.devices[di].offline.remove(seq, size)
             });
         if owed {
             self.unowe(seq, true);
@@ -574,7 +607,7 @@ impl Mailbox {
                     } else if volatile {
                         continue;
                     } else {
-                        d.add_offline(seq, stanza.len());
+                        d.offline.insert(seq, stanza.len());
                     }
                     owers = owers.saturating_add(1);
                 }
@@ -603,7 +636,7 @@ impl Mailbox {
                 let size = self.stanza_size(seq);
                 for d in &mut self.devices {
                     if d.pending.remove(seq).is_none() {
-                        d.remove_offline(seq, size);
+                        d.offline.remove(seq, size);
                     }
                 }
                 let had = self.log.get(seq).is_some();

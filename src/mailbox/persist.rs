@@ -209,18 +209,19 @@ impl Mailbox {
         if self.log.first().is_some_and(|m| m.seq == 0) {
             return Err("a message has seq 0, which pages and `first` read as none".into());
         }
-        let name_ok = |n: &[u8]| !n.is_empty() && n.len() <= 256;
         let mut owing: hashbrown::HashMap<u64, u64> = hashbrown::HashMap::new();
         for d in &self.devices {
-            if !name_ok(d.name()) || !name_ok(d.node()) {
-                return Err("a device or node name is empty or longer than 256 bytes".into());
+            if d.name().is_empty() || d.name().len() > super::MAX_NAME {
+                return Err("a device name is empty or longer than 256 bytes".into());
             }
-            if !d
-                .node()
-                .iter()
-                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
-            {
-                return Err("a node name holds a byte outside A-Z a-z 0-9 . _ : -".into());
+            match super::check_node(d.node()) {
+                Ok(()) => {}
+                Err(super::BadNode::Bytes) => {
+                    return Err("a node name is not 1 to 256 bytes of A-Z a-z 0-9 . _ : -".into())
+                }
+                Err(super::BadNode::Reserved) => {
+                    return Err("a node name is one of the module's own channels".into())
+                }
             }
             let (mut count, mut bytes) = (0u64, 0u64);
             for (s, e) in d.offline.ranges() {

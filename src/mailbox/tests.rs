@@ -812,7 +812,7 @@ fn a_device_stays_small() {
     let mut d = Device::new(b"tablet", b"n1", true, 7);
     assert_eq!((d.name(), d.node()), (&b"tablet"[..], &b"n1"[..]));
     assert_eq!((d.heap_bytes(), d.online(), d.last_seen()), (8, true, 7));
-    d.add_offline(10, 190);
+    d.offline.insert(10, 190);
     assert_eq!(
         (d.offline_count(), d.offline_bytes(), d.heap_bytes()),
         (1, 190, 8)

@@ -66,21 +66,6 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Option<Mailbox> {
         log::warning(&format!("redis-im: a mailbox refused on load: {why}"));
         return None;
     }
-    // A node named after one of the module's own channels would send the
-    // device's events (a resend carries its stanza) where push services
-    // and archivers listen: refused as `IM.CONNECT` refuses it (the
-    // node's bytes `consistent` checked).
-    if let Some(d) = mb
-        .devices
-        .iter()
-        .find(|d| crate::events::RESERVED_NODE_NAMES.contains(&d.node()))
-    {
-        log::warning(&format!(
-            "redis-im: a mailbox refused on load: a device's node '{}' is reserved (the module's own channel)",
-            log::escape(d.node(), 64)
-        ));
-        return None;
-    }
     Some(mb)
 }
 

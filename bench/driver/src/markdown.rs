@@ -117,7 +117,13 @@ fn targets(w: &mut String, r: &Results) {
         w,
         "## Targets\n\n| target | measured | ratio | goal | result |\n|---|---|---:|---|---|"
     );
-    for t in &r.targets {
+    verdict_rows(w, &r.targets);
+}
+
+/// One table row per target or goal: what it is, what was measured, the
+/// ratio, the goal and PASS or FAIL.
+fn verdict_rows(w: &mut String, rows: &[Target]) {
+    for t in rows {
         let _ = writeln!(
             w,
             "| {} | {} | {:.2} | {} | **{}** |",
@@ -147,17 +153,7 @@ fn goals(w: &mut String, r: &Results) {
          where redis-im comes closest to it.\n\n\
          | goal | measured | ratio | goal | result |\n|---|---|---:|---|---|"
     );
-    for t in &r.goals {
-        let _ = writeln!(
-            w,
-            "| {} | {} | {:.2} | {} | **{}** |",
-            md_cell(&t.name),
-            md_cell(&t.measured),
-            t.ratio,
-            t.goal,
-            if t.pass { "PASS" } else { "FAIL" }
-        );
-    }
+    verdict_rows(w, &r.goals);
 }
 
 /// The single stores' rows: label and commands per operation.
