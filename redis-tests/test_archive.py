@@ -228,10 +228,11 @@ def test_retention_at_scale_keeps_within_the_budget(make_server):
     load(args=["user:", 1000, 100, message(None, body="x" * 40)])
     wait_for(lambda: stats(r)["im_archive_queue"] == 100_000, timeout=60,
              what="every message to be queued")
-    # The budget plus one visit, the documented slack (a busy machine
-    # stretches both alike).
+    # The budget plus one visit, the documented slack, on the run's CPU
+    # time: a run preempted outside a visit counts wall time it did not
+    # spend.
     info = stats(r)
-    assert info["im_sweep_longest_us"] <= 1000 + info["im_sweep_longest_visit_us"] + 100, info
+    assert info["im_sweep_longest_cpu_us"] <= 1000 + info["im_sweep_longest_visit_us"] + 100, info
     assert_digests_equal(primary, replica, [f"user:{i}" for i in (1, 500, 1000)])
 
 

@@ -517,9 +517,10 @@ def test_a_backlog_drains_in_runs_within_the_budget(make_server, effort):
     seconds, and it does not drain within the deadline. No run takes more
     than its budget plus one mailbox's visit (the documented slack: a run
     starts a visit only while the longest visit so far still fits), checked
-    against the longest visit the module measured (`sweep_longest_visit_us`),
-    so that a machine busy with other processes, which stretches both,
-    does not make the test fail."""
+    on the run's CPU time (`sweep_longest_cpu_us`) against the longest visit
+    the module measured (`sweep_longest_visit_us`), so that a machine busy
+    with other processes, which stretches wall time, does not make the test
+    fail."""
     n = 50_000
     s = make_server(module_args={"sweep-interval": 0, "ack-timeout": 100, "resend-interval": 0,
                                  "sweep-effort": effort, "push-events": "no"})
@@ -545,4 +546,7 @@ def test_a_backlog_drains_in_runs_within_the_budget(make_server, effort):
         assert info["im_sweep_lag_ms"] == 0
     else:
         assert info["im_expired"] < n, "drained at 1 % effort: the effort setting does nothing"
-    assert info["im_sweep_longest_us"] <= 1000 + info["im_sweep_longest_visit_us"] + 100, info
+    # On the run's CPU time: a run preempted between two visits, or after
+    # its last, counts wall time it did not spend (seen once as 1,675 µs
+    # with a longest visit of 155 µs on a shared two-core machine).
+    assert info["im_sweep_longest_cpu_us"] <= 1000 + info["im_sweep_longest_visit_us"] + 100, info
