@@ -177,6 +177,13 @@ impl Label {
         unsafe { std::slice::from_raw_parts(self.base(), len) }
     }
 
+    /// Asks the CPU to fetch the name and the node (a hint: nothing is
+    /// read).
+    #[inline]
+    pub fn prefetch(&self) {
+        super::prefetch_address(self.base());
+    }
+
     /// The name and the node (empty for the default node).
     pub fn parts(&self) -> (&[u8], &[u8]) {
         (self.name(), self.node())

@@ -284,24 +284,30 @@ impl Mailbox {
     }
 
     /// Asks the CPU to start fetching the mailbox itself (a few cache
-    /// lines), so that the fetch runs while the command does work of its
-    /// own (a store parses its stanza) instead of stalling the first read.
+    /// lines), then the device table and the log's last chunk, whose
+    /// addresses are in those lines, so that the fetches run while the
+    /// command does work of its own (a store parses its stanza) instead of
+    /// stalling the first reads. Reading the two addresses waits for the
+    /// mailbox's lines, but nothing after it waits for those reads.
     pub fn prefetch_self(&self) {
         let p = (self as *const Mailbox).cast::<u8>();
         for at in (0..std::mem::size_of::<Mailbox>()).step_by(64) {
             prefetch_address(p.wrapping_add(at));
         }
-    }
-
-    /// Asks the CPU to start fetching what storing one more message will
-    /// write: the online devices' pending tails and the log's tail. The
-    /// device table and the log's last chunk are asked for together before
-    /// either is read, so that their fetches overlap.
-    pub fn prefetch_for_store(&self) {
         prefetch(self.devices.first());
         self.log.prefetch_last_chunk();
-        for d in self.devices.iter().filter(|d| d.online()) {
-            d.pending.prefetch_back();
+    }
+
+    /// After [`Mailbox::prefetch_self`]: asks the CPU to start fetching
+    /// what storing one more message reads and writes: every device's
+    /// name (matched against `DEVICES`, named in push hints), the online
+    /// devices' pending tails and the log's tail.
+    pub fn prefetch_for_store(&self) {
+        for d in &self.devices {
+            d.label.prefetch();
+            if d.online() {
+                d.pending.prefetch_back();
+            }
         }
         self.log.prefetch_tail();
     }
