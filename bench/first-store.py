@@ -3,7 +3,8 @@
 two builds (or one build under two settings) side by side.
 
     python3 bench/first-store.py A.so B.so [--mode pending|offline]
-        [--users 100000] [--rounds 8] [--b-config NAME=VALUE ...]
+        [--users 100000] [--rounds 8] [--config NAME=VALUE ...]
+        [--b-config NAME=VALUE ...]
 
 One server per side, both running for the whole comparison. Every round,
 each side in turn (the order alternating): FLUSHALL, `--users` users
@@ -12,7 +13,7 @@ registered (one device `phone`, online for `pending`, disconnected for
 users on random users (`DEVICES 1 phone` for `pending`), and INFO
 commandstats' usec_per_call of `im.store`. Most stores are thus a
 mailbox's first, which is what a service with many users and few messages
-does most. `--b-config` sets a setting on side B only: with the same build
+does most. `--config` sets a setting on both sides, `--b-config` on side B only: with the same build
 on both sides it measures what the setting costs (`--b-config
 im.retention=0` leaves out the schedule's move on a first offline
 message). Prints each round, the medians, and in how many rounds B was
@@ -49,6 +50,7 @@ def main():
     ap.add_argument("--mode", choices=("pending", "offline"), default="offline")
     ap.add_argument("--users", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--config", action="append", default=[], metavar="NAME=VALUE")
     ap.add_argument("--b-config", action="append", default=[], metavar="NAME=VALUE")
     opts = ap.parse_args()
     args = ["IM.STORE", "user:__rand_int__", STANZA]
@@ -58,9 +60,10 @@ def main():
     with contextlib.ExitStack() as stack:
         sides = {"A": stack.enter_context(server(os.path.abspath(opts.a))),
                  "B": stack.enter_context(server(os.path.abspath(opts.b)))}
-        for setting in opts.b_config:
-            name, _, value = setting.partition("=")
-            sides["B"][0].config_set(name, value)
+        for side, settings in (("A", opts.config), ("B", opts.config + opts.b_config)):
+            for setting in settings:
+                name, _, value = setting.partition("=")
+                sides[side][0].config_set(name, value)
         for i in range(opts.rounds):
             for side in ("A", "B") if i % 2 == 0 else ("B", "A"):
                 r, port = sides[side]
