@@ -25,22 +25,10 @@ import os
 import statistics
 import subprocess
 
-from local_server import server
+from local_server import register_users, server
 
 STANZA = ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' "
           "type='chat' id='x__rand_int__'><body>" + "x" * 60 + "</body></message>")
-
-
-def setup(r, users, offline):
-    r.flushall()
-    pipe = r.pipeline(transaction=False)
-    for i in range(users):
-        pipe.execute_command("IM.CONNECT", f"user:{i:012d}", "phone", "NODE", "n1")
-        if offline:
-            pipe.execute_command("IM.DISCONNECT", f"user:{i:012d}", "phone")
-        if i % 5000 == 4999:
-            pipe.execute()
-    pipe.execute()
 
 
 def main():
@@ -67,7 +55,8 @@ def main():
         for i in range(opts.rounds):
             for side in ("A", "B") if i % 2 == 0 else ("B", "A"):
                 r, port = sides[side]
-                setup(r, opts.users, opts.mode == "offline")
+                r.flushall()
+                register_users(r, opts.users, opts.mode == "offline")
                 r.config_resetstat()
                 subprocess.run(["redis-benchmark", "-p", str(port), "-c", "32", "-P", "16",
                                 "-n", str(opts.users), "-r", str(opts.users), "-q", *args],

@@ -1,6 +1,6 @@
 """A throwaway redis-server with the module loaded, for the quick
 comparison scripts beside it (bench/store-server-time.py,
-bench/mailbox-memory.py)."""
+bench/first-store.py, bench/mailbox-memory.py), and the users they store to."""
 import contextlib
 import socket
 import subprocess
@@ -27,6 +27,20 @@ def set_if_known(r, name, value):
         r.config_set(name, value)
     except redis.ResponseError:
         pass
+
+
+def register_users(r, count, offline):
+    """Users `user:000000000000` ... (`count` of them), each with one device
+    `phone` on node `n1`, online, or disconnected with `offline`; the
+    benchmarks' `user:__rand_int__` names them."""
+    pipe = r.pipeline(transaction=False)
+    for i in range(count):
+        pipe.execute_command("IM.CONNECT", f"user:{i:012d}", "phone", "NODE", "n1")
+        if offline:
+            pipe.execute_command("IM.DISCONNECT", f"user:{i:012d}", "phone")
+        if i % 5000 == 4999:
+            pipe.execute()
+    pipe.execute()
 
 
 @contextlib.contextmanager

@@ -19,20 +19,10 @@ import os
 import statistics
 import subprocess
 
-
-from local_server import server, set_if_known
+from local_server import register_users, server, set_if_known
 
 STANZA = ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' "
           "type='chat' id='x__rand_int__'><body>" + "x" * 60 + "</body></message>")
-def users(r, offline, count):
-    pipe = r.pipeline()
-    for i in range(count):
-        pipe.execute_command("IM.CONNECT", f"user:{i:012d}", "phone", "NODE", "n1")
-        if offline:
-            pipe.execute_command("IM.DISCONNECT", f"user:{i:012d}", "phone")
-        if i % 5000 == 4999:
-            pipe.execute()
-    pipe.execute()
 
 
 def one_run(module, opts):
@@ -52,10 +42,10 @@ def one_run(module, opts):
 
         bench("HSET", ["HSET", "OGM:__rand_int__", "STANZA", STANZA, "CREATIONDATE", "1732690028123"])
         r.flushall()
-        users(r, offline=False, count=opts.users)
+        register_users(r, opts.users, offline=False)
         bench("IM.STORE pending", ["IM.STORE", "user:__rand_int__", STANZA, "DEVICES", "1", "phone"])
         r.flushall()
-        users(r, offline=True, count=opts.users)
+        register_users(r, opts.users, offline=True)
         bench("IM.STORE offline", ["IM.STORE", "user:__rand_int__", STANZA])
         return out
 
