@@ -25,7 +25,7 @@ pub struct Pending {
 /// by last send. A device with nothing pending holds no allocation (a
 /// pointer's worth of the device); one delivery, the usual case (a session
 /// acks each message before the next one comes), is one allocation of
-/// 72 bytes; from two on, the two sorted deques.
+/// 64 bytes; from two on, the two sorted deques.
 #[derive(Default, Debug, PartialEq, Eq)]
 pub struct Deliveries {
     /// `None` while nothing is pending.
@@ -363,7 +363,7 @@ mod tests {
         assert_eq!(d.heap_bytes(), 0);
         d.insert(7, p(10));
         assert_eq!(d.heap_bytes(), std::mem::size_of::<Inner>());
-        assert!(std::mem::size_of::<Inner>() <= 72);
+        assert!(std::mem::size_of::<Inner>() <= 64);
         assert_eq!(
             (d.len(), d.oldest(), d.least_recently_sent()),
             (1, Some((10, 7)), Some((10, 7)))
