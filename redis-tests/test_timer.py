@@ -115,6 +115,7 @@ def test_resends_then_one_kick(make_server, subscribe):
     assert after["im_sweep_last_us"] >= 0
     assert after["im_sweep_longest_us"] >= after["im_sweep_last_us"]
     assert after["im_sweep_longest_us"] > 0
+    assert 0 <= after["im_sweep_last_cpu_us"] <= after["im_sweep_longest_cpu_us"]
 
 
 # ---------------------------------------------------------------- 2. ack / disconnect before the deadline
@@ -546,6 +547,8 @@ def test_a_backlog_drains_in_runs_within_the_budget(make_server, effort):
         assert info["im_sweep_lag_ms"] == 0
     else:
         assert info["im_expired"] < n, "drained at 1 % effort: the effort setting does nothing"
+        # Still behind: the last run was a whole budget's work.
+        assert 0 < info["im_sweep_last_cpu_us"] <= info["im_sweep_longest_cpu_us"], info
     # On the run's CPU time: a run preempted between two visits, or after
     # its last, counts wall time it did not spend (seen once as 1,675 µs
     # with a longest visit of 155 µs on a shared two-core machine).

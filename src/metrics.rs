@@ -37,6 +37,7 @@ metrics! {
     SWEEP_LONGEST_US => "sweep_longest_us",
     SWEEP_US => "sweep_us_total",
     SWEEP_LONGEST_CPU_US => "sweep_longest_cpu_us",
+    SWEEP_LAST_CPU_US => "sweep_last_cpu_us",
     SWEEP_LONGEST_VISIT_US => "sweep_longest_visit_us",
     SWEEP_LAG_MS => "sweep_lag_ms",
     SCHEDULE_SIZE => "schedule_size",

@@ -108,7 +108,9 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
     r.next = timer::next_due().map_or(-1, |d| (d - now).max(0));
     r.lag = timer::lag_ms(now);
     let us = start.elapsed().as_micros() as i64;
-    metrics::SWEEP_LONGEST_CPU_US.fetch_max(thread_cpu_us() - cpu_start, Relaxed);
+    let cpu_us = thread_cpu_us() - cpu_start;
+    metrics::SWEEP_LAST_CPU_US.store(cpu_us, Relaxed);
+    metrics::SWEEP_LONGEST_CPU_US.fetch_max(cpu_us, Relaxed);
     metrics::add(&metrics::SWEEP_RUNS, 1);
     metrics::add(&metrics::SWEEP_US, us);
     metrics::SWEEP_LAST_US.store(us, Relaxed);

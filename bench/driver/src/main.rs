@@ -1084,6 +1084,7 @@ impl Suite {
         self.res.sweep.timer_runs = runs;
         self.res.sweep.timer_resent = resent;
         self.res.sweep.timer_max_us = on.run_max_us;
+        self.res.sweep.timer_max_cpu_us = on.run_max_cpu_us;
         self.res.sweep.timer_p50_us = on.run_p50_us;
         self.res.sweep.timer_p99_us = on.run_p99_us;
         self.res.sweep.runs_per_sec = on.runs_per_sec;
@@ -1163,10 +1164,11 @@ impl Suite {
         };
         let poller = {
             let stop = stop.clone();
-            std::thread::spawn(move || -> io::Result<(Vec<f64>, Vec<Instant>)> {
+            std::thread::spawn(move || -> io::Result<(Vec<f64>, Vec<f64>, Vec<Instant>)> {
                 let mut c = Conn::connect(port)?;
                 let mut prev = c.info_i64("im", "im_sweep_runs")?;
                 let mut seen = Vec::new();
+                let mut seen_cpu = Vec::new();
                 let mut when = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(5));
@@ -1175,13 +1177,14 @@ impl Suite {
                     let runs = get("im_sweep_runs");
                     if runs == prev + 1 {
                         seen.push(get("im_sweep_last_us") as f64);
+                        seen_cpu.push(get("im_sweep_last_cpu_us") as f64);
                     }
                     for _ in prev..runs {
                         when.push(Instant::now());
                     }
                     prev = runs;
                 }
-                Ok((seen, when))
+                Ok((seen, seen_cpu, when))
             })
         };
         let mut t = self.traffic(Kind::ImCycle, true, upc, plan.conns);
@@ -1194,7 +1197,7 @@ impl Suite {
         };
         stop.store(true, Ordering::Relaxed);
         let rtts = probe.join().map_err(|_| fail("probe panicked"))??;
-        let (runs, when) = poller.join().map_err(|_| fail("poller panicked"))??;
+        let (runs, runs_cpu, when) = poller.join().map_err(|_| fail("poller panicked"))??;
         let st = st?;
         let close_runs = when
             .windows(2)
@@ -1230,6 +1233,7 @@ impl Suite {
             probe_max_ms: rtts.iter().cloned().fold(0.0, f64::max),
             probe_p99_ms: percentile(&rtts, 99.0),
             run_max_us: runs.iter().cloned().fold(0.0, f64::max) as i64,
+            run_max_cpu_us: runs_cpu.iter().cloned().fold(0.0, f64::max) as i64,
             run_p50_us: percentile(&runs, 50.0) as i64,
             run_p99_us: percentile(&runs, 99.0) as i64,
             runs_seen: runs.len() as u64,
@@ -1366,6 +1370,8 @@ struct StallSample {
     probe_max_ms: f64,
     probe_p99_ms: f64,
     run_max_us: i64,
+    /// The longest run seen in the CPU time it used (`im_sweep_last_cpu_us`).
+    run_max_cpu_us: i64,
     run_p50_us: i64,
     run_p99_us: i64,
     runs_seen: u64,

@@ -680,12 +680,17 @@ fn timer_rows(w: &mut String, sw: &SweepRes, st: &StallRes) {
     );
     let _ = writeln!(
         w,
-        "| timer runs' durations (`im_sweep_last_us` polled every 5 ms; {} of {} runs seen): median / p99 / longest | {} / {} / {} µs |",
+        "| timer runs' durations (`im_sweep_last_us` polled every 5 ms; {} of {} runs seen): median / p99 / longest | {} / {} / {} µs{} |",
         sw.timer_runs_seen,
         sw.timer_runs,
         thousands(sw.timer_p50_us as f64),
         thousands(sw.timer_p99_us as f64),
-        thousands(sw.timer_max_us as f64)
+        thousands(sw.timer_max_us as f64),
+        if sw.timer_max_cpu_us > 0 {
+            format!(" (longest in CPU time, `im_sweep_last_cpu_us`: {} µs)", thousands(sw.timer_max_cpu_us as f64))
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         w,

@@ -168,6 +168,7 @@ fn full() -> Results {
         timer_runs_seen: 49,
         timer_resent: 42_752,
         timer_max_us: 974,
+        timer_max_cpu_us: 951,
         timer_p50_us: 931,
         timer_p99_us: 974,
         runs_per_sec: 49.0 / 4.9512,

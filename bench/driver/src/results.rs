@@ -250,6 +250,11 @@ pub struct SweepRes {
     pub timer_runs_seen: u64,
     pub timer_resent: i64,
     pub timer_max_us: i64,
+    /// The longest run seen in the CPU time it used (0 in results from
+    /// before the module reported it: the budget is then judged on wall
+    /// time).
+    #[serde(default)]
+    pub timer_max_cpu_us: i64,
     pub timer_p50_us: i64,
     pub timer_p99_us: i64,
     #[serde(deserialize_with = "nan_if_null")]
@@ -955,15 +960,32 @@ impl Results {
     fn timer_targets(&self) -> Vec<Target> {
         let s = &self.sweep;
         let stall = self.stall_ms();
-        vec![
-            Target::at_most(
-                "timer run ≤ 1.2× sweep-budget",
-                s.timer_max_us as f64 / s.budget_us as f64,
-                1.2,
+        // The budget is the module's: judged on the CPU time a run used,
+        // since a run the system preempted is longer in wall time only.
+        // What clients wait for is the stall, below, in wall time.
+        let (run_us, run) = if s.timer_max_cpu_us > 0 {
+            (
+                s.timer_max_cpu_us,
+                format!(
+                    "longest of {} runs {} µs of CPU ({} µs wall time), budget {} µs",
+                    s.timer_runs_seen, s.timer_max_cpu_us, s.timer_max_us, s.budget_us
+                ),
+            )
+        } else {
+            (
+                s.timer_max_us,
                 format!(
                     "longest of {} runs {} µs, budget {} µs",
                     s.timer_runs_seen, s.timer_max_us, s.budget_us
                 ),
+            )
+        };
+        vec![
+            Target::at_most(
+                "timer run ≤ 1.2× sweep-budget",
+                run_us as f64 / s.budget_us as f64,
+                1.2,
+                run,
             ),
             Target::at_most(
                 "timer stall ≤ 2 ms",
