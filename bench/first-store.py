@@ -32,7 +32,7 @@ STANZA = ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("a")
     ap.add_argument("b")
     ap.add_argument("--mode", choices=("pending", "offline"), default="offline")

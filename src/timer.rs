@@ -203,17 +203,27 @@ pub fn fired() {
     LAST_RUN.store(server::now_ms(), Relaxed);
 }
 
-/// The gap between runs (ms) while the timer is behind: a run of up to
-/// `sweep-budget` µs then a pause, so that the runs take at most
-/// `sweep-effort` % of the time (SPEC §5: while due work is overdue the
-/// timer runs sooner and more often, up to a set share of the CPU, as
-/// Redis's own active expiry does with `active-expire-effort`). 25 % and
-/// 1,000 µs: a run every 4 ms, 3 ms apart.
+/// The gap between runs (ms) while the timer is behind, counted from one
+/// run's start to the next one's (a run is noted when it fires, before its
+/// work: [`fired`]): `sweep-budget` µs of work every `budget × 100 /
+/// effort` µs, so that the runs take at most `sweep-effort` % of the time
+/// (SPEC §5: while due work is overdue the timer runs sooner and more
+/// often, up to a set share of the CPU, as Redis's own active expiry does
+/// with `active-expire-effort`). 25 % and 1,000 µs: a run every 4 ms, 3 ms
+/// apart.
 pub fn catch_up_gap_ms() -> i64 {
-    let effort = config::get(&config::SWEEP_EFFORT).clamp(1, 100);
-    let budget_us = config::get(&config::SWEEP_BUDGET).max(1);
-    let gap_us = budget_us.saturating_mul(100 - effort) / effort;
-    (gap_us + 999) / 1000
+    catch_up_gap(
+        config::get(&config::SWEEP_BUDGET),
+        config::get(&config::SWEEP_EFFORT),
+    )
+}
+
+/// [`catch_up_gap_ms`] for a budget (µs) and an effort (%, clamped to
+/// 1–100): the ms, rounded up, in which a budget's work is that share.
+fn catch_up_gap(budget_us: i64, effort: i64) -> i64 {
+    let effort = effort.clamp(1, 100);
+    let period_us = budget_us.max(1).saturating_mul(100) / effort;
+    period_us.saturating_add(999) / 1000
 }
 
 /// Notes whether the run that just ended left due work undone, and
@@ -243,4 +253,24 @@ pub fn runs_here(ctx: &Context) -> bool {
 /// Most µs of work per timer run (`sweep-budget`).
 pub fn budget_us() -> u64 {
     config::get(&config::SWEEP_BUDGET).max(1) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::catch_up_gap;
+
+    /// A run of `budget` µs every gap makes the share `effort` %: the gap
+    /// is counted from one run's start to the next.
+    #[test]
+    fn the_catch_up_gap_makes_the_effort_a_share_of_the_time() {
+        assert_eq!(catch_up_gap(1000, 25), 4);
+        assert_eq!(catch_up_gap(1000, 50), 2);
+        assert_eq!(catch_up_gap(1000, 100), 1);
+        assert_eq!(catch_up_gap(1000, 1), 100);
+        assert_eq!(catch_up_gap(1000, 0), 100, "clamped to 1 %");
+        assert_eq!(catch_up_gap(1000, 1000), 1, "clamped to 100 %");
+        assert_eq!(catch_up_gap(2500, 30), 9, "8,334 µs, rounded up");
+        assert_eq!(catch_up_gap(0, 25), 1);
+        assert_eq!(catch_up_gap(i64::MAX, 1), i64::MAX / 1000);
+    }
 }

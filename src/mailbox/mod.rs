@@ -103,8 +103,9 @@ pub fn prefetch_address(p: *const u8) {
 /// One client installation of the user (SPEC §1: an XMPP resource or a
 /// device id), registered in the mailbox by `IM.CONNECT`, an ack or a store
 /// that names it. 40 bytes, and no allocation beyond its label's names
-/// while it owes nothing, one pending message's queues or one run of
-/// offline messages (docs/DESIGN.md, "Memory layout of a mailbox").
+/// while it owes nothing or one run of offline messages; one pending
+/// delivery adds one 64-byte allocation (docs/DESIGN.md, "Memory layout of
+/// a mailbox").
 #[derive(Debug, PartialEq, Eq)]
 pub struct Device {
     /// Its name ([`Device::name`]), its node's name ([`Device::node`];
