@@ -28,7 +28,7 @@ import subprocess
 from local_server import register_users, server
 
 STANZA = ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' "
-          "type='chat' id='x__rand_int__'><body>" + "x" * 60 + "</body></message>")
+          "type='chat' id='x__rand_int__-__rand_int__-__rand_int__'><body>" + "x" * 60 + "</body></message>")
 
 
 def main():
