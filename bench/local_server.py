@@ -29,6 +29,19 @@ def set_if_known(r, name, value):
         pass
 
 
+def chat_stanza(message_id):
+    """The benchmarks' chat message, `message_id` its id (a
+    redis-benchmark placeholder, or a `str.format` field)."""
+    return ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' "
+            f"type='chat' id='{message_id}'><body>" + "x" * 60 + "</body></message>")
+
+
+# A stanza's id for redis-benchmark: three random numbers, so that ids
+# seldom repeat in a mailbox (a repeated id is a duplicate, which stores
+# nothing).
+RANDOM_ID = "x__rand_int__-__rand_int__-__rand_int__"
+
+
 def register_users(r, count, offline):
     """Users `user:000000000000` ... (`count` of them), each with one device
     `phone` on node `n1`, online, or disconnected with `offline`; the

@@ -16,10 +16,9 @@ each), with the device offline (or online with --pending).
 import argparse
 import os
 
-from local_server import server
+from local_server import chat_stanza, server
 
-STANZA = ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' "
-          "type='chat' id='x{:07d}'><body>" + "x" * 60 + "</body></message>")
+STANZA = chat_stanza("x{:07d}")
 
 
 def run(module, users, per_user, pending):

@@ -21,10 +21,9 @@ import os
 import statistics
 import subprocess
 
-from local_server import register_users, server, set_if_known
+from local_server import RANDOM_ID, chat_stanza, register_users, server, set_if_known
 
-STANZA = ("<message xmlns='jabber:client' from='bob@example.com/phone' to='alice@example.com' "
-          "type='chat' id='x__rand_int__-__rand_int__-__rand_int__'><body>" + "x" * 60 + "</body></message>")
+STANZA = chat_stanza(RANDOM_ID)
 
 
 def one_run(module, opts):

@@ -212,10 +212,7 @@ pub fn fired() {
 /// with `active-expire-effort`). 25 % and 1,000 µs: a run every 4 ms, 3 ms
 /// apart.
 pub fn catch_up_gap_ms() -> i64 {
-    catch_up_gap(
-        config::get(&config::SWEEP_BUDGET),
-        config::get(&config::SWEEP_EFFORT),
-    )
+    catch_up_gap(budget_us() as i64, config::get(&config::SWEEP_EFFORT))
 }
 
 /// [`catch_up_gap_ms`] for a budget (µs) and an effort (%, clamped to
