@@ -138,7 +138,7 @@ fn timer_findings(ctx: &Context, out: &mut Vec<Finding>) -> serde_json::Value {
     let interval = config::get(&config::SWEEP_INTERVAL);
     let budget = config::get(&config::SWEEP_BUDGET);
     let now = server::now_ms();
-    let lag = timer::next_due().map_or(0, |d| (now - d).max(0));
+    let lag = timer::lag_ms(now);
     let primary = server::is_primary(ctx);
     if primary && interval == 0 && lag > 0 {
         out.push(Finding {

@@ -37,8 +37,6 @@ pub struct Report {
     pub forgotten: u64,
     /// Idle mailboxes evicted.
     pub evicted: u64,
-    /// ms until the next due work, -1 when none.
-    pub next: i64,
     /// How overdue the earliest deadline still is after the run (ms): the
     /// timer's lag (SPEC §5); 0 when it caught up.
     pub lag: i64,
@@ -53,9 +51,7 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
         // A pause may hand slots over (an atomic slot migration's
         // handover): which ones are this node's is read again after it.
         cluster::invalidate();
-        let now = server::now_ms();
-        r.next = timer::next_due().map_or(-1, |d| (d - now).max(0));
-        r.lag = timer::lag_ms(now);
+        r.lag = timer::lag_ms(server::now_ms());
         metrics::add(&metrics::SWEEPS_PAUSED, 1);
         return r;
     }
@@ -104,9 +100,7 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
         metrics::SWEEP_LONGEST_VISIT_US.fetch_max(longest_visit as i64, Relaxed);
     }
     drop(keep_db);
-    let now = server::now_ms();
-    r.next = timer::next_due().map_or(-1, |d| (d - now).max(0));
-    r.lag = timer::lag_ms(now);
+    r.lag = timer::lag_ms(server::now_ms());
     let us = start.elapsed().as_micros() as i64;
     let cpu_us = thread_cpu_us() - cpu_start;
     metrics::SWEEP_LAST_CPU_US.store(cpu_us, Relaxed);

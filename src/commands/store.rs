@@ -9,7 +9,7 @@ use crate::keyspace::{self, Propagate, Writer};
 use crate::mailbox::store::{self, Limits, Plan, Request};
 use crate::mailbox::{MAX_DEVICES, MAX_ID};
 use crate::reply::{self, error, Reply};
-use crate::{metrics, server, stanza};
+use crate::{metrics, server, stanza, timer};
 use redis_module::{Context, RedisString};
 use smallvec::SmallVec;
 
@@ -113,6 +113,10 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Answer {
     let parsed = stanza::parse(raw).map_err(error)?;
     if let Some(m) = w.mailbox() {
         m.prefetch_for_store();
+        if m.log.is_empty() {
+            // A first message moves the mailbox's schedule entry.
+            timer::prefetch_entry(m);
+        }
     }
     let now = server::now_ms();
     let request = Request {

@@ -2,7 +2,7 @@
 
 use super::{is, parse_u64, unknown_option, Answer};
 use crate::reply::{error, Reply};
-use crate::{server, sweep};
+use crate::{server, sweep, timer};
 use redis_module::{Context, RedisString};
 
 /// Does the timer's due work now, on this node, with no time budget (at
@@ -23,6 +23,8 @@ pub fn sweep(ctx: &Context, args: &[RedisString]) -> Answer {
         ));
     }
     let r = sweep::run(ctx, None, limit);
+    let now = server::now_ms();
+    let next = timer::next_due().map_or(-1, |d| (d - now).max(0));
     Ok(Reply::Map(vec![
         ("resent", r.resent.into()),
         ("expired", r.expired.into()),
@@ -30,7 +32,7 @@ pub fn sweep(ctx: &Context, args: &[RedisString]) -> Answer {
         ("archived", r.archived.into()),
         ("dropped", r.dropped.into()),
         ("forgotten", r.forgotten.into()),
-        ("next", Reply::Int(r.next)),
+        ("next", Reply::Int(next)),
         ("lag", Reply::Int(r.lag)),
     ]))
 }

@@ -36,7 +36,7 @@ pub fn subscribe(ctx: &Context, slot_migration: bool) -> bool {
             return false;
         }
     }
-    let events: [(u64, raw::RedisModuleEventCallback); 7] = [
+    let events: [(u64, raw::RedisModuleEventCallback); 8] = [
         (raw::REDISMODULE_EVENT_LOADING, Some(on_loading)),
         (raw::REDISMODULE_EVENT_FLUSHDB, Some(on_flush)),
         (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb)),
@@ -45,6 +45,7 @@ pub fn subscribe(ctx: &Context, slot_migration: bool) -> bool {
             Some(on_role_changed),
         ),
         (raw::REDISMODULE_EVENT_CONFIG, Some(on_config_changed)),
+        (raw::REDISMODULE_EVENT_CRON_LOOP, Some(on_cron)),
         (
             raw::REDISMODULE_EVENT_FORK_CHILD,
             Some(on_propagation_event),
@@ -149,6 +150,24 @@ unsafe extern "C" fn on_swapdb(
         "rebuilding the schedule after SWAPDB",
         || (),
         || rebuild(&ctx),
+    );
+}
+
+/// A server cron tick (`hz` times a second), on every node: the
+/// schedule's upkeep.
+///
+/// # Safety
+/// Called by the server on its main thread.
+unsafe extern "C" fn on_cron(
+    _ctx: *mut raw::RedisModuleCtx,
+    _eid: raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut c_void,
+) {
+    guard(
+        "the schedule's upkeep",
+        || (),
+        || timer::upkeep(server::now_ms()),
     );
 }
 
