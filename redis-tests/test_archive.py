@@ -68,6 +68,22 @@ def test_aged_messages_are_queued_leased_and_acked(make_server):
     assert_digests_equal(primary, replica, ["alice"])
 
 
+def test_a_message_stored_after_the_rest_were_queued_ages_on_time(make_server):
+    """Every message of a mailbox is in the archive queue (the archiver is
+    behind), and a new one arrives: retention counts only messages still
+    held, so the new one sets the mailbox's deadline, and is queued in its
+    turn, not a month later when `mailbox-idle` comes."""
+    s = make_server(module_args={**AGE, "device-idle": 0})
+    r = s.client()
+    r.execute_command("IM.CONNECT", "ivy", "phone", "NODE", "n1")
+    r.execute_command("IM.DISCONNECT", "ivy", "phone")
+    r.execute_command("IM.STORE", "ivy", message("m1"))
+    wait_for(lambda: info(r, "ivy")["queued"] == 1, what="the first message to be queued")
+    r.execute_command("IM.STORE", "ivy", message("m2"))
+    wait_for(lambda: info(r, "ivy")["queued"] == 2, timeout=5, what="the second message to be queued")
+    assert as_map(r.execute_command("IM.OFFLINE.INFO", "ivy", "phone"))["count"] == 0
+
+
 def test_without_archive_aged_messages_are_deleted_and_counted(make_server):
     primary, replica = pair(make_server, {**AGE, "archive": "no"})
     r = primary.client()

@@ -65,12 +65,13 @@ impl Mailbox {
     /// not be touched: stores appended to a non-empty log, each pending
     /// only on devices that already wait for an older delivery. A new
     /// delivery goes behind those (its seq and time are the highest), so
-    /// the oldest and least recently sent ones stay; the log's head and
-    /// every device's last-seen time stay as well. False whenever the
-    /// mailbox's schedule entry is not known.
+    /// the oldest and least recently sent ones stay; the oldest message
+    /// retention counts (one not queued for the archive: the log must
+    /// hold one already) and every device's last-seen time stay as well.
+    /// False whenever the mailbox's schedule entry is not known.
     pub fn keeps_due(&self, effects: &[Effect<'_>]) -> bool {
         self.entry.get().due().is_some()
-            && !self.log.is_empty()
+            && self.log.len() > self.queued_count()
             && effects.iter().all(|e| match e {
                 Effect::Store { message, pending } => {
                     let (seq, ts) = (&message.seq, &message.ts);

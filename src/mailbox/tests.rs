@@ -394,6 +394,14 @@ fn keeps_due_agrees_with_recomputing_the_deadline() {
                         .unwrap_or_default();
                     mb.apply(now, &Effect::Resend { device: d, seqs });
                 }
+                5 if s.archive && rng.below(2) == 0 => {
+                    // Every message handed to the archive queue, as
+                    // retention with `archive yes` does.
+                    let seqs: Vec<u64> = mb.log.iter_from(0).map(|m| m.seq).collect();
+                    if !seqs.is_empty() {
+                        mb.apply(now, &Effect::Queue { seqs });
+                    }
+                }
                 _ => {
                     mb.apply(now, &Effect::Disconnect { device: d });
                 }
