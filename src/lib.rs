@@ -19,6 +19,7 @@ pub mod losses;
 pub mod mailbox;
 pub mod metrics;
 pub mod panics;
+pub mod prefetch;
 pub mod propagation;
 pub mod reply;
 pub mod schedule;

@@ -142,23 +142,12 @@ pub struct Schedule {
     floor: u32,
 }
 
-/// Asks the CPU to start fetching slot `s` (a hint only).
-#[inline]
-fn prefetch(s: &Slot) {
-    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        std::arch::x86_64::_mm_prefetch(
-            (s as *const Slot).cast::<i8>(),
-            std::arch::x86_64::_MM_HINT_T0,
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = s;
-}
-
 fn slot(pages: &[Box<[Slot]>], h: u32) -> Option<&Slot> {
     pages.get(h as usize / PAGE)?.get(h as usize % PAGE)
+}
+
+fn slot_mut(pages: &mut [Box<[Slot]>], h: u32) -> Option<&mut Slot> {
+    pages.get_mut(h as usize / PAGE)?.get_mut(h as usize % PAGE)
 }
 
 impl Default for Schedule {
@@ -183,12 +172,6 @@ impl Schedule {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    fn slot_mut(&mut self, h: u32) -> Option<&mut Slot> {
-        self.pages
-            .get_mut(h as usize / PAGE)?
-            .get_mut(h as usize % PAGE)
     }
 
     fn id(&self, h: u32) -> u64 {
@@ -222,7 +205,7 @@ impl Schedule {
                 h
             }
         };
-        if let Some(s) = self.slot_mut(h) {
+        if let Some(s) = slot_mut(&mut self.pages, h) {
             s.name = Some(name);
         }
         self.len += 1;
@@ -232,7 +215,7 @@ impl Schedule {
     /// Frees slot `h` (out of the near tree and the far buckets already)
     /// and answers its name.
     fn release(&mut self, h: u32) -> Option<KeyName> {
-        let s = self.slot_mut(h)?;
+        let s = slot_mut(&mut self.pages, h)?;
         let name = s.name.take()?;
         s.generation = s.generation.wrapping_add(1);
         self.free.push(h);
@@ -243,7 +226,7 @@ impl Schedule {
     /// Puts slot `h` at `due` in the near tree or its far bucket.
     fn link(&mut self, h: u32, due: i64) {
         let horizon = self.horizon;
-        let Some(s) = self.slot_mut(h) else {
+        let Some(s) = slot_mut(&mut self.pages, h) else {
             return;
         };
         s.due = due;
@@ -261,11 +244,7 @@ impl Schedule {
 
     /// Takes slot `h` out of the near tree or its far bucket.
     fn unlink(&mut self, h: u32) {
-        let Some(s) = self
-            .pages
-            .get_mut(h as usize / PAGE)
-            .and_then(|p| p.get_mut(h as usize % PAGE))
-        else {
+        let Some(s) = slot_mut(&mut self.pages, h) else {
             return;
         };
         if s.far & 1 == 0 {
@@ -312,9 +291,7 @@ impl Schedule {
             while i < bucket.handles.len() && seen < limit {
                 seen += 1;
                 if let Some(&(h, _)) = bucket.handles.get(i + 8) {
-                    if let Some(s) = slot(&self.pages, h) {
-                        prefetch(s);
-                    }
+                    crate::prefetch::prefetch(slot(&self.pages, h));
                 }
                 let (h, far) = bucket.handles[i];
                 if slot(&self.pages, h).is_some_and(|s| s.far == far && bucket_of(s.due) == b) {
@@ -349,11 +326,7 @@ impl Schedule {
         let end = bucket.handles.len().min(bucket.moved.saturating_add(limit));
         let seen = end.saturating_sub(bucket.moved);
         for &(h, far) in bucket.handles.get(bucket.moved..end).unwrap_or_default() {
-            let Some(s) = self
-                .pages
-                .get_mut(h as usize / PAGE)
-                .and_then(|p| p.get_mut(h as usize % PAGE))
-            else {
+            let Some(s) = slot_mut(&mut self.pages, h) else {
                 continue;
             };
             // The bucket too: a handle whose number came round again
@@ -409,7 +382,7 @@ impl Schedule {
                 let same_bucket = slot(&self.pages, h)
                     .is_some_and(|s| s.far & 1 == 1 && bucket_of(s.due) == bucket_of(due));
                 if same_bucket {
-                    if let Some(s) = self.slot_mut(h) {
+                    if let Some(s) = slot_mut(&mut self.pages, h) {
                         s.due = due;
                     }
                 } else {
@@ -517,10 +490,14 @@ impl Schedule {
         }
     }
 
-    /// Empties the schedule. Slots made afterwards start at a generation
-    /// above every earlier one, so that a mailbox's record of an entry
-    /// from before is never taken for a new entry in the same slot.
-    pub fn clear(&mut self) {
+    /// Empties the schedule (before a rebuild at `now`, ms). Slots made
+    /// afterwards start at a generation above every earlier one, so that a
+    /// mailbox's record of an entry from before is never taken for a new
+    /// entry in the same slot; the horizon is set from `now`, so that the
+    /// deadlines of the next [`LEAD_MS`] go straight to the near tree (in
+    /// the current far bucket, whose start is past, the first pop would
+    /// have to move them all at once).
+    pub fn clear(&mut self, now: i64) {
         let floor = self
             .pages
             .iter()
@@ -529,6 +506,7 @@ impl Schedule {
             .fold(self.floor, u32::max);
         *self = Schedule {
             floor,
+            horizon: bucket_of(now.saturating_add(LEAD_MS)).saturating_add(1),
             ..Schedule::default()
         };
     }
@@ -884,7 +862,7 @@ mod tests {
         let mut s = Schedule::default();
         let (a, b) = (Cell::default(), Cell::default());
         s.set(&a, Some(10), || key_name(0, b"a"));
-        s.clear();
+        s.clear(0);
         s.set(&b, Some(20), || key_name(0, b"b"));
         s.forget(&a);
         assert_eq!(s.len(), 1);

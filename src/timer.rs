@@ -106,14 +106,10 @@ pub fn forget(mb: &Mailbox) {
     gauge(&s);
 }
 
-/// Empties the schedule (before a rebuild from every mailbox). Its
-/// horizon is set from now at once, so that the deadlines of the next half
-/// hour or so go straight to its near tree and a timer run never has to
-/// move a whole far bucket of them.
+/// Empties the schedule (before a rebuild from every mailbox).
 pub fn clear() {
     let mut s = sched();
-    s.clear();
-    s.advance(server::now_ms(), 0);
+    s.clear(server::now_ms());
     gauge(&s);
 }
 
