@@ -16,6 +16,9 @@ use std::borrow::Cow;
 /// and ids are binary-safe, JSON strings are not). Written in one pass,
 /// escaped as `serde_json` escapes (the tests compare).
 fn json(event: &str, fields: &[(&'static str, Field<'_>)]) -> Json {
+    if let Some(json) = json_plain(event, fields) {
+        return json;
+    }
     thread_local! {
         /// Where events are written before their copy is taken.
         static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -81,7 +84,81 @@ fn json_into(out: &mut Vec<u8>, event: &str, fields: &[(&'static str, Field<'_>)
 
 /// An event's JSON (UTF-8), in place for the usual short event (a push
 /// hint, a kick), so that building one allocates nothing of its own.
-type Json = SmallVec<[u8; 160]>;
+type Json = SmallVec<[u8; JSON_INLINE]>;
+
+/// The bytes of JSON an event holds in place.
+const JSON_INLINE: usize = 160;
+
+/// [`json`] for the usual event, written straight into its inline buffer:
+/// `None` unless every string in it is [`plain`] (written as it is) and the whole fits in [`JSON_INLINE`] bytes.
+/// The same bytes as [`json_into`] writes (the tests compare).
+fn json_plain(event: &str, fields: &[(&'static str, Field<'_>)]) -> Option<Json> {
+    let mut w = Inline {
+        buf: [0; JSON_INLINE],
+        len: 0,
+    };
+    w.put(b"{\"event\":")?;
+    w.quoted(event.as_bytes())?;
+    for (name, v) in fields {
+        debug_assert!(plain(name.as_bytes()));
+        w.put(b",\"")?;
+        w.put(name.as_bytes())?;
+        w.put(b"\":")?;
+        match v {
+            Field::Bytes(b) => w.quoted(b)?,
+            Field::Text(t) => w.quoted(t.as_bytes())?,
+            Field::Int(n) => w.put(decimal(*n, &mut [0; 20]))?,
+        }
+    }
+    w.put(b"}")?;
+    Some(Json::from_buf_and_len(w.buf, w.len))
+}
+
+/// A JSON text being written into a fixed buffer.
+struct Inline {
+    buf: [u8; JSON_INLINE],
+    len: usize,
+}
+
+impl Inline {
+    /// Appends `s`; `None` when it does not fit.
+    #[inline(always)]
+    fn put(&mut self, s: &[u8]) -> Option<()> {
+        let end = self.len + s.len();
+        self.buf.get_mut(self.len..end)?.copy_from_slice(s);
+        self.len = end;
+        Some(())
+    }
+
+    /// Appends `s` as a JSON string; `None` unless it is [`plain`] and fits.
+    #[inline(always)]
+    fn quoted(&mut self, s: &[u8]) -> Option<()> {
+        if !plain(s) {
+            return None;
+        }
+        self.put(b"\"")?;
+        self.put(s)?;
+        self.put(b"\"")
+    }
+}
+
+/// Whether `s` is a JSON string's characters as they are and UTF-8 as it
+/// is: ASCII, none of it below U+0020, a quote or a backslash.
+fn plain(s: &[u8]) -> bool {
+    let Some(last) = s.len().checked_sub(8) else {
+        return s
+            .iter()
+            .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\');
+    };
+    // Whole words, then the last eight bytes (which may overlap them).
+    let mut bad = 0;
+    for chunk in s.chunks_exact(8) {
+        let x = word(chunk);
+        bad |= escaped(x) | (x & HIGH);
+    }
+    let x = word(&s[last..]);
+    bad | escaped(x) | (x & HIGH) == 0
+}
 
 /// `"name":` for a field name of the module's own, which needs no
 /// escaping.
@@ -145,19 +222,9 @@ fn json_chars(out: &mut Vec<u8>, s: &[u8]) {
 /// How many leading bytes of `s` a JSON string holds as they are (none of
 /// them below U+0020, a quote or a backslash); eight at a time.
 fn clean_prefix(s: &[u8]) -> usize {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Some byte of `x` is zero / below 0x20 (exact as a yes or no).
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let below_space = |x: u64| x.wrapping_sub(ONES * 0x20) & !x & HIGH;
     let mut i = 0;
     while let Some(chunk) = s.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(word);
-        if below_space(x) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
-            != 0
-        {
+        if escaped(word(chunk)) != 0 {
             break;
         }
         i += 8;
@@ -168,15 +235,38 @@ fn clean_prefix(s: &[u8]) -> usize {
         .unwrap_or(s.len() - i)
 }
 
+const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// Eight bytes as one word.
+fn word(chunk: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(chunk);
+    u64::from_ne_bytes(w)
+}
+
+/// Not zero when some byte of `x` is below 0x20, a quote or a backslash
+/// (exact as a yes or no, whatever the other bytes are).
+fn escaped(x: u64) -> u64 {
+    // Some byte of `x` is zero / below 0x20.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = |x: u64| x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    below_space(x) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
+}
+
 /// `n` in decimal.
-fn json_u64(out: &mut Vec<u8>, mut n: u64) {
+fn json_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(decimal(n, &mut [0; 20]));
+}
+
+/// `n` in decimal, written at the end of `digits`.
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     const PAIRS: &[u8; 200] = b"\
         0001020304050607080910111213141516171819\
         2021222324252627282930313233343536373839\
         4041424344454647484950515253545556575859\
         6061626364656667686970717273747576777879\
         8081828384858687888990919293949596979899";
-    let mut digits = [0u8; 20];
     let mut i = digits.len();
     while n >= 100 {
         let p = (n % 100) as usize * 2;
@@ -192,7 +282,7 @@ fn json_u64(out: &mut Vec<u8>, mut n: u64) {
         i -= 1;
         digits[i] = b'0' + n as u8;
     }
-    out.extend_from_slice(&digits[i..]);
+    &digits[i..]
 }
 
 /// One field of an event.
@@ -499,6 +589,58 @@ mod tests {
             base64 += usize::from(std::str::from_utf8(&a).is_err());
         }
         assert!(base64 > 1000, "bytes that are not UTF-8 were tried");
+    }
+
+    #[test]
+    fn the_usual_event_is_written_in_place_up_to_the_inline_size() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..20_000 {
+            // Plain ASCII of any length around the inline size.
+            let len = rng.below(140) as usize;
+            let user: Vec<u8> = (0..len)
+                .map(|_| match rng.below(10) {
+                    0 => b'\x7f',
+                    _ => b' ' + rng.below(95) as u8,
+                })
+                .filter(|&b| b != b'"' && b != b'\\')
+                .collect();
+            let n = rng.next() >> rng.below(64);
+            let fields = [
+                ("user", Field::Bytes(&user)),
+                ("device", Field::Bytes(b"phone")),
+                ("seq", Field::Int(n)),
+                ("reason", Field::Text("timeout")),
+            ];
+            let want = reference("offline", &fields);
+            match json_plain("offline", &fields) {
+                Some(j) => {
+                    assert_eq!(j[..], *want.as_bytes());
+                    assert!(!j.spilled());
+                }
+                None => assert!(want.len() > JSON_INLINE, "{want}"),
+            }
+            assert_eq!(json("offline", &fields)[..], *want.as_bytes());
+        }
+        // A byte that is not ASCII, or one to escape, anywhere in a field
+        // of any length: not plain, and written as the reference writes.
+        for len in 1..=24 {
+            for at in 0..len {
+                for b in [0xff, 0x80, b'"', b'\\', 0x1f] {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    let fields = [("id", Field::Bytes(&s))];
+                    assert!(json_plain("kick", &fields).is_none(), "{len} {at} {b}");
+                    assert_eq!(
+                        json("kick", &fields)[..],
+                        *reference("kick", &fields).as_bytes()
+                    );
+                }
+            }
+        }
+        let escaped = [("user", Field::Bytes(b"a\"b"))];
+        assert!(json_plain("offline", &escaped).is_none());
+        let utf8 = [("user", Field::Bytes("é".as_bytes()))];
+        assert!(json_plain("offline", &utf8).is_none());
     }
 
     #[test]
