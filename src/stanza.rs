@@ -212,7 +212,33 @@ thread_local! {
 /// an empty slice may have a dangling address, and a masked vector load
 /// from it (as glibc's AVX-512 `memcmp` does) takes a slow microcode path.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && (a.is_empty() || a == b)
+    a.len() == b.len() && (a.is_empty() || equal(a, b))
+}
+
+/// Two byte strings of one length equal: the short ones a stanza's names
+/// and namespaces are (up to 16 bytes) compared as two overlapping words
+/// in place, longer ones by `memcmp`.
+#[inline]
+fn equal(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let n = a.len();
+    let word = |s: &[u8], at: usize| -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let half = |s: &[u8], at: usize| -> u32 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_ne_bytes(w)
+    };
+    match n {
+        0 => true,
+        1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
 }
 
 /// XML 1.0 §2.3, production `S`.
@@ -1242,7 +1268,10 @@ impl<'a> Parser<'a> {
             return self.fail("end tag with no open element");
         };
         let n = open.name.len();
-        let same = self.starts_with(open.name)
+        let same = self
+            .raw
+            .get(self.pos..self.pos + n)
+            .is_some_and(|here| equal(here, open.name))
             && matches!(
                 self.raw.get(self.pos + n),
                 Some(b'>' | b' ' | b'\t' | b'\r' | b'\n')
@@ -1256,7 +1285,11 @@ impl<'a> Parser<'a> {
             return self.fail("bad end tag");
         }
         self.pos += 1;
-        self.scope.truncate(open.scope_len);
+        // Once the root has ended no name is resolved again (only comments
+        // and whitespace may follow it), so its bindings can stay.
+        if !self.open.is_empty() {
+            self.scope.truncate(open.scope_len);
+        }
         Ok(())
     }
 
@@ -1589,6 +1622,21 @@ mod tests {
         assert_eq!(&*id.value, b"a b c\td");
         assert_eq!(id.verbatim_at, None);
         assert_eq!(s.type_attr.as_deref(), Some(&b" chat"[..]));
+    }
+
+    #[test]
+    fn equal_is_byte_for_byte_equality() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n).map(|k| b'a' + (k % 26) as u8).collect();
+            assert!(equal(&a, &a.clone()));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!equal(&a, &b), "{n} {at}");
+                assert!(!same(&a, &b));
+            }
+        }
+        assert!(!same(b"ab", b"abc"));
     }
 
     #[test]
