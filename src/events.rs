@@ -97,8 +97,11 @@ fn json_plain(event: &str, fields: &[(&'static str, Field<'_>)]) -> Option<Json>
         buf: [0; JSON_INLINE],
         len: 0,
     };
-    w.put(b"{\"event\":")?;
-    w.quoted(event.as_bytes())?;
+    // The event's name is the module's own, plain (debug builds check).
+    debug_assert!(plain(event.as_bytes()));
+    w.put(b"{\"event\":\"")?;
+    w.put(event.as_bytes())?;
+    w.put(b"\"")?;
     for (name, v) in fields {
         debug_assert!(plain(name.as_bytes()));
         w.put(b",\"")?;
@@ -121,11 +124,30 @@ struct Inline {
 }
 
 impl Inline {
-    /// Appends `s`; `None` when it does not fit.
+    /// Appends `s`; `None` when it does not fit. A short `s` (the usual
+    /// name, device, id or number) is copied as two overlapping words in
+    /// place rather than by a call to `memcpy`.
     #[inline(always)]
     fn put(&mut self, s: &[u8]) -> Option<()> {
-        let end = self.len + s.len();
-        self.buf.get_mut(self.len..end)?.copy_from_slice(s);
+        let n = s.len();
+        let end = self.len + n;
+        let to = self.buf.get_mut(self.len..end)?;
+        match n {
+            0..=3 => to.iter_mut().zip(s).for_each(|(t, b)| *t = *b),
+            4..=8 => {
+                to[..4].copy_from_slice(&s[..4]);
+                to[n - 4..].copy_from_slice(&s[n - 4..]);
+            }
+            9..=16 => {
+                to[..8].copy_from_slice(&s[..8]);
+                to[n - 8..].copy_from_slice(&s[n - 8..]);
+            }
+            17..=32 => {
+                to[..16].copy_from_slice(&s[..16]);
+                to[n - 16..].copy_from_slice(&s[n - 16..]);
+            }
+            _ => to.copy_from_slice(s),
+        }
         self.len = end;
         Some(())
     }
