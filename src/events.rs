@@ -90,8 +90,9 @@ type Json = SmallVec<[u8; JSON_INLINE]>;
 const JSON_INLINE: usize = 160;
 
 /// [`json`] for the usual event, written straight into its inline buffer:
-/// `None` unless every string in it is [`plain`] (written as it is) and the whole fits in [`JSON_INLINE`] bytes.
-/// The same bytes as [`json_into`] writes (the tests compare).
+/// `None` unless every string in it is [`plain`] (written as it is) and
+/// the whole fits in [`JSON_INLINE`] bytes. The same bytes as
+/// [`json_into`] writes (the tests compare).
 fn json_plain(event: &str, fields: &[(&'static str, Field<'_>)]) -> Option<Json> {
     let mut w = Inline {
         buf: [0; JSON_INLINE],
