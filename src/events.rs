@@ -388,7 +388,8 @@ pub fn publish_restore(ctx: &Context, user: &[u8], archived: u64) {
     server::publish(ctx, &channel, &json);
 }
 
-/// Publishes events on `<event-prefix><node>` (any bytes).
+/// Publishes events on `<event-prefix><node>` (a node name of `A-Z a-z
+/// 0-9 . _ : -`, SPEC §8, or one of the module's own channels).
 pub fn publish(ctx: &Context, events: &[Event]) {
     if events.is_empty() {
         return;
@@ -644,19 +645,35 @@ mod tests {
             }
             assert_eq!(json("offline", &fields)[..], *want.as_bytes());
         }
-        // A byte that is not ASCII, or one to escape, anywhere in a field
-        // of any length: not plain, and written as the reference writes.
-        for len in 1..=24 {
-            for at in 0..len {
-                for b in [0xff, 0x80, b'"', b'\\', 0x1f] {
-                    let mut s = vec![b'a'; len];
-                    s[at] = b;
-                    let fields = [("id", Field::Bytes(&s))];
-                    assert!(json_plain("kick", &fields).is_none(), "{len} {at} {b}");
-                    assert_eq!(
-                        json("kick", &fields)[..],
-                        *reference("kick", &fields).as_bytes()
-                    );
+        // A field of every length up to past the buffer's, beside others,
+        // with a byte of each kind (to escape, DEL, not ASCII, a UTF-8
+        // lead byte) at every place: the same bytes as the reference, in
+        // place whenever the event is plain and fits.
+        for len in 0..=170usize {
+            for at in 0..len.max(1) {
+                for b in [0x00, 0x1f, b' ', b'"', b'\\', b'~', 0x7f, 0x80, 0xc3, 0xff] {
+                    let mut s: Vec<u8> = (0..len).map(|k| b'a' + (k % 26) as u8).collect();
+                    if len > 0 {
+                        s[at] = b;
+                    }
+                    let fields = [
+                        ("user", Field::Bytes(&s)),
+                        ("device", Field::Bytes(b"d")),
+                        ("seq", Field::Int(len as u64)),
+                    ];
+                    let want = reference("offline", &fields);
+                    assert_eq!(json("offline", &fields)[..], *want.as_bytes());
+                    let plain = s
+                        .iter()
+                        .all(|&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\');
+                    match json_plain("offline", &fields) {
+                        Some(j) => {
+                            assert!(plain, "{len} {at} {b}");
+                            assert_eq!(j[..], *want.as_bytes());
+                            assert!(!j.spilled());
+                        }
+                        None => assert!(!plain || want.len() > JSON_INLINE, "{want}"),
+                    }
                 }
             }
         }
