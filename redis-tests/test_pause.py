@@ -128,6 +128,11 @@ def test_failover_while_deliveries_fall_due(make_server, subscribe):
     store_pending(r, users)
     assert r.execute_command("WAIT", 1, 10000) == 1
     new.proc.send_signal(signal.SIGSTOP)
+    # A write the stopped replica has not acknowledged, so that FAILOVER
+    # waits for it and the pause lasts until it runs again: a replica that
+    # had acknowledged everything is "synced", and the primary hands over
+    # at once and is a replica before the deliveries fall due.
+    r.set("unacknowledged", "1")
     try:
         r.execute_command("FAILOVER")
         time.sleep(1.0)
