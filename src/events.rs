@@ -3,6 +3,7 @@
 
 use crate::mailbox::log::IdSpec;
 use crate::mailbox::{Effect, Mailbox, Message};
+use crate::words::{word, zero_bytes, HIGH, ONES};
 use crate::{config, server};
 use base64::Engine;
 use redis_module::Context;
@@ -176,10 +177,10 @@ fn plain(s: &[u8]) -> bool {
     // Whole words, then the last eight bytes (which may overlap them).
     let mut bad = 0;
     for chunk in s.chunks_exact(8) {
-        let x = word(chunk);
+        let x = word(chunk, 0);
         bad |= escaped(x) | (x & HIGH);
     }
-    let x = word(&s[last..]);
+    let x = word(s, last);
     bad | escaped(x) | (x & HIGH) == 0
 }
 
@@ -247,7 +248,7 @@ fn json_chars(out: &mut Vec<u8>, s: &[u8]) {
 fn clean_prefix(s: &[u8]) -> usize {
     let mut i = 0;
     while let Some(chunk) = s.get(i..i + 8) {
-        if escaped(word(chunk)) != 0 {
+        if escaped(word(chunk, 0)) != 0 {
             break;
         }
         i += 8;
@@ -258,23 +259,14 @@ fn clean_prefix(s: &[u8]) -> usize {
         .unwrap_or(s.len() - i)
 }
 
-const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-
-/// Eight bytes as one word.
-fn word(chunk: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(chunk);
-    u64::from_ne_bytes(w)
-}
-
 /// Not zero when some byte of `x` is below 0x20, a quote or a backslash
 /// (exact as a yes or no, whatever the other bytes are).
 fn escaped(x: u64) -> u64 {
-    // Some byte of `x` is zero / below 0x20.
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let below_space = |x: u64| x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-    below_space(x) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
+    // Some byte of `x` is below 0x20.
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    below_space
+        | zero_bytes(x ^ (ONES * u64::from(b'"')))
+        | zero_bytes(x ^ (ONES * u64::from(b'\\')))
 }
 
 /// `n` in decimal.
@@ -451,7 +443,7 @@ impl<'a> OfflineWatch<'a> {
         // has read them (a store reads a device's queues, not its name),
         // so their fetch starts now, while the change is applied.
         for d in mb.devices.iter().filter(|d| !d.online()).take(8) {
-            crate::mailbox::prefetch(d.name().first());
+            crate::prefetch::prefetch(d.name().first());
         }
         let stored = effects.iter().rev().find_map(|e| match e {
             Effect::Store { message, .. } => Some((message.seq, id_of(message))),

@@ -27,6 +27,7 @@ pub mod server;
 pub mod stanza;
 pub mod sweep;
 pub mod timer;
+pub mod words;
 pub mod wrapper;
 
 /// The module's version, Cargo.toml's (`INFO im` shows it as

@@ -221,17 +221,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 #[inline]
 fn equal(a: &[u8], b: &[u8]) -> bool {
     debug_assert_eq!(a.len(), b.len());
+    use crate::words::{half, word};
     let n = a.len();
-    let word = |s: &[u8], at: usize| -> u64 {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[at..at + 8]);
-        u64::from_ne_bytes(w)
-    };
-    let half = |s: &[u8], at: usize| -> u32 {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(&s[at..at + 4]);
-        u32::from_ne_bytes(w)
-    };
     match n {
         0 => true,
         1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
@@ -543,19 +534,21 @@ fn find3(s: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
 
 /// [`find3`] eight bytes at a time.
 fn find3_words(s: &[u8], a: u8, b: u8, c: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    // The high bit of each byte of `w` that equals the byte of `x`: exact
-    // for the lowest such byte, which is the one wanted.
-    let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
-    let (ra, rb, rc) = (LO * u64::from(a), LO * u64::from(b), LO * u64::from(c));
+    use crate::words::{zero_bytes, ONES};
+    // The high bit of each byte of `w` that equals one sought: exact for
+    // the lowest such byte, which is the one wanted.
+    let (ra, rb, rc) = (
+        ONES * u64::from(a),
+        ONES * u64::from(b),
+        ONES * u64::from(c),
+    );
     let mut i = 0;
     while let Some(chunk) = s.get(i..i + 8) {
         let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
         let w = u64::from_le_bytes(bytes);
-        let hit = zero(w ^ ra) | zero(w ^ rb) | zero(w ^ rc);
+        let hit = zero_bytes(w ^ ra) | zero_bytes(w ^ rb) | zero_bytes(w ^ rc);
         if hit != 0 {
             return Some(i + (hit.trailing_zeros() / 8) as usize);
         }

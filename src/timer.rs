@@ -95,7 +95,7 @@ pub fn changed(ctx: &Context, key: &[u8], mb: Option<&Mailbox>) {
 /// change about to be made will move (a hint only).
 pub fn prefetch_entry(mb: &Mailbox) {
     if let Some(p) = sched().address(mb.entry.get()) {
-        crate::mailbox::prefetch_address(p);
+        crate::prefetch::prefetch_address(p);
     }
 }
 

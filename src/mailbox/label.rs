@@ -181,7 +181,7 @@ impl Label {
     /// read).
     #[inline]
     pub fn prefetch(&self) {
-        super::prefetch_address(self.base());
+        crate::prefetch::prefetch_address(self.base());
     }
 
     /// The name and the node (empty for the default node).

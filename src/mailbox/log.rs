@@ -521,7 +521,7 @@ impl Log {
     /// Asks the CPU to fetch the last chunk's place in the chunk list
     /// (where its buffer's address is), without reading it.
     pub fn prefetch_last_chunk(&self) {
-        super::prefetch(self.chunks.back());
+        crate::prefetch::prefetch(self.chunks.back());
     }
 
     /// Asks the CPU to fetch where the next appended record goes, and the
@@ -535,10 +535,10 @@ impl Log {
         let data = c.data();
         if self.chunks.len() == 1 && data.len() <= SMALL_LOG_BYTES {
             for at in (0..data.len()).step_by(64) {
-                super::prefetch(data.get(at));
+                crate::prefetch::prefetch(data.get(at));
             }
         }
-        super::prefetch(data.last());
+        crate::prefetch::prefetch(data.last());
     }
 
     /// The index of the chunk that would hold `seq`: the last one whose

@@ -79,8 +79,6 @@ pub fn check_node(node: &[u8]) -> Result<(), BadNode> {
     }
 }
 
-pub use crate::prefetch::{prefetch, prefetch_address};
-
 /// One client installation of the user (SPEC §1: an XMPP resource or a
 /// device id), registered in the mailbox by `IM.CONNECT`, an ack or a store
 /// that names it. 40 bytes, and no allocation beyond its label's names
@@ -274,9 +272,9 @@ impl Mailbox {
     pub fn prefetch_self(&self) {
         let p = (self as *const Mailbox).cast::<u8>();
         for at in (0..std::mem::size_of::<Mailbox>()).step_by(64) {
-            prefetch_address(p.wrapping_add(at));
+            crate::prefetch::prefetch_address(p.wrapping_add(at));
         }
-        prefetch(self.devices.first());
+        crate::prefetch::prefetch(self.devices.first());
         self.log.prefetch_last_chunk();
     }
 

@@ -144,12 +144,12 @@ impl Deliveries {
         let Some(i) = self.inner.as_deref() else {
             return;
         };
-        super::prefetch(Some(i));
+        crate::prefetch::prefetch(Some(i));
         if let Inner::Many(q) = i {
             let (a, b) = q.by_seq.as_slices();
-            super::prefetch(b.last().or(a.last()));
+            crate::prefetch::prefetch(b.last().or(a.last()));
             let (a, b) = q.by_send.as_slices();
-            super::prefetch(b.last().or(a.last()));
+            crate::prefetch::prefetch(b.last().or(a.last()));
         }
     }
 
