@@ -547,23 +547,16 @@ mod tests {
         out
     }
 
-    struct Rng(u64);
+    use crate::test_rng::Rng;
 
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
+    trait Bytes {
         /// Bytes weighted towards what needs escaping: control
         /// characters, quotes, backslashes, DEL, multi-byte UTF-8 and
         /// bytes that are not UTF-8.
+        fn bytes(&mut self) -> Vec<u8>;
+    }
+
+    impl Bytes for Rng {
         fn bytes(&mut self) -> Vec<u8> {
             let len = self.below(40) as usize;
             let mut v = Vec::new();

@@ -26,6 +26,8 @@ pub mod schedule;
 pub mod server;
 pub mod stanza;
 pub mod sweep;
+#[cfg(test)]
+mod test_rng;
 pub mod timer;
 pub mod words;
 pub mod wrapper;

@@ -523,16 +523,7 @@ impl Schedule {
 mod tests {
     use super::*;
 
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n.max(1)
-        }
-    }
+    use crate::test_rng::Rng;
 
     fn index(name: &[u8]) -> usize {
         let (_, key) = split(name);

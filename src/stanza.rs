@@ -2697,24 +2697,14 @@ mod differential {
         b"\r\n",
     ];
 
-    /// A small deterministic generator (xorshift).
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
-        }
-    }
+    use crate::test_rng::Rng;
 
     /// One random mutation: a byte deleted, a token inserted, or a byte
     /// replaced by a token.
     fn mutate(s: &mut Vec<u8>, rng: &mut Rng) {
-        let at = rng.below(s.len() + 1);
-        let token = TOKENS[rng.below(TOKENS.len())];
-        match rng.below(3) {
+        let at = rng.index(s.len() + 1);
+        let token = TOKENS[rng.index(TOKENS.len())];
+        match rng.index(3) {
             0 if at < s.len() => {
                 s.remove(at);
             }
@@ -2746,7 +2736,7 @@ mod differential {
                     out.push(del);
                 }
                 for _ in 0..2 * scale {
-                    let t = TOKENS[rng.below(TOKENS.len())];
+                    let t = TOKENS[rng.index(TOKENS.len())];
                     let mut ins = c.to_vec();
                     ins.splice(i..i, t.iter().copied());
                     out.push(ins);
@@ -2760,7 +2750,7 @@ mod differential {
             // Two to five mutations at once.
             for _ in 0..400 * scale {
                 let mut m = c.to_vec();
-                for _ in 0..2 + rng.below(4) {
+                for _ in 0..2 + rng.index(4) {
                     mutate(&mut m, &mut rng);
                 }
                 out.push(m);

@@ -9,9 +9,9 @@ use redis_module::{Context, RedisString};
 /// `last_seen` (ms), `pending`, `offline`.
 pub fn devices(ctx: &Context, args: &[RedisString]) -> Answer {
     let mb = keyspace::read(ctx, user_only(args)?)?;
-    let list = mb.map_or(&[][..], |m| &m.devices[..]);
     Ok(Reply::Array(
-        list.iter()
+        mb.iter()
+            .flat_map(|m| &m.devices)
             .map(|d| {
                 Reply::Map(vec![
                     ("device", Reply::Bulk(d.name().to_vec())),

@@ -109,14 +109,14 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Answer {
     let mut w = Writer::open(ctx, user)?;
     if let Some(m) = w.mailbox() {
         m.prefetch_self();
-    }
-    let parsed = stanza::parse(raw).map_err(error)?;
-    if let Some(m) = w.mailbox() {
-        m.prefetch_for_store();
         if m.log.is_empty() {
             // A first message moves the mailbox's schedule entry.
             timer::prefetch_entry(m);
         }
+    }
+    let parsed = stanza::parse(raw).map_err(error)?;
+    if let Some(m) = w.mailbox() {
+        m.prefetch_for_store();
     }
     let now = server::now_ms();
     let request = Request {

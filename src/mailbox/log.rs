@@ -16,8 +16,8 @@
 //! Removal marks a record dead; a chunk is dropped when nothing in it lives
 //! and compacted when more than half of it is dead.
 
+use super::chunks::{self, Chunks};
 use crate::codec::{put_bytes, put_i64, put_u64, u64_len, Reader};
-use std::collections::VecDeque;
 
 /// The record is removed and waits for compaction.
 pub const DEAD: u8 = 1;
@@ -478,18 +478,22 @@ pub struct Log {
     /// hold a live record; a chunk emptied in the middle stays, without
     /// memory, until such chunks are half of all (removing it at once
     /// would shift half the deque).
-    chunks: VecDeque<(u64, Chunk)>,
+    chunks: Chunks<(u64, Chunk)>,
     /// Empty chunks in the middle.
     empty_chunks: usize,
     len: u64,
     bytes: u64,
-    /// The highest seq ever inserted: a larger one appends at the end.
-    max_seq: Option<u64>,
+    /// One more than the highest seq ever inserted (0 before the first):
+    /// a seq from here on appends at the end. Seqs are below 2^63 (RESP
+    /// integers), so this does not overflow.
+    end: u64,
     /// The highest time ever inserted.
     max_ts: i64,
     /// The first live message's seq and time (the timer's retention
-    /// deadline), kept here so that reading it touches no chunk.
-    head: Option<(u64, i64)>,
+    /// deadline), kept here so that reading it touches no chunk; read
+    /// only while the log holds a message.
+    head_seq: u64,
+    head_ts: i64,
 }
 
 impl Log {
@@ -510,7 +514,7 @@ impl Log {
 
     /// Heap bytes held by the log.
     pub fn mem_usage(&self) -> usize {
-        self.chunks.capacity() * std::mem::size_of::<(u64, Chunk)>()
+        self.chunks.heap_bytes()
             + self
                 .chunks
                 .iter()
@@ -518,10 +522,15 @@ impl Log {
                 .sum::<usize>()
     }
 
-    /// Asks the CPU to fetch the last chunk's place in the chunk list
-    /// (where its buffer's address is), without reading it.
+    /// Asks the CPU to fetch the last chunk: its records when it is the
+    /// only one (inline: its buffer's address is in the log itself), else
+    /// its place in the chunk list (where its buffer's address is).
     pub fn prefetch_last_chunk(&self) {
-        crate::prefetch::prefetch(self.chunks.back());
+        if self.chunks.inline().is_some() {
+            self.prefetch_tail();
+        } else {
+            crate::prefetch::prefetch(self.chunks.back());
+        }
     }
 
     /// Asks the CPU to fetch where the next appended record goes, and the
@@ -604,7 +613,7 @@ impl Log {
     /// Message `seq`; `None` when the log does not hold it (never stored,
     /// or removed).
     pub fn get(&self, seq: u64) -> Option<Msg<'_>> {
-        if self.max_seq.is_none_or(|m| seq > m) {
+        if seq >= self.end {
             return None;
         }
         let (base, chunk) = self.chunks.get(self.chunk_index(seq)?)?;
@@ -635,7 +644,7 @@ impl Log {
     /// The first live message's seq and time (Unix ms); `None` when the
     /// log is empty.
     pub fn head(&self) -> Option<(u64, i64)> {
-        self.head
+        (!self.is_empty()).then_some((self.head_seq, self.head_ts))
     }
 
     /// The highest time of any message stored (live or not); 0 when none.
@@ -667,7 +676,7 @@ impl Log {
 
     /// Live messages with `seq >= from`, in order.
     pub fn iter_from(&self, from: u64) -> LogIter<'_> {
-        let mut chunks = self.chunks.range(self.chunk_index(from).unwrap_or(0)..);
+        let mut chunks = self.chunks.range_from(self.chunk_index(from).unwrap_or(0));
         // Start inside the first chunk at the first record >= from.
         let current = chunks.next().map(|(base, c)| {
             let mut it = c.records(*base);
@@ -691,14 +700,14 @@ impl Log {
             },
             owers: m.owers,
         };
+        if self.is_empty() || m.seq < self.head_seq {
+            (self.head_seq, self.head_ts) = (m.seq, m.ts);
+        }
         self.len += 1;
         self.bytes += m.stanza.len() as u64;
-        let appends = self.max_seq.is_none_or(|x| m.seq > x);
-        self.max_seq = Some(self.max_seq.map_or(m.seq, |x| x.max(m.seq)));
+        let appends = m.seq >= self.end;
+        self.end = self.end.max(m.seq.saturating_add(1));
         self.max_ts = self.max_ts.max(m.ts);
-        if self.head.is_none_or(|(s, _)| m.seq < s) {
-            self.head = Some((m.seq, m.ts));
-        }
         if appends {
             if let Some((base, chunk)) = self.chunks.back_mut() {
                 if chunk.append(*base, &m) {
@@ -770,8 +779,10 @@ impl Log {
         } else if usize::from(chunk.dead_bytes) * 2 > chunk.len as usize {
             chunk.compact(base);
         }
-        if self.head.is_some_and(|(s, _)| s == seq) {
-            self.head = self.first().map(|m| (m.seq, m.ts));
+        if self.head_seq == seq {
+            if let Some(m) = self.first() {
+                (self.head_seq, self.head_ts) = (m.seq, m.ts);
+            }
         }
         Some(size)
     }
@@ -779,7 +790,7 @@ impl Log {
 
 /// Iterator over live messages from a seq on.
 pub struct LogIter<'a> {
-    chunks: std::collections::vec_deque::Iter<'a, (u64, Chunk)>,
+    chunks: chunks::Iter<'a, (u64, Chunk)>,
     current: Option<ChunkIter<'a>>,
 }
 
@@ -850,7 +861,7 @@ mod tests {
         }
         assert!(log.is_empty());
         assert_eq!(log.bytes(), 0);
-        assert!(log.chunks.is_empty());
+        assert!(log.chunks.len() == 0);
     }
 
     /// Chunks emptied in the middle stay (without memory) until they are
@@ -898,7 +909,7 @@ mod tests {
         for s in live {
             log.remove(s);
         }
-        assert!(log.is_empty() && log.chunks.is_empty() && log.empty_chunks == 0);
+        assert!(log.is_empty() && log.chunks.len() == 0 && log.empty_chunks == 0);
     }
 
     #[test]
@@ -972,6 +983,11 @@ mod tests {
                 }
             }
             assert_eq!(log.len(), model.len() as u64);
+            assert_eq!(
+                log.head(),
+                model.keys().next().map(|&s| (s, 1000 + s as i64))
+            );
+            assert_eq!(log.chunks.inline().is_some(), log.chunks.len() == 1);
             if step % 97 == 0 {
                 let got: Vec<(u64, Vec<u8>, u16)> = log
                     .iter_from(0)
@@ -1023,14 +1039,21 @@ mod tests {
         assert_eq!(log.get(3).map(|m| m.ts), Some(i64::MAX));
     }
 
-    /// A mailbox's first message costs its record and one 48-byte slot of
-    /// the chunk deque (docs/DESIGN.md, "Memory layout of a mailbox").
+    /// A mailbox's first message costs its record and nothing more: its
+    /// chunk is inline in the log, in no more room than the chunk itself.
+    /// A second chunk makes a deque of two 48-byte places, and a deque
+    /// left with one chunk gives its memory back (docs/DESIGN.md, "Memory
+    /// layout of a mailbox").
     #[test]
     fn a_chunk_is_forty_bytes_beside_its_records() {
         assert_eq!(std::mem::size_of::<(u64, Chunk)>(), 48);
+        assert_eq!(std::mem::size_of::<Chunks<(u64, Chunk)>>(), 48);
+        assert!(std::mem::size_of::<Log>() <= 104);
         let mut log = Log::default();
+        assert_eq!(log.mem_usage(), 0);
         add(&mut log, 1, "one");
-        assert_eq!(log.chunks.capacity(), 1);
+        assert!(log.chunks.inline().is_some());
+        assert_eq!(log.mem_usage(), log.chunks[0].1.heap_bytes());
         assert!(log.chunks[0].1.offsets.is_none());
         for seq in 2..=(WALK as u64 + 1) {
             add(&mut log, seq, "more");
@@ -1043,6 +1066,14 @@ mod tests {
         for seq in 1..=(WALK as u64 + 1) {
             assert_eq!(log.get(seq).map(|m| m.seq), Some(seq));
         }
+        add(&mut log, 1000, &"x".repeat(CHUNK_BYTES));
+        assert_eq!((log.chunks.len(), log.chunks.heap_bytes()), (2, 96));
+        for seq in 1..=(WALK as u64 + 1) {
+            assert!(log.remove(seq).is_some());
+        }
+        assert!(log.chunks.inline().is_some());
+        assert_eq!(log.head(), Some((1000, 2000)));
+        assert_eq!(log.mem_usage(), log.chunks[0].1.heap_bytes());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! same way on the primary, on a replica and when the AOF is replayed.
 
 pub mod archive;
+mod chunks;
+pub mod devices;
 pub mod due;
 pub mod effect;
 pub mod ids;
@@ -221,7 +223,7 @@ pub struct Mailbox {
     pub entry: std::cell::Cell<crate::schedule::Entry>,
     /// The registered devices, in the order they registered (at most
     /// [`MAX_DEVICES`]).
-    pub devices: Vec<Device>,
+    pub devices: devices::Devices,
     /// The messages it holds, by seq.
     pub log: Log,
     /// Messages by id, for duplicate detection and acks by id.
@@ -239,7 +241,7 @@ impl Mailbox {
             next_seq,
             touched: now,
             entry: Default::default(),
-            devices: Vec::new(),
+            devices: Default::default(),
             log: Log::default(),
             ids: IdIndex::default(),
             archive: None,
@@ -264,17 +266,23 @@ impl Mailbox {
     }
 
     /// Asks the CPU to start fetching the mailbox itself (a few cache
-    /// lines), then the device table and the log's last chunk, whose
-    /// addresses are in those lines, so that the fetches run while the
-    /// command does work of its own (a store parses its stanza) instead of
-    /// stalling the first reads. Reading the two addresses waits for the
-    /// mailbox's lines, but nothing after it waits for those reads.
+    /// lines), then what the addresses in those lines point to: the first
+    /// device's label and pending deliveries (that device is inline), the
+    /// other devices and the log's last chunk, so that the fetches run
+    /// while the command does work of its own (a store parses its stanza)
+    /// instead of stalling the first reads. Reading the addresses waits
+    /// for the mailbox's lines, but nothing after it waits for those
+    /// reads.
     pub fn prefetch_self(&self) {
         let p = (self as *const Mailbox).cast::<u8>();
         for at in (0..std::mem::size_of::<Mailbox>()).step_by(64) {
             crate::prefetch::prefetch_address(p.wrapping_add(at));
         }
-        crate::prefetch::prefetch(self.devices.first());
+        if let Some(d) = self.devices.first() {
+            d.label.prefetch();
+            d.pending.prefetch();
+        }
+        self.devices.prefetch_rest();
         self.log.prefetch_last_chunk();
     }
 
@@ -315,11 +323,8 @@ impl Mailbox {
 
     /// Heap bytes held by the mailbox (for `MEMORY USAGE`).
     pub fn mem_usage(&self) -> usize {
-        let devices: usize = self
-            .devices
-            .iter()
-            .map(|d| std::mem::size_of::<Device>() + d.heap_bytes())
-            .sum();
+        let devices: usize =
+            self.devices.heap_bytes() + self.devices.iter().map(Device::heap_bytes).sum::<usize>();
         std::mem::size_of::<Mailbox>() + self.log.mem_usage() + self.ids.heap_bytes() + devices
     }
 

@@ -139,6 +139,12 @@ impl Deliveries {
         })
     }
 
+    /// Asks the CPU to fetch the deliveries' allocation, without reading
+    /// it (a hint).
+    pub fn prefetch(&self) {
+        crate::prefetch::prefetch(self.inner.as_deref());
+    }
+
     /// Asks the CPU to fetch the ends a new delivery is written to.
     pub fn prefetch_back(&self) {
         let Some(i) = self.inner.as_deref() else {

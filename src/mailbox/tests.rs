@@ -306,21 +306,7 @@ fn disconnect_with_ids_in_stanza() {
     assert_eq!(mb.apply(2, &Effect::Disconnect { device: b"phone" }), 3);
 }
 
-/// A small deterministic generator (xorshift), for the randomized tests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use crate::test_rng::Rng;
 
 /// `keeps_due` says a change cannot move the mailbox's next deadline; for
 /// every change it says so of, recomputing the deadline after the change
@@ -985,4 +971,20 @@ fn offline_summaries_and_labels_stay_consistent() {
             }
         }
     }
+}
+
+/// A mailbox with its first device inline stays in jemalloc's 224-byte
+/// class (docs/DESIGN.md, "Memory layout of a mailbox"), and that device
+/// costs no more room than a vector's element would.
+#[test]
+fn a_mailbox_with_its_first_device_fits_its_size_class() {
+    assert!(
+        std::mem::size_of::<Mailbox>() <= 224,
+        "{}",
+        std::mem::size_of::<Mailbox>()
+    );
+    assert_eq!(
+        std::mem::size_of::<Option<Device>>(),
+        std::mem::size_of::<Device>()
+    );
 }
