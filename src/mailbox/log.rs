@@ -181,8 +181,10 @@ impl<'a> std::ops::Deref for NewMsg<'a> {
     }
 }
 
-/// Records packed back to back. 40 bytes beside its records: a mailbox's
-/// first message costs its record and one 48-byte slot of the chunk deque.
+/// Records packed back to back. 40 bytes beside its records, 48 with its
+/// base seq: a log's only chunk keeps them inline ([`Chunks`]), so a
+/// mailbox's first message costs its record alone; from two chunks on
+/// each takes a 48-byte slot of a deque.
 struct Chunk {
     /// The records (`buf[..len]`), then room to grow.
     buf: Box<[u8]>,
@@ -526,23 +528,31 @@ impl Log {
     /// only one (inline: its buffer's address is in the log itself), else
     /// its place in the chunk list (where its buffer's address is).
     pub fn prefetch_last_chunk(&self) {
-        if self.chunks.inline().is_some() {
-            self.prefetch_tail();
-        } else {
-            crate::prefetch::prefetch(self.chunks.back());
+        match self.chunks.inline() {
+            Some((_, c)) => Self::prefetch_records(c, true),
+            None => crate::prefetch::prefetch(self.chunks.back()),
         }
     }
 
-    /// Asks the CPU to fetch where the next appended record goes, and the
-    /// whole of a small log's only chunk: a log of at most
-    /// [`super::ids::LINEAR`] messages is read from its start to find an
-    /// id, and its cache lines arrive together rather than one by one.
+    /// Asks the CPU to fetch where the next appended record goes in a log
+    /// of several chunks, after [`Log::prefetch_last_chunk`] fetched the
+    /// last chunk's place. A log's only chunk is inline, and that call
+    /// asked for its records already.
     pub fn prefetch_tail(&self) {
-        let Some((_, c)) = self.chunks.back() else {
-            return;
-        };
+        if let Chunks::Deque(d) = &self.chunks {
+            if let Some((_, c)) = d.back() {
+                Self::prefetch_records(c, false);
+            }
+        }
+    }
+
+    /// Chunk `c`'s last record, and all of it when it is small and `only`
+    /// (the log's only chunk): a log of at most [`super::ids::LINEAR`]
+    /// messages is read from its start to find an id, and its cache lines
+    /// arrive together rather than one by one.
+    fn prefetch_records(c: &Chunk, only: bool) {
         let data = c.data();
-        if self.chunks.len() == 1 && data.len() <= SMALL_LOG_BYTES {
+        if only && data.len() <= SMALL_LOG_BYTES {
             for at in (0..data.len()).step_by(64) {
                 crate::prefetch::prefetch(data.get(at));
             }
