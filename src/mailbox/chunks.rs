@@ -33,7 +33,7 @@ pub type Iter<'a, T> = Chain<std::slice::Iter<'a, T>, std::slice::Iter<'a, T>>;
 
 impl<T> Chunks<T> {
     /// The chunks as two slices, in order (as [`VecDeque::as_slices`]).
-    pub fn as_slices(&self) -> (&[T], &[T]) {
+    fn as_slices(&self) -> (&[T], &[T]) {
         match self {
             Chunks::One(t) => (std::slice::from_ref(t), &[]),
             Chunks::Deque(d) => d.as_slices(),

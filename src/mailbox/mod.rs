@@ -287,12 +287,15 @@ impl Mailbox {
     }
 
     /// After [`Mailbox::prefetch_self`]: asks the CPU to start fetching
-    /// what storing one more message reads and writes: every device's
-    /// name (matched against `DEVICES`, named in push hints), the online
-    /// devices' pending tails and the log's tail.
+    /// what storing one more message reads and writes: the names of the
+    /// devices past the first (matched against `DEVICES`, named in push
+    /// hints), the online devices' pending tails and the log's tail.
     pub fn prefetch_for_store(&self) {
-        for d in &self.devices {
-            d.label.prefetch();
+        for (i, d) in self.devices.iter().enumerate() {
+            // The first device's label was asked for by `prefetch_self`.
+            if i > 0 {
+                d.label.prefetch();
+            }
             if d.online() {
                 d.pending.prefetch_back();
             }
