@@ -451,7 +451,13 @@ impl<'a> OfflineWatch<'a> {
         });
         Some(OfflineWatch {
             stored,
-            counts: mb.devices.iter().map(|d| d.offline_count()).collect(),
+            counts: {
+                let mut counts = SmallVec::with_capacity(mb.devices.len());
+                for d in mb.devices.iter() {
+                    counts.push(d.offline_count());
+                }
+                counts
+            },
             names: removes.then(|| {
                 mb.devices
                     .iter()

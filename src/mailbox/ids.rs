@@ -121,6 +121,13 @@ impl IdIndex {
             }
     }
 
+    /// Asks the CPU to start fetching the table's header (where its slots
+    /// are), the first link a [`IdIndex::find`] follows; nothing while
+    /// there is no table.
+    pub fn prefetch(&self) {
+        crate::prefetch::prefetch(self.table.as_deref());
+    }
+
     /// The seq of the live message with this id; `None` when `log` holds
     /// none.
     pub fn find(&self, log: &Log, id: &[u8]) -> Option<u64> {

@@ -268,7 +268,8 @@ impl Mailbox {
     /// Asks the CPU to start fetching the mailbox itself (a few cache
     /// lines), then what the addresses in those lines point to: the first
     /// device's label and pending deliveries (that device is inline), the
-    /// other devices and the log's last chunk, so that the fetches run
+    /// other devices, the log's last chunk and the id table's header, so
+    /// that the fetches run
     /// while the command does work of its own (a store parses its stanza)
     /// instead of stalling the first reads. Reading the addresses waits
     /// for the mailbox's lines, but nothing after it waits for those
@@ -284,6 +285,7 @@ impl Mailbox {
         }
         self.devices.prefetch_rest();
         self.log.prefetch_last_chunk();
+        self.ids.prefetch();
     }
 
     /// After [`Mailbox::prefetch_self`]: asks the CPU to start fetching

@@ -155,7 +155,7 @@ impl<'a> Store<'a> {
                     seqs: self.drop.clone(),
                 });
             }
-        } else {
+        } else if !self.drop.is_empty() {
             effects.extend(self.drop.iter().map(|&seq| Effect::Drop { seq }));
         }
         let id = match &self.id {
@@ -172,7 +172,9 @@ impl<'a> Store<'a> {
             },
             pending: self.pending.iter().collect::<Devices<'_>>(),
         });
-        effects.extend(self.kicked.iter().map(|device| Effect::Expire { device }));
+        if !self.kicked.is_empty() {
+            effects.extend(self.kicked.iter().map(|device| Effect::Expire { device }));
+        }
         effects
     }
 }

@@ -39,10 +39,13 @@ pub unsafe fn dispatch(
     };
     // Views of the server's own argument strings, which it keeps for the
     // whole call: neither retained nor freed here.
-    let views: SmallVec<[ManuallyDrop<RedisString>; 8]> = raw_args
-        .iter()
-        .map(|&a| ManuallyDrop::new(RedisString::from_redis_module_string(ctx, a)))
-        .collect();
+    let mut views: SmallVec<[ManuallyDrop<RedisString>; 8]> =
+        SmallVec::with_capacity(raw_args.len());
+    for &a in raw_args {
+        views.push(ManuallyDrop::new(RedisString::from_redis_module_string(
+            ctx, a,
+        )));
+    }
     // SAFETY: `ManuallyDrop<T>` has the layout of `T`.
     let args: &[RedisString] =
         std::slice::from_raw_parts(views.as_ptr().cast::<RedisString>(), views.len());
