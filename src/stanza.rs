@@ -1323,7 +1323,11 @@ impl<'a> Parser<'a> {
                 self.scan_to(b'<')?;
                 if self.pos == raw.len() {
                     let name = self.open.last().map_or(&b""[..], |o| o.name);
-                    return Err(err(format_args!("element '{}' is not closed", shown(name))));
+                    return Err(err(format_args!(
+                        "element '{}' is not closed at byte {}",
+                        shown(name),
+                        raw.len()
+                    )));
                 }
             }
             self.pos += 1;
@@ -1596,6 +1600,27 @@ mod tests {
         let at = id.verbatim_at.unwrap();
         assert_eq!(&raw[at..at + 2], b"m1");
         assert!(s.has_body && s.keep_offline(chat));
+    }
+
+    #[test]
+    fn every_refusal_says_where() {
+        // Each kind of error names the byte it was found at (for an
+        // unclosed element, where the stanza ended).
+        for raw in [
+            "<message><body>hi</message>",
+            "<message><body>hi",
+            "<message id='a",
+            "<message id='a'",
+            "<message></body>",
+            "<message a='1' a='2'/>",
+            "<message>&bogus;</message>",
+            "<message/>text",
+        ] {
+            let e = parse(raw.as_bytes()).err().unwrap_or_default();
+            assert!(e.contains(" at byte "), "{raw:?}: {e:?}");
+        }
+        let e = parse(b"<message><body>hi").err().unwrap_or_default();
+        assert!(e.ends_with("'body' is not closed at byte 17"), "{e}");
     }
 
     #[test]
