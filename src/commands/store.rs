@@ -104,17 +104,24 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Answer {
         )));
     }
     // The key is opened before the stanza is parsed, and the mailbox's
-    // fetch asked for, so that fetching it from memory (most mailboxes
-    // are cold among many) overlaps the parse.
+    // lines asked for, so that fetching them from memory (most mailboxes
+    // are cold among many) overlaps the parse's first part; once the
+    // root's start tag is read, what those lines point to is asked for,
+    // and the rest of the parse overlaps that.
     let mut w = Writer::open(ctx, user)?;
     if let Some(m) = w.mailbox() {
-        m.prefetch_self();
-        if m.log.is_empty() {
-            // A first message moves the mailbox's schedule entry.
-            timer::prefetch_entry(m);
-        }
+        m.prefetch_lines();
     }
-    let parsed = stanza::parse(raw).map_err(error)?;
+    let parsed = stanza::parse_with(raw, || {
+        if let Some(m) = w.mailbox() {
+            m.prefetch_links();
+            if m.log.is_empty() {
+                // A first message moves the mailbox's schedule entry.
+                timer::prefetch_entry(m);
+            }
+        }
+    })
+    .map_err(error)?;
     if let Some(m) = w.mailbox() {
         m.prefetch_for_store();
     }

@@ -266,19 +266,25 @@ impl Mailbox {
     }
 
     /// Asks the CPU to start fetching the mailbox itself (a few cache
-    /// lines), then what the addresses in those lines point to: the first
-    /// device's label and pending deliveries (that device is inline), the
-    /// other devices, the log's last chunk and the id table's header, so
-    /// that the fetches run
-    /// while the command does work of its own (a store parses its stanza)
-    /// instead of stalling the first reads. Reading the addresses waits
-    /// for the mailbox's lines, but nothing after it waits for those
-    /// reads.
-    pub fn prefetch_self(&self) {
+    /// lines; a hint: nothing is read). A store asks as soon as it has the
+    /// mailbox's address and reads the lines only after the first part of
+    /// its stanza's parse ([`Mailbox::prefetch_links`]), so that their
+    /// fetch from memory (most mailboxes are cold among many) overlaps
+    /// work that does not need them.
+    pub fn prefetch_lines(&self) {
         let p = (self as *const Mailbox).cast::<u8>();
         for at in (0..std::mem::size_of::<Mailbox>()).step_by(64) {
             crate::prefetch::prefetch_address(p.wrapping_add(at));
         }
+    }
+
+    /// After [`Mailbox::prefetch_lines`]: asks the CPU to start fetching
+    /// what the addresses in the mailbox point to: the first device's
+    /// label and pending deliveries (that device is inline), the other
+    /// devices, the log's last chunk and the id table's header. Reading
+    /// the addresses waits for the mailbox's lines, but nothing after it
+    /// waits for the fetches it asks for.
+    pub fn prefetch_links(&self) {
         if let Some(d) = self.devices.first() {
             d.label.prefetch();
             d.pending.prefetch();
@@ -288,13 +294,13 @@ impl Mailbox {
         self.ids.prefetch();
     }
 
-    /// After [`Mailbox::prefetch_self`]: asks the CPU to start fetching
+    /// After [`Mailbox::prefetch_links`]: asks the CPU to start fetching
     /// what storing one more message reads and writes: the names of the
     /// devices past the first (matched against `DEVICES`, named in push
     /// hints), the online devices' pending tails and the log's tail.
     pub fn prefetch_for_store(&self) {
         for (i, d) in self.devices.iter().enumerate() {
-            // The first device's label was asked for by `prefetch_self`.
+            // The first device's label was asked for by `prefetch_links`.
             if i > 0 {
                 d.label.prefetch();
             }
