@@ -1618,8 +1618,8 @@ mod tests {
 
     #[test]
     fn every_refusal_says_where() {
-        // Each kind of error names the byte it was found at (for an
-        // unclosed element, where the stanza ended).
+        // A sample of the kinds of error, each naming the byte it was
+        // found at (for an unclosed element, where the stanza ended).
         for raw in [
             "<message><body>hi</message>",
             "<message><body>hi",
@@ -1635,6 +1635,29 @@ mod tests {
         }
         let e = parse(b"<message><body>hi").err().unwrap_or_default();
         assert!(e.ends_with("'body' is not closed at byte 17"), "{e}");
+    }
+
+    #[test]
+    fn parse_with_calls_back_once_after_the_root_start_tag() {
+        // Once for a stanza whose root's start tag is read, whatever comes
+        // after it; never for one refused before it (the store reads the
+        // mailbox in the callback, and only prefetches there).
+        for (raw, calls) in [
+            ("<message><body>hi</body></message>", 1),
+            ("<message/>", 1),
+            ("<foo/>", 1),
+            ("<message><body>hi", 1),
+            ("<message/><message/>", 1),
+            ("<message a='1' a='2'/>", 0),
+            ("text<message/>", 0),
+            ("<message id='x'", 0),
+            ("<mes\u{1}sage/>", 0),
+            ("", 0),
+        ] {
+            let mut n = 0;
+            let _ = parse_with(raw.as_bytes(), || n += 1);
+            assert_eq!(n, calls, "{raw:?}");
+        }
     }
 
     #[test]
