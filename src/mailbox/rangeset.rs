@@ -133,10 +133,25 @@ impl RangeSet {
                 }
                 if let [only] = r[..] {
                     *self = RangeSet::One([only]);
+                } else if r.capacity() >= 4 * r.len() {
+                    // A set that lost most of its ranges gives the room back.
+                    r.shrink_to(2 * r.len());
                 }
             }
             RangeSet::Big(m) => {
                 m.remove(&s);
+                // Back to a vector (or inline) once half of what a vector
+                // holds: a set that was scattered and is mostly drained
+                // does not keep a tree's nodes; the gap to `SMALL` keeps a
+                // set near the edge from moving at every change.
+                if m.len() <= SMALL / 2 {
+                    let ranges: Vec<(u64, u64)> = m.iter().map(|(&s, &e)| (s, e)).collect();
+                    *self = match ranges[..] {
+                        [] => RangeSet::Empty,
+                        [only] => RangeSet::One([only]),
+                        _ => RangeSet::Small(ranges),
+                    };
+                }
             }
         }
     }
@@ -262,6 +277,7 @@ mod tests {
             }
             assert_eq!(rs.first(), model.first().copied());
             assert_eq!(rs.last(), model.last().copied());
+            shape_fits(&rs);
         }
         let flat: Vec<u64> = rs.ranges().flat_map(|(s, e)| s..=e).collect();
         assert_eq!(flat, model.iter().copied().collect::<Vec<_>>());
@@ -280,6 +296,75 @@ mod tests {
         );
         assert_eq!(RangeSet::from_ranges([(5, 3)]), None);
         assert_eq!(RangeSet::from_ranges([(1, 3), (4, 5)]), None);
+        // Drained in a scattered order, through every shape.
+        let mut left: Vec<u64> = model.iter().copied().collect();
+        while !left.is_empty() {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = left.swap_remove((x >> 33) as usize % left.len());
+            assert!(rs.remove(v) && model.remove(&v));
+            shape_fits(&rs);
+            assert_eq!(rs.range_count(), rs.ranges().count());
+            assert_eq!(rs.first(), model.first().copied());
+        }
+        assert_eq!(rs, RangeSet::Empty);
+    }
+
+    /// The set is in the shape its size calls for: inline for at most one
+    /// range, a vector for up to `SMALL`, a tree only past half of that.
+    fn shape_fits(rs: &RangeSet) {
+        let n = rs.range_count();
+        match rs {
+            RangeSet::Empty => assert_eq!(n, 0),
+            RangeSet::One(_) => assert_eq!(n, 1),
+            RangeSet::Small(r) => assert!((2..=SMALL).contains(&n) && r.capacity() <= 4 * n),
+            RangeSet::Big(_) => assert!(n > SMALL / 2, "a tree of {n} ranges"),
+        }
+    }
+
+    #[test]
+    fn a_drained_set_gives_its_room_back() {
+        // Scattered: every other seq, so every seq is a range of its own.
+        let mut rs = RangeSet::default();
+        for v in 0..100u64 {
+            rs.insert(2 * v);
+        }
+        assert!(matches!(rs, RangeSet::Big(_)));
+        // Drained to half a vector's worth: a vector again, then inline,
+        // then nothing; and scattered again, a tree again.
+        for v in 0..(100 - SMALL as u64 / 2) {
+            rs.remove(2 * v);
+        }
+        match &rs {
+            RangeSet::Small(r) => {
+                assert_eq!(r.len(), SMALL / 2);
+                assert!(r.capacity() <= 2 * SMALL, "{}", r.capacity());
+            }
+            other => panic!("{other:?}"),
+        }
+        for v in (100 - SMALL as u64 / 2)..99 {
+            rs.remove(2 * v);
+        }
+        assert_eq!(rs, RangeSet::One([(198, 198)]));
+        rs.remove(198);
+        assert_eq!(rs, RangeSet::Empty);
+        for v in 0..(SMALL as u64 + 1) {
+            rs.insert(2 * v);
+        }
+        assert!(matches!(rs, RangeSet::Big(_)));
+        // A small vector that loses most of its ranges shrinks.
+        let mut rs = RangeSet::default();
+        for v in 0..SMALL as u64 {
+            rs.insert(2 * v);
+        }
+        for v in 0..(SMALL as u64 - 2) {
+            rs.remove(2 * v);
+        }
+        match &rs {
+            RangeSet::Small(r) => assert!(r.capacity() <= 4, "{}", r.capacity()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
