@@ -114,7 +114,7 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Answer {
     }
     let parsed = stanza::parse_with(raw, || {
         if let Some(m) = w.mailbox() {
-            m.prefetch_links();
+            m.prefetch_links(raw.len());
             if m.log.is_empty() {
                 // A first message moves the mailbox's schedule entry.
                 timer::prefetch_entry(m);
@@ -123,7 +123,7 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Answer {
     })
     .map_err(error)?;
     if let Some(m) = w.mailbox() {
-        m.prefetch_for_store();
+        m.prefetch_for_store(raw.len());
     }
     let now = server::now_ms();
     let request = Request {

@@ -2,10 +2,14 @@
 //! from a base seq in as few bytes as the live seqs' span allows (two bytes
 //! a message while it is below 2^16, four below 2^32, else the whole seq);
 //! the id itself is compared in the log, so the table holds no copy of it.
-//! A mailbox holding at most [`LINEAR`] messages has no table at all:
-//! reading its few records costs less than hashing, and most mailboxes hold
-//! that few. A wider span (an old message imported with its seq below a
-//! counter that ran on, SPEC §6) widens the table when it is built again.
+//! A mailbox holding at most [`LINEAR`] messages has no table: it keeps a
+//! one-byte tag of each id's hash in the index's own eight bytes, and reads
+//! its few records only when the tag of the id looked for is among them
+//! (at most one look-up in 16 for a full eight, none for an id whose tag is
+//! not there, which is every new message's id but a few), so that a store
+//! into a small mailbox reads none of its earlier records. A wider span
+//! (an old message imported with its seq below a counter that ran on, SPEC
+//! §6) widens the table when it is built again.
 
 use super::log::Log;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -102,45 +106,125 @@ enum Table {
     N64(Slots<u64>),
 }
 
+/// The tag of an id's hash: its top seven bits, and the low bit set (an
+/// index holding tags is told from one holding a table by that bit).
+fn tag(hash: u64) -> u8 {
+    ((hash >> 56) as u8) | 1
+}
+
+/// Eight tags of `0x01` and none live: an empty index.
+const NO_TAGS: u64 = 0x0101_0101_0101_0101;
+
 /// A mailbox's live messages by id (SPEC §1: an id is unique within the
-/// mailbox), for duplicate stores and acks by id (SPEC §3).
-#[derive(Default)]
+/// mailbox), for duplicate stores and acks by id (SPEC §3). Eight bytes
+/// (the mailbox's size class has no room for more): either the tags of a
+/// small log's ids, or the address of its table.
 pub struct IdIndex {
-    /// `None` while the log holds at most [`LINEAR`] messages.
-    table: Option<Box<Table>>,
+    /// With its low bit set: eight tags ([`tag`]), byte `i` (bits `8i..8i +
+    /// 8`) the tag of one live message's id, the first `log.len()` of them
+    /// live, in no order; a log of at most [`LINEAR`] messages. With its
+    /// low bit clear: the address of a `Box<Table>` the index owns (from
+    /// `Box::into_raw`, aligned, so never odd), whatever the log's length.
+    repr: u64,
+}
+
+impl Default for IdIndex {
+    fn default() -> Self {
+        IdIndex { repr: NO_TAGS }
+    }
+}
+
+impl Drop for IdIndex {
+    fn drop(&mut self) {
+        self.set_table(None);
+    }
 }
 
 impl IdIndex {
+    fn table(&self) -> Option<&Table> {
+        if self.repr & 1 == 1 {
+            return None;
+        }
+        // SAFETY: an even `repr` is a live `Box<Table>`'s address, owned by
+        // this index (see `repr`).
+        Some(unsafe { &*std::ptr::with_exposed_provenance::<Table>(self.repr as usize) })
+    }
+
+    fn table_mut(&mut self) -> Option<&mut Table> {
+        if self.repr & 1 == 1 {
+            return None;
+        }
+        // SAFETY: as in `table`, and `&mut self` makes the access unique.
+        Some(unsafe { &mut *std::ptr::with_exposed_provenance_mut::<Table>(self.repr as usize) })
+    }
+
+    /// Replaces the table (`None`: back to no tags), freeing the old one.
+    fn set_table(&mut self, table: Option<Box<Table>>) {
+        if self.repr & 1 == 0 {
+            // SAFETY: an even `repr` came from `Box::into_raw` and is
+            // given up here, once: `repr` changes below.
+            drop(unsafe {
+                Box::from_raw(std::ptr::with_exposed_provenance_mut::<Table>(
+                    self.repr as usize,
+                ))
+            });
+        }
+        self.repr = match table {
+            Some(t) => Box::into_raw(t).expose_provenance() as u64,
+            None => NO_TAGS,
+        };
+        debug_assert!(self.repr != 0);
+    }
+
+    /// Where among the first `n` tags one is `t`.
+    fn tag_at(&self, n: u64, t: u8) -> Option<u32> {
+        (0..n.min(LINEAR) as u32).find(|&i| (self.repr >> (8 * i)) as u8 == t)
+    }
+
+    fn put_tag(&mut self, i: u32, t: u8) {
+        let shift = 8 * i;
+        self.repr = (self.repr & !(0xff << shift)) | (u64::from(t) << shift);
+    }
+
     /// Heap bytes held (for `MEMORY USAGE`): a slot's bytes and one more
     /// a slot.
     pub fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Table>()
-            + match self.table.as_deref() {
-                None => return 0,
-                Some(table) => any_width!(table, t => t.heap_bytes()),
-            }
+        match self.table() {
+            None => 0,
+            Some(table) => std::mem::size_of::<Table>() + any_width!(table, t => t.heap_bytes()),
+        }
     }
 
     /// Asks the CPU to start fetching the table's header (where its slots
     /// are), the first link a [`IdIndex::find`] follows; nothing while
     /// there is no table.
     pub fn prefetch(&self) {
-        crate::prefetch::prefetch(self.table.as_deref());
+        crate::prefetch::prefetch(self.table());
     }
 
     /// The seq of the live message with this id; `None` when `log` holds
     /// none.
     pub fn find(&self, log: &Log, id: &[u8]) -> Option<u64> {
-        match self.table.as_deref() {
-            None => log.iter_from(0).find(|m| m.id == id).map(|m| m.seq),
+        match self.table() {
+            None => {
+                self.tag_at(log.len(), tag(hash(id)))?;
+                log.iter_from(0).find(|m| m.id == id).map(|m| m.seq)
+            }
             Some(table) => any_width!(table, t => t.find(log, id)),
         }
     }
 
     /// Indexes message `seq`, which `log` already holds.
     pub fn insert(&mut self, log: &Log, seq: u64, id: &[u8]) {
-        let done = match self.table.as_deref_mut() {
-            None => log.len() <= LINEAR,
+        let n = log.len();
+        let done = match self.table_mut() {
+            None if n == 0 => true,
+            None if n <= LINEAR => {
+                // The new message's tag goes after the live ones.
+                self.put_tag((n - 1) as u32, tag(hash(id)));
+                true
+            }
+            None => false,
             Some(table) => any_width!(table, t => t.insert(log, seq, id)),
         };
         if !done {
@@ -170,18 +254,153 @@ impl IdIndex {
         } else {
             Table::N64(Slots::build(log, first, room))
         };
-        self.table = Some(Box::new(table));
+        self.set_table(Some(Box::new(table)));
     }
 
     /// Forgets message `seq` with this id, which `log` still holds. The
     /// table goes with the log's last message.
     pub fn remove(&mut self, log: &Log, seq: u64, id: &[u8]) {
-        if log.len() <= 1 {
-            self.table = None;
-            return;
+        let n = log.len();
+        match self.table_mut() {
+            None => {
+                // Its tag gives way to the last live one.
+                if let Some(i) = self.tag_at(n, tag(hash(id))) {
+                    let last = (n.min(LINEAR) - 1) as u32;
+                    let moved = (self.repr >> (8 * last)) as u8;
+                    self.put_tag(i, moved);
+                }
+            }
+            Some(_) if n <= 1 => self.set_table(None),
+            Some(table) => any_width!(table, t => t.remove(seq, id)),
         }
-        if let Some(table) = self.table.as_deref_mut() {
-            any_width!(table, t => t.remove(seq, id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mailbox::log::{IdSpec, Message, NewMsg};
+    use crate::test_rng::Rng;
+    use std::collections::BTreeMap;
+
+    fn put(log: &mut Log, index: &mut IdIndex, seq: u64, id: &[u8]) {
+        log.insert(&NewMsg {
+            message: Message {
+                seq,
+                ts: 1000,
+                flags: 0,
+                id: IdSpec::Own(id),
+                stanza: b"<message/>",
+            },
+            owers: 1,
+        });
+        index.insert(log, seq, id);
+    }
+
+    fn take(log: &mut Log, index: &mut IdIndex, seq: u64, id: &[u8]) {
+        index.remove(log, seq, id);
+        log.remove(seq);
+    }
+
+    /// Ids whose tags are all the same: a small log where every look-up
+    /// is a tag's hit, and the right message must still be found.
+    fn same_tag_ids(n: usize) -> Vec<Vec<u8>> {
+        let want = tag(hash(b"c0"));
+        (0..)
+            .map(|i| format!("c{i}").into_bytes())
+            .filter(|id| tag(hash(id)) == want)
+            .take(n)
+            .collect()
+    }
+
+    /// Random stores and removals against a map of the live ids, through
+    /// the tags (up to `LINEAR` messages), the table and back: every live
+    /// id is found at its seq and no removed or unknown one is.
+    #[test]
+    fn the_index_finds_exactly_the_live_ids() {
+        for (case, pool) in [
+            (
+                0u64,
+                (0..40)
+                    .map(|i| format!("m{i}").into_bytes())
+                    .collect::<Vec<_>>(),
+            ),
+            (1, same_tag_ids(12)),
+        ] {
+            let mut rng = Rng(0x5eed + case);
+            let (mut log, mut index) = (Log::default(), IdIndex::default());
+            let mut live: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+            let mut seq = 1;
+            for step in 0..4000 {
+                // The log moves about a size that changes every 400
+                // steps: within the tags, across `LINEAR`, down to none.
+                let target = [3usize, 8, 20, 0, 6][(step / 400) % 5];
+                let store = rng.below(4) < if live.len() < target { 3 } else { 1 };
+                if store {
+                    let id = &pool[rng.index(pool.len())];
+                    if !live.contains_key(id) {
+                        put(&mut log, &mut index, seq, id);
+                        live.insert(id.clone(), seq);
+                        seq += 1;
+                    }
+                } else if let Some((id, s)) = live.iter().nth(rng.index(live.len())) {
+                    let (id, s) = (id.clone(), *s);
+                    take(&mut log, &mut index, s, &id);
+                    live.remove(&id);
+                }
+                for id in &pool {
+                    assert_eq!(
+                        index.find(&log, id),
+                        live.get(id).copied(),
+                        "case {case}, step {step}, id {}",
+                        String::from_utf8_lossy(id)
+                    );
+                }
+                // A table past `LINEAR` messages, none once they are gone.
+                if log.len() > LINEAR {
+                    assert!(index.table().is_some(), "case {case}, step {step}");
+                } else if log.is_empty() {
+                    assert!(index.table().is_none(), "case {case}, step {step}");
+                }
+            }
         }
+    }
+
+    /// A small log keeps its ids' tags inline (no table, no heap), grows
+    /// a table past `LINEAR` messages and drops it with the last one.
+    #[test]
+    fn a_small_log_keeps_tags_and_a_large_one_a_table() {
+        let (mut log, mut index) = (Log::default(), IdIndex::default());
+        for seq in 1..=LINEAR {
+            put(&mut log, &mut index, seq, format!("s{seq}").as_bytes());
+            assert!(index.table().is_none() && index.heap_bytes() == 0);
+        }
+        put(&mut log, &mut index, LINEAR + 1, b"one more");
+        assert!(index.table().is_some() && index.heap_bytes() > 0);
+        for seq in 1..=LINEAR {
+            take(&mut log, &mut index, seq, format!("s{seq}").as_bytes());
+        }
+        assert_eq!(index.find(&log, b"one more"), Some(LINEAR + 1));
+        take(&mut log, &mut index, LINEAR + 1, b"one more");
+        assert!(index.table().is_none());
+        assert_eq!(index.repr, NO_TAGS);
+    }
+
+    /// An id whose tag is not among a small log's tags is answered without
+    /// reading the log: an index whose tags leave it out says `None` even
+    /// of a log that holds it (an index is never used so, but a scan would
+    /// have found it).
+    #[test]
+    fn a_missing_tag_reads_no_record() {
+        let id = (0..)
+            .map(|i| format!("q{i}").into_bytes())
+            .find(|id| tag(hash(id)) != tag(0))
+            .unwrap_or_default();
+        let (mut log, mut index) = (Log::default(), IdIndex::default());
+        put(&mut log, &mut index, 1, &id);
+        assert_eq!(index.find(&log, &id), Some(1));
+        // The tags of another message in place of this one's.
+        let other = IdIndex::default();
+        assert_eq!(other.find(&log, &id), None);
     }
 }

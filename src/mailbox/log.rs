@@ -108,9 +108,13 @@ impl<'a> Msg<'a> {
 /// The most bytes a chunk holds (unless one record alone is larger).
 const CHUNK_BYTES: usize = 8 * 1024;
 
-/// A log this small (bytes, in one chunk) is fetched whole before a store
-/// reads it: about [`super::ids::LINEAR`] chat messages.
-const SMALL_LOG_BYTES: usize = 2 * 1024;
+/// A chunk this small (bytes) that an append reallocates is fetched whole
+/// first, since the reallocation copies it: about eight chat messages.
+const SMALL_CHUNK_BYTES: usize = 2 * 1024;
+
+/// The most bytes a record takes beside its stanza and an id of its own:
+/// header, seq, time and length.
+const MAX_RECORD_HEADER: usize = HEADER + 3 * 10;
 
 /// The allocation size jemalloc gives for `n` bytes: four size classes per
 /// power of two. Growing a buffer straight to its class wastes nothing.
@@ -524,12 +528,16 @@ impl Log {
                 .sum::<usize>()
     }
 
-    /// Asks the CPU to fetch the last chunk: its records when it is the
-    /// only one (inline: its buffer's address is in the log itself), else
-    /// its place in the chunk list (where its buffer's address is).
-    pub fn prefetch_last_chunk(&self) {
+    /// Asks the CPU to fetch the last chunk, about to take a record of
+    /// about `incoming` bytes (the stanza's): when it is the only one
+    /// (inline: its buffer's address is in the log itself), its end, or
+    /// all of it when it is small and must grow (a grown buffer is a copy);
+    /// else its place in the chunk list (where its buffer's address is). A
+    /// store reads no earlier record otherwise: a small log's ids are
+    /// found by their tags first (`super::ids`).
+    pub fn prefetch_last_chunk(&self, incoming: usize) {
         match self.chunks.inline() {
-            Some((_, c)) => Self::prefetch_records(c, true),
+            Some((_, c)) => Self::prefetch_end(c, incoming),
             None => crate::prefetch::prefetch(self.chunks.back()),
         }
     }
@@ -537,22 +545,22 @@ impl Log {
     /// Asks the CPU to fetch where the next appended record goes in a log
     /// of several chunks, after [`Log::prefetch_last_chunk`] fetched the
     /// last chunk's place. A log's only chunk is inline, and that call
-    /// asked for its records already.
-    pub fn prefetch_tail(&self) {
+    /// asked for its end already.
+    pub fn prefetch_tail(&self, incoming: usize) {
         if let Chunks::Deque(d) = &self.chunks {
             if let Some((_, c)) = d.back() {
-                Self::prefetch_records(c, false);
+                Self::prefetch_end(c, incoming);
             }
         }
     }
 
-    /// Chunk `c`'s last record, and all of it when it is small and `only`
-    /// (the log's only chunk): a log of at most [`super::ids::LINEAR`]
-    /// messages is read from its start to find an id, and its cache lines
-    /// arrive together rather than one by one.
-    fn prefetch_records(c: &Chunk, only: bool) {
+    /// The cache line of chunk `c`'s last byte, where an append starts,
+    /// and every line of a chunk of at most [`SMALL_CHUNK_BYTES`] that an
+    /// append of `incoming` bytes (plus a record's header) reallocates.
+    fn prefetch_end(c: &Chunk, incoming: usize) {
         let data = c.data();
-        if only && data.len() <= SMALL_LOG_BYTES {
+        let grows = c.buf.len() < data.len() + incoming + MAX_RECORD_HEADER;
+        if grows && data.len() <= SMALL_CHUNK_BYTES {
             for at in (0..data.len()).step_by(64) {
                 crate::prefetch::prefetch(data.get(at));
             }

@@ -284,13 +284,13 @@ impl Mailbox {
     /// devices, the log's last chunk and the id table's header. Reading
     /// the addresses waits for the mailbox's lines, but nothing after it
     /// waits for the fetches it asks for.
-    pub fn prefetch_links(&self) {
+    pub fn prefetch_links(&self, incoming: usize) {
         if let Some(d) = self.devices.first() {
             d.label.prefetch();
             d.pending.prefetch();
         }
         self.devices.prefetch_rest();
-        self.log.prefetch_last_chunk();
+        self.log.prefetch_last_chunk(incoming);
         self.ids.prefetch();
     }
 
@@ -298,7 +298,7 @@ impl Mailbox {
     /// what storing one more message reads and writes: the names of the
     /// devices past the first (matched against `DEVICES`, named in push
     /// hints), the online devices' pending tails and the log's tail.
-    pub fn prefetch_for_store(&self) {
+    pub fn prefetch_for_store(&self, incoming: usize) {
         for (i, d) in self.devices.iter().enumerate() {
             // The first device's label was asked for by `prefetch_links`.
             if i > 0 {
@@ -308,7 +308,7 @@ impl Mailbox {
                 d.pending.prefetch_back();
             }
         }
-        self.log.prefetch_tail();
+        self.log.prefetch_tail(incoming);
     }
 
     /// The seq of the live message with this id; `None` when the mailbox
