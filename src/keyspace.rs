@@ -232,7 +232,7 @@ impl<'c> Writer<'c> {
             }
         }
         let before = Gauges::of(mb);
-        let keeps_due = mb.keeps_due(effects);
+        let keeps_due = mb.keeps_due(effects, &crate::timer::settings());
         // Push hints come from the primary's own changes, not from a
         // replica or the AOF applying them.
         let watch = match propagate {

@@ -61,16 +61,29 @@ fn min_opt(a: Option<i64>, b: i64) -> Option<i64> {
 
 impl Mailbox {
     /// True when applying `effects` cannot move the mailbox's next deadline
-    /// from the one the schedule holds for it, so that the schedule need
-    /// not be touched: stores appended to a non-empty log, each pending
-    /// only on devices that already wait for an older delivery. A new
-    /// delivery goes behind those (its seq and time are the highest), so
-    /// the oldest and least recently sent ones stay; the oldest message
-    /// retention counts (one not queued for the archive: the log must
-    /// hold one already) and every device's last-seen time stay as well.
-    /// False whenever the mailbox's schedule entry is not known.
-    pub fn keeps_due(&self, effects: &[Effect<'_>]) -> bool {
-        self.entry.get().due().is_some()
+    /// (under the settings `s`) from the one the schedule holds for it, so
+    /// that the schedule need not be touched: stores appended to a
+    /// non-empty log, each pending only on devices that already wait for
+    /// an older delivery. A new delivery goes behind those (its seq and
+    /// time are the highest), so the oldest and least recently sent ones
+    /// stay; the oldest message retention counts (one not queued for the
+    /// archive: the log must hold one already) and every device's
+    /// last-seen time stay as well. The eviction deadline follows the last
+    /// change, so a store moves it: the schedule's deadline stays only
+    /// while it is earlier than that one. False whenever the mailbox's
+    /// schedule entry is not known.
+    ///
+    /// The answer must be exact, not merely safe: a replica applies the
+    /// same effects with the same settings and keeps what its schedule
+    /// holds, and an earlier deadline kept there would stay long past
+    /// (the primary's timer moves its own on a visit that finds nothing
+    /// to do, which replicates nothing) and show as the replica's lag.
+    pub fn keeps_due(&self, effects: &[Effect<'_>], s: &TimerSettings) -> bool {
+        let Some(held) = self.entry.get().due() else {
+            return false;
+        };
+        self.eviction_due(s)
+            .is_none_or(|at| held.is_some_and(|h| h < at))
             && self.log.len() > self.queued_count()
             && effects.iter().all(|e| match e {
                 Effect::Store { message, pending } => {
@@ -119,7 +132,7 @@ impl Mailbox {
     /// When an idle mailbox is evicted (SPEC §6): `mailbox-idle` after it
     /// was last changed, with `archive yes`, while it holds messages or
     /// devices and is not evicted already.
-    fn eviction_due(&self, s: &TimerSettings) -> Option<i64> {
+    pub(super) fn eviction_due(&self, s: &TimerSettings) -> Option<i64> {
         let holds = !self.devices.is_empty() || self.log.len() > self.queued_count();
         (s.archive && s.mailbox_idle > 0 && holds && !self.is_evicted())
             .then(|| self.touched.saturating_add(s.mailbox_idle))
@@ -261,5 +274,50 @@ mod tests {
         assert_eq!(mb.due_work(200_000, &s, 1).drop, vec![1]);
         let keep = TimerSettings { archive: true, ..s };
         assert!(mb.due_work(200_000, &keep, 100).drop.is_empty());
+    }
+
+    /// A store to a mailbox whose earliest deadline is its eviction moves
+    /// that deadline: `keeps_due` says so, and the schedule is told, on the
+    /// primary and on a replica alike. Earlier deadlines stay put.
+    #[test]
+    fn a_store_moves_the_eviction_deadline() {
+        let s = TimerSettings {
+            archive: true,
+            mailbox_idle: 1000,
+            ..S
+        };
+        let mut mb = Mailbox::new(1, 0);
+        mb.apply(0, &Effect::Register { device: b"p" });
+        let store = |seq: u64, ts: i64| Effect::Store {
+            message: Message {
+                seq,
+                ts,
+                flags: 0,
+                id: IdSpec::Own(b"x"),
+                stanza: b"<message/>",
+            },
+            pending: Default::default(),
+        };
+        mb.apply(0, &store(1, 0));
+        let hold = |mb: &Mailbox| {
+            let due = mb.next_due(&s).unwrap();
+            mb.entry.set(crate::schedule::Entry::At { due, id: 1 });
+            due
+        };
+        assert_eq!(hold(&mb), 1000, "the eviction comes first");
+        assert!(!mb.keeps_due(&[store(2, 500)], &s));
+        mb.apply(500, &store(2, 500));
+        assert_eq!(hold(&mb), 1500);
+        // Without eviction the offline device's idle deadline comes first,
+        // and a store leaves it.
+        let no_evict = TimerSettings {
+            mailbox_idle: 0,
+            ..s
+        };
+        let due = mb.next_due(&no_evict).unwrap();
+        mb.entry.set(crate::schedule::Entry::At { due, id: 1 });
+        assert!(mb.keeps_due(&[store(3, 600)], &no_evict));
+        mb.apply(600, &store(3, 600));
+        assert_eq!(mb.next_due(&no_evict), Some(due));
     }
 }
