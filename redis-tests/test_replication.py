@@ -1,8 +1,11 @@
 """Every write replicates so that the replica's value is the primary's
 (SPEC §8): DEBUG DIGEST-VALUE equal on both, key by key."""
 
+import json
+import time
+
 from helpers import (
-    RawError, Workload, all_keys, as_map, diff_snapshots, message, snapshot, wait_for,
+    RawError, Workload, all_keys, as_map, diff_snapshots, message, now_ms, snapshot, wait_for,
     wait_replica_synced,
 )
 
@@ -105,3 +108,40 @@ def test_timer_changes_replicate(make_server):
     u = as_map(p.execute_command("IM.DEVICES", USERS[0])[0])
     assert (u["online"], u["offline"]) == (0, 5), "expiry moves pending offline and marks the device offline"
     assert_replica_equal(primary, replica)
+
+
+def test_replica_lag_stays_true_while_stores_push_the_eviction_deadline(make_server):
+    """A store to a mailbox pushes its `mailbox-idle` deadline later. The
+    replica applies the same stores with the same settings, so its schedule
+    holds the same deadline as the primary's and its lag stays at 0 while
+    the mailbox is kept busy: it must not keep the first, long past,
+    deadline (which the primary's timer only moves on a visit that changes
+    nothing and so replicates nothing) and report a lag that grows without
+    bound."""
+    idle = 1000
+    args = {"archive": "yes", "mailbox-idle": idle, "sweep-interval": 20}
+    primary, make_replica = start_pair(make_server, args)
+    replica = make_replica()
+    p, rc = primary.client(), replica.client()
+    # An offline device: each store leaves the deadlines but the eviction
+    # one alone (device-idle and retention are days away).
+    p.execute_command("IM.CONNECT", "alice", "phone")
+    p.execute_command("IM.DISCONNECT", "alice", "phone")
+    start = now_ms()
+    lags = []
+    i = 0
+    # Stores every 100 ms for four times mailbox-idle: the mailbox never
+    # falls idle, so nothing is ever due on either node.
+    while now_ms() - start < 4 * idle:
+        p.execute_command("IM.STORE", "alice", message(f"m{i}"))
+        i += 1
+        wait_replica_synced(primary, replica)
+        lags.append((now_ms() - start, rc.info("im")["im_sweep_lag_ms"]))
+        time.sleep(0.1)
+    info = as_map(p.execute_command("IM.INFO", "alice"))
+    assert info["messages"] == i, "the mailbox stayed busy: nothing was due"
+    assert p.info("im")["im_evicted"] == 0
+    worst = max(lag for _, lag in lags)
+    assert worst < idle, f"the replica's lag grew while nothing was due: {lags[-5:]}"
+    doctor = json.loads(rc.execute_command("IM.DOCTOR", "JSON"))
+    assert doctor["timer"]["lag_ms"] < idle, doctor["timer"]
