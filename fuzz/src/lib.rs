@@ -167,8 +167,9 @@ pub fn batches(mb: &Mailbox, batch: usize) -> Vec<Vec<u8>> {
 /// `None` where the loader would refuse.
 pub fn load<'a>(header: &[u8], mut chunks: impl Iterator<Item = &'a [u8]>) -> Option<Mailbox> {
     let (mut mb, n) = Mailbox::decode_header(header)?;
+    let mut maybe = Default::default();
     while mb.log.len() < n {
-        if mb.load_messages(chunks.next()?)? == 0 {
+        if mb.load_messages(chunks.next()?, &mut maybe)? == 0 {
             return None;
         }
     }

@@ -4,6 +4,7 @@
 use super::apply::INTERNAL;
 use super::Answer;
 use crate::keyspace::Writer;
+use crate::mailbox::ids::Maybe;
 use crate::mailbox::Mailbox;
 use crate::metrics::Gauges;
 use crate::reply::{error, Reply};
@@ -30,7 +31,7 @@ pub fn load(ctx: &Context, args: &[RedisString]) -> Answer {
             .mailbox_mut()
             .ok_or_else(|| error("ERR IM.LOAD MSGS needs IM.LOAD HEAD first"))?;
         let before = Gauges::of(mb);
-        let loaded = mb.load_messages(blob.as_slice());
+        let loaded = mb.load_messages(blob.as_slice(), &mut Maybe::default());
         before.update(&Gauges::of(mb));
         loaded.ok_or_else(|| error("ERR IM.LOAD MSGS does not decode"))?;
     } else {

@@ -471,12 +471,26 @@ impl Mailbox {
     /// Puts a message in the log and the id index; the counter moves past it.
     fn add_message(&mut self, m: &NewMsg<'_>) {
         self.log.insert(m);
-        let id = match m.id {
+        self.ids.insert(&self.log, m.seq, Self::id_of(m));
+        self.next_seq = self.next_seq.max(m.seq.saturating_add(1));
+    }
+
+    /// As [`Mailbox::add_message`], for a message loaded from bytes no
+    /// command checked: notes in `maybe` the messages whose id may be its
+    /// own (SPEC §1). It is kept and indexed either way.
+    fn add_loaded_message(&mut self, m: &NewMsg<'_>, maybe: &mut ids::Maybe) {
+        self.log.insert(m);
+        self.ids
+            .insert_noting(&self.log, m.seq, Self::id_of(m), maybe);
+        self.next_seq = self.next_seq.max(m.seq.saturating_add(1));
+    }
+
+    /// The id's bytes of a message about to be added.
+    fn id_of<'m>(m: &NewMsg<'m>) -> &'m [u8] {
+        match m.id {
             IdSpec::Own(b) => b,
             IdSpec::InStanza { off, len } => m.stanza.get(off..off + len).unwrap_or_default(),
-        };
-        self.ids.insert(&self.log, m.seq, id);
-        self.next_seq = self.next_seq.max(m.seq.saturating_add(1));
+        }
     }
 
     fn delete_message(&mut self, seq: u64) {

@@ -3,6 +3,7 @@
 //! followed by the messages in seq order. Two mailboxes with the same
 //! content encode to the same bytes, whatever their chunk layout.
 
+use super::ids::Maybe;
 use super::log::{IdSpec, Message, Msg, NewMsg, PERSISTED_FLAGS};
 use super::offline::Offline;
 use super::{Deliveries, Device, Mailbox, Pending};
@@ -124,8 +125,11 @@ impl Mailbox {
     }
 
     /// Loads a run of encoded messages, which must follow the messages
-    /// already held in seq order; answers how many it loaded.
-    pub fn load_messages(&mut self, blob: &[u8]) -> Option<u64> {
+    /// already held in seq order; answers how many it loaded. `None` when
+    /// the bytes do not decode or the seqs do not ascend. Notes in `maybe`
+    /// what [`Mailbox::repeated_ids`] needs to tell, once every run has
+    /// loaded, whether an id repeats.
+    pub fn load_messages(&mut self, blob: &[u8], maybe: &mut Maybe) -> Option<u64> {
         let mut r = Reader::new(blob);
         let mut n = 0;
         while !r.is_empty() {
@@ -157,20 +161,36 @@ impl Mailbox {
             if self.log.last().is_some_and(|m| m.seq >= seq) {
                 return None;
             }
-            self.add_message(&NewMsg {
-                message: Message {
-                    seq,
-                    ts,
-                    flags,
-                    id,
-                    stanza,
+            self.add_loaded_message(
+                &NewMsg {
+                    message: Message {
+                        seq,
+                        ts,
+                        flags,
+                        id,
+                        stanza,
+                    },
+                    owers,
                 },
-                owers,
-            });
+                maybe,
+            );
             self.count_if_queued(seq, stanza.len());
             n += 1;
         }
         Some(n)
+    }
+
+    /// How many of the messages loaded with `maybe` have an id that an
+    /// earlier message of the mailbox has too (SPEC §1: an id is unique
+    /// within the mailbox, so no command makes one; only a crafted
+    /// `RESTORE` payload, or a file such a payload went into, holds one);
+    /// forgets the notes. Such messages are kept and indexed, and the
+    /// loader decides: a `RESTORE` refuses the mailbox, a load from disk
+    /// keeps it (docs/DESIGN.md, "Replication, AOF and RDB"). Linear in
+    /// the notes, a tenth of the messages at most in practice, read in
+    /// seq order.
+    pub fn repeated_ids(&self, maybe: &mut Maybe) -> u64 {
+        maybe.repeated(&self.log)
     }
 
     /// The messages in batches of about `batch` bytes of encoding.
@@ -274,11 +294,13 @@ impl Mailbox {
     }
 
     /// A copy through the canonical encoding (`COPY`); `None` if it does
-    /// not load back, which a consistent mailbox always does.
+    /// not load back, which a consistent mailbox always does. A repeated
+    /// id that a load from disk kept is copied as it is.
     pub fn copy_via_encoding(&self, batch: usize) -> Option<Mailbox> {
         let (mut out, n) = Mailbox::decode_header(&self.encode_header())?;
         let mut ok = true;
-        self.encode_messages(batch, |b| ok &= out.load_messages(b).is_some());
+        let mut maybe = Maybe::default();
+        self.encode_messages(batch, |b| ok &= out.load_messages(b, &mut maybe).is_some());
         (ok && out.log.len() == n && out.archive_consistent()).then_some(out)
     }
 }

@@ -36,7 +36,7 @@ fn online(mb: &Mailbox) -> Vec<&[u8]> {
 fn roundtrip(mb: &Mailbox) -> Mailbox {
     let (mut copy, n) = Mailbox::decode_header(&mb.encode_header()).unwrap();
     mb.encode_messages(100, |b| {
-        copy.load_messages(b).unwrap();
+        copy.load_messages(b, &mut ids::Maybe::default()).unwrap();
     });
     assert_eq!(n, copy.log.len());
     assert_eq!(copy.encode_header(), mb.encode_header());
@@ -536,7 +536,7 @@ fn the_decoder_refuses_corrupt_bytes() {
     }
     for cut in 0..msgs.len() {
         let (mut copy, _) = Mailbox::decode_header(&head).unwrap();
-        if let Some(n) = copy.load_messages(&msgs[..cut]) {
+        if let Some(n) = copy.load_messages(&msgs[..cut], &mut ids::Maybe::default()) {
             assert!(n < 5, "a cut at {cut} loaded every message");
         }
     }
@@ -554,7 +554,7 @@ fn the_decoder_refuses_corrupt_bytes() {
         let Some((mut copy, n)) = Mailbox::decode_header(&h) else {
             continue;
         };
-        if copy.load_messages(&m) == Some(n) {
+        if copy.load_messages(&m, &mut ids::Maybe::default()) == Some(n) {
             // Whatever was accepted is a consistent mailbox: it encodes
             // again to what its own decoding gives.
             let again = roundtrip(&copy);
@@ -701,7 +701,7 @@ fn the_decoder_refuses_a_queue_that_contradicts_the_mailbox() {
     let head = owing.encode_header();
     let (mut loaded, n) = Mailbox::decode_header(&head).unwrap();
     owing.encode_messages(1 << 20, |m| {
-        loaded.load_messages(m).unwrap();
+        loaded.load_messages(m, &mut ids::Maybe::default()).unwrap();
     });
     assert_eq!(loaded.log.len(), n);
     assert!(!loaded.archive_consistent());
@@ -746,7 +746,7 @@ fn a_mailbox_whose_ranges_claim_more_than_its_log_is_refused() {
     let head = forged.encode_header();
     let (mut loaded, n) = Mailbox::decode_header(&head).unwrap();
     forged.encode_messages(1 << 20, |b| {
-        loaded.load_messages(b).unwrap();
+        loaded.load_messages(b, &mut ids::Maybe::default()).unwrap();
     });
     assert_eq!(loaded.log.len(), n);
     assert!(loaded.consistent().is_err());
@@ -985,4 +985,71 @@ fn a_mailbox_with_its_first_device_fits_its_size_class() {
         std::mem::size_of::<Option<Device>>(),
         std::mem::size_of::<Device>()
     );
+}
+
+/// A mailbox whose messages repeat an id (no command stores one; a crafted
+/// `RESTORE` payload may hold one) loads with every message kept, and the
+/// load counts each repeat, whether the id is found by reading the log (a
+/// few messages) or in the id table, and across batches; then an id finds
+/// its messages in seq order, the next once the one before has gone.
+#[test]
+fn a_repeated_id_is_counted_on_load_and_every_message_is_kept() {
+    for n in [2u64, 3, 8, 9, 10, 12, 15, 16, 17, 30, 100, 1000, 5000] {
+        let mut mb = Mailbox::new(1, 0);
+        mb.apply(
+            0,
+            &Effect::Connect {
+                device: b"phone",
+                node: b"n",
+            },
+        );
+        mb.apply(0, &Effect::Disconnect { device: b"phone" });
+        let mut repeats = vec![0, n / 2, n - 1];
+        repeats.dedup();
+        let ids: Vec<String> = (0..n)
+            .map(|i| match repeats.contains(&i) {
+                true => "dup".to_string(),
+                false => format!("m{i}"),
+            })
+            .collect();
+        let seqs: Vec<u64> = ids.iter().map(|id| store(&mut mb, id, vec![], 0)).collect();
+        for batch in [100, 1 << 20] {
+            let (mut copy, count) = Mailbox::decode_header(&mb.encode_header()).unwrap();
+            let mut maybe = ids::Maybe::default();
+            mb.encode_messages(batch, |b| {
+                copy.load_messages(b, &mut maybe).unwrap();
+            });
+            let repeated = copy.repeated_ids(&mut maybe);
+            assert_eq!(copy.log.len(), count);
+            assert_eq!(repeated, repeats.len() as u64 - 1, "{n} messages");
+            assert_eq!(copy.consistent(), Ok(()));
+            for (id, &seq) in ids.iter().zip(&seqs) {
+                if id != "dup" {
+                    assert_eq!(copy.find_id(id.as_bytes()), Some(seq), "{n} messages");
+                }
+            }
+            for &i in &repeats {
+                let seq = seqs[i as usize];
+                assert_eq!(copy.find_id(b"dup"), Some(seq), "{n} messages");
+                let ack = Effect::Ack {
+                    device: b"phone",
+                    seqs: smallvec::smallvec![seq],
+                };
+                assert_eq!(copy.apply(1, &ack), 1);
+            }
+            assert_eq!(copy.find_id(b"dup"), None);
+            assert_eq!(copy.log.len(), n - repeats.len() as u64);
+        }
+    }
+    // Without a repeat, none is counted.
+    let mut mb = Mailbox::new(1, 0);
+    for i in 0..100 {
+        store(&mut mb, &format!("m{i}"), vec![], 0);
+    }
+    let (mut copy, _) = Mailbox::decode_header(&mb.encode_header()).unwrap();
+    let mut maybe = ids::Maybe::default();
+    mb.encode_messages(100, |b| {
+        copy.load_messages(b, &mut maybe).unwrap();
+    });
+    assert_eq!(copy.repeated_ids(&mut maybe), 0);
 }

@@ -5,6 +5,7 @@
 
 use super::guard;
 use crate::log;
+use crate::mailbox::ids::Maybe;
 use crate::mailbox::persist::ENCODING_VERSION;
 use crate::mailbox::Mailbox;
 use crate::metrics;
@@ -53,9 +54,10 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Option<Mailbox> {
     }
     let header = raw::load_string_buffer(rdb).ok()?;
     let (mut mb, n) = Mailbox::decode_header(header.as_ref())?;
+    let mut maybe = Maybe::default();
     while mb.log.len() < n {
         let buf = raw::load_string_buffer(rdb).ok()?;
-        if mb.load_messages(buf.as_ref())? == 0 {
+        if mb.load_messages(buf.as_ref(), &mut maybe)? == 0 {
             return None;
         }
     }
