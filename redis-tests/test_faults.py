@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from helpers import (
-    RawError, as_map, expect_error, message, varint, wait_for, wait_replica_synced, zigzag,
+    RawError, as_map, digest, expect_error, message, varint, wait_for, wait_replica_synced, zigzag,
 )
 
 CHATSTATES = "http://jabber.org/protocol/chatstates"
@@ -601,4 +601,97 @@ def test_a_restored_device_may_not_take_the_name_of_the_modules_own_channels(r, 
     assert r.exists("res-bad") == 0
     assert r.restore("res-good", 0, with_crc(good[:-8])) == b"OK"
     assert as_map(r.execute_command("IM.DEVICES", "res-good")[0])["node"] == twin.encode()
+    alive(r)
+
+
+def mailbox_with_a_repeated_id(r, key, n):
+    """A mailbox of `n` messages (ids m000, m001, ...) owed offline to
+    `phone`, and the same mailbox with m001 renamed m000, each as a DUMP
+    payload. No command stores a repeated id (SPEC §1, §3): only such a
+    payload holds one."""
+    r.config_set("rdbcompression", "no")
+    r.execute_command("IM.CONNECT", key, "phone")
+    r.execute_command("IM.DISCONNECT", key, "phone")
+    for i in range(n):
+        r.execute_command("IM.STORE", key, b"<message><body>hi</body></message>", "ID", f"m{i:03d}")
+    good = r.dump(key)
+    assert good.count(b"m001") == 1
+    return good, with_crc(good[:-8].replace(b"m001", b"m000"))
+
+
+@pytest.mark.parametrize("n", [2, 12], ids=["few", "table"])
+def test_a_restored_mailbox_with_a_repeated_id_is_refused(r, raw, server, n):
+    """A RESTORE payload whose mailbox holds two messages with one id (a
+    valid checksum and encoding) is refused with an error and changes
+    nothing: not the key it would replace, not a new key. Accepted, an ack
+    by that id acked one of the two and a store with it answered either."""
+    good, bad = mailbox_with_a_repeated_id(r, "rep", n)
+    before = digest(r, "rep")
+    start = server.log_size()
+    assert_clean_error(expect_error(raw, "RESTORE", "rep2", "0", bad))
+    assert r.exists("rep2") == 0
+    assert_clean_error(expect_error(raw, "RESTORE", "rep", "0", bad, "REPLACE"))
+    assert digest(r, "rep") == before
+    assert "refused on RESTORE (key 'rep" in server.log(start)
+    assert r.restore("rep3", 0, good) == b"OK"
+    assert digest(r, "rep3") == before
+    alive(r)
+
+
+def test_a_saved_mailbox_with_a_repeated_id_loads_and_keeps_every_message(make_server):
+    """An RDB (or AOF) whose mailbox holds two messages with one id (which
+    only a RESTORE could have put there, before such payloads were refused)
+    loads at startup, and at a replica's full sync, rather than stopping
+    the server: every message is
+    kept, the load says so in the log and `INFO im` counts it, an ack by the
+    id acks the oldest and the next ack the other, and a store with the id
+    is a duplicate while one is held."""
+    s = make_server(extra_conf={"rdbcompression": "no"})
+    r = s.client()
+    _good, _bad = mailbox_with_a_repeated_id(r, "rep", 12)
+    assert r.save()
+    s.stop()
+    rdb = s.dir / "dump.rdb"
+    whole = rdb.read_bytes()
+    assert whole.count(b"m001") == 1
+    rdb.write_bytes(with_crc(whole[:-8].replace(b"m001", b"m000")))
+    start = s.log_size()
+    s.start()
+    r = s.client()
+    assert "loaded with repeated ids (key 'rep'): 1 of its messages" in s.log(start)
+    assert int(r.info("im")["im_repeated_ids_loaded"]) == 1
+    _cursor, items = r.execute_command("IM.OFFLINE.PAGE", "rep", "phone", "COUNT", 100)
+    seqs = [it[0] for it in items]
+    assert [it[1] for it in items][:3] == [b"m000", b"m000", b"m002"]
+    assert as_map(r.execute_command("IM.INFO", "rep"))["messages"] == 12
+    # Kept as it is through DEBUG RELOAD, an AOF rewrite (IM.LOAD) and COPY.
+    d = digest(r, "rep")
+    assert r.execute_command("DEBUG", "RELOAD") == b"OK"
+    assert digest(r, "rep") == d
+    r.config_set("aof-use-rdb-preamble", "no")
+    r.config_set("appendonly", "yes")
+    wait_for(lambda: r.info("persistence")["aof_rewrite_in_progress"] == 0
+             and r.info("persistence")["aof_rewrite_scheduled"] == 0, what="the AOF rewrite")
+    base = [p for p in (s.dir / "appendonlydir").iterdir() if ".base." in p.name]
+    assert len(base) == 1 and b"IM.LOAD" in base[0].read_bytes()
+    s.extra_conf += ["appendonly", "yes", "aof-use-rdb-preamble", "no"]
+    start = s.log_size()
+    s.restart()
+    r = s.client()
+    assert "loaded with repeated ids (key 'rep'): 1 of its messages" in s.log(start)
+    assert digest(r, "rep") == d
+    assert r.copy("rep", "rep-copy")
+    assert digest(r, "rep-copy") == d
+    # A replica's full sync loads it as the primary holds it.
+    replica = make_server(replicaof=s)
+    wait_replica_synced(s, replica)
+    assert digest(replica.client(), "rep") == d
+    # Each of the two is acked by the id in turn, oldest first.
+    assert r.execute_command("IM.STORE", "rep", b"<message/>", "ID", "m000")[0] == seqs[0]
+    assert r.execute_command("IM.ACK", "rep", "phone", "m000") == 1
+    assert r.execute_command("IM.STORE", "rep", b"<message/>", "ID", "m000")[0] == seqs[1]
+    assert r.execute_command("IM.ACK", "rep", "phone", "m000") == 1
+    _cursor, items = r.execute_command("IM.OFFLINE.PAGE", "rep", "phone", "COUNT", 100)
+    assert [it[0] for it in items] == seqs[2:]
+    assert as_map(r.execute_command("IM.INFO", "rep"))["messages"] == 10
     alive(r)

@@ -45,6 +45,7 @@ metrics! {
     SWEEP_FAILURES => "sweep_failures",
     SWEEP_NOT_OWNED => "sweep_not_owned",
     PANICS => "panics",
+    REPEATED_IDS_LOADED => "repeated_ids_loaded",
     LOST_EVICTED => "lost_evicted_mailboxes",
     LOST_EVICTED_MESSAGES => "lost_evicted_messages",
     LOST_EXPIRED => "lost_expired_mailboxes",

@@ -173,8 +173,9 @@ pub fn load<'a>(header: &[u8], mut chunks: impl Iterator<Item = &'a [u8]>) -> Op
             return None;
         }
     }
-    // The loader refuses what does not hold together (wrapper::datatype).
-    (mb.log.len() == n && mb.consistent().is_ok()).then_some(mb)
+    // The loader refuses what does not hold together (wrapper::datatype),
+    // and a RESTORE a repeated id.
+    (mb.log.len() == n && mb.consistent().is_ok() && mb.repeated_ids(&mut maybe) == 0).then_some(mb)
 }
 
 /// The timer settings of the command fuzzer (short deadlines).

@@ -68,7 +68,62 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Option<Mailbox> {
         log::warning(&format!("redis-im: a mailbox refused on load: {why}"));
         return None;
     }
+    let repeated = mb.repeated_ids(&mut maybe);
+    if repeated > 0 {
+        let key = key_name(rdb);
+        if !server_loading(rdb) {
+            log::warning(&format!(
+                "redis-im: a mailbox refused on RESTORE ({key}): {repeated} of its messages have an id another of its messages has (ids are unique within a mailbox)"
+            ));
+            return None;
+        }
+        metrics::add(&metrics::REPEATED_IDS_LOADED, repeated as i64);
+        log::warning(&format!(
+            "redis-im: a mailbox loaded with repeated ids ({key}): {repeated} of its messages have an id another of its messages has; every message is kept, and an id finds them one after another"
+        ));
+    }
     Some(mb)
+}
+
+/// Whether the server is loading its data (the RDB or the AOF at
+/// startup, `DEBUG RELOAD`, a replica's full sync) rather than running a
+/// `RESTORE` (a client's payload, `MIGRATE`'s, or a `RESTORE` replayed
+/// from the AOF, which runs while loading). True when the server cannot
+/// say: refusing a mailbox while loading stops the server, which is worse
+/// than keeping what the file holds.
+fn server_loading(rdb: *mut raw::RedisModuleIO) -> bool {
+    // SAFETY: a valid IO handle; the context it gives is the IO's own and
+    // lives until the load returns.
+    unsafe {
+        let (Some(ctx_of), Some(flags)) = (
+            raw::RedisModule_GetContextFromIO,
+            raw::RedisModule_GetContextFlags,
+        ) else {
+            return true;
+        };
+        let ctx = ctx_of(rdb);
+        if ctx.is_null() {
+            return true;
+        }
+        let loading = raw::REDISMODULE_CTX_FLAGS_LOADING | raw::REDISMODULE_CTX_FLAGS_ASYNC_LOADING;
+        (flags(ctx) as u32) & loading != 0
+    }
+}
+
+/// The name of the key being loaded, escaped for a log line; `?` when the
+/// server does not say.
+fn key_name(rdb: *mut raw::RedisModuleIO) -> String {
+    // SAFETY: a valid IO handle; the name (if any) is the server's and
+    // outlives this call.
+    unsafe {
+        match raw::RedisModule_GetKeyNameFromIO.map(|f| f(rdb)) {
+            Some(name) if !name.is_null() => {
+                let bytes = redis_module::RedisString::string_as_slice(name as *mut _);
+                format!("key '{}'", log::escape(bytes, 200))
+            }
+            _ => "key ?".into(),
+        }
+    }
 }
 
 /// # Safety
