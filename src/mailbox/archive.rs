@@ -48,6 +48,18 @@ pub struct Archive {
 }
 
 impl Archive {
+    /// Heap bytes held (for `MEMORY USAGE`): the state itself, an estimate
+    /// of the queue's ranges (40 bytes a range past the first, as for a
+    /// device's offline ranges), and for each queued message that devices
+    /// owed, its entry (about 40 bytes) and their names; the name in the
+    /// archive index.
+    pub fn heap_bytes(&self) -> usize {
+        let ranges = self.queued.range_count();
+        let owed: usize = self.owed.values().map(|names| 40 + names.len()).sum();
+        let indexed = self.indexed.borrow().as_ref().map_or(0, |n| n.len());
+        std::mem::size_of::<Archive>() + if ranges > 1 { ranges * 40 } else { 0 } + owed + indexed
+    }
+
     /// Nothing queued, nothing to remember: the state can go.
     fn is_idle(&self) -> bool {
         self.count == 0

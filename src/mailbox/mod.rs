@@ -336,7 +336,15 @@ impl Mailbox {
     pub fn mem_usage(&self) -> usize {
         let devices: usize =
             self.devices.heap_bytes() + self.devices.iter().map(Device::heap_bytes).sum::<usize>();
-        std::mem::size_of::<Mailbox>() + self.log.mem_usage() + self.ids.heap_bytes() + devices
+        let archive = self
+            .archive
+            .as_deref()
+            .map_or(0, archive::Archive::heap_bytes);
+        std::mem::size_of::<Mailbox>()
+            + self.log.mem_usage()
+            + self.ids.heap_bytes()
+            + devices
+            + archive
     }
 
     // ---- reads -------------------------------------------------------

@@ -1053,3 +1053,37 @@ fn a_repeated_id_is_counted_on_load_and_every_message_is_kept() {
     });
     assert_eq!(copy.repeated_ids(&mut maybe), 0);
 }
+
+/// `MEMORY USAGE` counts a mailbox's archive state: a queued message adds
+/// the state, and a queue scattered over many ranges adds more.
+#[test]
+fn the_archive_queue_counts_in_memory_usage() {
+    let mut mb = Mailbox::new(1, 0);
+    mb.apply(
+        0,
+        &Effect::Connect {
+            device: b"phone",
+            node: b"n",
+        },
+    );
+    mb.apply(0, &Effect::Disconnect { device: b"phone" });
+    let seqs: Vec<u64> = (0..40)
+        .map(|i| store(&mut mb, &format!("m{i}"), vec![], 0))
+        .collect();
+    let before = mb.mem_usage();
+    mb.apply(
+        1,
+        &Effect::Queue {
+            seqs: vec![seqs[0]],
+        },
+    );
+    let one = mb.mem_usage();
+    assert!(
+        one >= before + std::mem::size_of::<super::archive::Archive>(),
+        "{before} {one}"
+    );
+    // Every other message: 20 ranges.
+    let scattered: Vec<u64> = seqs.iter().copied().skip(2).step_by(2).collect();
+    mb.apply(1, &Effect::Queue { seqs: scattered });
+    assert!(mb.mem_usage() >= one + 19 * 40, "{one} {}", mb.mem_usage());
+}
