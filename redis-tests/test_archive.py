@@ -311,3 +311,31 @@ def test_the_queue_survives_an_aof_rewrite_of_commands(make_server):
     got = pull(r, "LEASE", 60000)
     assert [i for _, _, i, *_ in got] == [b"m0", b"m1", b"m2", b"m3"]
     assert r.execute_command("IM.ARCHIVE.ACK", "hal", *[s for _, s, *_ in got]) == 4
+
+
+def test_memory_usage_counts_the_messages_and_the_archive_queue(make_server):
+    """`MEMORY USAGE <user>` is the module's estimate of a mailbox
+    (docs/operations.md): its stanzas and a little more. Once its messages
+    are queued for the archive, the same messages are still there, and the
+    queue's state (which devices owed each message) counts on top."""
+    stanzas = [message(f"m{i}", body="x" * 150) for i in range(20)]
+
+    def fill(r):
+        r.execute_command("IM.CONNECT", "mem", "phone", "NODE", "n1")
+        r.execute_command("IM.DISCONNECT", "mem", "phone")
+        for st in stanzas:
+            r.execute_command("IM.STORE", "mem", st)
+
+    plain = make_server().client()
+    fill(plain)
+    offline = plain.memory_usage("mem")
+    total = sum(len(st) for st in stanzas)
+    assert total < offline < 1.5 * total + 1000, (offline, total)
+
+    primary, replica = pair(make_server, AGE)
+    r = primary.client()
+    fill(r)
+    wait_for(lambda: info(r, "mem")["queued"] == 20, what="the messages to be queued")
+    queued = r.memory_usage("mem")
+    assert queued > offline + 20 * len(b"phone"), (queued, offline)
+    assert_digests_equal(primary, replica, ["mem"])
