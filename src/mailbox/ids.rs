@@ -85,21 +85,44 @@ impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Slots<T> {
         let Some(x) = self.slot(seq) else {
             return false;
         };
-        // Below capacity, `entry` does not grow the table (growth would
+        // Below capacity, inserting does not grow the table (growth would
         // rehash every id, reading the log).
         if self.table.len() >= self.table.capacity() {
             return false;
         }
         let h = hash(id);
-        let note = |&y: &T| {
-            maybe.pairs.push((base + y.into(), seq, h));
-            false
-        };
-        let rehash = |&y: &T| hash_of(log, base + y.into());
-        if let hashbrown::hash_table::Entry::Vacant(v) = self.table.entry(h, note, rehash) {
-            v.insert(x);
+        // The first two entries with the same tag, at most: a message whose
+        // id many others share (a crafted payload) costs no more than one
+        // that meets two, where noting every one was quadratic.
+        let (mut first, mut more) = (None, false);
+        self.table.find(h, |&y: &T| {
+            if first.is_none() {
+                first = Some(base + y.into());
+                false
+            } else {
+                more = true;
+                true
+            }
+        });
+        match (first, more) {
+            (Some(earlier), false) => maybe.pairs.push((earlier, seq, h)),
+            (Some(_), true) => maybe.suspects.push((seq, h)),
+            (None, _) => {}
         }
+        self.table
+            .insert_unique(h, x, |&y: &T| hash_of(log, base + y.into()));
         true
+    }
+
+    /// Whether a message before `seq` has the id `id`, whose hash is `h`.
+    /// The table's entries of that tag come in the order of their probe,
+    /// where the earlier messages were put first: when many share the id,
+    /// the first looked at answers.
+    fn earlier_with(&self, log: &Log, seq: u64, h: u64, id: &[u8]) -> bool {
+        self.table.iter_hash(h).any(|&y| {
+            let e = self.base + y.into();
+            e < seq && log.get(e).is_some_and(|m| m.id == id)
+        })
     }
 
     fn remove(&mut self, seq: u64, id: &[u8]) {
@@ -142,43 +165,24 @@ fn tag(hash: u64) -> u8 {
 const NO_TAGS: u64 = 0x0101_0101_0101_0101;
 
 /// What a load noted of ids that may repeat (for
-/// [`IdIndex::insert_noting`]): each message it loaded whose slot's probe
-/// met an entry with the same 7-bit tag (about one message in ten at the
-/// table's fullest), or whose id a lookup found. Comparing those ids as
-/// they are met would read a message at a random place in the log for
-/// each (1 µs or more in a large mailbox, some 0.2 s for 1,000,000
-/// messages); [`Maybe::repeated`] reads them in seq order instead, once
-/// the mailbox has loaded. Empty in a mailbox of unique ids but for such
-/// meetings: 24 bytes each, for the load's duration.
+/// [`IdIndex::insert_noting`]), for [`IdIndex::repeated`] to check once
+/// the mailbox has loaded. Comparing ids as they are met would read a
+/// message at a random place in the log for each (1 µs or more in a large
+/// mailbox, some 0.2 s for 1,000,000 messages). Empty in a mailbox of
+/// unique ids but for chance meetings of tags (about one message in ten at
+/// the table's fullest), at most one note (24 bytes) a message, for the
+/// load's duration.
 #[derive(Default)]
 pub struct Maybe {
-    /// (the earlier message's seq, the loaded message's seq, the hash
-    /// of the loaded message's id).
+    /// (the earlier message's seq, the loaded message's seq, the hash of
+    /// the loaded message's id): the loaded message met one entry with
+    /// its tag, or a lookup found its id; checked reading the earlier
+    /// messages in seq order.
     pairs: Vec<(u64, u64, u64)>,
-}
-
-impl Maybe {
-    /// How many messages of `log` have an id that an earlier message of
-    /// it has too, of those noted; forgets the notes. Each noted earlier
-    /// message is read in seq order and its id hashed; only where the
-    /// hashes agree is the loaded message read and the ids compared.
-    pub fn repeated(&mut self, log: &Log) -> u64 {
-        self.pairs.sort_unstable();
-        let mut repeats: Vec<u64> = self
-            .pairs
-            .iter()
-            .filter(|&&(earlier, later, h)| {
-                log.get(earlier).is_some_and(|a| {
-                    hash(a.id) == h && log.get(later).is_some_and(|b| b.id == a.id)
-                })
-            })
-            .map(|&(_, later, _)| later)
-            .collect();
-        self.pairs = Vec::new();
-        repeats.sort_unstable();
-        repeats.dedup();
-        repeats.len() as u64
-    }
+    /// (the loaded message's seq, the hash of its id): it met two or more
+    /// entries with its tag (rare but where many messages share an id);
+    /// checked through the table.
+    suspects: Vec<(u64, u64)>,
 }
 
 /// A mailbox's live messages by id (SPEC §1: an id is unique within the
@@ -336,6 +340,42 @@ impl IdIndex {
             }
             self.rebuild(log, seq);
         }
+    }
+
+    /// How many messages of `log` have an id that an earlier message of it
+    /// has too, of those `maybe` noted while they loaded; forgets the
+    /// notes. A pair's earlier message is read in seq order and its id
+    /// hashed, and only where the hashes agree is the loaded message read
+    /// and the ids compared; a suspect is looked up in the table. Linear in
+    /// the notes.
+    pub fn repeated(&self, log: &Log, maybe: &mut Maybe) -> u64 {
+        let mut pairs = std::mem::take(&mut maybe.pairs);
+        pairs.sort_unstable();
+        let mut repeats: Vec<u64> = pairs
+            .iter()
+            .filter(|&&(earlier, later, h)| {
+                log.get(earlier).is_some_and(|a| {
+                    hash(a.id) == h && log.get(later).is_some_and(|b| b.id == a.id)
+                })
+            })
+            .map(|&(_, later, _)| later)
+            .collect();
+        for (seq, h) in std::mem::take(&mut maybe.suspects) {
+            let Some(m) = log.get(seq) else { continue };
+            let earlier = match self.table() {
+                Some(table) => any_width!(table, t => t.earlier_with(log, seq, h, m.id)),
+                None => log
+                    .iter_from(0)
+                    .take_while(|e| e.seq < seq)
+                    .any(|e| e.id == m.id),
+            };
+            if earlier {
+                repeats.push(seq);
+            }
+        }
+        repeats.sort_unstable();
+        repeats.dedup();
+        repeats.len() as u64
     }
 
     /// Builds the table afresh from the log, which holds `seq` already: to
@@ -508,5 +548,38 @@ mod tests {
         // The tags of another message in place of this one's.
         let other = IdIndex::default();
         assert_eq!(other.find(&log, &id), None);
+    }
+
+    /// A load of messages that all carry one id (only a crafted payload
+    /// holds such) notes at most one thing a message, and counts every
+    /// message but the first as a repeat.
+    #[test]
+    fn a_load_where_every_message_shares_one_id_stays_linear() {
+        for n in [3u64, 8, 9, 100, 5000] {
+            let (mut log, mut index, mut maybe) =
+                (Log::default(), IdIndex::default(), Maybe::default());
+            for seq in 1..=n {
+                log.insert(&NewMsg {
+                    message: Message {
+                        seq,
+                        ts: 1000,
+                        flags: 0,
+                        id: IdSpec::Own(b"same"),
+                        stanza: b"<message/>",
+                    },
+                    owers: 1,
+                });
+                index.insert_noting(&log, seq, b"same", &mut maybe);
+            }
+            let notes = maybe.pairs.len() + maybe.suspects.len();
+            // While the log holds up to eight messages, each earlier
+            // repeat is noted (28 at most); then one note a message.
+            assert!(
+                notes as u64 <= n + LINEAR * (LINEAR - 1) / 2,
+                "{n} messages, {notes} notes"
+            );
+            assert_eq!(index.repeated(&log, &mut maybe), n - 1, "{n} messages");
+            assert_eq!(index.find(&log, b"same"), Some(1));
+        }
     }
 }

@@ -190,7 +190,7 @@ impl Mailbox {
     /// the notes, a tenth of the messages at most in practice, read in
     /// seq order.
     pub fn repeated_ids(&self, maybe: &mut Maybe) -> u64 {
-        maybe.repeated(&self.log)
+        self.ids.repeated(&self.log, maybe)
     }
 
     /// The messages in batches of about `batch` bytes of encoding.
