@@ -43,30 +43,39 @@ pub static MAILBOX_TYPE: RedisType = RedisType::new(
     },
 );
 
-/// Reads a mailbox written by [`rdb_save`]; `None` on a short read or
-/// data that does not decode.
-fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Option<Mailbox> {
+/// Why [`load`] gave no mailbox.
+enum Refused {
+    /// A short read, or data that does not decode: logged by the caller.
+    Corrupt,
+    /// Refused for a reason already logged (the encoding version, a
+    /// mailbox that contradicts itself, a repeated id in a `RESTORE`).
+    Logged,
+}
+
+/// Reads a mailbox written by [`rdb_save`].
+fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Result<Mailbox, Refused> {
+    use Refused::Corrupt;
     if encver != ENCODING_VERSION {
         log::warning(&format!(
             "redis-im: mailbox encoding version {encver} is not supported (this module reads {ENCODING_VERSION})"
         ));
-        return None;
+        return Err(Refused::Logged);
     }
-    let header = raw::load_string_buffer(rdb).ok()?;
-    let (mut mb, n) = Mailbox::decode_header(header.as_ref())?;
+    let header = raw::load_string_buffer(rdb).map_err(|_| Corrupt)?;
+    let (mut mb, n) = Mailbox::decode_header(header.as_ref()).ok_or(Corrupt)?;
     let mut maybe = Maybe::default();
     while mb.log.len() < n {
-        let buf = raw::load_string_buffer(rdb).ok()?;
-        if mb.load_messages(buf.as_ref(), &mut maybe)? == 0 {
-            return None;
+        let buf = raw::load_string_buffer(rdb).map_err(|_| Corrupt)?;
+        if mb.load_messages(buf.as_ref(), &mut maybe).ok_or(Corrupt)? == 0 {
+            return Err(Corrupt);
         }
     }
     if mb.log.len() != n {
-        return None;
+        return Err(Corrupt);
     }
     if let Err(why) = mb.consistent() {
         log::warning(&format!("redis-im: a mailbox refused on load: {why}"));
-        return None;
+        return Err(Refused::Logged);
     }
     let repeated = mb.repeated_ids(&mut maybe);
     if repeated > 0 {
@@ -75,14 +84,14 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Option<Mailbox> {
             log::warning(&format!(
                 "redis-im: a mailbox refused on RESTORE ({key}): {repeated} of its messages have an id another of its messages has (ids are unique within a mailbox)"
             ));
-            return None;
+            return Err(Refused::Logged);
         }
         metrics::add(&metrics::REPEATED_IDS_LOADED, repeated as i64);
         log::warning(&format!(
             "redis-im: a mailbox loaded with repeated ids ({key}): {repeated} of its messages have an id another of its messages has; every message is kept, and an id finds them one after another"
         ));
     }
-    Some(mb)
+    Ok(mb)
 }
 
 /// Whether the server is loading its data (the RDB or the AOF at
@@ -132,16 +141,17 @@ fn key_name(rdb: *mut raw::RedisModuleIO) -> String {
 unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
     guard("loading a mailbox", ptr::null_mut, || {
         match load(rdb, encver) {
-            Some(mb) => {
+            Ok(mb) => {
                 metrics::mailbox_added(&mb);
                 Box::into_raw(Box::new(mb)).cast()
             }
-            None => {
+            Err(Refused::Corrupt) => {
                 log::warning(
                     "redis-im: a mailbox in the RDB or RESTORE payload is truncated or corrupt",
                 );
                 ptr::null_mut()
             }
+            Err(Refused::Logged) => ptr::null_mut(),
         }
     })
 }
