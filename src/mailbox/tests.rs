@@ -5,6 +5,21 @@ fn store<'a>(mb: &mut Mailbox, id: &'a str, pending: Vec<&'a [u8]>, flags: u8) -
     store_at(mb, id, pending, flags, 1000)
 }
 
+/// An empty mailbox whose one device, `phone` on node `n`, registered and
+/// went offline at time 0: what it is given is kept offline.
+fn offline_phone() -> Mailbox {
+    let mut mb = Mailbox::new(1, 0);
+    mb.apply(
+        0,
+        &Effect::Connect {
+            device: b"phone",
+            node: b"n",
+        },
+    );
+    mb.apply(0, &Effect::Disconnect { device: b"phone" });
+    mb
+}
+
 /// Stores a message with time `ts` (Unix ms).
 fn store_at<'a>(mb: &mut Mailbox, id: &'a str, pending: Vec<&'a [u8]>, flags: u8, ts: i64) -> u64 {
     let seq = mb.next_seq;
@@ -666,15 +681,7 @@ fn archive_queue_lifecycle_and_encoding() {
 
 #[test]
 fn the_decoder_refuses_a_queue_that_contradicts_the_mailbox() {
-    let mut mb = Mailbox::new(1, 0);
-    mb.apply(
-        0,
-        &Effect::Connect {
-            device: b"phone",
-            node: b"n",
-        },
-    );
-    mb.apply(0, &Effect::Disconnect { device: b"phone" });
+    let mut mb = offline_phone();
     let a = store(&mut mb, "a", vec![], 0);
     let b = store(&mut mb, "b", vec![], 0);
     mb.apply(1, &Effect::Queue { seqs: vec![a] });
@@ -713,15 +720,7 @@ fn the_decoder_refuses_a_queue_that_contradicts_the_mailbox() {
 /// before any command or the timer sees it.
 #[test]
 fn a_mailbox_whose_ranges_claim_more_than_its_log_is_refused() {
-    let mut mb = Mailbox::new(1, 0);
-    mb.apply(
-        0,
-        &Effect::Connect {
-            device: b"phone",
-            node: b"n",
-        },
-    );
-    mb.apply(0, &Effect::Disconnect { device: b"phone" });
+    let mut mb = offline_phone();
     store(&mut mb, "m", vec![], 0);
     assert_eq!(mb.consistent(), Ok(()));
     assert_eq!(roundtrip(&mb).consistent(), Ok(()));
@@ -830,15 +829,7 @@ fn a_device_stays_small() {
 #[test]
 fn retention_counts_from_the_oldest_held_message() {
     use super::due::TimerSettings;
-    let mut mb = Mailbox::new(1, 0);
-    mb.apply(
-        0,
-        &Effect::Connect {
-            device: b"phone",
-            node: b"n",
-        },
-    );
-    mb.apply(0, &Effect::Disconnect { device: b"phone" });
+    let mut mb = offline_phone();
     for (i, ts) in [1000i64, 2000, 3000].into_iter().enumerate() {
         store_at(&mut mb, &format!("m{i}"), Vec::new(), 0, ts);
     }
@@ -995,15 +986,7 @@ fn a_mailbox_with_its_first_device_fits_its_size_class() {
 #[test]
 fn a_repeated_id_is_counted_on_load_and_every_message_is_kept() {
     for n in [2u64, 3, 8, 9, 10, 12, 15, 16, 17, 30, 100, 1000, 5000] {
-        let mut mb = Mailbox::new(1, 0);
-        mb.apply(
-            0,
-            &Effect::Connect {
-                device: b"phone",
-                node: b"n",
-            },
-        );
-        mb.apply(0, &Effect::Disconnect { device: b"phone" });
+        let mut mb = offline_phone();
         let mut repeats = vec![0, n / 2, n - 1];
         repeats.dedup();
         let ids: Vec<String> = (0..n)
@@ -1058,15 +1041,7 @@ fn a_repeated_id_is_counted_on_load_and_every_message_is_kept() {
 /// the state, and a queue scattered over many ranges adds more.
 #[test]
 fn the_archive_queue_counts_in_memory_usage() {
-    let mut mb = Mailbox::new(1, 0);
-    mb.apply(
-        0,
-        &Effect::Connect {
-            device: b"phone",
-            node: b"n",
-        },
-    );
-    mb.apply(0, &Effect::Disconnect { device: b"phone" });
+    let mut mb = offline_phone();
     let seqs: Vec<u64> = (0..40)
         .map(|i| store(&mut mb, &format!("m{i}"), vec![], 0))
         .collect();
