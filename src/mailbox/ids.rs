@@ -106,12 +106,6 @@ impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Slots<T> {
         });
         match (first, more) {
             (Some(earlier), false) => maybe.pairs.push((earlier, seq, h)),
-            // Where many messages share an id, a `RESTORE` stops at the
-            // first repeat rather than insert them all (each insert probes
-            // past every entry of that hash: quadratic).
-            (Some(_), true) if maybe.stop_at_repeat => {
-                maybe.repeat_seen |= self.earlier_with(log, seq, h, id);
-            }
             (Some(_), true) => maybe.suspects.push((seq, h)),
             (None, _) => {}
         }
@@ -180,12 +174,6 @@ const NO_TAGS: u64 = 0x0101_0101_0101_0101;
 /// load's duration.
 #[derive(Default)]
 pub struct Maybe {
-    /// Check a message that meets two or more entries of its tag at once,
-    /// and stop the load at the first repeat found (a `RESTORE`, which
-    /// refuses any): see [`Maybe::repeat_seen`].
-    stop_at_repeat: bool,
-    /// A repeat was found as it loaded (only with `stop_at_repeat`).
-    repeat_seen: bool,
     /// (the earlier message's seq, the loaded message's seq, the hash of
     /// the loaded message's id): the loaded message met one entry with
     /// its tag, or a lookup found its id; checked reading the earlier
@@ -195,24 +183,6 @@ pub struct Maybe {
     /// entries with its tag (rare but where many messages share an id);
     /// checked through the table.
     suspects: Vec<(u64, u64)>,
-}
-
-impl Maybe {
-    /// Notes for a load that stops at the first repeated id it finds
-    /// where many messages share one (`stop`: a `RESTORE`, which refuses
-    /// any repeat), or that loads every message (a load from disk).
-    pub fn stopping(stop: bool) -> Maybe {
-        Maybe {
-            stop_at_repeat: stop,
-            ..Maybe::default()
-        }
-    }
-
-    /// Whether a load that stops found a repeat (the mailbox is then
-    /// partly loaded, and is to be refused).
-    pub fn repeat_seen(&self) -> bool {
-        self.repeat_seen
-    }
 }
 
 /// A mailbox's live messages by id (SPEC §1: an id is unique within the
@@ -610,46 +580,6 @@ mod tests {
             );
             assert_eq!(index.repeated(&log, &mut maybe), n - 1, "{n} messages");
             assert_eq!(index.find(&log, b"same"), Some(1));
-        }
-    }
-
-    /// A load that stops at a repeat (a `RESTORE`) sees one among messages
-    /// that all share an id once the table holds a few, without inserting
-    /// the rest; one of unique ids sees none.
-    #[test]
-    fn a_stopping_load_sees_the_first_repeat_early() {
-        for same in [true, false] {
-            let (mut log, mut index) = (Log::default(), IdIndex::default());
-            let mut maybe = Maybe::stopping(true);
-            let mut loaded = 0;
-            for seq in 1..=1000u64 {
-                let own = format!("u{seq}");
-                let id: &[u8] = if same { b"same" } else { own.as_bytes() };
-                log.insert(&NewMsg {
-                    message: Message {
-                        seq,
-                        ts: 1000,
-                        flags: 0,
-                        id: IdSpec::Own(id),
-                        stanza: b"<message/>",
-                    },
-                    owers: 1,
-                });
-                index.insert_noting(&log, seq, id, &mut maybe);
-                loaded = seq;
-                if maybe.repeat_seen() {
-                    break;
-                }
-            }
-            if same {
-                assert!(
-                    maybe.repeat_seen() && loaded <= 2 * LINEAR,
-                    "stopped at {loaded}"
-                );
-            } else {
-                assert!(!maybe.repeat_seen() && loaded == 1000);
-                assert_eq!(index.repeated(&log, &mut maybe), 0);
-            }
         }
     }
 }

@@ -176,10 +176,6 @@ impl Mailbox {
             );
             self.count_if_queued(seq, stanza.len());
             n += 1;
-            if maybe.repeat_seen() {
-                // A `RESTORE` refuses the mailbox: the rest need not load.
-                break;
-            }
         }
         Some(n)
     }

@@ -63,21 +63,11 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Result<Mailbox, Refused>
     }
     let header = raw::load_string_buffer(rdb).map_err(|_| Corrupt)?;
     let (mut mb, n) = Mailbox::decode_header(header.as_ref()).ok_or(Corrupt)?;
-    // A `RESTORE` refuses a repeated id, and stops at the first one
-    // found; a load from disk keeps the mailbox whole.
-    let restore = !server_loading(rdb);
-    let mut maybe = Maybe::stopping(restore);
+    let mut maybe = Maybe::default();
     while mb.log.len() < n {
         let buf = raw::load_string_buffer(rdb).map_err(|_| Corrupt)?;
         if mb.load_messages(buf.as_ref(), &mut maybe).ok_or(Corrupt)? == 0 {
             return Err(Corrupt);
-        }
-        if maybe.repeat_seen() {
-            log::warning(&format!(
-                "redis-im: a mailbox refused on RESTORE ({}): a message has an id another of its messages has (ids are unique within a mailbox)",
-                key_name(rdb)
-            ));
-            return Err(Refused::Logged);
         }
     }
     if mb.log.len() != n {
@@ -90,7 +80,7 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Result<Mailbox, Refused>
     let repeated = mb.repeated_ids(&mut maybe);
     if repeated > 0 {
         let key = key_name(rdb);
-        if restore {
+        if !server_loading(rdb) {
             log::warning(&format!(
                 "redis-im: a mailbox refused on RESTORE ({key}): {repeated} of its messages have an id another of its messages has (ids are unique within a mailbox)"
             ));
