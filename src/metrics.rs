@@ -65,6 +65,17 @@ pub fn add(m: &AtomicI64, v: i64) {
     }
 }
 
+/// A mailbox loaded from disk (an RDB, an AOF's `IM.LOAD`) with
+/// `repeated` messages whose id another of its messages has (SPEC §1),
+/// kept whole: counted in `repeated_ids_loaded` and logged, naming `key`
+/// (as `key '...'`, escaped). docs/DESIGN.md, "Replication, AOF and RDB".
+pub fn repeated_ids_kept(key: &str, repeated: u64) {
+    add(&REPEATED_IDS_LOADED, repeated as i64);
+    crate::log::warning(&format!(
+        "redis-im: a mailbox loaded with repeated ids ({key}): {repeated} of its messages have an id another of its messages has; every message is kept, and an id finds them one after another"
+    ));
+}
+
 /// What mailboxes freed on any thread took away from each gauge, in the
 /// order of `Gauges::fields`.
 static FREED: [AtomicI64; 7] = [const { AtomicI64::new(0) }; 7];

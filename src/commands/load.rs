@@ -32,18 +32,15 @@ pub fn load(ctx: &Context, args: &[RedisString]) -> Answer {
             .ok_or_else(|| error("ERR IM.LOAD MSGS needs IM.LOAD HEAD first"))?;
         let before = Gauges::of(mb);
         let mut maybe = Maybe::default();
-        let loaded = mb.load_messages(blob.as_slice(), &mut maybe);
+        let loaded = mb.load_messages(blob.as_slice(), Some(&mut maybe));
         before.update(&Gauges::of(mb));
         loaded.ok_or_else(|| error("ERR IM.LOAD MSGS does not decode"))?;
         // IM.LOAD comes from the AOF or the primary only, whose rewrite
         // wrote a mailbox that its RDB loader kept: kept here too.
         let repeated = mb.repeated_ids(&mut maybe);
         if repeated > 0 {
-            crate::metrics::add(&crate::metrics::REPEATED_IDS_LOADED, repeated as i64);
-            crate::log::warning(&format!(
-                "redis-im: a mailbox loaded with repeated ids (key '{}'): {repeated} of its messages have an id another of its messages has; every message is kept, and an id finds them one after another",
-                crate::log::escape(user.as_slice(), 200),
-            ));
+            let key = format!("key '{}'", crate::log::escape(user.as_slice(), 200));
+            crate::metrics::repeated_ids_kept(&key, repeated);
         }
     } else {
         return Err(error("ERR IM.LOAD takes HEAD or MSGS"));

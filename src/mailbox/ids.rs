@@ -306,7 +306,7 @@ impl IdIndex {
     /// [`IdIndex::insert`] does, for a loader, which meets ids no command
     /// checked (a `RESTORE` payload any client may craft): notes in
     /// `maybe` the messages whose id may be the same (SPEC §1: an id is
-    /// unique within the mailbox), for [`Maybe::repeated`] to check once
+    /// unique within the mailbox), for [`IdIndex::repeated`] to check once
     /// the mailbox has loaded. A repeated id is indexed all the same, after
     /// the messages that have it already, so that an id finds its messages
     /// oldest first.

@@ -478,18 +478,19 @@ impl Mailbox {
 
     /// Puts a message in the log and the id index; the counter moves past it.
     fn add_message(&mut self, m: &NewMsg<'_>) {
-        self.log.insert(m);
-        self.ids.insert(&self.log, m.seq, Self::id_of(m));
-        self.next_seq = self.next_seq.max(m.seq.saturating_add(1));
+        self.add_loaded_message(m, None);
     }
 
-    /// As [`Mailbox::add_message`], for a message loaded from bytes no
-    /// command checked: notes in `maybe` the messages whose id may be its
-    /// own (SPEC §1). It is kept and indexed either way.
-    fn add_loaded_message(&mut self, m: &NewMsg<'_>, maybe: &mut ids::Maybe) {
+    /// As [`Mailbox::add_message`]; with `maybe`, for a message loaded from
+    /// bytes no command checked, notes there the messages whose id may be
+    /// its own (SPEC §1). It is kept and indexed either way.
+    fn add_loaded_message(&mut self, m: &NewMsg<'_>, maybe: Option<&mut ids::Maybe>) {
         self.log.insert(m);
-        self.ids
-            .insert_noting(&self.log, m.seq, Self::id_of(m), maybe);
+        let id = Self::id_of(m);
+        match maybe {
+            Some(notes) => self.ids.insert_noting(&self.log, m.seq, id, notes),
+            None => self.ids.insert(&self.log, m.seq, id),
+        }
         self.next_seq = self.next_seq.max(m.seq.saturating_add(1));
     }
 

@@ -126,10 +126,12 @@ impl Mailbox {
 
     /// Loads a run of encoded messages, which must follow the messages
     /// already held in seq order; answers how many it loaded. `None` when
-    /// the bytes do not decode or the seqs do not ascend. Notes in `maybe`
-    /// what [`Mailbox::repeated_ids`] needs to tell, once every run has
-    /// loaded, whether an id repeats.
-    pub fn load_messages(&mut self, blob: &[u8], maybe: &mut Maybe) -> Option<u64> {
+    /// the bytes do not decode or the seqs do not ascend. With `maybe`
+    /// (bytes no command wrote: an RDB, a `RESTORE` payload, `IM.LOAD`),
+    /// notes what [`Mailbox::repeated_ids`] needs to tell, once every run
+    /// has loaded, whether an id repeats; without (a copy of a mailbox
+    /// this module holds), notes nothing.
+    pub fn load_messages(&mut self, blob: &[u8], mut maybe: Option<&mut Maybe>) -> Option<u64> {
         let mut r = Reader::new(blob);
         let mut n = 0;
         while !r.is_empty() {
@@ -161,19 +163,17 @@ impl Mailbox {
             if self.log.last().is_some_and(|m| m.seq >= seq) {
                 return None;
             }
-            self.add_loaded_message(
-                &NewMsg {
-                    message: Message {
-                        seq,
-                        ts,
-                        flags,
-                        id,
-                        stanza,
-                    },
-                    owers,
+            let m = NewMsg {
+                message: Message {
+                    seq,
+                    ts,
+                    flags,
+                    id,
+                    stanza,
                 },
-                maybe,
-            );
+                owers,
+            };
+            self.add_loaded_message(&m, maybe.as_deref_mut());
             self.count_if_queued(seq, stanza.len());
             n += 1;
         }
@@ -299,8 +299,7 @@ impl Mailbox {
     pub fn copy_via_encoding(&self, batch: usize) -> Option<Mailbox> {
         let (mut out, n) = Mailbox::decode_header(&self.encode_header())?;
         let mut ok = true;
-        let mut maybe = Maybe::default();
-        self.encode_messages(batch, |b| ok &= out.load_messages(b, &mut maybe).is_some());
+        self.encode_messages(batch, |b| ok &= out.load_messages(b, None).is_some());
         (ok && out.log.len() == n && out.archive_consistent()).then_some(out)
     }
 }

@@ -66,7 +66,11 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Result<Mailbox, Refused>
     let mut maybe = Maybe::default();
     while mb.log.len() < n {
         let buf = raw::load_string_buffer(rdb).map_err(|_| Corrupt)?;
-        if mb.load_messages(buf.as_ref(), &mut maybe).ok_or(Corrupt)? == 0 {
+        if mb
+            .load_messages(buf.as_ref(), Some(&mut maybe))
+            .ok_or(Corrupt)?
+            == 0
+        {
             return Err(Corrupt);
         }
     }
@@ -86,10 +90,7 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Result<Mailbox, Refused>
             ));
             return Err(Refused::Logged);
         }
-        metrics::add(&metrics::REPEATED_IDS_LOADED, repeated as i64);
-        log::warning(&format!(
-            "redis-im: a mailbox loaded with repeated ids ({key}): {repeated} of its messages have an id another of its messages has; every message is kept, and an id finds them one after another"
-        ));
+        metrics::repeated_ids_kept(&key, repeated);
     }
     Ok(mb)
 }
