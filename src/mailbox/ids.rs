@@ -13,6 +13,7 @@
 
 use super::log::Log;
 use hashbrown::{DefaultHashBuilder, HashTable};
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
@@ -37,15 +38,21 @@ struct Slots<T> {
 }
 
 impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Slots<T> {
-    fn build(log: &Log, base: u64, room: usize) -> Slots<T> {
+    /// The table of `log`'s messages but those in `later` (see
+    /// [`Table::later`]), with room for `room`.
+    fn build(log: &Log, base: u64, room: usize, later: &Later) -> Slots<T> {
         let mut o = Slots {
             table: HashTable::with_capacity(room),
             base,
         };
         for m in log.iter_from(0) {
+            let h = hash(m.id);
+            if !later.is_empty() && later.contains(&(h, m.seq)) {
+                continue;
+            }
             if let Some(slot) = o.slot(m.seq) {
                 o.table
-                    .insert_unique(hash(m.id), slot, |&x: &T| hash_of(log, base + x.into()));
+                    .insert_unique(h, slot, |&x: &T| hash_of(log, base + x.into()));
             }
         }
         o
@@ -63,6 +70,16 @@ impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Slots<T> {
             .map(|&x| self.base + x.into())
     }
 
+    /// The lowest seq of the entries with this id (a loaded mailbox may
+    /// hold an id more than once: see [`Table::later`]).
+    fn find_oldest(&self, log: &Log, id: &[u8]) -> Option<u64> {
+        self.table
+            .iter_hash(hash(id))
+            .map(|&x| self.base + x.into())
+            .filter(|&seq| log.get(seq).is_some_and(|m| m.id == id))
+            .min()
+    }
+
     /// False when the table is full or `seq` is out of its span.
     fn insert(&mut self, log: &Log, seq: u64, id: &[u8]) -> bool {
         let base = self.base;
@@ -76,19 +93,21 @@ impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Slots<T> {
         }
     }
 
-    /// As [`Slots::insert`], and notes in `maybe` each entry whose tag
-    /// the probe that finds the free slot meets (see [`Maybe`]); `false`
-    /// when the table is full or `seq` is out of its span (nothing
-    /// inserted, nothing noted).
-    fn insert_noting(&mut self, log: &Log, seq: u64, id: &[u8], maybe: &mut Maybe) -> bool {
+    /// As [`Slots::insert`], and notes in `maybe` the entry with the same
+    /// tag that the probe meets when it meets one (see [`Maybe`]). A
+    /// message that meets two or more is looked up at once: when an older
+    /// message has its id, it is not inserted, and the answer is
+    /// `Some(false)` (the caller keeps it in [`Table::later`]), so that
+    /// the table holds few entries of one id and its probes stay short.
+    /// `None` when the table is full or `seq` is out of its span (nothing
+    /// inserted, nothing noted); else `Some(true)`.
+    fn insert_noting(&mut self, log: &Log, seq: u64, id: &[u8], maybe: &mut Maybe) -> Option<bool> {
         let base = self.base;
-        let Some(x) = self.slot(seq) else {
-            return false;
-        };
+        let x = self.slot(seq)?;
         // Below capacity, inserting does not grow the table (growth would
         // rehash every id, reading the log).
         if self.table.len() >= self.table.capacity() {
-            return false;
+            return None;
         }
         let h = hash(id);
         // The first two entries with the same tag, at most: a message whose
@@ -106,23 +125,15 @@ impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Slots<T> {
         });
         match (first, more) {
             (Some(earlier), false) => maybe.pairs.push((earlier, seq, h)),
-            (Some(_), true) => maybe.suspects.push((seq, h)),
-            (None, _) => {}
+            (Some(_), true) if self.find(log, id).is_some() => {
+                maybe.repeats += 1;
+                return Some(false);
+            }
+            _ => {}
         }
         self.table
             .insert_unique(h, x, |&y: &T| hash_of(log, base + y.into()));
-        true
-    }
-
-    /// Whether a message before `seq` has the id `id`, whose hash is `h`.
-    /// The table's entries of that tag come in the order of their probe,
-    /// where the earlier messages were put first: when many share the id,
-    /// the first looked at answers.
-    fn earlier_with(&self, log: &Log, seq: u64, h: u64, id: &[u8]) -> bool {
-        self.table.iter_hash(h).any(|&y| {
-            let e = self.base + y.into();
-            e < seq && log.get(e).is_some_and(|m| m.id == id)
-        })
+        Some(true)
     }
 
     fn remove(&mut self, seq: u64, id: &[u8]) {
@@ -138,21 +149,56 @@ impl<T: Copy + Eq + Into<u64> + TryFrom<u64>> Slots<T> {
     }
 }
 
-/// `$body` with `$t` bound to whichever width the table has.
+/// `$body` with `$t` bound to whichever width the table's slots have.
 macro_rules! any_width {
     ($table:expr, $t:ident => $body:expr) => {
         match $table {
-            Table::N16($t) => $body,
-            Table::N32($t) => $body,
-            Table::N64($t) => $body,
+            Width::N16($t) => $body,
+            Width::N32($t) => $body,
+            Width::N64($t) => $body,
         }
     };
 }
 
-enum Table {
+enum Width {
     N16(Slots<u16>),
     N32(Slots<u32>),
     N64(Slots<u64>),
+}
+
+struct Table {
+    slots: Width,
+    /// `(hash of the id, seq)` of the messages that a load found repeating
+    /// the id of an older message (SPEC §1 forbids it; only a crafted
+    /// payload, or a file one went into, holds such), once the slots held
+    /// two of that id or more: kept out of the slots, so that a payload of
+    /// many messages of one id does not make every probe walk past all of
+    /// them (quadratic). While it is not empty, an id is looked up in both
+    /// and the lower seq answers. Empty, and allocating nothing, in every
+    /// other mailbox (boxed, so that the table fits one cache line).
+    later: Option<Box<Later>>,
+}
+
+/// `(hash of the id, seq)`, in order: see [`Table::later`].
+type Later = BTreeSet<(u64, u64)>;
+
+impl Table {
+    /// The seq of the oldest live message with this id.
+    fn find(&self, log: &Log, id: &[u8]) -> Option<u64> {
+        let Some(later) = self.later.as_deref() else {
+            return any_width!(&self.slots, t => t.find(log, id));
+        };
+        let h = hash(id);
+        let later = later
+            .range((h, 0)..=(h, u64::MAX))
+            .map(|&(_, seq)| seq)
+            .find(|&seq| log.get(seq).is_some_and(|m| m.id == id));
+        let slots = any_width!(&self.slots, t => t.find_oldest(log, id));
+        match (slots, later) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 /// The tag of an id's hash: its top seven bits, and the low bit set (an
@@ -179,10 +225,10 @@ pub struct Maybe {
     /// its tag, or a lookup found its id; checked reading the earlier
     /// messages in seq order.
     pairs: Vec<(u64, u64, u64)>,
-    /// (the loaded message's seq, the hash of its id): it met two or more
-    /// entries with its tag (rare but where many messages share an id);
-    /// checked through the table.
-    suspects: Vec<(u64, u64)>,
+    /// Loaded messages that met two or more entries with their tag (rare
+    /// but where many messages share an id) and were looked up at once,
+    /// and found an older message with their id.
+    repeats: u64,
 }
 
 /// A mailbox's live messages by id (SPEC §1: an id is unique within the
@@ -261,7 +307,16 @@ impl IdIndex {
     pub fn heap_bytes(&self) -> usize {
         match self.table() {
             None => 0,
-            Some(table) => std::mem::size_of::<Table>() + any_width!(table, t => t.heap_bytes()),
+            Some(table) => {
+                // A B-tree's node holds up to 11 entries, about two thirds
+                // full: 24 bytes an entry, roughly.
+                std::mem::size_of::<Table>()
+                    + table
+                        .later
+                        .as_deref()
+                        .map_or(0, |l| std::mem::size_of::<Later>() + l.len() * 24)
+                    + any_width!(&table.slots, t => t.heap_bytes())
+            }
         }
     }
 
@@ -280,7 +335,7 @@ impl IdIndex {
                 self.tag_at(log.len(), tag(hash(id)))?;
                 log.iter_from(0).find(|m| m.id == id).map(|m| m.seq)
             }
-            Some(table) => any_width!(table, t => t.find(log, id)),
+            Some(table) => table.find(log, id),
         }
     }
 
@@ -295,10 +350,10 @@ impl IdIndex {
                 true
             }
             None => false,
-            Some(table) => any_width!(table, t => t.insert(log, seq, id)),
+            Some(table) => any_width!(&mut table.slots, t => t.insert(log, seq, id)),
         };
         if !done {
-            self.rebuild(log, seq);
+            self.rebuild(log, seq, None);
         }
     }
 
@@ -307,9 +362,10 @@ impl IdIndex {
     /// checked (a `RESTORE` payload any client may craft): notes in
     /// `maybe` the messages whose id may be the same (SPEC §1: an id is
     /// unique within the mailbox), for [`IdIndex::repeated`] to check once
-    /// the mailbox has loaded. A repeated id is indexed all the same, after
-    /// the messages that have it already, so that an id finds its messages
-    /// oldest first.
+    /// the mailbox has loaded. A repeated id is indexed all the same, so
+    /// that an id finds its messages oldest first: after the messages
+    /// that have it already, or, once the table holds two or more of
+    /// them, in [`Table::later`].
     pub fn insert_noting(&mut self, log: &Log, seq: u64, id: &[u8], maybe: &mut Maybe) {
         let n = log.len();
         let done = match self.table_mut() {
@@ -323,22 +379,37 @@ impl IdIndex {
                 return;
             }
             None => false,
-            Some(table) => any_width!(table, t => t.insert_noting(log, seq, id, maybe)),
+            Some(table) => {
+                match any_width!(&mut table.slots, t => t.insert_noting(log, seq, id, maybe)) {
+                    Some(true) => true,
+                    Some(false) => {
+                        table
+                            .later
+                            .get_or_insert_with(Box::default)
+                            .insert((hash(id), seq));
+                        true
+                    }
+                    None => false,
+                }
+            }
         };
         if !done {
             // The table is built again (as often as it doubles, or when
             // `seq` is out of its span): the id is looked up first.
             let held = match self.table() {
-                Some(table) => any_width!(table, t => t.find(log, id)),
+                Some(table) => any_width!(&table.slots, t => t.find(log, id)),
                 None => log
                     .iter_from(0)
                     .find(|m| m.seq != seq && m.id == id)
                     .map(|m| m.seq),
             };
-            if let Some(held) = held {
-                maybe.pairs.push((held, seq, hash(id)));
-            }
-            self.rebuild(log, seq);
+            // A repeat goes after the older ones it repeats, out of the
+            // slots (which may hold newer repeats of other ids' only).
+            let later = held.map(|_| {
+                maybe.repeats += 1;
+                (hash(id), seq)
+            });
+            self.rebuild(log, seq, later);
         }
     }
 
@@ -346,8 +417,8 @@ impl IdIndex {
     /// has too, of those `maybe` noted while they loaded; forgets the
     /// notes. A pair's earlier message is read in seq order and its id
     /// hashed, and only where the hashes agree is the loaded message read
-    /// and the ids compared; a suspect is looked up in the table. Linear in
-    /// the notes.
+    /// and the ids compared; the messages looked up as they loaded are
+    /// counted as they were found. Linear in the notes.
     pub fn repeated(&self, log: &Log, maybe: &mut Maybe) -> u64 {
         let mut pairs = std::mem::take(&mut maybe.pairs);
         pairs.sort_unstable();
@@ -360,22 +431,9 @@ impl IdIndex {
             })
             .map(|&(_, later, _)| later)
             .collect();
-        for (seq, h) in std::mem::take(&mut maybe.suspects) {
-            let Some(m) = log.get(seq) else { continue };
-            let earlier = match self.table() {
-                Some(table) => any_width!(table, t => t.earlier_with(log, seq, h, m.id)),
-                None => log
-                    .iter_from(0)
-                    .take_while(|e| e.seq < seq)
-                    .any(|e| e.id == m.id),
-            };
-            if earlier {
-                repeats.push(seq);
-            }
-        }
         repeats.sort_unstable();
         repeats.dedup();
-        repeats.len() as u64
+        repeats.len() as u64 + std::mem::take(&mut maybe.repeats)
     }
 
     /// Builds the table afresh from the log, which holds `seq` already: to
@@ -383,24 +441,31 @@ impl IdIndex {
     /// far less than looking up every entry a rehash moves), or around a
     /// base that covers `seq` and every live message (an import below the
     /// base, or a counter run on), in the narrowest slots that span them.
-    fn rebuild(&mut self, log: &Log, seq: u64) {
+    fn rebuild(&mut self, log: &Log, seq: u64, also_later: Option<(u64, u64)>) {
         let first = log.first().map_or(seq, |m| m.seq).min(seq);
         let last = log.last().map_or(seq, |m| m.seq).max(seq);
         // Room for at least one more: a full table doubles, as it would
         // growing by itself.
+        let mut later = self
+            .table_mut()
+            .and_then(|t| t.later.take())
+            .map_or_else(Later::new, |l| *l);
+        later.extend(also_later);
         let room = usize::try_from(log.len())
             .unwrap_or(usize::MAX)
+            .saturating_sub(later.len())
             .saturating_add(1)
             .max(8);
         let span = last - first;
-        let table = if u16::try_from(span).is_ok() {
-            Table::N16(Slots::build(log, first, room))
+        let slots = if u16::try_from(span).is_ok() {
+            Width::N16(Slots::build(log, first, room, &later))
         } else if u32::try_from(span).is_ok() {
-            Table::N32(Slots::build(log, first, room))
+            Width::N32(Slots::build(log, first, room, &later))
         } else {
-            Table::N64(Slots::build(log, first, room))
+            Width::N64(Slots::build(log, first, room, &later))
         };
-        self.set_table(Some(Box::new(table)));
+        let later = (!later.is_empty()).then(|| Box::new(later));
+        self.set_table(Some(Box::new(Table { slots, later })));
     }
 
     /// Forgets message `seq` with this id, which `log` still holds. The
@@ -417,7 +482,17 @@ impl IdIndex {
                 }
             }
             Some(_) if n <= 1 => self.set_table(None),
-            Some(table) => any_width!(table, t => t.remove(seq, id)),
+            Some(table) => {
+                let in_later = table
+                    .later
+                    .as_deref_mut()
+                    .is_some_and(|later| later.remove(&(hash(id), seq)));
+                if !in_later {
+                    any_width!(&mut table.slots, t => t.remove(seq, id));
+                } else if table.later.as_deref().is_some_and(Later::is_empty) {
+                    table.later = None;
+                }
+            }
         }
     }
 }
@@ -532,6 +607,14 @@ mod tests {
         assert_eq!(index.repr, NO_TAGS);
     }
 
+    /// A table's header (where its slots are, and whether a load left
+    /// repeats beside them) is one allocation of at most a cache line,
+    /// which `IdIndex::prefetch` asks for.
+    #[test]
+    fn a_table_header_fits_a_cache_line() {
+        assert!(std::mem::size_of::<Table>() <= 64);
+    }
+
     /// An id whose tag is not among a small log's tags is answered without
     /// reading the log: an index whose tags leave it out says `None` even
     /// of a log that holds it (an index is never used so, but a scan would
@@ -551,11 +634,13 @@ mod tests {
     }
 
     /// A load of messages that all carry one id (only a crafted payload
-    /// holds such) notes at most one thing a message, and counts every
-    /// message but the first as a repeat.
+    /// holds such) notes at most one thing a message, counts every
+    /// message but the first as a repeat, and keeps all but a few of them
+    /// out of the table's slots, so that acking them by the id, oldest
+    /// first, stays linear too.
     #[test]
     fn a_load_where_every_message_shares_one_id_stays_linear() {
-        for n in [3u64, 8, 9, 100, 5000] {
+        for n in [3u64, 8, 9, 100, 5000, 100_000] {
             let (mut log, mut index, mut maybe) =
                 (Log::default(), IdIndex::default(), Maybe::default());
             for seq in 1..=n {
@@ -571,15 +656,105 @@ mod tests {
                 });
                 index.insert_noting(&log, seq, b"same", &mut maybe);
             }
-            let notes = maybe.pairs.len() + maybe.suspects.len();
             // While the log holds up to eight messages, each earlier
             // repeat is noted (28 at most); then one note a message.
+            let notes = maybe.pairs.len() as u64 + maybe.repeats;
             assert!(
-                notes as u64 <= n + LINEAR * (LINEAR - 1) / 2,
+                notes <= n + LINEAR * (LINEAR - 1) / 2,
                 "{n} messages, {notes} notes"
             );
             assert_eq!(index.repeated(&log, &mut maybe), n - 1, "{n} messages");
-            assert_eq!(index.find(&log, b"same"), Some(1));
+            if let Some(table) = index.table() {
+                let in_slots = any_width!(&table.slots, t => t.table.len()) as u64;
+                assert!(
+                    in_slots <= LINEAR + 2,
+                    "{n} messages, {in_slots} in the slots"
+                );
+                let later = table.later.as_ref().map_or(0, |l| l.len()) as u64;
+                assert_eq!(in_slots + later, n);
+            }
+            for seq in 1..=n {
+                assert_eq!(index.find(&log, b"same"), Some(seq), "{n} messages");
+                take(&mut log, &mut index, seq, b"same");
+            }
+            assert_eq!(index.find(&log, b"same"), None);
+            assert!(index.table().is_none());
+        }
+    }
+
+    /// Loads of ids drawn from a small pool (so most repeat), then random
+    /// removals, by the id (the oldest of it, as an ack by the id does)
+    /// or by seq (as an ack `UPTO`, an expiry or a quota does), and stores
+    /// of new ids: an id always finds the oldest live message with it.
+    #[test]
+    fn a_loaded_repeated_id_finds_its_oldest_message_to_the_last() {
+        for case in 0..40u64 {
+            let mut rng = Rng(0x1d5 + case);
+            let pool: Vec<Vec<u8>> = if case % 2 == 0 {
+                (0..1 + case / 4)
+                    .map(|i| format!("r{i}").into_bytes())
+                    .collect()
+            } else {
+                same_tag_ids(3)
+            };
+            let (mut log, mut index, mut maybe) =
+                (Log::default(), IdIndex::default(), Maybe::default());
+            let mut live: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+            let n = 1 + rng.below(200);
+            for seq in 1..=n {
+                let id = pool[rng.index(pool.len())].clone();
+                log.insert(&NewMsg {
+                    message: Message {
+                        seq,
+                        ts: 1000,
+                        flags: 0,
+                        id: IdSpec::Own(&id),
+                        stanza: b"<message/>",
+                    },
+                    owers: 1,
+                });
+                index.insert_noting(&log, seq, &id, &mut maybe);
+                live.insert(seq, id);
+            }
+            let mut next = n + 1;
+            for step in 0..400 {
+                let choice = rng.below(4);
+                if choice == 0 {
+                    // A store of a new id.
+                    let id = format!("new{next}").into_bytes();
+                    put(&mut log, &mut index, next, &id);
+                    live.insert(next, id);
+                    next += 1;
+                } else if live.is_empty() {
+                    break;
+                } else {
+                    let (seq, id) = if choice == 1 {
+                        let id = pool[rng.index(pool.len())].clone();
+                        match index.find(&log, &id) {
+                            Some(seq) => (seq, id),
+                            None => continue,
+                        }
+                    } else {
+                        let (s, id) = live.iter().nth(rng.index(live.len())).unwrap();
+                        (*s, id.clone())
+                    };
+                    take(&mut log, &mut index, seq, &id);
+                    live.remove(&seq);
+                }
+                for id in &pool {
+                    let oldest = live.iter().find(|(_, v)| *v == id).map(|(s, _)| *s);
+                    assert_eq!(index.find(&log, id), oldest, "case {case}, step {step}");
+                }
+                // Every live message is in the slots or in `later`, once.
+                if let Some(table) = index.table() {
+                    let in_slots = any_width!(&table.slots, t => t.table.len());
+                    assert_eq!(
+                        in_slots + table.later.as_ref().map_or(0, |l| l.len()),
+                        live.len(),
+                        "case {case}, step {step}"
+                    );
+                }
+            }
         }
     }
 }

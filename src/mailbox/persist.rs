@@ -129,8 +129,8 @@ impl Mailbox {
     /// the bytes do not decode or the seqs do not ascend. With `maybe`
     /// (bytes no command wrote: an RDB, a `RESTORE` payload, `IM.LOAD`),
     /// notes what [`Mailbox::repeated_ids`] needs to tell, once every run
-    /// has loaded, whether an id repeats; without (a copy of a mailbox
-    /// this module holds), notes nothing.
+    /// has loaded, whether an id repeats; without (a test's mailbox of
+    /// unique ids), notes nothing.
     pub fn load_messages(&mut self, blob: &[u8], mut maybe: Option<&mut Maybe>) -> Option<u64> {
         let mut r = Reader::new(blob);
         let mut n = 0;
@@ -295,11 +295,16 @@ impl Mailbox {
 
     /// A copy through the canonical encoding (`COPY`); `None` if it does
     /// not load back, which a consistent mailbox always does. A repeated
-    /// id that a load from disk kept is copied as it is.
+    /// id that a load from disk kept is copied as it is, and indexed as a
+    /// load indexes it (the notes are not needed: the original was counted
+    /// when it loaded).
     pub fn copy_via_encoding(&self, batch: usize) -> Option<Mailbox> {
         let (mut out, n) = Mailbox::decode_header(&self.encode_header())?;
         let mut ok = true;
-        self.encode_messages(batch, |b| ok &= out.load_messages(b, None).is_some());
+        let mut notes = Maybe::default();
+        self.encode_messages(batch, |b| {
+            ok &= out.load_messages(b, Some(&mut notes)).is_some();
+        });
         (ok && out.log.len() == n && out.archive_consistent()).then_some(out)
     }
 }
