@@ -451,9 +451,12 @@ impl IdIndex {
             .and_then(|t| t.later.take())
             .map_or_else(Later::new, |l| *l);
         later.extend(also_later);
+        // Room for the messages in `later` too (the slots stay as large as
+        // they would be without it): a build reads the whole log, so slots
+        // sized for the few outside `later` would be built again at every
+        // doubling while new messages come, each time reading all of it.
         let room = usize::try_from(log.len())
             .unwrap_or(usize::MAX)
-            .saturating_sub(later.len())
             .saturating_add(1)
             .max(8);
         let span = last - first;
@@ -672,6 +675,34 @@ mod tests {
                 );
                 let later = table.later.as_ref().map_or(0, |l| l.len()) as u64;
                 assert_eq!(in_slots + later, n);
+            }
+            // New ids after the load: the table is built again (reading
+            // the whole log) once or twice, not at each doubling of the few
+            // slots the repeats left.
+            let mut builds = 0;
+            for i in 0..3000 {
+                let repr = index.repr;
+                put(
+                    &mut log,
+                    &mut index,
+                    n + 1 + i,
+                    format!("new{i}").as_bytes(),
+                );
+                builds += u32::from(index.repr != repr);
+            }
+            // (A log that 3,000 more messages double or more grows as any
+            // does.)
+            assert!(
+                n < 5000 || builds <= 2,
+                "{n} messages, built {builds} times"
+            );
+            for i in 0..3000 {
+                take(
+                    &mut log,
+                    &mut index,
+                    n + 1 + i,
+                    format!("new{i}").as_bytes(),
+                );
             }
             for seq in 1..=n {
                 assert_eq!(index.find(&log, b"same"), Some(seq), "{n} messages");
