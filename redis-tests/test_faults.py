@@ -162,6 +162,32 @@ def test_sweep_leaves_the_client_on_its_database(r, server):
 
 # ---------------------------------- checks that ran only for existing keys
 
+def test_a_refused_store_touches_no_key(make_server):
+    """An IM.STORE refused for its options or its stanza's size changes
+    nothing, not even what a lookup of its key would: an expired key is
+    not deleted (no `expired` count, no DEL in the AOF), a mailbox's
+    access time is not refreshed (OBJECT IDLETIME)."""
+    s = make_server(extra_conf={"enable-debug-command": "yes"})
+    r = s.client()
+    r.config_set("im.max-stanza-bytes", 2000)
+    r.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", 0)
+    r.set("gone1", "v", px=50)
+    r.set("gone2", "v", px=50)
+    r.execute_command("IM.STORE", "mb", b"<message/>", "ID", "a")
+    time.sleep(1.2)
+    before = int(r.info("stats")["expired_keys"])
+    for key, args in [("gone1", [b"<message/>", "BOGUS"]),
+                      ("gone2", [b"<message>" + b"x" * 3000 + b"</message>"]),
+                      ("mb", [b"<message/>", "DEVICES", "2", "phone"]),
+                      ("mb", [b"<message>" + b"x" * 3000 + b"</message>"])]:
+        with pytest.raises(redis.ResponseError):
+            r.execute_command("IM.STORE", key, *args)
+    assert int(r.info("stats")["expired_keys"]) == before
+    assert r.dbsize() == 3
+    assert r.object("idletime", "mb") >= 1
+    alive(r)
+
+
 def test_quota_applies_to_a_new_mailbox(r, raw):
     r.config_set("im.max-bytes", 100)
     big = message("m1", body="x" * 50)

@@ -95,17 +95,8 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Answer {
         return Err(Reply::WrongArity);
     };
     let raw = stanza_arg.as_slice();
-    // The key is opened first, and the mailbox's lines asked for, so that
-    // fetching them from memory (most mailboxes are cold among many)
-    // overlaps the work that does not need them: the options, the
-    // settings, the clock and the parse's first part. Once the root's
-    // start tag is read, what those lines point to is asked for, and the
-    // rest of the parse overlaps that. An error in the options still
-    // comes before the key's WRONGTYPE.
-    let opened = Writer::open(ctx, user);
-    if let Ok(Some(m)) = opened.as_ref().map(Writer::mailbox) {
-        m.prefetch_lines();
-    }
+    // Refused options or size touch no key (a write lookup would expire
+    // it, or refresh its access time).
     let opts = parse_options(rest)?;
     let max_stanza = config::get(&config::MAX_STANZA_BYTES).max(0) as usize;
     if raw.len() > max_stanza {
@@ -114,9 +105,18 @@ pub fn store(ctx: &Context, args: &[RedisString]) -> Answer {
             raw.len()
         )));
     }
+    // Then the key is opened and the mailbox's lines asked for, so that
+    // fetching them from memory (most mailboxes are cold among many)
+    // overlaps the work that does not need them: the clock, the settings
+    // and the parse's first part. Once the root's start tag is read, what
+    // those lines point to is asked for, and the rest of the parse
+    // overlaps that.
+    let mut w = Writer::open(ctx, user)?;
+    if let Some(m) = w.mailbox() {
+        m.prefetch_lines();
+    }
     let now = server::now_ms();
     let limits = limits();
-    let mut w = opened?;
     let parsed = stanza::parse_with(raw, || {
         if let Some(m) = w.mailbox() {
             m.prefetch_links(raw.len());
