@@ -726,6 +726,18 @@ def test_a_saved_mailbox_with_a_repeated_id_loads_and_keeps_every_message(make_s
     alive(r)
 
 
+def owed_offline(r, key, n):
+    """`n` messages (ids q000000, q000001, ...) owed offline to `phone` in
+    mailbox `key`: ids of one length, for a test to rewrite them all to
+    one in a saved file or a DUMP payload."""
+    r.execute_command("IM.CONNECT", key, "phone")
+    r.execute_command("IM.DISCONNECT", key, "phone")
+    p = r.pipeline(transaction=False)
+    for i in range(n):
+        p.execute_command("IM.STORE", key, b"<message><body>hi</body></message>", "ID", f"q{i:06d}")
+    p.execute()
+
+
 def test_a_saved_mailbox_whose_messages_all_share_one_id_loads_and_acks_oldest_first(make_server):
     """An RDB whose mailbox holds 30,000 messages of one id (only a payload
     from before RESTORE refused them could have put them there) loads at
@@ -739,12 +751,7 @@ def test_a_saved_mailbox_whose_messages_all_share_one_id_loads_and_acks_oldest_f
     s = make_server(extra_conf={"rdbcompression": "no"})
     r = s.client()
     r.config_set("im.max-messages", n)
-    r.execute_command("IM.CONNECT", "same", "phone")
-    r.execute_command("IM.DISCONNECT", "same", "phone")
-    p = r.pipeline(transaction=False)
-    for i in range(n):
-        p.execute_command("IM.STORE", "same", b"<message><body>hi</body></message>", "ID", f"q{i:06d}")
-    p.execute()
+    owed_offline(r, "same", n)
     assert r.save()
     s.stop()
     rdb = s.dir / "dump.rdb"
@@ -795,12 +802,7 @@ def test_a_restored_mailbox_whose_messages_all_share_one_id_is_refused_in_linear
     import re
     n = 10_000
     r.config_set("rdbcompression", "no")
-    r.execute_command("IM.CONNECT", "same", "phone")
-    r.execute_command("IM.DISCONNECT", "same", "phone")
-    p = r.pipeline(transaction=False)
-    for i in range(n):
-        p.execute_command("IM.STORE", "same", b"<message><body>hi</body></message>", "ID", f"q{i:06d}")
-    p.execute()
+    owed_offline(r, "same", n)
     good = r.dump("same")
     bad = with_crc(re.sub(rb"q\d{6}", b"q000000", good[:-8]))
     assert bad.count(b"q000000") == n
