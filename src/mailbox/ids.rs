@@ -168,10 +168,11 @@ enum Width {
 
 struct Table {
     slots: Width,
-    /// `(hash of the id, seq)` of the messages that a load found repeating
-    /// the id of an older message (SPEC §1 forbids it; only a crafted
-    /// payload, or a file one went into, holds such), once the slots held
-    /// two of that id or more: kept out of the slots, so that a payload of
+    /// `(hash of the id, seq)` of the messages that a load found, by a
+    /// look-up (when their probe met two or more entries of their tag, or
+    /// when the table was built again), repeating the id of an older
+    /// message (SPEC §1 forbids it; only a crafted payload, or a file one
+    /// went into, holds such): kept out of the slots, so that a payload of
     /// many messages of one id does not make every probe walk past all of
     /// them (quadratic). While it is not empty, an id is looked up in both
     /// and the lower seq answers. Empty, and allocating nothing, in every
@@ -397,14 +398,14 @@ impl IdIndex {
             // The table is built again (as often as it doubles, or when
             // `seq` is out of its span): the id is looked up first.
             let held = match self.table() {
-                Some(table) => any_width!(&table.slots, t => t.find(log, id)),
+                Some(table) => table.find(log, id),
                 None => log
                     .iter_from(0)
                     .find(|m| m.seq != seq && m.id == id)
                     .map(|m| m.seq),
             };
-            // A repeat goes after the older ones it repeats, out of the
-            // slots (which may hold newer repeats of other ids' only).
+            // A repeat goes to `later`, not to the slots; a look-up takes
+            // the lower seq of the two, so the oldest still answers.
             let later = held.map(|_| {
                 maybe.repeats += 1;
                 (hash(id), seq)
@@ -444,17 +445,16 @@ impl IdIndex {
     fn rebuild(&mut self, log: &Log, seq: u64, also_later: Option<(u64, u64)>) {
         let first = log.first().map_or(seq, |m| m.seq).min(seq);
         let last = log.last().map_or(seq, |m| m.seq).max(seq);
-        // Room for at least one more: a full table doubles, as it would
-        // growing by itself.
         let mut later = self
             .table_mut()
             .and_then(|t| t.later.take())
             .map_or_else(Later::new, |l| *l);
         later.extend(also_later);
-        // Room for the messages in `later` too (the slots stay as large as
-        // they would be without it): a build reads the whole log, so slots
-        // sized for the few outside `later` would be built again at every
-        // doubling while new messages come, each time reading all of it.
+        // Room for at least one more: a full table doubles, as it would
+        // growing by itself. Room for the messages in `later` too: a build
+        // reads the whole log, so slots sized for the few outside `later`
+        // would be built again at every doubling while new messages come,
+        // each time reading all of it.
         let room = usize::try_from(log.len())
             .unwrap_or(usize::MAX)
             .saturating_add(1)
