@@ -24,9 +24,11 @@ the second core and redis-benchmark on the first. Prints each round, the
 medians, in how many rounds B was quicker, and the median of the rounds'
 differences B - A with a 95 % bootstrap interval: on a shared machine,
 whose speed drifts by a third over minutes, the pairs say more than the
-medians. Side B has measured quicker than side A by up to 0.1 µs with
-no change between them worth that (2026-12-02, 100,000 users): run each
-comparison with the builds in both places and take the mean of the two.
+medians. Side B measures quicker than side A: with the same build on
+both sides, by 0.065 µs a pending store (interval 0.040 to 0.080, B
+quicker in 24 of 30 rounds; 100,000 users, --pin, 2026-12-02), for no
+reason found yet. Run each comparison with the builds in both places and
+take the mean of the two.
 """
 import argparse
 import contextlib
