@@ -32,7 +32,7 @@ pub fn load(ctx: &Context, args: &[RedisString]) -> Answer {
             .ok_or_else(|| error("ERR IM.LOAD MSGS needs IM.LOAD HEAD first"))?;
         let before = Gauges::of(mb);
         let mut maybe = Maybe::default();
-        let loaded = mb.load_messages(blob.as_slice(), Some(&mut maybe));
+        let loaded = mb.load_messages(blob.as_slice(), &mut maybe);
         before.update(&Gauges::of(mb));
         loaded.ok_or_else(|| error("ERR IM.LOAD MSGS does not decode"))?;
         // IM.LOAD comes from the AOF or the primary only, whose rewrite

@@ -126,12 +126,11 @@ impl Mailbox {
 
     /// Loads a run of encoded messages, which must follow the messages
     /// already held in seq order; answers how many it loaded. `None` when
-    /// the bytes do not decode or the seqs do not ascend. With `maybe`
-    /// (bytes no command wrote: an RDB, a `RESTORE` payload, `IM.LOAD`),
-    /// notes what [`Mailbox::repeated_ids`] needs to tell, once every run
-    /// has loaded, whether an id repeats; without (a test's mailbox of
-    /// unique ids), notes nothing.
-    pub fn load_messages(&mut self, blob: &[u8], mut maybe: Option<&mut Maybe>) -> Option<u64> {
+    /// the bytes do not decode or the seqs do not ascend. Notes in `maybe`
+    /// what [`Mailbox::repeated_ids`] needs to tell, once every run has
+    /// loaded, whether an id repeats (bytes no command wrote: an RDB, a
+    /// `RESTORE` payload, `IM.LOAD`).
+    pub fn load_messages(&mut self, blob: &[u8], maybe: &mut Maybe) -> Option<u64> {
         let mut r = Reader::new(blob);
         let mut n = 0;
         while !r.is_empty() {
@@ -173,7 +172,7 @@ impl Mailbox {
                 },
                 owers,
             };
-            self.add_loaded_message(&m, maybe.as_deref_mut());
+            self.add_loaded_message(&m, Some(maybe));
             self.count_if_queued(seq, stanza.len());
             n += 1;
         }
@@ -303,7 +302,7 @@ impl Mailbox {
         let mut ok = true;
         let mut notes = Maybe::default();
         self.encode_messages(batch, |b| {
-            ok &= out.load_messages(b, Some(&mut notes)).is_some();
+            ok &= out.load_messages(b, &mut notes).is_some();
         });
         (ok && out.log.len() == n && out.archive_consistent()).then_some(out)
     }

@@ -51,7 +51,7 @@ fn online(mb: &Mailbox) -> Vec<&[u8]> {
 fn roundtrip(mb: &Mailbox) -> Mailbox {
     let (mut copy, n) = Mailbox::decode_header(&mb.encode_header()).unwrap();
     mb.encode_messages(100, |b| {
-        copy.load_messages(b, None).unwrap();
+        copy.load_messages(b, &mut ids::Maybe::default()).unwrap();
     });
     assert_eq!(n, copy.log.len());
     assert_eq!(copy.encode_header(), mb.encode_header());
@@ -551,7 +551,7 @@ fn the_decoder_refuses_corrupt_bytes() {
     }
     for cut in 0..msgs.len() {
         let (mut copy, _) = Mailbox::decode_header(&head).unwrap();
-        if let Some(n) = copy.load_messages(&msgs[..cut], None) {
+        if let Some(n) = copy.load_messages(&msgs[..cut], &mut ids::Maybe::default()) {
             assert!(n < 5, "a cut at {cut} loaded every message");
         }
     }
@@ -569,7 +569,7 @@ fn the_decoder_refuses_corrupt_bytes() {
         let Some((mut copy, n)) = Mailbox::decode_header(&h) else {
             continue;
         };
-        if copy.load_messages(&m, None) == Some(n) {
+        if copy.load_messages(&m, &mut ids::Maybe::default()) == Some(n) {
             // Whatever was accepted is a consistent mailbox: it encodes
             // again to what its own decoding gives.
             let again = roundtrip(&copy);
@@ -708,7 +708,7 @@ fn the_decoder_refuses_a_queue_that_contradicts_the_mailbox() {
     let head = owing.encode_header();
     let (mut loaded, n) = Mailbox::decode_header(&head).unwrap();
     owing.encode_messages(1 << 20, |m| {
-        loaded.load_messages(m, None).unwrap();
+        loaded.load_messages(m, &mut ids::Maybe::default()).unwrap();
     });
     assert_eq!(loaded.log.len(), n);
     assert!(!loaded.archive_consistent());
@@ -745,7 +745,7 @@ fn a_mailbox_whose_ranges_claim_more_than_its_log_is_refused() {
     let head = forged.encode_header();
     let (mut loaded, n) = Mailbox::decode_header(&head).unwrap();
     forged.encode_messages(1 << 20, |b| {
-        loaded.load_messages(b, None).unwrap();
+        loaded.load_messages(b, &mut ids::Maybe::default()).unwrap();
     });
     assert_eq!(loaded.log.len(), n);
     assert!(loaded.consistent().is_err());
@@ -1000,7 +1000,7 @@ fn a_repeated_id_is_counted_on_load_and_every_message_is_kept() {
             let (mut copy, count) = Mailbox::decode_header(&mb.encode_header()).unwrap();
             let mut maybe = ids::Maybe::default();
             mb.encode_messages(batch, |b| {
-                copy.load_messages(b, Some(&mut maybe)).unwrap();
+                copy.load_messages(b, &mut maybe).unwrap();
             });
             let repeated = copy.repeated_ids(&mut maybe);
             assert_eq!(copy.log.len(), count);
@@ -1032,7 +1032,7 @@ fn a_repeated_id_is_counted_on_load_and_every_message_is_kept() {
     let (mut copy, _) = Mailbox::decode_header(&mb.encode_header()).unwrap();
     let mut maybe = ids::Maybe::default();
     mb.encode_messages(100, |b| {
-        copy.load_messages(b, Some(&mut maybe)).unwrap();
+        copy.load_messages(b, &mut maybe).unwrap();
     });
     assert_eq!(copy.repeated_ids(&mut maybe), 0);
 }

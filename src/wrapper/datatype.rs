@@ -66,11 +66,7 @@ fn load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> Result<Mailbox, Refused>
     let mut maybe = Maybe::default();
     while mb.log.len() < n {
         let buf = raw::load_string_buffer(rdb).map_err(|_| Corrupt)?;
-        if mb
-            .load_messages(buf.as_ref(), Some(&mut maybe))
-            .ok_or(Corrupt)?
-            == 0
-        {
+        if mb.load_messages(buf.as_ref(), &mut maybe).ok_or(Corrupt)? == 0 {
             return Err(Corrupt);
         }
     }
