@@ -169,7 +169,7 @@ pub fn load<'a>(header: &[u8], mut chunks: impl Iterator<Item = &'a [u8]>) -> Op
     let (mut mb, n) = Mailbox::decode_header(header)?;
     let mut maybe = Default::default();
     while mb.log.len() < n {
-        if mb.load_messages(chunks.next()?, Some(&mut maybe))? == 0 {
+        if mb.load_messages(chunks.next()?, &mut maybe)? == 0 {
             return None;
         }
     }
