@@ -185,8 +185,8 @@ def make_cluster(make_server, primaries=3, replicas=0, module_args=None, extra_c
     for i, s in enumerate(prim):
         first, last = i * per, (16383 if i == primaries - 1 else (i + 1) * per - 1)
         s.client().execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
-    for s, b in zip(nodes[1:], bus[1:]):
-        nodes[0].client().execute_command("CLUSTER", "MEET", "127.0.0.1", s.port, b)
+    for s in nodes[1:]:
+        nodes[0].client().execute_command("CLUSTER", "MEET", "127.0.0.1", s.port, s.cluster_port())
 
     def known():
         return all(len(s.client().execute_command("CLUSTER", "NODES").splitlines()) == n for s in nodes)

@@ -174,9 +174,31 @@ class Server:
             except ServerExited:
                 text = self.log(self._log_start)
                 if "Address already in use" in text and attempt < 2:
-                    self.port = free_port()
+                    # The port was free when chosen and taken since; a
+                    # cluster node's bus port (`cluster-port`) likewise.
+                    if "(cluster)" in text and self.cluster_port() is not None:
+                        self.set_conf("cluster-port", free_port())
+                    else:
+                        self.port = free_port()
                     continue
                 raise
+
+    def cluster_port(self):
+        """The `cluster-port` this server was given, or None."""
+        conf = self.extra_conf
+        for i in range(0, len(conf), 2):
+            if conf[i] == "cluster-port":
+                return int(conf[i + 1])
+        return None
+
+    def set_conf(self, name, value):
+        """Replace (or add) one `extra_conf` setting for the next start."""
+        conf = self.extra_conf
+        for i in range(0, len(conf), 2):
+            if conf[i] == name:
+                conf[i + 1] = str(value)
+                return
+        conf += [name, str(value)]
 
     def wait_ready(self, timeout=30):
         def ready():
