@@ -144,12 +144,14 @@ def test_timer_changes_reload_identically(make_server, how):
     r.execute_command("IM.CONNECT", "bob", "phone", "NODE", "node-b")
     bob = r.execute_command("IM.STORE", "bob", message("b1"))[0]
     time.sleep(0.32)
+    rep = sweep(r)
+    assert (rep["expired"], rep["kicked"], rep["resent"]) == (1, 1, 0), rep  # bob
+    # alice's stores come after that sweep: a sweep between them and their
+    # first resend (50 ms) would be a race on a slow machine
     r.execute_command("IM.CONNECT", "alice", "phone", "NODE", "node-a")
     r.execute_command("IM.CONNECT", "alice", "laptop", "NODE", "node-b")
     t_alice = time.time()
     alice = [r.execute_command("IM.STORE", "alice", message(f"a{i}"))[0] for i in range(2)]
-    rep = sweep(r)
-    assert (rep["expired"], rep["kicked"], rep["resent"]) == (1, 1, 0), rep  # bob
     time.sleep(0.06)
     rep = sweep(r)
     assert (rep["resent"], rep["expired"]) == (4, 0), rep  # alice: 2 messages x 2 devices
@@ -189,7 +191,10 @@ def test_timer_changes_reload_identically(make_server, how):
 PRIMARY = {"repl-diskless-sync-delay": 0}
 
 def test_replica_follows_timer_and_takes_over_when_promoted(make_server, subscribe):
-    mod = {"resend-interval": 100, "ack-timeout": 2500, "sweep-interval": 20}
+    # Expiry at 5 s: before it the test starts a replica, syncs it, compares
+    # digests and kills the primary, which took 2.4 s on a loaded machine.
+    ack_timeout = 5.0
+    mod = {"resend-interval": 100, "ack-timeout": int(ack_timeout * 1000), "sweep-interval": 20}
     primary = make_server(module_args=mod, extra_conf=PRIMARY)
     p = primary.client()
     p.execute_command("IM.CONNECT", "alice", "phone", "NODE", "node-a")
