@@ -246,11 +246,11 @@ def test_replica_follows_timer_and_takes_over_when_promoted(make_server, subscri
 
     # failover: the primary dies, the replica is promoted and carries on
     last_attempt = max(e["attempt"] for e in evp.of("resend", "alice"))
-    assert time.time() - t0 < 2.0, "too slow to promote before the deadline"
+    assert time.time() - t0 < ack_timeout - 0.5, "too slow to promote before the deadline"
     primary.stop(kill=True)
     promoted = time.time()
     rr.execute_command("REPLICAOF", "NO", "ONE")
-    evr.wait(evr.has("kick", "alice"), timeout=5, what="the kick from the promoted replica")
+    evr.wait(evr.has("kick", "alice"), timeout=ack_timeout + 5, what="the kick from the promoted replica")
     evr.watch(0.2)
     resends = evr.of("resend", "alice")
     assert resends, "no resend from the promoted replica"
@@ -260,7 +260,7 @@ def test_replica_follows_timer_and_takes_over_when_promoted(make_server, subscri
     assert min(attempts) >= last_attempt - 1 and min(attempts) > 2, (last_attempt, attempts)
     kicks = evr.of("kick")
     assert [(k["user"], k["seq"]) for k in kicks] == [("alice", alice[0])], kicks
-    assert kicks[0]["_t"] - t0 >= 2.5 - SLACK, "the promoted replica kicked before the deadline"
+    assert kicks[0]["_t"] - t0 >= ack_timeout - SLACK, "the promoted replica kicked before the deadline"
     assert evr.of(user="bob") == [] and evr.of(user="carol") == []
     d = devices(rr, "alice")["phone"]
     assert (d["online"], d["pending"], d["offline"]) == (0, 0, 2)
