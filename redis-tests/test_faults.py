@@ -527,10 +527,15 @@ def test_a_setting_out_of_bounds_at_load_time_is_refused(flavor, tmp_path, args)
     delivery at once): the module refuses to load, and says which."""
     from conftest import MODULE, free_port, server_binary
 
-    p = subprocess.run([server_binary(flavor), "--port", str(free_port()), "--save", "", "--dir", str(tmp_path),
-                        "--loadmodule", str(MODULE), *args],
-                       capture_output=True, timeout=30)
-    out = (p.stdout + p.stderr).decode(errors="replace")
+    for attempt in range(3):
+        p = subprocess.run([server_binary(flavor), "--port", str(free_port()), "--save", "", "--dir", str(tmp_path),
+                            "--loadmodule", str(MODULE), *args],
+                           capture_output=True, timeout=30)
+        out = (p.stdout + p.stderr).decode(errors="replace")
+        # Redis 7.0 listens before it loads modules: a port taken between
+        # its choice and the start fails the start before the module speaks.
+        if "Address already in use" not in out:
+            break
     assert p.returncode != 0, out[-2000:]
     assert f"{args[0]} {args[1]} is outside" in out, out[-2000:]
 
