@@ -85,7 +85,9 @@ def test_client_pause_write_on_a_primary_with_only_the_aof(make_server, subscrib
     r = s.client()
     users = [f"u{i}" for i in range(N)]
     store_pending(r, users)
-    r.execute_command("CLIENT", "PAUSE", 800, "WRITE")
+    # Deliveries fall due 300 ms after their store; the check below must
+    # still fall within the pause on a slow machine.
+    r.execute_command("CLIENT", "PAUSE", 1500, "WRITE")
     time.sleep(0.6)
     assert r.ping() and [pending(r, u) for u in users] == [1] * N
     for u in users:
@@ -103,8 +105,10 @@ def test_im_sweep_waits_for_the_pause_to_end(make_server):
     r = s.client()
     store_pending(r, ["u"])
     time.sleep(0.35)
-    r.execute_command("CLIENT", "PAUSE", 500, "WRITE")
+    # Timed from before the pause: the time until the pause command ran
+    # can only lengthen what is measured, never shorten it.
     started = time.monotonic()
+    r.execute_command("CLIENT", "PAUSE", 500, "WRITE")
     swept = as_map(s.client().execute_command("IM.SWEEP"))
     assert time.monotonic() - started >= 0.3, "IM.SWEEP ran during the pause"
     assert swept["expired"] == 1 and swept["kicked"] == 1
