@@ -165,10 +165,15 @@ def test_disconnect_before_deadline_no_kick(make_server, subscribe):
     ev = subscribe(s, "node-a")
     kicked = im_info(r)["im_kicked"]
     stanza = message("m1")
-    seq = r.execute_command("IM.STORE", "alice", stanza)[0]
-    r.execute_command("IM.STORE", "bob", message("b1"))  # control: left alone
-    # at once, long before the first resend (100 ms) and the deadline
-    assert r.execute_command("IM.DISCONNECT", "alice", "phone") == 1
+    # at once, long before the first resend (100 ms) and the deadline: in
+    # one transaction, so that no timer run falls between, however slow
+    # the machine
+    tx = r.pipeline(transaction=True)
+    tx.execute_command("IM.STORE", "alice", stanza)
+    tx.execute_command("IM.STORE", "bob", message("b1"))  # control: left alone
+    tx.execute_command("IM.DISCONNECT", "alice", "phone")
+    (seq, _, _), _, disconnected = tx.execute()
+    assert disconnected == 1
     d = devices(r, "alice")["phone"]
     assert (d["online"], d["pending"], d["offline"]) == (0, 0, 1)
 
