@@ -32,10 +32,11 @@ pub type KeyName = Box<[u8]>;
 
 /// The [`KeyName`] of `key` in `db`.
 pub fn key_name(db: i32, key: &[u8]) -> KeyName {
-    let mut v: smallvec::SmallVec<[u8; 64]> = smallvec::SmallVec::with_capacity(4 + key.len());
+    // Built in place: the capacity is exact, so the box keeps the buffer.
+    let mut v = Vec::with_capacity(4 + key.len());
     v.extend_from_slice(&db.to_le_bytes());
     v.extend_from_slice(key);
-    Box::from(&v[..])
+    v.into_boxed_slice()
 }
 
 /// Splits a [`KeyName`] into its db and key.

@@ -54,28 +54,31 @@ pub fn settings() -> TimerSettings {
     }
 }
 
-/// Moves mailbox `key`'s (in the selected db) schedule entry to `due`.
-fn set_due(ctx: &Context, key: &[u8], mb: &Mailbox, due: Option<i64>) {
+/// Moves mailbox `key`'s (in the selected db) schedule entry to `due`;
+/// answers the schedule's [`Schedule::next_due_bound`] after the move,
+/// read in the same hold of the lock (for [`arm_for`]).
+fn set_due(ctx: &Context, key: &[u8], mb: &Mailbox, due: Option<i64>) -> Option<i64> {
     let mut s = sched();
     s.set(&mb.entry, due, || {
         schedule::key_name(server::selected_db(ctx), key)
     });
     gauge(&s);
+    s.next_due_bound()
 }
 
 /// Records when mailbox `key` (in the selected db) next needs the timer,
 /// and arms it.
 pub fn reschedule(ctx: &Context, key: &[u8], mb: &Mailbox) {
-    set_due(ctx, key, mb, mb.next_due(&settings()));
-    arm(ctx);
+    let next = set_due(ctx, key, mb, mb.next_due(&settings()));
+    arm_for(ctx, next);
 }
 
 /// Schedules mailbox `key` (in the selected db) for `at` (ms), whatever
 /// its own deadlines: a mailbox whose visit failed is retried then.
 pub fn retry_at(ctx: &Context, key: &[u8], mb: &Mailbox, at: i64) {
     forget(mb);
-    set_due(ctx, key, mb, Some(at));
-    arm(ctx);
+    let next = set_due(ctx, key, mb, Some(at));
+    arm_for(ctx, next);
 }
 
 /// After a change of mailbox `key` (`None`: it is gone, and its entry
@@ -85,8 +88,8 @@ pub fn changed(ctx: &Context, key: &[u8], mb: Option<&Mailbox>) {
     if let Some(m) = mb {
         let due = m.next_due(&settings());
         if m.entry.get().due() != Some(due) {
-            set_due(ctx, key, m, due);
-            arm(ctx);
+            let next = set_due(ctx, key, m, due);
+            arm_for(ctx, next);
         }
     }
 }
@@ -161,13 +164,17 @@ pub fn upkeep(now: i64) {
 /// after the last run; nothing when there is nothing to wait for, or on a
 /// replica.
 pub fn arm(ctx: &Context) {
+    arm_for(ctx, next_due_bound());
+}
+
+/// [`arm`], given the schedule's [`next_due_bound`] (`next`) read already:
+/// a change of a mailbox's entry reads it in the same hold of the
+/// schedule's lock as the change (a first message makes an entry, so this
+/// is on the store's path).
+fn arm_for(ctx: &Context, next: Option<i64>) {
     let interval = config::get(&config::SWEEP_INTERVAL);
     let mut timer = TIMER.lock().unwrap_or_else(|e| e.into_inner());
-    let next = if interval == 0 {
-        None
-    } else {
-        next_due_bound()
-    };
+    let next = if interval == 0 { None } else { next };
     let Some(next) = next else {
         if interval == 0 {
             if let Some((id, _)) = timer.take() {
