@@ -26,7 +26,8 @@ differences B - A with a 95 % bootstrap interval: on a shared machine,
 whose speed drifts by a third over minutes, the pairs say more than the
 medians. Side B measures quicker than side A: with the same build on
 both sides, by 0.065 µs a pending store (interval 0.040 to 0.080, B
-quicker in 24 of 30 rounds; 100,000 users, --pin, 2026-12-02), for no
+quicker in 24 of 30 rounds; 100,000 users, --pin, 2026-12-02), and by
+0 to 0.15 µs in three comparisons run both ways later that day, for no
 reason found yet. Run each comparison with the builds in both places and
 take the mean of the two.
 """
