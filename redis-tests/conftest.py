@@ -183,22 +183,23 @@ class Server:
                     continue
                 raise
 
+    def _conf_at(self, name):
+        """Where setting `name`'s value is in `extra_conf`, or None."""
+        conf = self.extra_conf
+        return next((i + 1 for i in range(0, len(conf), 2) if conf[i] == name), None)
+
     def cluster_port(self):
         """The `cluster-port` this server was given, or None."""
-        conf = self.extra_conf
-        for i in range(0, len(conf), 2):
-            if conf[i] == "cluster-port":
-                return int(conf[i + 1])
-        return None
+        at = self._conf_at("cluster-port")
+        return None if at is None else int(self.extra_conf[at])
 
     def set_conf(self, name, value):
         """Replace (or add) one `extra_conf` setting for the next start."""
-        conf = self.extra_conf
-        for i in range(0, len(conf), 2):
-            if conf[i] == name:
-                conf[i + 1] = str(value)
-                return
-        conf += [name, str(value)]
+        at = self._conf_at(name)
+        if at is None:
+            self.extra_conf += [name, str(value)]
+        else:
+            self.extra_conf[at] = str(value)
 
     def wait_ready(self, timeout=30):
         def ready():

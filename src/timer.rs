@@ -174,13 +174,14 @@ pub fn arm(ctx: &Context) {
 fn arm_for(ctx: &Context, next: Option<i64>) {
     let interval = config::get(&config::SWEEP_INTERVAL);
     let mut timer = TIMER.lock().unwrap_or_else(|e| e.into_inner());
-    let next = if interval == 0 { None } else { next };
-    let Some(next) = next else {
-        if interval == 0 {
-            if let Some((id, _)) = timer.take() {
-                stop_timer(ctx, id);
-            }
+    if interval == 0 {
+        // Only IM.SWEEP runs the timer's work.
+        if let Some((id, _)) = timer.take() {
+            stop_timer(ctx, id);
         }
+        return;
+    }
+    let Some(next) = next else {
         return;
     };
     let gap = if BEHIND.load(Relaxed) {
