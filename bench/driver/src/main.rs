@@ -433,6 +433,7 @@ impl Suite {
                     &ts,
                 ]),
             ),
+            (L_TYPE, Setup::Online, s(&["TYPE", "user:__rand_int__"])),
             (
                 L_IM_ON,
                 Setup::Online,

@@ -21,6 +21,10 @@ pub const L_SEED_OFF: &str = "seed layout offline: ZADD + HMSET OFOFFLINE";
 pub const L_LUA_ON: &str = "Lua EVALSHA: SADD SOGU + HSET OGM";
 pub const L_LUA_OFF: &str = "Lua EVALSHA offline: ZADD + HSET OFOFFLINE";
 pub const L_XADD: &str = "XADD to a stream per user";
+/// The server finding a user's existing key and nothing more: the part of
+/// every store to an existing mailbox (or per-user key) that the module
+/// cannot shorten, where `HSET` of a new key mostly finds an empty slot.
+pub const L_TYPE: &str = "TYPE user:<id> (the server finds the user's key, nothing more)";
 /// A module command on a missing key answering with one reply call, and
 /// the same with 17: what the server's module API itself costs.
 pub const L_API_ONE: &str = "IM.DEVICES on a missing key (1 reply call)";
