@@ -235,8 +235,8 @@ fn lookup_note(w: &mut String, r: &Results) {
         w,
         "\nThe server's own lookup of a user's key (`TYPE`, which reads the key's object and nothing of \
          the mailbox) takes {} µs with {} users and {} µs with {}: {:.2} µs of the {:.2} µs that a pending \
-         `IM.STORE` gains between the two. Every store to an existing mailbox pays it; `HSET` of a new key \
-         mostly finds an empty slot instead.",
+         `IM.STORE` gains between the two. Every store to an existing mailbox pays it, where an `HSET` that \
+         creates its key pays only for finding no key there.",
         us(few),
         thousands(r.p.users as f64),
         us(many),
