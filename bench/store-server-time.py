@@ -8,16 +8,18 @@ stanza, alternating builds so that a noisy machine affects both alike.
 
 Each run: Debian's redis-server on a free port, 1,000 users (one device
 `phone`; --users to change), `redis-benchmark -c 32 -P 16 -n 200000 -r
-<users>` of HSET, of
-IM.STORE pending on the device (`DEVICES 1 phone`, the device online) and
-of IM.STORE with the device offline. A stanza's id is three random
+<users>` of HSET, of TYPE on the users' keys (the server finding a
+user's key and nothing more, which every store pays), of IM.STORE
+pending on the device (`DEVICES 1 phone`, the device online) and of
+IM.STORE with the device offline. A stanza's id is three random
 numbers, so that ids seldom repeat in a mailbox (a repeated id is a
 duplicate, which stores nothing). Beside each command's µs, "faults" is
 the server's minor page faults per call (a fresh page touched the first
 time), counted over the whole run: most fall within the commands (the
-heap growing), some outside them (query and reply buffers). --no-push sets push-events no on
-both builds (where the setting exists); --no-deadlines sets retention,
-device-idle and mailbox-idle to 0. Prints each run and the medians (µs).
+heap growing), some outside them (query and reply buffers). --no-push
+sets push-events no on both builds (where the setting exists);
+--no-deadlines sets retention, device-idle and mailbox-idle to 0.
+Prints each run and the medians (µs).
 """
 import argparse
 import os
@@ -60,6 +62,7 @@ def one_run(module, opts):
         bench("HSET", ["HSET", "OGM:__rand_int__", "STANZA", STANZA, "CREATIONDATE", "1732690028123"])
         r.flushall()
         register_users(r, opts.users, offline=False)
+        bench("TYPE", ["TYPE", "user:__rand_int__"])
         bench("IM.STORE pending", ["IM.STORE", "user:__rand_int__", STANZA, "DEVICES", "1", "phone"])
         r.flushall()
         register_users(r, opts.users, offline=True)
