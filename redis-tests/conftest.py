@@ -77,6 +77,41 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_scripts_run(make_args, log_path, deadline=300):
+    """Start `scripts/run` with `make_args(port)` for a free port and wait
+    until its own server answers there; returns (process, client, port).
+    The process leads its own session (stop it with os.killpg) and writes
+    to `log_path`. A port that was free when chosen and taken before the
+    server bound it is replaced by another. The deadline is long because
+    scripts/run may first build the module."""
+    for attempt in range(3):
+        port = free_port()
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen([str(REPO / "scripts" / "run"), *make_args(port)], stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        end = time.monotonic() + deadline
+        while True:
+            if proc.poll() is not None:
+                text = Path(log_path).read_text(errors="replace")
+                if "Address already in use" in text and attempt < 2:
+                    break
+                pytest.fail(f"scripts/run exited with {proc.returncode}:\n{text[-2000:]}")
+            try:
+                c = redis.Redis(port=port, socket_timeout=2, retry=no_retry())
+                # Only a server of this session counts: another test's may
+                # answer on the port until ours fails to bind it.
+                if os.getpgid(int(c.info("server")["process_id"])) == proc.pid and c.ping():
+                    return proc, c, port
+            except (redis.exceptions.RedisError, ProcessLookupError):
+                pass
+            if time.monotonic() > end:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                pytest.fail(f"scripts/run did not serve on port {port} within {deadline} s")
+            time.sleep(0.1)
+    raise AssertionError("unreachable")
+
+
 def _die_with_parent():
     """Runs in the child before exec: the server gets SIGKILL if pytest dies."""
     try:
@@ -117,6 +152,11 @@ class Server:
         self.stderr_file = self.dir / "stderr.log"
         self.proc = None
         self._clients = []
+        # Servers started with replicaof=self: re-pointed if this one has
+        # to move to another port on a restart.
+        self.replicas = []
+        if replicaof is not None:
+            replicaof.replicas.append(self)
 
     def argv(self):
         argv = [
@@ -180,8 +220,22 @@ class Server:
                         self.set_conf("cluster-port", free_port())
                     else:
                         self.port = free_port()
+                        self._repoint_replicas()
                     continue
                 raise
+
+    def _repoint_replicas(self):
+        """After a move to another port: running replicas follow it."""
+        for rep in self.replicas:
+            if rep.alive():
+                try:
+                    c = redis.Redis(port=rep.port, socket_timeout=5, retry=no_retry())
+                    try:
+                        c.execute_command("REPLICAOF", "127.0.0.1", self.port)
+                    finally:
+                        c.close()
+                except redis.exceptions.RedisError:
+                    pass
 
     def _conf_at(self, name):
         """Where setting `name`'s value is in `extra_conf`, or None."""
@@ -209,12 +263,14 @@ class Server:
             try:
                 c = redis.Redis(port=self.port, socket_timeout=2, retry=no_retry())
                 try:
-                    return c.ping() and c.info("persistence").get("loading") == 0
+                    return self._is_ours(c) and c.info("persistence").get("loading") == 0
                 finally:
                     c.close()
             except redis.exceptions.BusyLoadingError:
                 return False
-            except redis.exceptions.ConnectionError:
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                # A busy machine may leave a starting server silent for
+                # longer than the socket timeout: not ready yet.
                 return False
 
         deadline = time.monotonic() + timeout
@@ -224,6 +280,12 @@ class Server:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.flavor} on port {self.port} not ready after {timeout}s")
             time.sleep(0.01)
+
+    def _is_ours(self, c):
+        """Whether the server answering on our port is our process: another
+        test's server may hold a port that was free when this one chose it
+        (this one then exits with "Address already in use")."""
+        return int(c.info("server").get("process_id", -1)) == self.proc.pid
 
     def wait_exit(self, timeout=30):
         """For a server expected to refuse to start: its exit code."""
@@ -244,7 +306,7 @@ class Server:
         try:
             c = redis.Redis(port=self.port, socket_timeout=2, retry=no_retry())
             try:
-                return bool(c.ping())
+                return self._is_ours(c) and bool(c.ping())
             finally:
                 c.close()
         except redis.exceptions.RedisError:
@@ -283,10 +345,10 @@ class Server:
             try:
                 c = redis.Redis(port=self.port, socket_timeout=2, retry=no_retry())
                 try:
-                    return c.ping() and "ready"
+                    return self._is_ours(c) and c.ping() and "ready"
                 finally:
                     c.close()
-            except redis.exceptions.ConnectionError:
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                 return False
 
         if wait_for(settled, timeout=timeout, what=f"{self.flavor} to exit or start") == "exited":
