@@ -15,7 +15,7 @@ import time
 import pytest
 import redis
 
-from conftest import REPO, free_port
+from conftest import start_scripts_run
 from helpers import message, wait_for, wait_replica_synced
 
 SAFE = {"appendonly": "yes"}
@@ -187,10 +187,10 @@ def test_doctor_arguments(server):
 
 # ------------------------------------------------------------ scripts/run
 
-def run_script(*args, cwd=REPO):
-    return subprocess.Popen(
-        [str(REPO / "scripts" / "run"), *args], cwd=cwd,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def run_script(tmp_path, make_args):
+    """scripts/run on a free port: (process, client)."""
+    proc, c, _ = start_scripts_run(make_args, tmp_path / "run.log")
+    return proc, c
 
 
 def stop(proc):
@@ -201,19 +201,9 @@ def stop(proc):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def connect(port):
-    def up():
-        c = redis.Redis(port=port, socket_timeout=2)
-        c.ping()
-        return c
-    return wait_for(up, timeout=120, what=f"scripts/run to serve on {port}")
-
-
 def test_scripts_run_starts_safe_and_respects_a_config_file(tmp_path):
-    port = free_port()
-    proc = run_script("--port", str(port), "--", "ack-timeout", "30000")
+    proc, c = run_script(tmp_path, lambda port: ["--port", str(port), "--", "ack-timeout", "30000"])
     try:
-        c = connect(port)
         assert c.config_get("appendonly") == {"appendonly": "yes"}
         assert c.config_get("appendfsync") == {"appendfsync": "everysec"}
         assert c.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
@@ -221,12 +211,14 @@ def test_scripts_run_starts_safe_and_respects_a_config_file(tmp_path):
         assert json.loads(c.execute_command("IM.DOCTOR", "JSON"))["safe"] is True
     finally:
         stop(proc)
-    port = free_port()
     conf = tmp_path / "my.conf"
-    conf.write_text(f"port {port}\ndir {tmp_path}\nappendonly no\nsave \"\"\nmaxmemory-policy allkeys-lru\n")
-    proc = run_script(str(conf))
+
+    def with_conf(port):
+        conf.write_text(f"port {port}\ndir {tmp_path}\nappendonly no\nsave \"\"\nmaxmemory-policy allkeys-lru\n")
+        return [str(conf)]
+
+    proc, c = run_script(tmp_path, with_conf)
     try:
-        c = connect(port)
         assert c.config_get("appendonly") == {"appendonly": "no"}
         assert c.config_get("maxmemory-policy") == {"maxmemory-policy": "allkeys-lru"}
         report = json.loads(c.execute_command("IM.DOCTOR", "JSON"))

@@ -14,13 +14,12 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 import tomllib
 
 import pytest
 import redis
 
-from conftest import REPO, free_port
+from conftest import REPO, start_scripts_run
 from helpers import RawError, message
 
 # Command flags as COMMAND INFO shows them.
@@ -361,26 +360,9 @@ def test_commands_md_describes_every_command(raw3):
 
 # ------------------------------------------------------------ scripts/run
 
-def wait_ping(port, proc, deadline=300):
-    """PING the port until it answers; scripts/run may first build the
-    module (release, as the tests' own build), hence the long deadline."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        assert proc.poll() is None, f"scripts/run exited with {proc.returncode}"
-        try:
-            c = redis.Redis(port=port, socket_timeout=2)
-            if c.ping():
-                return c
-        except redis.exceptions.RedisError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"nothing answered PING on port {port} within {deadline} s")
-
-
-def run_script(args, tmp_path):
-    log = open(tmp_path / "run.log", "w")
-    return subprocess.Popen([str(REPO / "scripts" / "run"), *args], stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+def run_script(tmp_path, make_args):
+    """scripts/run on a free port, its output in run.log: (process, client, port)."""
+    return start_scripts_run(make_args, tmp_path / "run.log")
 
 
 def stop(proc, tmp_path):
@@ -394,11 +376,9 @@ def stop(proc, tmp_path):
 def test_scripts_run_port(tmp_path):
     """`scripts/run --port p --dir d` serves on p, with the module (Debian's
     redis-server, the release build)."""
-    port = free_port()
-    proc = run_script(["--port", str(port), "--dir", str(tmp_path / "data"), "--",
-                       "ack-timeout", "30000"], tmp_path)
+    proc, c, _ = run_script(tmp_path, lambda port: ["--port", str(port), "--dir", str(tmp_path / "data"),
+                                                    "--", "ack-timeout", "30000"])
     try:
-        c = wait_ping(port, proc)
         assert c.config_get("im.ack-timeout") == {"im.ack-timeout": "30000"}
         assert c.info("im")["im_version"] == cargo_version()
     finally:
@@ -407,12 +387,14 @@ def test_scripts_run_port(tmp_path):
 
 def test_scripts_run_config_port(tmp_path):
     """A configuration file's own `port` is the one served."""
-    port = free_port()
     conf = tmp_path / "redis.conf"
-    conf.write_text(f"port {port}\ndir {tmp_path}\nappendonly no\nsave \"\"\n")
-    proc = run_script([str(conf)], tmp_path)
+
+    def with_conf(port):
+        conf.write_text(f"port {port}\ndir {tmp_path}\nappendonly no\nsave \"\"\n")
+        return [str(conf)]
+
+    proc, c, port = run_script(tmp_path, with_conf)
     try:
-        c = wait_ping(port, proc)
         assert int(c.config_get("port")["port"]) == port
         assert c.info("im")["im_version"] == cargo_version()
     finally:
