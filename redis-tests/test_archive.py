@@ -45,17 +45,26 @@ def test_aged_messages_are_queued_leased_and_acked(make_server):
     assert as_map(r.execute_command("IM.OFFLINE.INFO", "alice", "phone"))["count"] == 0
     assert r.execute_command("IM.OFFLINE.PAGE", "alice", "phone") == [0, []]
     assert stats(r)["im_archive_queue"] == 3
-    # Handed out under a lease: two, then the third; then nothing.
-    first = pull(r, "COUNT", 2, "LEASE", 400)
+    # Handed out under a lease (2 s: long enough for a busy machine to
+    # pull twice within it): two, then the third; then nothing.
+    leased_at = time.monotonic()
+    first = pull(r, "COUNT", 2, "LEASE", 2000)
     assert [(u, s, i) for u, s, i, *_ in first] == [(b"alice", seqs[0], b"m0"), (b"alice", seqs[1], b"m1")]
     assert all(devs == [b"phone"] for *_, devs in first)
     assert first[0][4] == message("m0")
-    assert [s for _, s, *_ in pull(r, "COUNT", 2, "LEASE", 400)] == [seqs[2]]
+    assert [s for _, s, *_ in pull(r, "COUNT", 2, "LEASE", 2000)] == [seqs[2]]
     assert pull(r) == []
     assert stats(r)["im_archive_leased"] == 3
-    # Not acked: handed out again after the lease.
-    wait_for(lambda: [s for _, s, *_ in pull(r, "LEASE", 60000)] == seqs, timeout=5,
-             what="the lease to end")
+    # Not acked: handed out again when the lease ends, and not before.
+    back = []
+
+    def all_back():
+        got = [s for _, s, *_ in pull(r, "LEASE", 60000)]
+        if got and not back:
+            assert time.monotonic() - leased_at >= 2.0 - 0.015, "handed out again within the lease"
+        back.extend(got)
+        return sorted(back) == seqs
+    wait_for(all_back, timeout=10, what="the lease to end")
     # Acked: gone for good, never handed out again.
     assert r.execute_command("IM.ARCHIVE.ACK", "alice", *seqs[:2]) == 2
     assert r.execute_command("IM.ARCHIVE.ACK", "alice", seqs[0]) == 0

@@ -67,8 +67,12 @@ def no_crash(server):
 
 # ---------------------------------------------------------------- 6a. deadlines survive a restart
 
-# resend every 200 ms; expiry at 2 s, long enough to restart in between.
-SLOW = {"resend-interval": 200, "ack-timeout": 2000, "sweep-interval": 20}
+# resend every 200 ms; expiry at 6 s, long enough to restart in between
+# (the test restarts within RESTART_BY s, leaving the rest for the restart
+# itself, AOF replay included, on a busy machine).
+ACK_TIMEOUT = 6.0
+RESTART_BY = 2.0
+SLOW = {"resend-interval": 200, "ack-timeout": int(ACK_TIMEOUT * 1000), "sweep-interval": 20}
 RESTARTS = {
     "rdb": {},
     "aof": {"appendonly": "yes", "appendfsync": "always"},
@@ -96,7 +100,7 @@ def test_deadlines_survive_restart(make_server, subscribe, how):
         r.save()
     before = max(e["attempt"] for e in ev.of("resend"))
     ev.close()
-    assert time.time() - t0 < 1.5, "too slow to restart before the deadline"
+    assert time.time() - t0 < RESTART_BY, "too slow to restart before the deadline"
     s.restart()  # SIGTERM; with save "" no RDB is written at shutdown
     restarted = time.time()
 
@@ -105,13 +109,13 @@ def test_deadlines_survive_restart(make_server, subscribe, how):
     if d["pending"] == 1:  # else the kick already happened while we reconnected
         assert d["online"] == 1
     ev = subscribe(s, "node-a")
-    ev.wait(ev.has("kick"), timeout=5, what="the kick after the restart")
+    ev.wait(ev.has("kick"), timeout=ACK_TIMEOUT + 5, what="the kick after the restart")
     kick = ev.of("kick")[0]
     assert (kick["user"], kick["device"], kick["seq"], kick["id"], kick["reason"]) == \
         ("alice", "phone", seq, "m1", "ack-timeout")
     # on time: not before the deadline, and soon after it
-    assert kick["_t"] - t0 >= 2.0 - SLACK, "kicked before ack-timeout"
-    assert kick["_t"] <= max(t0 + 2.0, restarted) + 1.0, "kicked late"
+    assert kick["_t"] - t0 >= ACK_TIMEOUT - SLACK, "kicked before ack-timeout"
+    assert kick["_t"] <= max(t0 + ACK_TIMEOUT, restarted) + 1.0, "kicked late"
     # the resends go on from the attempts saved, not from 2
     resends = ev.of("resend")
     assert resends, "no resend after the restart"
@@ -336,12 +340,14 @@ def test_deleted_and_overwritten_mailboxes_have_no_deadlines(make_server, subscr
 
 @pytest.mark.parametrize("how", ["FLUSHALL", "FLUSHALL ASYNC", "FLUSHDB"])
 def test_flushed_mailboxes_have_no_deadlines(make_server, subscribe, how):
-    s = make_server(module_args=FAST)
+    # the deadline at 2 s: a busy machine still flushes before any kick
+    s = make_server(module_args={**FAST, "ack-timeout": 2000})
     r = s.client()
     ev = subscribe(s, "node-a")
     for i in range(50):
         with_pending(r, f"user{i}")
     ev.wait(ev.has("resend"), what="the timer at work")
+    assert ev.of("kick") == []
     r.execute_command(*how.split())
     wait_for(lambda: r.info("im")["im_mailboxes"] == 0, timeout=3, what="the flush")
     n = ev.mark(r)
@@ -354,7 +360,7 @@ def test_flushed_mailboxes_have_no_deadlines(make_server, subscribe, how):
     assert n == len(ev.got)
     # the timer still works for a new mailbox
     with_pending(r, "after")
-    ev.wait(ev.has("kick", "after"), what="a kick after the flush")
+    ev.wait(ev.has("kick", "after"), timeout=10, what="a kick after the flush")
     assert {e["user"] for e in ev.got[n:]} == {"after"}
     no_crash(s)
 
