@@ -145,6 +145,26 @@ def test_warnings_follow_config_set(make_server):
     assert "eviction" in areas(doctor(r)[1])
 
 
+def test_offline_types_without_chat_or_normal_is_a_risk(make_server):
+    """SPEC §3: chat and normal messages are kept offline; a list without
+    them drops such messages to users with no device online."""
+    s = make_server(extra_conf=SAFE, module_args={"offline-types": "chat headline"})
+    lines = warnings(s)
+    assert any("offline-types leaves out normal:" in l for l in lines), lines
+    r = s.client()
+    text, report = doctor(r)
+    assert areas(report) == ["offline"] and report["safe"] is False
+    assert report["findings"][0]["severity"] == "risk"
+    assert "leaves out normal:" in text and "To change:" in text
+    mark = s.log_size()
+    r.config_set("im.offline-types", "")
+    wait_for(lambda: any("leaves out chat and normal:" in l for l in warnings(s, mark)),
+             what="the offline warning")
+    r.config_set("im.offline-types", "normal,chat groupchat")
+    text, report = doctor(r)
+    assert report["findings"] == [] and report["safe"] is True
+
+
 def test_replicas_without_min_replicas_to_write_are_warned(make_server):
     primary = make_server(extra_conf=SAFE)
     mark = primary.log_size()

@@ -73,6 +73,23 @@ def test_a_setting_that_cannot_be_handed_back_is_refused(r, raw, setting, value)
     assert r.config_get("im.*")
 
 
+@pytest.mark.parametrize("setting,value,words", [
+    ("offline-types", "chat nromal", "RFC 6121 message types"),
+    ("event-prefix", "a\x01b", "control characters"),
+    ("delay-from", "ex\x01ample.com", "XML does not allow"),
+])
+def test_a_text_setting_refused_at_load_fails_the_load_cleanly(make_server, setting, value, words):
+    """A load argument the setting refuses stops the server with the reason
+    in its log. (Left to the server, Valkey 8.1 and 9.1 unloaded the module
+    half-loaded and crashed with signal 11; the fixture fails the test on
+    that line.)"""
+    s = make_server(module_args={setting: value}, start=False)
+    s.spawn()
+    assert s.wait_exit() != 0
+    log = s.log()
+    assert f"at load time, {setting}: " in log and words in log, log[-2000:]
+
+
 def test_a_setting_with_any_unicode_comes_back_as_set(r):
     r.config_set("im.event-prefix", "évènements:一:")
     r.config_set("im.delay-from", "例え.jp")

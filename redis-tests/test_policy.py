@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import HINTS, RawError, as_map, chat_state, digest, message
+from helpers import HINTS, RawError, as_map, chat_state, digest, expect_error, message
 
 NOT_KEPT = {
     "groupchat": message("x1", type="groupchat"),
@@ -104,6 +104,26 @@ def test_offline_types_setting(r):
     assert r.execute_command("IM.STORE", "alice", message("n2", type=None)) is None
     assert r.execute_command("IM.STORE", "alice", message("c1")) is not None
     assert as_map(r.execute_command("IM.OFFLINE.INFO", "alice", "laptop", "IDS"))["ids"] == [b"h1", b"c1"]
+
+
+@pytest.mark.parametrize("value", ["bogus", "Chat normal", "chat normal nromal", "chat;normal"])
+def test_offline_types_refuses_a_name_rfc_6121_does_not_define(r, raw, value):
+    """A stanza's unknown type is handled as normal (RFC 6121 §5.2.2), so an
+    unknown name in the setting would match nothing: it is refused, and
+    chat messages are still kept offline."""
+    laptop_offline(r)
+    before = r.config_get("im.offline-types")
+    err = expect_error(raw, "CONFIG", "SET", "im.offline-types", value)
+    assert "RFC 6121 message types" in err, err
+    assert r.config_get("im.offline-types") == before
+    assert r.execute_command("IM.STORE", "alice", message("c1")) is not None
+    assert offline_count(r, "laptop") == 1
+
+
+@pytest.mark.parametrize("value", ["normal,chat", " chat\tnormal  groupchat,headline,error ", ""])
+def test_offline_types_takes_every_rfc_6121_name_and_none(r, value):
+    r.config_set("im.offline-types", value)
+    assert r.config_get("im.offline-types") == {"im.offline-types": value}
 
 
 # ------------------------------------------------------------ duplicates

@@ -228,6 +228,39 @@ impl TextSetting {
     pub fn text(&self) -> String {
         self.text.lock().map(|s| s.clone()).unwrap_or_default()
     }
+
+    /// `val` as the setting's text, or why it is refused: not UTF-8,
+    /// longer than [`MAX_TEXT_SETTING`] bytes, or refused by the setting's
+    /// own check.
+    fn accept(&self, val: &[u8]) -> Result<String, &'static str> {
+        let Ok(value) = std::str::from_utf8(val) else {
+            return Err("the value must be UTF-8");
+        };
+        if value.len() > MAX_TEXT_SETTING {
+            return Err("the value is longer than 1024 bytes");
+        }
+        (self.check)(value)?;
+        Ok(value.to_string())
+    }
+}
+
+/// Why the text setting `name` refuses `value` among the load arguments,
+/// as the line to log; None when it takes it or `name` is not a text
+/// setting. The server hands load arguments to the setting's own check
+/// too, but Valkey 8.1 and 9.1 then unload the module half-loaded and
+/// crash (`moduleUnload`, signal 11): refused here first, the load fails
+/// cleanly.
+pub fn text_refused_at_load(name: &[u8], value: &[u8]) -> Option<String> {
+    let setting = match name {
+        b"offline-types" => &OFFLINE_TYPES,
+        b"event-prefix" => &EVENT_PREFIX,
+        b"delay-from" => &DELAY_FROM,
+        _ => return None,
+    };
+    setting.accept(value).err().map(|why| {
+        let name = std::str::from_utf8(name).unwrap_or("?");
+        format!("{name}: {why}")
+    })
 }
 
 impl ConfigurationValue<RedisString> for TextSetting {
@@ -237,26 +270,30 @@ impl ConfigurationValue<RedisString> for TextSetting {
     }
 
     fn set(&self, _ctx: &ConfigurationContext, val: RedisString) -> Result<(), RedisError> {
-        let Ok(value) = std::str::from_utf8(val.as_slice()) else {
-            return Err(RedisError::Str("the value must be UTF-8"));
-        };
-        if value.len() > MAX_TEXT_SETTING {
-            return Err(RedisError::Str("the value is longer than 1024 bytes"));
-        }
-        (self.check)(value).map_err(RedisError::Str)?;
-        *self.text.lock().unwrap_or_else(|e| e.into_inner()) = value.to_string();
+        let value = self.accept(val.as_slice()).map_err(RedisError::Str)?;
+        *self.text.lock().unwrap_or_else(|e| e.into_inner()) = value;
         self.generation.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 }
 
-/// `offline-types`: message types (RFC 6121 §5.2.2 names them), separated
-/// by spaces or commas.
+/// The names an `offline-types` value holds: split at whitespace and commas.
+fn type_names(v: &str) -> impl Iterator<Item = &str> {
+    v.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|s| !s.is_empty())
+}
+
+/// `offline-types`: message types of RFC 6121 §5.2.2 (`chat`, `error`,
+/// `groupchat`, `headline`, `normal`, case-sensitive), separated by spaces
+/// or commas; empty keeps no message offline. Any other name is refused:
+/// a stanza's unknown `type` is handled as `normal`, so such a name would
+/// match nothing and silently take `chat` or `normal` off the list.
 fn check_types(v: &str) -> Result<(), &'static str> {
-    if v.chars().any(|c| c.is_control() && !c.is_whitespace()) {
-        return Err("offline-types holds message types separated by spaces or commas");
+    if type_names(v).all(|t| crate::stanza::MESSAGE_TYPES.contains(&t.as_bytes())) {
+        Ok(())
+    } else {
+        Err("offline-types holds RFC 6121 message types (chat, error, groupchat, headline, normal) separated by spaces or commas")
     }
-    Ok(())
 }
 
 /// `event-prefix`: the start of every event channel's name.
@@ -285,11 +322,7 @@ pub fn is_offline_type(t: &[u8]) -> bool {
         let now = OFFLINE_TYPES.generation.load(Ordering::Relaxed);
         if *generation != now {
             let text = OFFLINE_TYPES.text.lock().unwrap_or_else(|e| e.into_inner());
-            *types = text
-                .split(|c: char| c.is_whitespace() || c == ',')
-                .filter(|s| !s.is_empty())
-                .map(|s| s.as_bytes().to_vec())
-                .collect();
+            *types = type_names(&text).map(|s| s.as_bytes().to_vec()).collect();
             *generation = now;
         }
         types.iter().any(|k| k.as_slice() == t)

@@ -98,6 +98,21 @@ pub fn settings_findings(ctx: &Context) -> Vec<Finding> {
             fix: "CONFIG SET appendonly yes".into(),
         });
     }
+    let left_out: Vec<&str> = ["chat", "normal"]
+        .into_iter()
+        .filter(|t| !config::is_offline_type(t.as_bytes()))
+        .collect();
+    if !left_out.is_empty() {
+        out.push(Finding {
+            severity: Severity::Risk,
+            area: "offline",
+            what: format!(
+                "offline-types leaves out {}: such a message to a user with no device online is dropped, not kept (SPEC §3)",
+                left_out.join(" and ")
+            ),
+            fix: "CONFIG SET im.offline-types \"chat normal\" (headline or groupchat may be added)".into(),
+        });
+    }
     let replicas: u64 = info_field(ctx, "replication", "connected_slaves")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);

@@ -321,6 +321,15 @@ mod registration {
                 return Status::Err;
             }
         }
+        for pair in args.chunks(2) {
+            let [name, value] = pair else { continue };
+            if let Some(why) =
+                crate::config::text_refused_at_load(name.as_slice(), value.as_slice())
+            {
+                crate::log::warning(&format!("redis-im: at load time, {why}"));
+                return Status::Err;
+            }
+        }
         // The server registered the settings with the load arguments as
         // their defaults, unchecked: the bounds `CONFIG SET` applies hold
         // here too.
