@@ -90,6 +90,26 @@ def test_a_text_setting_refused_at_load_fails_the_load_cleanly(make_server, sett
     assert f"at load time, {setting}: " in log and words in log, log[-2000:]
 
 
+@pytest.mark.parametrize("setting,value", [
+    ("im.offline-types", "bogus"),
+    ("im.event-prefix", "a\x01b"),
+    ("im.max-pending", "-5"),
+    ("im.quota-policy", "bogus"),
+])
+def test_a_setting_refused_in_the_servers_configuration_fails_the_load_cleanly(make_server, setting, value):
+    """`im.<name> <value>` in the server's own configuration, refused: the
+    server stops, its log says why. (Before, the load went on without the
+    settings after the refused one: Valkey 8.1 and 9.1 then crashed with
+    signal 11 unloading the module, and Redis 7.0 ran with an empty
+    `offline-types`; the fixture fails the test on a crash line.)"""
+    s = make_server(extra_conf={setting: value}, start=False)
+    s.spawn()
+    assert s.wait_exit() != 0
+    log = s.log()
+    assert f"configuration {setting} :" in log, log[-2000:]
+    assert "at load time, a setting given in the server's configuration was refused" in log, log[-2000:]
+
+
 def test_a_setting_with_any_unicode_comes_back_as_set(r):
     r.config_set("im.event-prefix", "évènements:一:")
     r.config_set("im.delay-from", "例え.jp")

@@ -7,7 +7,7 @@ use redis_module::configuration::{
 use redis_module::{RedisError, RedisString};
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -96,6 +96,37 @@ pub fn out_of_bounds() -> Option<String> {
         let v = v.load(Ordering::Relaxed);
         (v < *lo || v > *hi).then(|| format!("{name} {v} is outside {lo} to {hi}"))
     })
+}
+
+/// How many times the server has set one of the settings: once for each
+/// setting while it loads the module (the value given, else the default),
+/// then once for each `CONFIG SET` of one.
+static SETS: AtomicUsize = AtomicUsize::new(0);
+
+/// What the library calls after a setting took a value: the context, the
+/// setting's name, the setting.
+pub type OnSet<T> = Box<dyn Fn(&ConfigurationContext, &str, &'static T)>;
+
+/// The hook every setting is registered with: called by the server's set
+/// after the value is taken, it counts the set (see [`every_setting_set`]).
+pub fn counted<T>() -> Option<OnSet<T>> {
+    Some(Box::new(|_, _, _| {
+        SETS.fetch_add(1, Ordering::Relaxed);
+    }))
+}
+
+/// Whether the server set every setting while loading the module. A value
+/// it refuses in its own configuration (`im.<name> <value>` in the file or
+/// on the command line, `MODULE LOADEX ... CONFIG`) stops its setting of
+/// the rest; the library the module is built on does not pass that on, and
+/// the load went on with settings never set (Redis 7.0: an empty
+/// `offline-types`, which drops every message for an offline device) or
+/// crashed unloading the module afterwards (Valkey 8.1 and 9.1). Asked
+/// once when the load begins, so that it fails instead; the count starts
+/// again from zero, so that a load that failed leaves nothing to the next
+/// one should the server keep the library mapped.
+pub fn every_setting_set() -> bool {
+    SETS.swap(0, Ordering::Relaxed) >= NAMES.len()
 }
 
 /// The names of the settings, as `CONFIG` and the load arguments know them
