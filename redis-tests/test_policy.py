@@ -106,7 +106,8 @@ def test_offline_types_setting(r):
     assert as_map(r.execute_command("IM.OFFLINE.INFO", "alice", "laptop", "IDS"))["ids"] == [b"h1", b"c1"]
 
 
-@pytest.mark.parametrize("value", ["bogus", "Chat normal", "chat normal nromal", "chat;normal"])
+@pytest.mark.parametrize("value", ["bogus", "Chat normal", "chat normal nromal", "chat;normal",
+                                   "chat\u00a0normal", "chat\x0bnormal", "chat\u3000normal"])
 def test_offline_types_refuses_a_name_rfc_6121_does_not_define(r, raw, value):
     """A stanza's unknown type is handled as normal (RFC 6121 §5.2.2), so an
     unknown name in the setting would match nothing: it is refused, and

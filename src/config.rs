@@ -308,9 +308,11 @@ impl ConfigurationValue<RedisString> for TextSetting {
     }
 }
 
-/// The names an `offline-types` value holds: split at whitespace and commas.
+/// The names an `offline-types` value holds: split at spaces, tabs, line
+/// ends and commas (other characters, Unicode spaces included, are part
+/// of a name, which [`check_types`] then refuses).
 fn type_names(v: &str) -> impl Iterator<Item = &str> {
-    v.split(|c: char| c.is_whitespace() || c == ',')
+    v.split([' ', '\t', '\n', '\r', ','])
         .filter(|s| !s.is_empty())
 }
 
