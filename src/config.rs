@@ -277,10 +277,10 @@ impl TextSetting {
 
 /// Why the text setting `name` refuses `value` among the load arguments,
 /// as the line to log; None when it takes it or `name` is not a text
-/// setting. The server hands load arguments to the setting's own check
-/// too, but Valkey 8.1 and 9.1 then unload the module half-loaded and
-/// crash (`moduleUnload`, signal 11): refused here first, the load fails
-/// cleanly.
+/// setting. The server has already run the same check and stopped setting
+/// the rest ([`every_setting_set`] then fails the load too); this line
+/// names the load argument as such, where the server's calls it the
+/// setting's "default value".
 pub fn text_refused_at_load(name: &[u8], value: &[u8]) -> Option<String> {
     let setting = match name {
         b"offline-types" => &OFFLINE_TYPES,
@@ -343,6 +343,15 @@ fn check_event_prefix(v: &str) -> Result<(), &'static str> {
 fn check_delay_from(v: &str) -> Result<(), &'static str> {
     crate::stanza::check_delay_from(v.as_bytes())
         .map_err(|_| "delay-from holds a character XML does not allow (it is written into stanzas)")
+}
+
+/// The message types of the default `offline-types` (`chat`, `normal`)
+/// that the setting now leaves out: such messages to a user with no device
+/// online are dropped (SPEC §3).
+pub fn default_types_left_out() -> Vec<&'static str> {
+    type_names(defaults::OFFLINE_TYPES)
+        .filter(|t| !is_offline_type(t.as_bytes()))
+        .collect()
 }
 
 /// Is `t` one of the message types kept offline? The setting is parsed

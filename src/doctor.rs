@@ -98,10 +98,7 @@ pub fn settings_findings(ctx: &Context) -> Vec<Finding> {
             fix: "CONFIG SET appendonly yes".into(),
         });
     }
-    let left_out: Vec<&str> = ["chat", "normal"]
-        .into_iter()
-        .filter(|t| !config::is_offline_type(t.as_bytes()))
-        .collect();
+    let left_out = config::default_types_left_out();
     if !left_out.is_empty() {
         out.push(Finding {
             severity: Severity::Risk,
@@ -110,7 +107,10 @@ pub fn settings_findings(ctx: &Context) -> Vec<Finding> {
                 "offline-types leaves out {}: such a message to a user with no device online is dropped, not kept (SPEC §3)",
                 left_out.join(" and ")
             ),
-            fix: "CONFIG SET im.offline-types \"chat normal\" (headline or groupchat may be added)".into(),
+            fix: format!(
+                "CONFIG SET im.offline-types \"{}\" (headline or groupchat may be added)",
+                config::defaults::OFFLINE_TYPES
+            ),
         });
     }
     let replicas: u64 = info_field(ctx, "replication", "connected_slaves")
