@@ -1,8 +1,9 @@
 //! im-bench: the load driver and benchmark suite of redis-im.
 //!
-//! `im-bench suite [--quick] --module PATH --work DIR --json FILE --md FILE
-//! --svg FILE` starts one redis-server with the module and measures, side
-//! by side on that server, redis-im against the seed's key layout (driven
+//! `im-bench suite [--quick] --module PATH [--floor PATH] --work DIR --json
+//! FILE --md FILE --svg FILE` starts one redis-server with the module (and
+//! the store's floor, `bench/floor`, beside it) and measures, side by side
+//! on that server, redis-im against the seed's key layout (driven
 //! from the client and as Lua scripts), streams, the layout of
 //! Signal-Server's message cache, and plain HSET/PING as ceilings; then
 //! writes the results as JSON, a Markdown report and an SVG plot.
@@ -164,6 +165,8 @@ enum Setup {
     Offline3,
     /// Every user's stream has a consumer group `phone`.
     Groups,
+    /// Every user's key holds an empty `floor-box` (`FLOOR.INIT`).
+    Floor,
 }
 
 /// A measure's variant: its label, what the server holds before, the
@@ -252,7 +255,20 @@ impl Suite {
             Setup::Offline => self.register(prefix, users, 0..1, false),
             Setup::Offline3 => self.register(prefix, users, 0..3, false),
             Setup::Groups => self.stream_groups(prefix, users),
+            Setup::Floor => self.floor_boxes(prefix, users),
         }
+    }
+
+    /// An empty `floor-box` at every user's key (`FLOOR.INIT`).
+    fn floor_boxes(&mut self, prefix: &str, users: u64) -> io::Result<()> {
+        let a = &mut self.admin;
+        for i in 0..users {
+            a.cmd_str(&["FLOOR.INIT", &user(prefix, i)]);
+            if (i + 1) % 1000 == 0 {
+                a.drain(1000)?;
+            }
+        }
+        a.drain((users % 1000) as usize)
     }
 
     /// A consumer group `phone` on every user's stream.
@@ -486,6 +502,13 @@ impl Suite {
                 ]),
             ),
         ];
+        if self.server.floor.is_some() {
+            rb_cases.push((
+                L_FLOOR,
+                Setup::Floor,
+                s(&["FLOOR.STORE", "user:__rand_int__", &xml]),
+            ));
+        }
         if section == Section::StoreMany {
             // What the module API costs does not depend on the users.
             rb_cases.retain(|c| c.0 != L_API_ONE && c.0 != L_API_MANY);
@@ -1525,7 +1548,7 @@ fn machine(module: &std::path::Path, appendonly: bool) -> Vec<(String, String)> 
 
 fn usage() -> ! {
     eprintln!(
-        "usage: im-bench suite [--quick] --module PATH [--work DIR] [--json FILE] [--md FILE] [--svg FILE]\n\
+        "usage: im-bench suite [--quick] --module PATH [--floor PATH] [--work DIR] [--json FILE] [--md FILE] [--svg FILE]\n\
          \x20                    [--ops N] [--repeats R] [--conns C] [--depth D] [--scale-max ENTRIES]\n\
          \x20                    [--appendonly]\n\
          \x20                    [--only stores,cycles,memory,scale,paging,timer,rdb,catchup]\n\
@@ -1556,6 +1579,8 @@ struct SuiteArgs {
     work: PathBuf,
     out: Outputs,
     appendonly: bool,
+    /// The store's floor module (`--floor`), loaded beside redis-im.
+    floor: Option<PathBuf>,
 }
 
 /// Where a run's results go: the JSON, the report and the plot.
@@ -1569,6 +1594,7 @@ fn suite_args(args: &[String]) -> SuiteArgs {
     let mut quick = false;
     let mut appendonly = false;
     let mut module = None;
+    let mut floor = None;
     let mut work = PathBuf::from("run-data/bench");
     let (mut json, mut md, mut svg) = (None, None, None);
     let mut overrides: Vec<(String, String)> = Vec::new();
@@ -1580,6 +1606,7 @@ fn suite_args(args: &[String]) -> SuiteArgs {
             "--quick" => quick = true,
             "--appendonly" => appendonly = true,
             "--module" => module = Some(PathBuf::from(val())),
+            "--floor" => floor = Some(PathBuf::from(val())),
             "--work" => work = PathBuf::from(val()),
             "--json" => json = Some(PathBuf::from(val())),
             "--md" => md = Some(PathBuf::from(val())),
@@ -1604,6 +1631,7 @@ fn suite_args(args: &[String]) -> SuiteArgs {
         work,
         out,
         appendonly,
+        floor,
     }
 }
 
@@ -1692,6 +1720,10 @@ fn suite(a: &SuiteArgs) -> io::Result<()> {
     let _ = std::fs::remove_dir_all(work.join("appendonlydir"));
     let mut server = Server::new(&module, &work, server::free_port()?);
     server.appendonly = a.appendonly;
+    server.floor = match &a.floor {
+        Some(f) => Some(std::fs::canonicalize(f)?),
+        None => None,
+    };
     server.start()?;
     let admin = Conn::connect(server.port)?;
     let mut s = Suite {

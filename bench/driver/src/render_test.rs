@@ -39,10 +39,11 @@ fn rate(ops: f64, secs: f64) -> f64 {
 /// operation under each tool.
 type StoreRow = (&'static str, Option<f64>, f64, (f64, f64));
 
-const STORES: [StoreRow; 14] = [
+const STORES: [StoreRow; 15] = [
     (L_PING, Some(0.078), 0.1077, (0.0512, 0.0498)),
     (L_HSET, Some(0.415), 0.433, (0.3291, 0.3307)),
     (L_TYPE, Some(0.071), 0.0, (0.0812, 0.0)),
+    (L_FLOOR, Some(0.311), 0.0, (0.7614, 0.0)),
     (L_IM_ON, Some(0.398), 0.4637, (1.2934, 1.3101)),
     (L_IM_OFF, Some(0.363), 0.4197, (1.1877, 1.2012)),
     (L_SEED_ON, None, 0.7584, (0.0, 0.9013)),
@@ -82,7 +83,7 @@ fn full() -> Results {
                         rb_us * f * slow,
                     );
                 }
-                if ![L_API_ONE, L_API_MANY, L_TYPE].contains(&label) {
+                if ![L_API_ONE, L_API_MANY, L_TYPE, L_FLOOR].contains(&label) {
                     r.measure(
                         section,
                         label,

@@ -25,6 +25,11 @@ pub const L_XADD: &str = "XADD to a stream per user";
 /// every store to an existing mailbox (or per-user key) that the module
 /// cannot shorten, where `HSET` of a new key mostly finds an empty slot.
 pub const L_TYPE: &str = "TYPE user:<id> (the server finds the user's key, nothing more)";
+/// The floor of a module's store (`bench/floor`): open the user's existing
+/// key, append the stanza, reply as `IM.STORE` does for one pending device;
+/// no parse, index, deliveries or schedule.
+pub const L_FLOOR: &str =
+    "FLOOR.STORE (a module's least store: open the key, append, IM.STORE's reply)";
 /// A module command on a missing key answering with one reply call, and
 /// the same with 17: what the server's module API itself costs.
 pub const L_API_ONE: &str = "IM.DEVICES on a missing key (1 reply call)";

@@ -14,6 +14,9 @@ pub struct Server {
     pub log: PathBuf,
     /// `appendonly yes` (`appendfsync everysec`) instead of no persistence.
     pub appendonly: bool,
+    /// A second module to load beside redis-im: the store's floor
+    /// (`bench/floor`, commands `FLOOR.INIT` and `FLOOR.STORE`).
+    pub floor: Option<PathBuf>,
 }
 
 /// A port nobody listens on now.
@@ -31,6 +34,7 @@ impl Server {
             module: module.to_path_buf(),
             log: dir.join("redis.log"),
             appendonly: false,
+            floor: None,
         }
     }
 
@@ -61,6 +65,11 @@ impl Server {
                 "max-bytes",
                 "1000000000",
             ])
+            .args(
+                self.floor
+                    .iter()
+                    .flat_map(|f| [std::ffi::OsStr::new("--loadmodule"), f.as_os_str()]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -158,7 +158,7 @@ fn panels(r: &Results) -> Vec<Panel> {
             rate_bars(r, |m| {
                 m.section == Section::Store
                     && m.tool == Tool::RedisBenchmark
-                    && ![L_PING, L_TYPE, L_API_ONE, L_API_MANY].contains(&m.label.as_str())
+                    && ![L_PING, L_TYPE, L_FLOOR, L_API_ONE, L_API_MANY].contains(&m.label.as_str())
             }),
         ),
         plain(
@@ -179,8 +179,7 @@ fn panels(r: &Results) -> Vec<Panel> {
             rate_bars(r, |m| {
                 m.section == Section::StoreMany
                     && m.tool == Tool::RedisBenchmark
-                    && m.label != L_PING
-                    && m.label != L_TYPE
+                    && ![L_PING, L_TYPE, L_FLOOR].contains(&m.label.as_str())
             }),
         ),
         plain(
