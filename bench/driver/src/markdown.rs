@@ -235,11 +235,11 @@ fn floor_note(w: &mut String, r: &Results, section: Section) {
     let _ = writeln!(
         w,
         "\n`FLOOR.STORE` (`bench/floor`, a module loaded beside redis-im) is the least a module's store to \
-         an existing key does: it opens the user's key, appends the stanza and answers with `IM.STORE`'s \
-         five reply calls, and parses, indexes and schedules nothing. With {} users it runs at {} a second, \
-         {:.2}× `HSET`, in {} µs of server time; a pending `IM.STORE` runs at {:.2}× `HSET` in {} µs, so its \
-         own work (the stanza's check, the id, the delivery, the schedule) costs {:.2} µs a store above the \
-         floor.",
+         an existing key does: it opens the user's key (a `floor-box` under the same name), appends the stanza \
+         and answers with `IM.STORE`'s five reply calls, and parses, indexes and schedules nothing. With {} \
+         users it runs at {} a second, {:.2}× `HSET`, in {} µs of server time; a pending `IM.STORE` runs at {:.2}× `HSET` in {} µs, so what \
+         it does beyond the floor (the stanza's check, the id, the delivery, the schedule, its own dispatch \
+         and bookkeeping) costs {:.2} µs of server time a store.",
         thousands(users as f64),
         thousands(floor),
         floor / hset,

@@ -1,10 +1,11 @@
 //! The floor of a module's store: what any module command that keeps a
 //! message in an existing per-user key must do, and nothing more, so that
 //! `scripts/bench` can set `IM.STORE`'s server time and throughput beside
-//! what the server's module API alone costs on the same keys.
+//! what the server's module API alone costs on keys of the same names.
 //!
 //! - `FLOOR.INIT <key>`: makes `<key>` a value of the type `floor-box`
-//!   (an empty byte buffer and a counter); replies `OK`.
+//!   (an empty byte buffer and a counter), replacing whatever the key
+//!   held; replies `OK`.
 //! - `FLOOR.STORE <key> <bytes>`: opens `<key>` for writing (as
 //!   `IM.STORE` opens a mailbox: `RedisModule_OpenKey`), appends `<bytes>`
 //!   to its buffer, counts it, replicates the command verbatim, and
@@ -13,9 +14,11 @@
 //!   (five reply calls). A key that is missing or of another type gets
 //!   `ERR no floor-box at this key`.
 //!
-//! It parses nothing, keeps no index, no deliveries and no schedule, and
-//! saves nothing to RDB (its values load as nothing): a yardstick for a
-//! benchmark, never a store.
+//! It parses nothing and keeps no index, no deliveries and no schedule;
+//! a value goes to RDB as its counter and its bytes and comes back from
+//! it (an AOF without the RDB preamble cannot hold it). A yardstick for a
+//! benchmark's throwaway server: never load it on a server that keeps
+//! data.
 
 use redis_module::native_types::RedisType;
 use redis_module::{raw, redis_module, Context, RedisString, Status};
@@ -53,11 +56,26 @@ static FLOOR_TYPE: RedisType = RedisType::new(
     },
 );
 
-unsafe extern "C" fn rdb_load(_rdb: *mut raw::RedisModuleIO, _encver: c_int) -> *mut c_void {
-    std::ptr::null_mut()
+/// A value written by [`rdb_save`]; null (the server then stops the
+/// load) when the RDB is short.
+unsafe extern "C" fn rdb_load(rdb: *mut raw::RedisModuleIO, _encver: c_int) -> *mut c_void {
+    let (Ok(seq), Ok(bytes)) = (raw::load_signed(rdb), raw::load_string_buffer(rdb)) else {
+        return std::ptr::null_mut();
+    };
+    let value = FloorBox {
+        seq,
+        bytes: bytes.as_ref().to_vec(),
+    };
+    Box::into_raw(Box::new(value)).cast::<c_void>()
 }
 
-unsafe extern "C" fn rdb_save(_rdb: *mut raw::RedisModuleIO, _value: *mut c_void) {}
+/// The counter, then the bytes.
+unsafe extern "C" fn rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    if let Some(v) = value.cast::<FloorBox>().as_ref() {
+        raw::save_signed(rdb, v.seq);
+        raw::save_slice(rdb, &v.bytes);
+    }
+}
 
 unsafe extern "C" fn free(value: *mut c_void) {
     if !value.is_null() {
@@ -107,8 +125,12 @@ unsafe extern "C" fn init_command(
         seq: 0,
         bytes: Vec::new(),
     }));
-    set(key, *FLOOR_TYPE.raw_type.borrow(), value.cast::<c_void>());
+    let set_ok = set(key, *FLOOR_TYPE.raw_type.borrow(), value.cast::<c_void>());
     close(key);
+    if set_ok != raw::REDISMODULE_OK as c_int {
+        drop(Box::from_raw(value));
+        return reply_error(ctx, c"ERR the server refused the value");
+    }
     raw::reply_with_simple_string(ctx, c"OK".as_ptr());
     raw::REDISMODULE_OK as c_int
 }
