@@ -57,16 +57,22 @@ def register_users(r, count, offline):
 
 
 @contextlib.contextmanager
-def server(module):
-    """Debian's redis-server on a free port with `module` (an absolute
-    path), no persistence and BENCH_SETTINGS; yields (client, port)."""
+def server(module, more_modules=(), wrapper=(), start_s=5):
+    """Debian's redis-server on a free port with `module` and
+    `more_modules` (absolute paths), no persistence and BENCH_SETTINGS,
+    run under `wrapper` (a command line, such as valgrind's, whose own
+    output is discarded) when given;
+    waits up to `start_s` seconds for it to answer; yields (client, port)
+    and stops it (SIGTERM) afterwards."""
     port = free_port()
+    loads = [a for m in (module, *more_modules) for a in ("--loadmodule", m)]
     with tempfile.TemporaryDirectory() as d:
-        srv = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--dir", d,
-                                "--loadmodule", module], stdout=subprocess.DEVNULL)
+        srv = subprocess.Popen([*wrapper, "redis-server", "--port", str(port), "--save", "", "--dir", d,
+                                *loads], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL if wrapper else None)
         try:
             r = redis.Redis(port=port, retry_on_error=[], socket_connect_timeout=1)
-            for _ in range(100):
+            for _ in range(int(start_s / 0.05)):
                 try:
                     r.ping()
                     break

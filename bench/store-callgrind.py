@@ -6,9 +6,10 @@ commands' handlers, each with the parts it calls.
     python3 bench/store-callgrind.py IM.so FLOOR.so [--users 100000]
         [--stores 200000]
 
-One redis-server (Debian's) under `valgrind --tool=callgrind
---collect-atstart=no --toggle-collect=call` (every command's `call()`,
-nothing between them) with both modules: `--users` users, each with one
+One redis-server (Debian's, with `bench/local_server.py`'s settings)
+under `valgrind --tool=callgrind --collect-atstart=no
+--toggle-collect=call` (every command's `call()`, nothing between them)
+with both modules: `--users` users, each with one
 device `phone` online (`user:<12 digits>`), and as many floor keys
 (`floor:<12 digits>`); then `redis-benchmark -c 8 -P 16 -n <stores> -r
 <users>` of `IM.STORE user:__rand_int__ <stanza>` and of `FLOOR.STORE
@@ -23,11 +24,8 @@ import os
 import re
 import subprocess
 import tempfile
-import time
 
-import redis
-
-from local_server import RANDOM_ID, chat_stanza, free_port
+from local_server import RANDOM_ID, chat_stanza, server
 
 STANZA = chat_stanza(RANDOM_ID)
 # A handler's function, as callgrind_annotate names it.
@@ -92,40 +90,19 @@ def main():
     ap.add_argument("--users", type=int, default=100000)
     ap.add_argument("--stores", type=int, default=200000)
     opts = ap.parse_args()
-    port = free_port()
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "callgrind.out")
-        srv = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=call",
-             f"--callgrind-out-file={out}", "redis-server", "--port", str(port), "--save", "",
-             "--dir", d, "--loadmodule", os.path.abspath(opts.module),
-             "--loadmodule", os.path.abspath(opts.floor)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            r = redis.Redis(port=port, socket_timeout=600)
-            for _ in range(600):
-                try:
-                    r.ping()
-                    break
-                except redis.ConnectionError:
-                    time.sleep(0.1)
-            r.config_set("im.max-pending", 10**9)
-            r.config_set("im.sweep-interval", 0)
+        valgrind = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=call",
+                    f"--callgrind-out-file={out}"]
+        # The server stops (and callgrind writes its file) as the block ends.
+        with server(os.path.abspath(opts.module), [os.path.abspath(opts.floor)], valgrind,
+                    start_s=60) as (r, port):
             fill(r, opts.users)
             for args in (["IM.STORE", "user:__rand_int__", STANZA],
                          ["FLOOR.STORE", "floor:__rand_int__", STANZA]):
                 subprocess.run(["redis-benchmark", "-p", str(port), "-c", "8", "-P", "16",
                                 "-n", str(opts.stores), "-r", str(opts.users), "-q", *args],
                                stdout=subprocess.DEVNULL, check=True)
-            try:
-                r.shutdown(nosave=True)
-            except redis.ConnectionError:
-                pass
-            srv.wait(timeout=600)
-        finally:
-            if srv.poll() is None:
-                srv.terminate()
-                srv.wait()
         tree = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--tree=calling", out],
                               capture_output=True, text=True, check=True).stdout
     print(f"{opts.users} users, {opts.stores} calls of each; instructions a call, inclusive")
