@@ -1720,10 +1720,7 @@ fn suite(a: &SuiteArgs) -> io::Result<()> {
     let _ = std::fs::remove_dir_all(work.join("appendonlydir"));
     let mut server = Server::new(&module, &work, server::free_port()?);
     server.appendonly = a.appendonly;
-    server.floor = match &a.floor {
-        Some(f) => Some(std::fs::canonicalize(f)?),
-        None => None,
-    };
+    server.floor = a.floor.as_ref().map(std::fs::canonicalize).transpose()?;
     server.start()?;
     let admin = Conn::connect(server.port)?;
     let mut s = Suite {

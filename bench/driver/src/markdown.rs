@@ -211,15 +211,15 @@ fn stores(w: &mut String, r: &Results) {
         );
         store_table(w, r, Section::StoreMany);
         lookup_note(w, r);
-        floor_note(w, r, Section::StoreMany);
+        floor_note(w, r);
     }
 }
 
 /// What the floor of a module's store (`FLOOR.STORE`) leaves to
-/// `IM.STORE`'s own work, with `section`'s users (only when it ran).
-fn floor_note(w: &mut String, r: &Results, section: Section) {
-    let rate = |label| r.rate(section, label, Tool::RedisBenchmark);
-    let server = |label| r.server(section, label, Tool::RedisBenchmark);
+/// `IM.STORE`'s own work with many users (only when it ran).
+fn floor_note(w: &mut String, r: &Results) {
+    let rate = |label| r.rate(Section::StoreMany, label, Tool::RedisBenchmark);
+    let server = |label| r.server(Section::StoreMany, label, Tool::RedisBenchmark);
     let (floor, hset, store) = (rate(L_FLOOR), rate(L_HSET), rate(L_IM_ON));
     let (floor_us, store_us) = (server(L_FLOOR), server(L_IM_ON));
     if ![floor, hset, store, floor_us, store_us]
@@ -228,10 +228,6 @@ fn floor_note(w: &mut String, r: &Results, section: Section) {
     {
         return;
     }
-    let users = match section {
-        Section::StoreMany => r.p.users_many,
-        _ => r.p.users,
-    };
     let _ = writeln!(
         w,
         "\n`FLOOR.STORE` (`bench/floor`, a module loaded beside redis-im) is the least a module's store to \
@@ -240,7 +236,7 @@ fn floor_note(w: &mut String, r: &Results, section: Section) {
          users it runs at {} a second, {:.2}× `HSET`, in {} µs of server time; a pending `IM.STORE` runs at {:.2}× `HSET` in {} µs, so what \
          it does beyond the floor (the stanza's check, the id, the delivery, the schedule, its own dispatch \
          and bookkeeping) costs {:.2} µs of server time a store.",
-        thousands(users as f64),
+        thousands(r.p.users_many as f64),
         thousands(floor),
         floor / hset,
         us(floor_us),
