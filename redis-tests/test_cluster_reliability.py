@@ -11,6 +11,7 @@ nothing acked is left; each delivery left to expire was kicked exactly
 once; replicas hold what their primary holds (`DEBUG DIGEST-VALUE`). Each
 test prints its figures (run with -s)."""
 
+import signal
 import threading
 import time
 
@@ -203,3 +204,58 @@ def test_primary_killed_its_replica_keeps_the_mail_and_runs_the_timer(make_serve
     figures = check_final(c, loads, events)
     figures.update(killed=1, moved_users=len(on_victim))
     print(f"\nFIGURES failover {flavor}: {figures}")
+
+
+def test_a_killed_primary_restarting_after_its_replica_took_over_expires_nothing(make_server, flavor, subscribe):
+    """A primary SIGKILLed restarts believing it is still the primary of
+    its slots (its nodes.conf says so), with deliveries in its AOF that its
+    heir has expired already. While the rest of the cluster cannot tell it
+    otherwise (every other node stopped), its cluster state is down, and
+    its timer does nothing; once the cluster makes it a replica it never
+    expires anything: each delivery is kicked once, by the heir."""
+    cluster_flavor(flavor)
+    c = make_cluster(make_server, 3, replicas=1, node_timeout=1500,
+                     module_args={"ack-timeout": 2500, "resend-interval": 0, "sweep-interval": 10},
+                     extra_conf={"appendonly": "yes"})
+    victim, heir = c.primaries[0], c.replicas[0]
+    users = c.users_on_every_node(4, servers=[victim])
+    events = subscribe(c.primaries[1], "n1")
+    rv = victim.client()
+    # Due only on the heir (2.5 s): the victim keeps them for 10 minutes.
+    rv.config_set("im.ack-timeout", 600_000)
+    for u in users:
+        rv.execute_command("IM.CONNECT", u, "phone", "NODE", "n1")
+        rv.execute_command("IM.STORE", u, stanza("due"))
+    wait_replica_synced(victim, heir)
+    victim.stop(kill=True)
+    wait_for(lambda: heir.client().info("replication")["role"] == "master", timeout=60,
+             what="the replica to take over")
+    rh = heir.client()
+    wait_for(lambda: all(as_map(rh.execute_command("IM.INFO", u))["pending"] == 0 for u in users),
+             timeout=30, what="the deliveries to expire on the heir")
+    others = [s for s in c.nodes if s is not victim]
+    for s in others:
+        s.proc.send_signal(signal.SIGSTOP)
+    try:
+        # Restarted with its own 2.5 s: every delivery in its AOF is due.
+        victim.start()
+        rv = victim.client()
+        assert rv.info("replication")["role"] == "master", "the restarted node should think it is the primary"
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            assert b"cluster_state:fail" in rv.execute_command("CLUSTER", "INFO")
+            assert rv.info("im")["im_expired"] == 0, "the restarted primary expired what its heir had"
+            time.sleep(0.05)
+        assert rv.info("im")["im_sweeps_cluster_down"] > 0, "no timer run met the cluster down"
+    finally:
+        for s in others:
+            s.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: victim.client().info("replication").get("master_link_status") == "up", timeout=60,
+             what="the restarted node to become the heir's replica")
+    assert victim.client().info("im")["im_expired"] == 0
+    events.watch(1.0)
+    kicks = sorted((e["user"], e["id"]) for e in events.got if e.get("event") == "kick")
+    assert kicks == sorted((u, "due") for u in users), kicks
+    for u in users:
+        info = as_map(rh.execute_command("IM.INFO", u))
+        assert info["pending"] == 0 and info["messages"] == 1, (u, info)

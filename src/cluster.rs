@@ -69,6 +69,8 @@ pub fn has_atomic_slot_migration(ctx: &Context) -> bool {
 pub const NOT_OWNED_RETRY_MS: i64 = 200;
 /// The owned slots are read again at least this often (ms).
 const REFRESH_MS: i64 = 1000;
+/// While the cluster is down, its state is read again this often (ms).
+const DOWN_REFRESH_MS: i64 = 100;
 /// How long what was read is trusted to tell a move from a deletion (ms).
 const TRUST_MS: i64 = 50;
 const SLOTS: usize = 16384;
@@ -101,6 +103,12 @@ struct State {
     migrating: Bits,
     /// When `owned` was read (ms); 0: to be read.
     read_at: i64,
+    /// Whether `CLUSTER INFO` said `cluster_state:fail` when `owned` was
+    /// read: the server then refuses clients' key commands
+    /// (`CLUSTERDOWN`), and a primary that restarts keeps it so for its
+    /// first 2 s (the cluster's `CLUSTER_WRITABLE_DELAY`) while the
+    /// cluster tells it whether a replica took its place.
+    down: bool,
     /// Slot ranges an atomic slot migration is importing here.
     importing: Vec<(u16, u16)>,
 }
@@ -113,6 +121,7 @@ fn with_state<T>(f: impl FnOnce(&mut State) -> T) -> T {
         owned: Box::new([0; SLOTS / 64]),
         migrating: Box::new([0; SLOTS / 64]),
         read_at: 0,
+        down: false,
         importing: Vec::new(),
     });
     f(s)
@@ -179,28 +188,63 @@ fn read_owned(ctx: &Context) -> Option<(Bits, Bits)> {
 }
 
 /// Whether this node's timer may act on mailbox `key`: always outside a
-/// cluster; in one, when this node owns the key's slot (or imports it by
-/// a legacy migration) and no atomic migration is importing it. When
-/// ownership cannot be read, the node acts on what it holds.
+/// cluster; in one, while the cluster is not [`down`], when this node owns
+/// the key's slot (or imports it by a legacy migration) and no atomic
+/// migration is importing it. When ownership cannot be read, the node acts
+/// on what it holds.
 pub fn owns(ctx: &Context, key: &[u8]) -> bool {
     if server::flags(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER == 0 {
         return true;
     }
     let slot = key_slot(key);
+    refresh_if_stale(ctx);
+    with_state(|s| {
+        let importing = s.importing.iter().any(|&(a, b)| (a..=b).contains(&slot));
+        !s.down && !importing && has(&s.owned, slot as usize)
+    })
+}
+
+/// Whether this node is in a cluster whose state it reads as down
+/// (`cluster_state:fail` in `CLUSTER INFO`, read again at most every
+/// [`REFRESH_MS`], every [`DOWN_REFRESH_MS`] while down). The timer then
+/// does nothing, as the server serves no client key command then: no
+/// device could ack what would expire, and a primary that restarts after
+/// its replica took its place (SIGKILL, a crash) is down until the
+/// cluster makes it a replica, so it never expires again what its heir
+/// expired already (SPEC §5, §8; docs/DESIGN.md, "Cluster down"). When
+/// the state cannot be read, the node counts as up.
+pub fn down(ctx: &Context) -> bool {
+    if server::flags(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER == 0 {
+        return false;
+    }
+    refresh_if_stale(ctx);
+    with_state(|s| s.down)
+}
+
+fn refresh_if_stale(ctx: &Context) {
     let now = server::now_ms();
-    let stale = with_state(|s| s.read_at == 0 || now.saturating_sub(s.read_at) >= REFRESH_MS);
+    let stale = with_state(|s| {
+        let every = if s.down { DOWN_REFRESH_MS } else { REFRESH_MS };
+        s.read_at == 0 || now.saturating_sub(s.read_at) >= every
+    });
     if stale {
         refresh(ctx, now);
     }
-    with_state(|s| {
-        let importing = s.importing.iter().any(|&(a, b)| (a..=b).contains(&slot));
-        !importing && has(&s.owned, slot as usize)
-    })
+}
+
+/// Whether `CLUSTER INFO`'s text says the cluster is down: a
+/// `cluster_state` line other than `ok`. `false` without one.
+pub fn says_down(info: &str) -> bool {
+    info.lines()
+        .find_map(|l| l.strip_prefix("cluster_state:"))
+        .is_some_and(|v| v.trim() != "ok")
 }
 
 fn refresh(ctx: &Context, now: i64) {
     let read = read_owned(ctx);
+    let down = call_text(ctx, "CLUSTER", "INFO").is_some_and(|info| says_down(&info));
     with_state(|s| {
+        s.down = down;
         match read {
             Some((owned, migrating)) => {
                 s.owned = owned;
@@ -295,5 +339,20 @@ c3 127.0.0.1:7003@17003 master - 0 1 3 connected 10923-16383
         assert!(has(&bits, 7000), "a slot imported by a legacy migration");
         assert!(has(&migrating, 8000) && !has(&migrating, 7000) && !has(&migrating, 5461));
         assert!(parse_myself("x 1:1@2 master - 0 0 1 connected 0-16383").is_none());
+    }
+
+    #[test]
+    fn cluster_info_says_down_unless_its_state_is_ok() {
+        assert!(says_down(
+            "cluster_enabled:1\r\ncluster_state:fail\r\ncluster_slots_assigned:16384\r\n"
+        ));
+        assert!(!says_down(
+            "cluster_state:ok\r\ncluster_slots_assigned:16384\r\n"
+        ));
+        assert!(
+            !says_down("cluster_slots_assigned:16384\r\n"),
+            "no state line: up"
+        );
+        assert!(!says_down(""));
     }
 }

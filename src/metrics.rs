@@ -42,6 +42,7 @@ metrics! {
     SWEEP_LAG_MS => "sweep_lag_ms",
     SCHEDULE_SIZE => "schedule_size",
     SWEEPS_PAUSED => "sweeps_paused",
+    SWEEPS_CLUSTER_DOWN => "sweeps_cluster_down",
     SWEEP_FAILURES => "sweep_failures",
     SWEEP_NOT_OWNED => "sweep_not_owned",
     PANICS => "panics",

@@ -43,8 +43,8 @@ pub struct Report {
 }
 
 /// Does the due work: until `budget_us` is spent or `limit` mailboxes were
-/// visited, whichever comes first. Nothing while the server pauses writes.
-/// A visit that fails is logged and retried later; the others go on.
+/// visited, whichever comes first. Nothing while the server pauses writes
+/// or its cluster is down ([`cluster::down`]). A visit that fails is logged and retried later; the others go on.
 pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Report {
     let mut r = Report::default();
     if server::writes_paused() {
@@ -53,6 +53,13 @@ pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Repor
         cluster::invalidate();
         r.lag = timer::lag_ms(server::now_ms());
         metrics::add(&metrics::SWEEPS_PAUSED, 1);
+        return r;
+    }
+    if cluster::down(ctx) {
+        // No device can ack while the cluster is down; a restarted
+        // primary whose replica took over is down until it is told.
+        r.lag = timer::lag_ms(server::now_ms());
+        metrics::add(&metrics::SWEEPS_CLUSTER_DOWN, 1);
         return r;
     }
     let start = Instant::now();
