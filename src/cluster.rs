@@ -234,7 +234,7 @@ fn refresh_if_stale(ctx: &Context) {
 
 /// Whether `CLUSTER INFO`'s text says the cluster is down: a
 /// `cluster_state` line other than `ok`. `false` without one.
-pub fn says_down(info: &str) -> bool {
+fn says_down(info: &str) -> bool {
     info.lines()
         .find_map(|l| l.strip_prefix("cluster_state:"))
         .is_some_and(|v| v.trim() != "ok")

@@ -44,22 +44,25 @@ pub struct Report {
 
 /// Does the due work: until `budget_us` is spent or `limit` mailboxes were
 /// visited, whichever comes first. Nothing while the server pauses writes
-/// or its cluster is down ([`cluster::down`]). A visit that fails is logged and retried later; the others go on.
+/// or its cluster is down ([`cluster::down`]). A visit that fails is
+/// logged and retried later; the others go on.
 pub fn run(ctx: &Context, budget_us: Option<u64>, limit: Option<usize>) -> Report {
     let mut r = Report::default();
-    if server::writes_paused() {
+    let idle = if server::writes_paused() {
         // A pause may hand slots over (an atomic slot migration's
         // handover): which ones are this node's is read again after it.
         cluster::invalidate();
-        r.lag = timer::lag_ms(server::now_ms());
-        metrics::add(&metrics::SWEEPS_PAUSED, 1);
-        return r;
-    }
-    if cluster::down(ctx) {
+        Some(&metrics::SWEEPS_PAUSED)
+    } else if cluster::down(ctx) {
         // No device can ack while the cluster is down; a restarted
         // primary whose replica took over is down until it is told.
+        Some(&metrics::SWEEPS_CLUSTER_DOWN)
+    } else {
+        None
+    };
+    if let Some(counter) = idle {
         r.lag = timer::lag_ms(server::now_ms());
-        metrics::add(&metrics::SWEEPS_CLUSTER_DOWN, 1);
+        metrics::add(counter, 1);
         return r;
     }
     let start = Instant::now();
