@@ -554,6 +554,30 @@ def test_an_import_ts_ahead_of_the_clock_is_refused(r, raw):
 
 # ------------------------------------------- settings at load time
 
+def load_refused(flavor, tmp_path, args):
+    """Starts the server with the module and `args` as its load arguments;
+    answers what it printed, once it stopped. Fails the test if it stays
+    up (it took the arguments) or exits 0."""
+    from conftest import MODULE, free_port, server_binary
+
+    for attempt in range(3):
+        p = subprocess.Popen([server_binary(flavor), "--port", str(free_port()), "--save", "", "--dir", str(tmp_path),
+                              "--loadmodule", str(MODULE), *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            out = p.communicate(timeout=20)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out = p.communicate()[0].decode(errors="replace")
+            pytest.fail(f"the server took the load arguments {args} and started: {out[-2000:]}")
+        # Redis 7.0 listens before it loads modules: a port taken between
+        # its choice and the start fails the start before the module speaks.
+        if "Address already in use" not in out:
+            break
+    assert p.returncode != 0, out[-2000:]
+    return out
+
+
 @pytest.mark.parametrize("args", [
     ["ack-timeout", "-5"], ["max-messages", "0"], ["sweep-effort", "500"],
     ["max-stanza-bytes", "0"], ["retention", "-1"], ["resend-interval", "-1"],
@@ -562,19 +586,28 @@ def test_a_setting_out_of_bounds_at_load_time_is_refused(flavor, tmp_path, args)
     """The server takes the load arguments as the settings' defaults
     without the bounds `CONFIG SET` applies (`ack-timeout -5` expired every
     delivery at once): the module refuses to load, and says which."""
-    from conftest import MODULE, free_port, server_binary
-
-    for attempt in range(3):
-        p = subprocess.run([server_binary(flavor), "--port", str(free_port()), "--save", "", "--dir", str(tmp_path),
-                            "--loadmodule", str(MODULE), *args],
-                           capture_output=True, timeout=30)
-        out = (p.stdout + p.stderr).decode(errors="replace")
-        # Redis 7.0 listens before it loads modules: a port taken between
-        # its choice and the start fails the start before the module speaks.
-        if "Address already in use" not in out:
-            break
-    assert p.returncode != 0, out[-2000:]
+    out = load_refused(flavor, tmp_path, args)
     assert f"{args[0]} {args[1]} is outside" in out, out[-2000:]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["push-events", "maybe"], "push-events: the value is yes or no, not 'maybe'"),
+    (["archive", "YES"], "archive: the value is yes or no, not 'YES'"),
+    (["ack-timeout", "5000", "max-pending", "10", "ack-timeout", "6000"],
+     "setting 'ack-timeout' is given twice among the load arguments"),
+    (["event-prefix", "archive", "archive", "yes"],
+     "event-prefix: its value 'archive' is also a setting's name"),
+], ids=["flag-maybe", "flag-uppercase", "twice", "value-is-a-name"])
+def test_load_arguments_the_server_would_misread_are_refused(flavor, tmp_path, args, words):
+    """The server reads each setting's load argument by looking for its
+    name among all the arguments, values included, and takes the first:
+    `push-events maybe` and `archive YES` were read as no, a setting given
+    twice kept its first value, and a value that is a setting's name was
+    taken for that setting. Each started a server configured otherwise
+    than written; now the module refuses to load, and its log line says
+    why."""
+    out = load_refused(flavor, tmp_path, args)
+    assert words in out, out[-2000:]
 
 
 @pytest.mark.parametrize("node", ["push", "archive"])

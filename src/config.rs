@@ -275,6 +275,57 @@ impl TextSetting {
     }
 }
 
+/// Why the load arguments (`loadmodule <path> <name> <value> ...`, SPEC
+/// §7), as the server hands them over, cannot be taken, as the line to
+/// log; None when they can. The server's library reads them as the
+/// settings' defaults by looking for each setting's name among all the
+/// arguments, values included, taking the first it finds; so that what
+/// it reads is what the operator wrote, the arguments must be pairs of a
+/// known name and a value, no name twice, and no value a setting's name
+/// (the library would take it for one). A flag (`archive`,
+/// `push-events`) is `yes` or `no` exactly: the library reads anything
+/// but `yes` as no. A text setting's value passes its own check
+/// ([`text_refused_at_load`]).
+pub fn load_arguments_refused(args: &[&[u8]]) -> Option<String> {
+    if !args.len().is_multiple_of(2) {
+        return Some(
+            "redis-im: load arguments are <setting> <value> pairs; one value is missing".into(),
+        );
+    }
+    let known = |b: &[u8]| NAMES.iter().any(|n| n.as_bytes() == b);
+    for (i, name) in args.iter().step_by(2).enumerate() {
+        let shown = crate::log::escape(name, 64);
+        if !known(name) {
+            return Some(format!("redis-im: unknown setting '{shown}' at load time"));
+        }
+        if args[..2 * i].iter().step_by(2).any(|n| n == name) {
+            return Some(format!(
+                "redis-im: setting '{shown}' is given twice among the load arguments"
+            ));
+        }
+    }
+    for pair in args.chunks(2) {
+        let [name, value] = pair else { continue };
+        let setting = std::str::from_utf8(name).unwrap_or("?");
+        if known(value) {
+            return Some(format!(
+                "redis-im: at load time, {setting}: its value '{}' is also a setting's name, which the server cannot tell from one among the load arguments; set it with CONFIG SET im.{setting} or an im.{setting} line in the server's configuration",
+                crate::log::escape(value, 64)
+            ));
+        }
+        if matches!(setting, "archive" | "push-events") && !matches!(*value, b"yes" | b"no") {
+            return Some(format!(
+                "redis-im: at load time, {setting}: the value is yes or no, not '{}'",
+                crate::log::escape(value, 64)
+            ));
+        }
+        if let Some(why) = text_refused_at_load(name, value) {
+            return Some(format!("redis-im: at load time, {why}"));
+        }
+    }
+    None
+}
+
 /// Why the text setting `name` refuses `value` among the load arguments,
 /// as the line to log; None when it takes it or `name` is not a text
 /// setting. The server has already run the same check and stopped setting
@@ -395,4 +446,60 @@ pub fn event_prefix() -> Rc<[u8]> {
 
 pub fn delay_from() -> String {
     DELAY_FROM.text()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::load_arguments_refused;
+
+    fn refused(args: &[&str]) -> Option<String> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        load_arguments_refused(&args)
+    }
+
+    #[test]
+    fn load_arguments_are_pairs_of_a_known_name_given_once() {
+        assert_eq!(refused(&[]), None);
+        assert_eq!(refused(&["ack-timeout", "5000", "push-events", "no"]), None);
+        assert!(refused(&["ack-timeout"])
+            .unwrap()
+            .contains("one value is missing"));
+        assert!(refused(&["ack-timout", "5"])
+            .unwrap()
+            .contains("unknown setting 'ack-timout'"));
+        let twice = refused(&["ack-timeout", "5", "max-pending", "9", "ack-timeout", "6"]);
+        assert!(twice.unwrap().contains("'ack-timeout' is given twice"));
+    }
+
+    #[test]
+    fn a_load_argument_value_may_not_be_a_settings_name() {
+        let why = refused(&["event-prefix", "archive", "archive", "yes"]).unwrap();
+        assert!(
+            why.contains("event-prefix: its value 'archive' is also a setting's name"),
+            "{why}"
+        );
+        assert!(refused(&["event-prefix", "ack-timeout"]).is_some());
+        assert_eq!(refused(&["event-prefix", "archives"]), None);
+    }
+
+    #[test]
+    fn a_flag_at_load_time_is_yes_or_no_exactly() {
+        for ok in ["yes", "no"] {
+            assert_eq!(refused(&["push-events", ok, "archive", ok]), None);
+        }
+        for bad in ["YES", "maybe", "1", "", "no "] {
+            let why = refused(&["archive", bad]).unwrap();
+            assert!(why.contains("archive: the value is yes or no"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_text_setting_at_load_time_passes_its_own_check() {
+        let why = refused(&["offline-types", "chat nromal"]).unwrap();
+        assert!(
+            why.starts_with("redis-im: at load time, offline-types: "),
+            "{why}"
+        );
+        assert_eq!(refused(&["offline-types", "chat normal headline"]), None);
+    }
 }

@@ -307,29 +307,10 @@ mod registration {
         crate::panics::install_hook();
         crate::panics::read_debug_key();
         let every_setting_set = crate::config::every_setting_set();
-        if !args.len().is_multiple_of(2) {
-            crate::log::warning(
-                "redis-im: load arguments are <setting> <value> pairs; one value is missing",
-            );
+        let given: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+        if let Some(line) = crate::config::load_arguments_refused(&given) {
+            crate::log::warning(&line);
             return Status::Err;
-        }
-        for name in args.iter().step_by(2) {
-            if !NAMES.iter().any(|s| s.as_bytes() == name.as_slice()) {
-                crate::log::warning(&format!(
-                    "redis-im: unknown setting '{}' at load time",
-                    crate::log::escape(name.as_slice(), 64)
-                ));
-                return Status::Err;
-            }
-        }
-        for pair in args.chunks(2) {
-            let [name, value] = pair else { continue };
-            if let Some(why) =
-                crate::config::text_refused_at_load(name.as_slice(), value.as_slice())
-            {
-                crate::log::warning(&format!("redis-im: at load time, {why}"));
-                return Status::Err;
-            }
         }
         if !every_setting_set {
             crate::log::warning(
