@@ -592,22 +592,122 @@ def test_a_setting_out_of_bounds_at_load_time_is_refused(flavor, tmp_path, args)
 
 @pytest.mark.parametrize("args,words", [
     (["push-events", "maybe"], "push-events: the value is yes or no, not 'maybe'"),
-    (["archive", "YES"], "archive: the value is yes or no, not 'YES'"),
     (["ack-timeout", "5000", "max-pending", "10", "ack-timeout", "6000"],
      "setting 'ack-timeout' is given twice among the load arguments"),
-    (["event-prefix", "archive", "archive", "yes"],
-     "event-prefix: its value 'archive' is also a setting's name"),
-], ids=["flag-maybe", "flag-uppercase", "twice", "value-is-a-name"])
-def test_load_arguments_the_server_would_misread_are_refused(flavor, tmp_path, args, words):
-    """The server reads each setting's load argument by looking for its
-    name among all the arguments, values included, and takes the first:
-    `push-events maybe` and `archive YES` were read as no, a setting given
-    twice kept its first value, and a value that is a setting's name was
-    taken for that setting. Each started a server configured otherwise
-    than written; now the module refuses to load, and its log line says
-    why."""
+    (["ack-timeout", "abc"], "ack-timeout: 'abc' is not a whole number"),
+    (["ack-timeout", ""], "ack-timeout: '' is not a whole number"),
+    (["ack-timeout", "99999999999999999999"], "ack-timeout: '99999999999999999999' is not a whole number"),
+    (["ack-timeout", "+5000"], "ack-timeout: '+5000' is not a whole number"),
+    (["max-bytes", "1tb"], "max-bytes: '1tb' is not a size"),
+    (["quota-policy", "never"], "quota-policy: the value is reject or drop-oldest, not 'never'"),
+    (["delay-from", b"\xff"], "delay-from: the value must be UTF-8"),
+], ids=["flag-maybe", "twice", "not-a-number", "empty-number", "huge-number", "plus-sign", "bad-size",
+        "bad-policy", "not-utf8"])
+def test_a_load_argument_refused_names_its_setting(flavor, tmp_path, args, words):
+    """A setting given twice kept its first value, `push-events maybe` was
+    read as no, and a value the server's module library could not read
+    failed the load with that library's line alone (`invalid digit found
+    in string`, `Couldn't parse as UTF-8 string`), naming no setting. The
+    module now reads its load arguments itself: the load stops, and the
+    log names the setting and why."""
     out = load_refused(flavor, tmp_path, args)
+    assert "redis-im: at load time, " in out or "redis-im: setting" in out, out[-2000:]
     assert words in out, out[-2000:]
+
+
+def test_load_arguments_are_read_as_config_set_reads_them(make_server):
+    """Flags and the policy in any case, sizes with a unit, as `CONFIG SET`
+    takes them; a value that is also a setting's name is a value (the
+    server's module library looked for each name among all the arguments,
+    and read `archive YES` as no)."""
+    s = make_server(module_args=["event-prefix", "archive", "archive", "YES", "max-bytes", "10mb",
+                                 "quota-policy", "Drop-Oldest", "push-events", "No"])
+    got = s.client().config_get("im.*")
+    assert got["im.event-prefix"] == "archive", got
+    assert got["im.archive"] == "yes", got
+    assert got["im.max-bytes"] == str(10 * 1024 * 1024), got
+    assert got["im.quota-policy"] == "drop-oldest", got
+    assert got["im.push-events"] == "no", got
+
+
+def test_a_configuration_line_holding_the_value_already_set_loads(make_server):
+    """An `im.<name>` line of the server's configuration whose value is the
+    setting's default (or the load argument's) stopped the server: it does
+    not call a setting's set for a value the setting already holds, and the
+    module counted the sets. `CONFIG REWRITE` writes such lines. The line
+    wins over a load argument."""
+    s = make_server(module_args={"ack-timeout": 5000, "max-pending": 7},
+                    extra_conf={"im.ack-timeout": 10000, "im.push-events": "yes", "im.offline-types": "",
+                                "im.max-pending": 7, "im.quota-policy": "reject"})
+    got = s.client().config_get("im.*")
+    assert got["im.ack-timeout"] == "10000", got
+    assert got["im.push-events"] == "yes", got
+    assert got["im.offline-types"] == "", got
+    assert got["im.max-pending"] == "7", got
+
+
+def test_a_rewritten_configuration_loads_again(flavor, tmp_path):
+    """`CONFIG SET` to a default or to an empty text, `CONFIG REWRITE`, and
+    a restart from the rewritten file: the server comes back with the same
+    settings (it stopped, refusing a setting it had been given itself)."""
+    from conftest import MODULE, free_port, server_binary
+
+    conf = tmp_path / "redis.conf"
+    conf.write_text(f"port {free_port()}\nbind 127.0.0.1\nsave \"\"\ndir {tmp_path}\n"
+                    f"logfile {tmp_path}/server.log\n"
+                    f"loadmodule {MODULE} ack-timeout 5000\nim.delay-from example.com\n")
+
+    def start():
+        p = subprocess.Popen([server_binary(flavor), str(conf)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        port = int(conf.read_text().split("port ", 1)[1].split()[0])
+        r = redis.Redis(port=port, decode_responses=True)
+        wait_for(lambda: p.poll() is not None or _answers(r), timeout=20,
+                 what="the server to answer or exit")
+        assert p.poll() is None, (p.communicate()[0].decode(errors="replace")
+                                  + (tmp_path / "server.log").read_text(errors="replace"))[-2000:]
+        return p, r
+
+    p, r = start()
+    r.config_set("im.ack-timeout", 10000)
+    r.config_set("im.delay-from", "")
+    r.config_set("im.offline-types", "")
+    r.config_set("im.max-pending", 3)
+    before = r.config_get("im.*")
+    assert r.config_rewrite()
+    r.shutdown(nosave=True)
+    p.wait(timeout=20)
+    p, r = start()
+    try:
+        assert r.config_get("im.*") == before
+    finally:
+        r.shutdown(nosave=True)
+        p.wait(timeout=20)
+    log = (tmp_path / "server.log").read_text(errors="replace")
+    assert "panicked" not in log and "crashed by signal" not in log, log[-2000:]
+
+
+def _answers(r):
+    try:
+        return r.ping()
+    except redis.ConnectionError:
+        return False
+
+
+def test_a_nul_in_a_load_argument_is_refused(flavor, tmp_path):
+    """A NUL in a text load argument (a configuration file can hold one:
+    `"a\\x00b"`) aborted the server: the module library's registration
+    unwrapped a C string of it. Now the module reads it first and refuses
+    it."""
+    from conftest import MODULE, free_port, server_binary
+
+    conf = tmp_path / "redis.conf"
+    conf.write_text(f"port {free_port()}\nsave \"\"\ndir {tmp_path}\n"
+                    f'loadmodule {MODULE} event-prefix "a\\x00b"\n')
+    p = subprocess.run([server_binary(flavor), str(conf)], capture_output=True, timeout=30)
+    out = (p.stdout + p.stderr).decode(errors="replace")
+    assert p.returncode != 0, out[-2000:]
+    assert "event-prefix: event-prefix may not hold control characters" in out, out[-2000:]
+    assert "panicked" not in out and "crashed by signal" not in out, out[-2000:]
 
 
 @pytest.mark.parametrize("node", ["push", "archive"])

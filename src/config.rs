@@ -2,12 +2,15 @@
 //! be given as `<name> <value>` after the module's path at load time.
 
 use redis_module::configuration::{
-    ConfigurationContext, ConfigurationValue, EnumConfigurationValue,
+    register_bool_configuration, register_enum_configuration, register_i64_configuration,
+    register_string_configuration, ConfigurationContext, ConfigurationFlags, ConfigurationValue,
+    EnumConfigurationValue,
 };
-use redis_module::{RedisError, RedisString};
+use redis_module::{raw, Context, RedisError, RedisString};
 use std::cell::RefCell;
+use std::os::raw::c_int;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -49,10 +52,9 @@ pub mod defaults {
     pub const DELAY_FROM: &str = "";
 }
 
-/// The lowest and highest value of each numeric setting (SPEC §7), the
-/// same for `CONFIG SET` (the server checks them) and at load time
-/// ([`out_of_bounds`] checks them, since the server takes load arguments
-/// as the settings' defaults without a check).
+/// The lowest and highest value of each numeric setting (SPEC §7), for
+/// `CONFIG SET` (the server checks them) and the load arguments
+/// ([`register`] checks them).
 pub mod bounds {
     /// Ceiling of the settings in ms, counts and bytes without a bound of
     /// their own: far beyond any use, far from overflowing a sum with a time.
@@ -71,86 +73,138 @@ pub mod bounds {
     pub const DEVICE_IDLE: (i64, i64) = (0, MS);
 }
 
-/// The first numeric setting whose value is outside its [`bounds`], as the
-/// line to log: the load arguments set them unchecked.
-pub fn out_of_bounds() -> Option<String> {
-    let all: [(&str, &AtomicI64, (i64, i64)); 12] = [
-        ("resend-interval", &RESEND_INTERVAL, bounds::RESEND_INTERVAL),
-        ("ack-timeout", &ACK_TIMEOUT, bounds::ACK_TIMEOUT),
-        ("max-pending", &MAX_PENDING, bounds::MAX_PENDING),
-        ("sweep-interval", &SWEEP_INTERVAL, bounds::SWEEP_INTERVAL),
-        ("sweep-effort", &SWEEP_EFFORT, bounds::SWEEP_EFFORT),
-        ("sweep-budget", &SWEEP_BUDGET, bounds::SWEEP_BUDGET),
-        (
+/// A numeric setting: its name (`im.<name>` in `CONFIG`), its value, its
+/// default and bounds, and whether it is a size, which the server also
+/// reads with a unit (`64kb`, `16mb`, as its own memory settings).
+struct Numeric {
+    name: &'static str,
+    value: &'static AtomicI64,
+    default: i64,
+    bounds: (i64, i64),
+    size: bool,
+}
+
+const fn numeric(
+    name: &'static str,
+    value: &'static AtomicI64,
+    default: i64,
+    bounds: (i64, i64),
+) -> Numeric {
+    Numeric {
+        name,
+        value,
+        default,
+        bounds,
+        size: false,
+    }
+}
+
+/// The numeric settings (SPEC §7), in the order they are registered.
+static NUMERIC: [Numeric; 12] = [
+    numeric(
+        "resend-interval",
+        &RESEND_INTERVAL,
+        defaults::RESEND_INTERVAL,
+        bounds::RESEND_INTERVAL,
+    ),
+    numeric(
+        "ack-timeout",
+        &ACK_TIMEOUT,
+        defaults::ACK_TIMEOUT,
+        bounds::ACK_TIMEOUT,
+    ),
+    numeric(
+        "max-pending",
+        &MAX_PENDING,
+        defaults::MAX_PENDING,
+        bounds::MAX_PENDING,
+    ),
+    numeric(
+        "sweep-interval",
+        &SWEEP_INTERVAL,
+        defaults::SWEEP_INTERVAL,
+        bounds::SWEEP_INTERVAL,
+    ),
+    numeric(
+        "sweep-effort",
+        &SWEEP_EFFORT,
+        defaults::SWEEP_EFFORT,
+        bounds::SWEEP_EFFORT,
+    ),
+    numeric(
+        "sweep-budget",
+        &SWEEP_BUDGET,
+        defaults::SWEEP_BUDGET,
+        bounds::SWEEP_BUDGET,
+    ),
+    Numeric {
+        size: true,
+        ..numeric(
             "max-stanza-bytes",
             &MAX_STANZA_BYTES,
+            defaults::MAX_STANZA_BYTES,
             bounds::MAX_STANZA_BYTES,
-        ),
-        ("max-messages", &MAX_MESSAGES, bounds::MAX_MESSAGES),
-        ("max-bytes", &MAX_BYTES, bounds::MAX_BYTES),
-        ("retention", &RETENTION, bounds::RETENTION),
-        ("mailbox-idle", &MAILBOX_IDLE, bounds::MAILBOX_IDLE),
-        ("device-idle", &DEVICE_IDLE, bounds::DEVICE_IDLE),
-    ];
-    all.iter().find_map(|(name, v, (lo, hi))| {
-        let v = v.load(Ordering::Relaxed);
-        (v < *lo || v > *hi).then(|| format!("{name} {v} is outside {lo} to {hi}"))
-    })
-}
-
-/// How many times the server has set one of the settings: once for each
-/// setting while it loads the module (the value given, else the default),
-/// then once for each `CONFIG SET` of one.
-static SETS: AtomicUsize = AtomicUsize::new(0);
-
-/// What the library calls after a setting took a value: the context, the
-/// setting's name, the setting.
-pub type OnSet<T> = Box<dyn Fn(&ConfigurationContext, &str, &'static T)>;
-
-/// The hook every setting is registered with: called by the server's set
-/// after the value is taken, it counts the set (see [`every_setting_set`]).
-pub fn counted<T>() -> Option<OnSet<T>> {
-    Some(Box::new(|_, _, _| {
-        SETS.fetch_add(1, Ordering::Relaxed);
-    }))
-}
-
-/// Whether the server set every setting while loading the module. A value
-/// it refuses in its own configuration (`im.<name> <value>` in the file or
-/// on the command line, `MODULE LOADEX ... CONFIG`) stops its setting of
-/// the rest; the library the module is built on does not pass that on, and
-/// the load went on with settings never set (Redis 7.0: an empty
-/// `offline-types`, which drops every message for an offline device) or
-/// crashed unloading the module afterwards (Valkey 8.1 and 9.1). Asked
-/// once when the load begins, so that it fails instead; the count starts
-/// again from zero, so that a load that failed leaves nothing to the next
-/// one should the server keep the library mapped.
-pub fn every_setting_set() -> bool {
-    SETS.swap(0, Ordering::Relaxed) >= NAMES.len()
-}
-
-/// The names of the settings, as `CONFIG` and the load arguments know them
-/// (`im.<name>` in `CONFIG`).
-pub const NAMES: &[&str] = &[
-    "resend-interval",
-    "ack-timeout",
-    "max-pending",
-    "sweep-interval",
-    "sweep-budget",
-    "sweep-effort",
-    "max-stanza-bytes",
-    "max-messages",
-    "max-bytes",
-    "retention",
-    "mailbox-idle",
-    "device-idle",
-    "offline-types",
-    "event-prefix",
-    "delay-from",
-    "archive",
-    "quota-policy",
-    "push-events",
+        )
+    },
+    numeric(
+        "max-messages",
+        &MAX_MESSAGES,
+        defaults::MAX_MESSAGES,
+        bounds::MAX_MESSAGES,
+    ),
+    Numeric {
+        size: true,
+        ..numeric(
+            "max-bytes",
+            &MAX_BYTES,
+            defaults::MAX_BYTES,
+            bounds::MAX_BYTES,
+        )
+    },
+    numeric(
+        "retention",
+        &RETENTION,
+        defaults::RETENTION,
+        bounds::RETENTION,
+    ),
+    numeric(
+        "mailbox-idle",
+        &MAILBOX_IDLE,
+        defaults::MAILBOX_IDLE,
+        bounds::MAILBOX_IDLE,
+    ),
+    numeric(
+        "device-idle",
+        &DEVICE_IDLE,
+        defaults::DEVICE_IDLE,
+        bounds::DEVICE_IDLE,
+    ),
 ];
+
+/// The text settings: name, value, default.
+static TEXT: [(&str, &TextSetting, &str); 3] = [
+    ("offline-types", &OFFLINE_TYPES, defaults::OFFLINE_TYPES),
+    ("event-prefix", &EVENT_PREFIX, defaults::EVENT_PREFIX),
+    ("delay-from", &DELAY_FROM, defaults::DELAY_FROM),
+];
+
+/// The flags (`yes` or `no`): name, value, default.
+static FLAGS: [(&str, &AtomicBool, bool); 2] = [
+    ("archive", &ARCHIVE, defaults::ARCHIVE),
+    ("push-events", &PUSH_EVENTS, defaults::PUSH_EVENTS),
+];
+
+/// The one setting with named values.
+const QUOTA_POLICY_NAME: &str = "quota-policy";
+
+/// Every setting's name, as `CONFIG` (`im.<name>`) and the load arguments
+/// know them.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    (NUMERIC.iter().map(|n| n.name))
+        .chain(TEXT.iter().map(|t| t.0))
+        .chain(FLAGS.iter().map(|f| f.0))
+        .chain([QUOTA_POLICY_NAME])
+}
 
 pub static RESEND_INTERVAL: AtomicI64 = AtomicI64::new(defaults::RESEND_INTERVAL);
 pub static ACK_TIMEOUT: AtomicI64 = AtomicI64::new(defaults::ACK_TIMEOUT);
@@ -275,74 +329,230 @@ impl TextSetting {
     }
 }
 
-/// Why the load arguments (`loadmodule <path> <name> <value> ...`, SPEC
-/// §7), as the server hands them over, cannot be taken, as the line to
-/// log; None when they can. The server's library reads them as the
-/// settings' defaults by looking for each setting's name among all the
-/// arguments, values included, taking the first it finds; so that what
-/// it reads is what the operator wrote, the arguments must be pairs of a
-/// known name and a value, no name twice, and no value a setting's name
-/// (the library would take it for one). A flag (`archive`,
-/// `push-events`) is `yes` or `no` exactly: the library reads anything
-/// but `yes` as no. A text setting's value passes its own check
-/// ([`text_refused_at_load`]).
-pub fn load_arguments_refused(args: &[&[u8]]) -> Option<String> {
-    if !args.len().is_multiple_of(2) {
-        return Some(
-            "redis-im: load arguments are <setting> <value> pairs; one value is missing".into(),
-        );
+/// The load arguments (`loadmodule <path> <name> <value> ...`, SPEC §7):
+/// pairs of a known setting's name and a value, no name twice (a value is
+/// never taken for a name, nor a name for a value). Each value becomes its
+/// setting's default when [`register`] registers it, read as `CONFIG SET`
+/// reads the setting.
+pub struct LoadArguments<'a>(Vec<(&'a [u8], &'a [u8])>);
+
+impl<'a> LoadArguments<'a> {
+    /// The arguments as the server hands them over; Err: the line to log.
+    pub fn parse(args: &[&'a [u8]]) -> Result<Self, String> {
+        if !args.len().is_multiple_of(2) {
+            return Err(
+                "redis-im: load arguments are <setting> <value> pairs; one value is missing".into(),
+            );
+        }
+        let mut pairs: Vec<(&[u8], &[u8])> = Vec::with_capacity(args.len() / 2);
+        for pair in args.chunks(2) {
+            let [name, value] = pair else { continue };
+            let shown = crate::log::escape(name, 64);
+            if !names().any(|n| n.as_bytes() == *name) {
+                return Err(format!("redis-im: unknown setting '{shown}' at load time"));
+            }
+            if pairs.iter().any(|(n, _)| n == name) {
+                return Err(format!(
+                    "redis-im: setting '{shown}' is given twice among the load arguments"
+                ));
+            }
+            pairs.push((name, value));
+        }
+        Ok(LoadArguments(pairs))
     }
-    let known = |b: &[u8]| NAMES.iter().any(|n| n.as_bytes() == b);
-    for (i, name) in args.iter().step_by(2).enumerate() {
-        let shown = crate::log::escape(name, 64);
-        if !known(name) {
-            return Some(format!("redis-im: unknown setting '{shown}' at load time"));
-        }
-        if args[..2 * i].iter().step_by(2).any(|n| n == name) {
-            return Some(format!(
-                "redis-im: setting '{shown}' is given twice among the load arguments"
-            ));
-        }
+
+    fn get(&self, name: &str) -> Option<&'a [u8]> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|&(_, v)| v)
     }
-    for pair in args.chunks(2) {
-        let [name, value] = pair else { continue };
-        let setting = std::str::from_utf8(name).unwrap_or("?");
-        if known(value) {
-            return Some(format!(
-                "redis-im: at load time, {setting}: its value '{}' is also a setting's name, which the server cannot tell from one among the load arguments; set it with CONFIG SET im.{setting} or an im.{setting} line in the server's configuration",
-                crate::log::escape(value, 64)
-            ));
-        }
-        if matches!(setting, "archive" | "push-events") && !matches!(*value, b"yes" | b"no") {
-            return Some(format!(
-                "redis-im: at load time, {setting}: the value is yes or no, not '{}'",
-                crate::log::escape(value, 64)
-            ));
-        }
-        if let Some(why) = text_refused_at_load(name, value) {
-            return Some(format!("redis-im: at load time, {why}"));
-        }
-    }
-    None
 }
 
-/// Why the text setting `name` refuses `value` among the load arguments,
-/// as the line to log; None when it takes it or `name` is not a text
-/// setting. The server has already run the same check and stopped setting
-/// the rest ([`every_setting_set`] then fails the load too); this line
-/// names the load argument as such, where the server's calls it the
-/// setting's "default value".
-pub fn text_refused_at_load(name: &[u8], value: &[u8]) -> Option<String> {
-    let setting = match name {
-        b"offline-types" => &OFFLINE_TYPES,
-        b"event-prefix" => &EVENT_PREFIX,
-        b"delay-from" => &DELAY_FROM,
-        _ => return None,
+/// Why a load argument is refused, as the line to log.
+fn refused(name: &str, why: impl std::fmt::Display) -> String {
+    format!("redis-im: at load time, {name}: {why}")
+}
+
+/// A number as the server reads one for `CONFIG SET`: an optional `-`, then
+/// digits with no leading zero, within i64 (`string2ll`); a size as its
+/// `memtoull`: digits and an optional unit `b`, `k` (1000), `kb` (1024),
+/// `m`, `mb`, `g`, `gb`, in any case.
+fn parse_number(v: &[u8], size: bool) -> Option<i64> {
+    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
+    if size {
+        let unit = std::str::from_utf8(&v[digits..]).ok()?.to_ascii_lowercase();
+        let times: u64 = match unit.as_str() {
+            "" | "b" => 1,
+            "k" => 1000,
+            "kb" => 1024,
+            "m" => 1000 * 1000,
+            "mb" => 1024 * 1024,
+            "g" => 1000 * 1000 * 1000,
+            "gb" => 1024 * 1024 * 1024,
+            _ => return None,
+        };
+        let n: u64 = std::str::from_utf8(&v[..digits]).ok()?.parse().ok()?;
+        return i64::try_from(n.checked_mul(times)?).ok();
+    }
+    let s = std::str::from_utf8(v).ok()?;
+    let unsigned = s.strip_prefix('-').unwrap_or(s);
+    let canonical = s == "0" || unsigned.starts_with(|c: char| matches!(c, '1'..='9'));
+    if !canonical || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+impl Numeric {
+    /// The setting's load argument, read and within its bounds; its own
+    /// default without one.
+    fn default_from(&self, args: &LoadArguments) -> Result<i64, String> {
+        let Some(v) = args.get(self.name) else {
+            return Ok(self.default);
+        };
+        let shown = crate::log::escape(v, 64);
+        let n = parse_number(v, self.size).ok_or_else(|| {
+            refused(
+                self.name,
+                if self.size {
+                    format!(
+                        "'{shown}' is not a size (bytes, or a number and k, kb, m, mb, g or gb)"
+                    )
+                } else {
+                    format!("'{shown}' is not a whole number")
+                },
+            )
+        })?;
+        let (lo, hi) = self.bounds;
+        if n < lo || n > hi {
+            return Err(format!(
+                "redis-im: at load time, {} {n} is outside {lo} to {hi}",
+                self.name
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// A flag's load argument: `yes` or `no` in any case, as `CONFIG SET` takes
+/// it.
+fn flag_from(name: &str, default: bool, args: &LoadArguments) -> Result<bool, String> {
+    match args.get(name) {
+        None => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case(b"yes") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case(b"no") => Ok(false),
+        Some(v) => Err(refused(
+            name,
+            format_args!(
+                "the value is yes or no, not '{}'",
+                crate::log::escape(v, 64)
+            ),
+        )),
+    }
+}
+
+/// `quota-policy`'s load argument: `reject` or `drop-oldest` in any case.
+fn policy_from(args: &LoadArguments) -> Result<QuotaPolicy, String> {
+    match args.get(QUOTA_POLICY_NAME) {
+        None => Ok(QuotaPolicy::Reject),
+        Some(v) if v.eq_ignore_ascii_case(b"reject") => Ok(QuotaPolicy::Reject),
+        Some(v) if v.eq_ignore_ascii_case(b"drop-oldest") => Ok(QuotaPolicy::DropOldest),
+        Some(v) => Err(refused(
+            QUOTA_POLICY_NAME,
+            format_args!(
+                "the value is reject or drop-oldest, not '{}'",
+                crate::log::escape(v, 64)
+            ),
+        )),
+    }
+}
+
+/// Every setting's default as the load arguments make it, in registration
+/// order: numbers, texts, flags, the quota policy.
+type Defaults = (Vec<i64>, Vec<String>, Vec<bool>, QuotaPolicy);
+
+/// Reads every load argument; Err: the line to log for the first refused.
+fn defaults_from(args: &LoadArguments) -> Result<Defaults, String> {
+    let numbers = NUMERIC
+        .iter()
+        .map(|n| n.default_from(args))
+        .collect::<Result<_, _>>()?;
+    let texts = TEXT
+        .iter()
+        .map(|&(name, setting, default)| match args.get(name) {
+            None => Ok(default.to_string()),
+            Some(v) => setting.accept(v).map_err(|why| refused(name, why)),
+        })
+        .collect::<Result<_, _>>()?;
+    let flags = FLAGS
+        .iter()
+        .map(|&(name, _, default)| flag_from(name, default, args))
+        .collect::<Result<_, _>>()?;
+    Ok((numbers, texts, flags, policy_from(args)?))
+}
+
+/// Registers every setting with the server, each with its load argument,
+/// where one was given, as its default, and has the server set them
+/// (`RedisModule_LoadConfigs`): an `im.<name>` line of the server's own
+/// configuration (or `MODULE LOADEX ... CONFIG`) wins over a load
+/// argument, and `CONFIG REWRITE` writes such lines. Err, the line to
+/// log: a load argument that its setting refuses (nothing is registered
+/// then), or a value the server refused in its own configuration (its own
+/// line says which and why; it stops setting the rest, so the load must
+/// fail: Redis 7.0 went on with an empty `offline-types`, which drops
+/// every message for an offline device, and Valkey 8.1 and 9.1 crashed
+/// unloading the module).
+pub fn register(ctx: &Context, args: &LoadArguments) -> Result<(), String> {
+    let (numbers, texts, flags, policy) = defaults_from(args)?;
+    for (n, default) in NUMERIC.iter().zip(numbers) {
+        let kind = if n.size {
+            ConfigurationFlags::MEMORY
+        } else {
+            ConfigurationFlags::DEFAULT
+        };
+        let (lo, hi) = n.bounds;
+        register_i64_configuration(ctx, n.name, n.value, default, lo, hi, kind, None);
+    }
+    for (&(name, setting, _), default) in TEXT.iter().zip(texts) {
+        register_string_configuration(
+            ctx,
+            name,
+            setting,
+            &default,
+            ConfigurationFlags::DEFAULT,
+            None,
+        );
+    }
+    for (&(name, setting, _), default) in FLAGS.iter().zip(flags) {
+        register_bool_configuration(
+            ctx,
+            name,
+            setting,
+            default,
+            ConfigurationFlags::DEFAULT,
+            None,
+        );
+    }
+    register_enum_configuration(
+        ctx,
+        QUOTA_POLICY_NAME,
+        &QUOTA_POLICY,
+        policy,
+        ConfigurationFlags::DEFAULT,
+        None,
+    );
+    // SAFETY: the module's context during its load, which is when the
+    // server takes the call.
+    let loaded = unsafe {
+        raw::RedisModule_LoadConfigs
+            .map_or(raw::REDISMODULE_ERR as c_int, |load| load(ctx.get_raw()))
     };
-    setting.accept(value).err().map(|why| {
-        let name = std::str::from_utf8(name).unwrap_or("?");
-        format!("{name}: {why}")
-    })
+    if loaded == raw::REDISMODULE_OK as c_int {
+        Ok(())
+    } else {
+        Err("redis-im: at load time, a setting given in the server's configuration was refused (the server's line above says which and why)".into())
+    }
 }
 
 impl ConfigurationValue<RedisString> for TextSetting {
@@ -450,11 +660,18 @@ pub fn delay_from() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::load_arguments_refused;
+    use super::*;
 
-    fn refused(args: &[&str]) -> Option<String> {
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        load_arguments_refused(&args)
+    fn args<'a>(words: &[&'a str]) -> Vec<&'a [u8]> {
+        words.iter().map(|a| a.as_bytes()).collect()
+    }
+
+    /// The line a load with these arguments logs; None: it loads.
+    fn refused(words: &[&str]) -> Option<String> {
+        let given = args(words);
+        LoadArguments::parse(&given)
+            .and_then(|a| defaults_from(&a).map(|_| ()))
+            .err()
     }
 
     #[test]
@@ -472,34 +689,92 @@ mod tests {
     }
 
     #[test]
-    fn a_load_argument_value_may_not_be_a_settings_name() {
-        let why = refused(&["event-prefix", "archive", "archive", "yes"]).unwrap();
-        assert!(
-            why.contains("event-prefix: its value 'archive' is also a setting's name"),
-            "{why}"
-        );
-        assert!(refused(&["event-prefix", "ack-timeout"]).is_some());
-        assert_eq!(refused(&["event-prefix", "archives"]), None);
+    fn a_value_that_is_a_settings_name_is_a_value() {
+        let given = args(&["event-prefix", "archive", "archive", "yes"]);
+        let a = LoadArguments::parse(&given).unwrap();
+        let (_, texts, flags, _) = defaults_from(&a).unwrap();
+        assert_eq!(texts[1], "archive");
+        assert_eq!(flags, [true, defaults::PUSH_EVENTS]);
     }
 
     #[test]
-    fn a_flag_at_load_time_is_yes_or_no_exactly() {
-        for ok in ["yes", "no"] {
-            assert_eq!(refused(&["push-events", ok, "archive", ok]), None);
-        }
-        for bad in ["YES", "maybe", "1", "", "no "] {
+    fn a_flag_is_yes_or_no_in_any_case() {
+        let given = args(&["archive", "YES", "push-events", "No"]);
+        let (_, _, flags, _) = defaults_from(&LoadArguments::parse(&given).unwrap()).unwrap();
+        assert_eq!(flags, [true, false]);
+        for bad in ["maybe", "1", "", "no "] {
             let why = refused(&["archive", bad]).unwrap();
             assert!(why.contains("archive: the value is yes or no"), "{why}");
         }
     }
 
     #[test]
-    fn a_text_setting_at_load_time_passes_its_own_check() {
-        let why = refused(&["offline-types", "chat nromal"]).unwrap();
-        assert!(
-            why.starts_with("redis-im: at load time, offline-types: "),
-            "{why}"
-        );
-        assert_eq!(refused(&["offline-types", "chat normal headline"]), None);
+    fn numbers_read_as_config_set_reads_them() {
+        assert_eq!(parse_number(b"0", false), Some(0));
+        assert_eq!(parse_number(b"-5", false), Some(-5));
+        assert_eq!(parse_number(b"9223372036854775807", false), Some(i64::MAX));
+        for bad in [
+            "",
+            "+5",
+            "05",
+            "-0",
+            "5 ",
+            "1e3",
+            "9223372036854775808",
+            "abc",
+            "10mb",
+        ] {
+            assert_eq!(parse_number(bad.as_bytes(), false), None, "{bad}");
+        }
+        assert_eq!(parse_number(b"64kb", true), Some(65536));
+        assert_eq!(parse_number(b"1M", true), Some(1_000_000));
+        assert_eq!(parse_number(b"16MB", true), Some(16 << 20));
+        assert_eq!(parse_number(b"0100b", true), Some(100));
+        for bad in ["", "kb", "-1", "1tb", "1 mb", "99999999999gb"] {
+            assert_eq!(parse_number(bad.as_bytes(), true), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_refused_load_argument_names_its_setting() {
+        for (words, line) in [
+            (
+                ["ack-timeout", "abc"],
+                "ack-timeout: 'abc' is not a whole number",
+            ),
+            (["ack-timeout", "0"], "ack-timeout 0 is outside 1 to"),
+            (["max-bytes", "1tb"], "max-bytes: '1tb' is not a size"),
+            (
+                ["quota-policy", "never"],
+                "quota-policy: the value is reject or drop-oldest, not 'never'",
+            ),
+            (
+                ["offline-types", "chat nromal"],
+                "offline-types: offline-types holds RFC 6121",
+            ),
+            (["event-prefix", "a\u{0}b"], "event-prefix: "),
+        ] {
+            let why = refused(&words).unwrap();
+            assert!(
+                why.starts_with("redis-im: at load time, ") && why.contains(line),
+                "{why}"
+            );
+        }
+        let given: Vec<&[u8]> = vec![b"delay-from", b"\xff"];
+        let why = defaults_from(&LoadArguments::parse(&given).unwrap()).unwrap_err();
+        assert!(why.contains("delay-from: the value must be UTF-8"), "{why}");
+        let (_, _, _, policy) =
+            defaults_from(&LoadArguments::parse(&args(&["quota-policy", "Drop-Oldest"])).unwrap())
+                .unwrap();
+        assert_eq!(policy, QuotaPolicy::DropOldest);
+    }
+
+    #[test]
+    fn every_setting_has_one_name() {
+        let all: Vec<&str> = names().collect();
+        assert_eq!(all.len(), 18);
+        for (i, n) in all.iter().enumerate() {
+            assert!(!all[..i].contains(n), "{n}");
+        }
     }
 }

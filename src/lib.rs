@@ -64,10 +64,8 @@ mod registration {
         ack, apply, archive_ack, archive_pull, connect, devices, disconnect, doctor, forget,
         import, info, load, offline_info, offline_page, store, sweep,
     };
-    use crate::config::*;
     use crate::wrapper::command::{dispatch, dispatch_subcommand, register_container, CommandInfo};
     use crate::wrapper::datatype::MAILBOX_TYPE;
-    use redis_module::configuration::ConfigurationFlags;
     use redis_module::raw::{
         REDISMODULE_CMD_KEY_ACCESS as ACCESS, REDISMODULE_CMD_KEY_DELETE as DELETE,
         REDISMODULE_CMD_KEY_INSERT as INSERT, REDISMODULE_CMD_KEY_OW as OW,
@@ -306,23 +304,11 @@ mod registration {
         crate::log::init(ctx);
         crate::panics::install_hook();
         crate::panics::read_debug_key();
-        let every_setting_set = crate::config::every_setting_set();
         let given: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-        if let Some(line) = crate::config::load_arguments_refused(&given) {
+        let registered = crate::config::LoadArguments::parse(&given)
+            .and_then(|a| crate::config::register(ctx, &a));
+        if let Err(line) = registered {
             crate::log::warning(&line);
-            return Status::Err;
-        }
-        if !every_setting_set {
-            crate::log::warning(
-                "redis-im: at load time, a setting given in the server's configuration was refused (the server's line above says which and why)",
-            );
-            return Status::Err;
-        }
-        // The server registered the settings with the load arguments as
-        // their defaults, unchecked: the bounds `CONFIG SET` applies hold
-        // here too.
-        if let Some(why) = crate::config::out_of_bounds() {
-            crate::log::warning(&format!("redis-im: at load time, {why}"));
             return Status::Err;
         }
         // Valkey 9's atomic slot migration refuses modules that do not
@@ -365,35 +351,6 @@ mod registration {
         init: init,
         info: metrics_info,
         commands: [],
-        configurations: [
-            i64: [
-                ["resend-interval", &RESEND_INTERVAL, defaults::RESEND_INTERVAL, bounds::RESEND_INTERVAL.0, bounds::RESEND_INTERVAL.1, ConfigurationFlags::DEFAULT, counted()],
-                ["ack-timeout", &ACK_TIMEOUT, defaults::ACK_TIMEOUT, bounds::ACK_TIMEOUT.0, bounds::ACK_TIMEOUT.1, ConfigurationFlags::DEFAULT, counted()],
-                ["max-pending", &MAX_PENDING, defaults::MAX_PENDING, bounds::MAX_PENDING.0, bounds::MAX_PENDING.1, ConfigurationFlags::DEFAULT, counted()],
-                ["sweep-interval", &SWEEP_INTERVAL, defaults::SWEEP_INTERVAL, bounds::SWEEP_INTERVAL.0, bounds::SWEEP_INTERVAL.1, ConfigurationFlags::DEFAULT, counted()],
-                ["sweep-effort", &SWEEP_EFFORT, defaults::SWEEP_EFFORT, bounds::SWEEP_EFFORT.0, bounds::SWEEP_EFFORT.1, ConfigurationFlags::DEFAULT, counted()],
-                ["sweep-budget", &SWEEP_BUDGET, defaults::SWEEP_BUDGET, bounds::SWEEP_BUDGET.0, bounds::SWEEP_BUDGET.1, ConfigurationFlags::DEFAULT, counted()],
-                ["max-stanza-bytes", &MAX_STANZA_BYTES, defaults::MAX_STANZA_BYTES, bounds::MAX_STANZA_BYTES.0, bounds::MAX_STANZA_BYTES.1, ConfigurationFlags::MEMORY, counted()],
-                ["max-messages", &MAX_MESSAGES, defaults::MAX_MESSAGES, bounds::MAX_MESSAGES.0, bounds::MAX_MESSAGES.1, ConfigurationFlags::DEFAULT, counted()],
-                ["max-bytes", &MAX_BYTES, defaults::MAX_BYTES, bounds::MAX_BYTES.0, bounds::MAX_BYTES.1, ConfigurationFlags::MEMORY, counted()],
-                ["retention", &RETENTION, defaults::RETENTION, bounds::RETENTION.0, bounds::RETENTION.1, ConfigurationFlags::DEFAULT, counted()],
-                ["mailbox-idle", &MAILBOX_IDLE, defaults::MAILBOX_IDLE, bounds::MAILBOX_IDLE.0, bounds::MAILBOX_IDLE.1, ConfigurationFlags::DEFAULT, counted()],
-                ["device-idle", &DEVICE_IDLE, defaults::DEVICE_IDLE, bounds::DEVICE_IDLE.0, bounds::DEVICE_IDLE.1, ConfigurationFlags::DEFAULT, counted()],
-            ],
-            string: [
-                ["offline-types", &OFFLINE_TYPES, defaults::OFFLINE_TYPES, ConfigurationFlags::DEFAULT, counted()],
-                ["event-prefix", &EVENT_PREFIX, defaults::EVENT_PREFIX, ConfigurationFlags::DEFAULT, counted()],
-                ["delay-from", &DELAY_FROM, defaults::DELAY_FROM, ConfigurationFlags::DEFAULT, counted()],
-            ],
-            bool: [
-                ["archive", &ARCHIVE, defaults::ARCHIVE, ConfigurationFlags::DEFAULT, counted()],
-                ["push-events", &PUSH_EVENTS, defaults::PUSH_EVENTS, ConfigurationFlags::DEFAULT, counted()],
-            ],
-            enum: [
-                ["quota-policy", &QUOTA_POLICY, QuotaPolicy::Reject, ConfigurationFlags::DEFAULT, counted()],
-            ],
-            module_args_as_configuration: true,
-        ]
     }
 
     fn metrics_info(ctx: &InfoContext, for_crash_report: bool) {
