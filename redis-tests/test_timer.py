@@ -9,11 +9,13 @@ meanwhile (a control mailbox that does get its events), so that the test
 cannot pass merely because the timer never ran.
 """
 
+import os
 import time
 
 import pytest
+import redis
 
-from helpers import as_map, message, now_ms, wait_for
+from helpers import as_map, message, now_ms, wait_for, wait_replica_synced
 
 # resend at +100 ms, +200 ms, ...; expiry (and the kick) at +500 ms.
 FAST = {"resend-interval": 100, "ack-timeout": 500, "sweep-interval": 20}
@@ -629,3 +631,58 @@ def test_a_rebuild_leaves_no_run_over_the_budget(make_server):
     info = im_info(r)
     assert info["im_sweep_longest_cpu_us"] <= 1000 + info["im_sweep_longest_visit_us"] + 100, info
     assert info["im_sweep_lag_ms"] == 0 and info["im_schedule_size"] == n, info
+
+
+# ---------------------------------------------------------------- deadlines far off
+
+CEILING = 2305843009213693951  # i64::MAX / 4: the highest the time settings take
+
+
+def cpu_seconds(pid):
+    """The CPU time (user and system, s) process `pid` has taken so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("far", ["retention", "device-idle-ceiling"])
+def test_a_deadline_far_off_leaves_the_timer_idle(make_server, far):
+    """A deadline more than 35.8 minutes off (an offline message's 7 days
+    of retention, the default) made Redis 7.0 fire the module's timer on
+    every turn of its event loop, the server at 100% CPU for good: it keeps
+    a time event's wait in an `int` of ms and multiplies it by 1,000 in
+    `int`. One at the time settings' ceiling (2^61 ms) made
+    `RM_CreateTimer`'s µs wrap into the past on every server, and the
+    server ran the timer in a loop it never left: the command that set
+    the deadline never answered. The timer now waits at most 30 minutes at
+    a time. With the AOF on and a replica attached; a control mailbox's
+    expiry shows the timer alive before the far deadline is the only one."""
+    conf = {"appendonly": "yes"}
+    args = {"sweep-interval": 20, "resend-interval": 0, "ack-timeout": 300}
+    s = make_server(module_args=args, extra_conf=conf)
+    replica = make_server(module_args=args, extra_conf=conf, replicaof=s)
+    r = s.client()
+    quick = redis.Redis(port=s.port, socket_timeout=5)
+    if far == "retention":
+        r.execute_command("IM.CONNECT", "far", "phone")
+        r.execute_command("IM.DISCONNECT", "far", "phone")
+        r.execute_command("IM.STORE", "far", message("m1"))
+    else:
+        r.config_set("im.retention", 0)
+        r.config_set("im.device-idle", CEILING)
+        quick.execute_command("IM.CONNECT", "far", "phone")
+        quick.execute_command("IM.DISCONNECT", "far", "phone")
+    r.execute_command("IM.CONNECT", "ctl", "phone")
+    r.execute_command("IM.STORE", "ctl", message("c1"))
+    wait_for(lambda: im_info(r)["im_expired"] == 1, timeout=5, what="the control delivery expired")
+    wait_ms = sweep(quick, "LIMIT", 0)["next"]
+    assert wait_ms > 36 * 60 * 1000, wait_ms
+    runs, cpu = im_info(quick)["im_sweep_runs"], cpu_seconds(s.proc.pid)
+    time.sleep(1.0)
+    assert im_info(quick)["im_sweep_runs"] - runs <= 2, "the timer runs while nothing is due"
+    # The spin never reached the module's callback: the server's CPU time
+    # shows it (an idle server takes a few ms a second).
+    assert cpu_seconds(s.proc.pid) - cpu < 0.3, "the server spins while nothing is due"
+    assert mailbox(quick, "far")["messages"] == (1 if far == "retention" else 0)
+    wait_replica_synced(s, replica)
+    assert mailbox(replica.client(), "far") == mailbox(r, "far")

@@ -213,10 +213,23 @@ fn arm_for(ctx: &Context, next: Option<i64>) {
     else {
         return;
     };
+    // A deadline further off than the longest wait is reached in steps:
+    // the timer fires, the run finds nothing due and arms it again.
+    let wait = (at - now).min(MAX_WAIT_MS);
     // SAFETY: a valid context; the callback lives as long as the module.
-    let id = unsafe { create(ctx.get_raw(), at - now, callback, std::ptr::null_mut()) };
-    *timer = Some((id, at));
+    let id = unsafe { create(ctx.get_raw(), wait, callback, std::ptr::null_mut()) };
+    *timer = Some((id, now + wait));
 }
+
+/// The longest the timer is armed for (ms): 30 minutes. Redis 7.0 keeps
+/// the wait until its next module timer in an `int` of ms that it
+/// multiplies by 1,000 in `int`: with a module timer more than 2,147,483
+/// ms (35.8 minutes) away, armed from the timer's own callback, the server
+/// ran its module-timer handler on every turn of its event loop, at 100%
+/// CPU. A timer some 2^53 ms away made `RM_CreateTimer`'s µs overflow into
+/// the past on every server, which then ran the timer in a loop it never
+/// left.
+pub const MAX_WAIT_MS: i64 = 30 * 60 * 1000;
 
 fn stop_timer(ctx: &Context, id: u64) {
     if let Some(stop) = unsafe { raw::RedisModule_StopTimer } {
