@@ -616,18 +616,19 @@ def test_a_load_argument_refused_names_its_setting(flavor, tmp_path, args, words
 
 
 def test_load_arguments_are_read_as_config_set_reads_them(make_server):
-    """Flags and the policy in any case, sizes with a unit, as `CONFIG SET`
-    takes them; a value that is also a setting's name is a value (the
+    """Names, flags and the policy in any case, sizes with a unit, as
+    `CONFIG SET` takes them; a value that is also a setting's name is a value (the
     server's module library looked for each name among all the arguments,
     and read `archive YES` as no)."""
     s = make_server(module_args=["event-prefix", "archive", "archive", "YES", "max-bytes", "10mb",
-                                 "quota-policy", "Drop-Oldest", "push-events", "No"])
+                                 "quota-policy", "Drop-Oldest", "push-events", "No", "ACK-Timeout", "6000"])
     got = s.client().config_get("im.*")
     assert got["im.event-prefix"] == "archive", got
     assert got["im.archive"] == "yes", got
     assert got["im.max-bytes"] == str(10 * 1024 * 1024), got
     assert got["im.quota-policy"] == "drop-oldest", got
     assert got["im.push-events"] == "no", got
+    assert got["im.ack-timeout"] == "6000", got
 
 
 def test_a_configuration_line_holding_the_value_already_set_loads(make_server):

@@ -330,7 +330,7 @@ impl TextSetting {
 }
 
 /// The load arguments (`loadmodule <path> <name> <value> ...`, SPEC §7):
-/// pairs of a known setting's name and a value, no name twice (a value is
+/// pairs of a known setting's name (in any case) and a value, no name twice (a value is
 /// never taken for a name, nor a name for a value). Each value becomes its
 /// setting's default when [`register`] registers it, read as `CONFIG SET`
 /// reads the setting.
@@ -348,10 +348,12 @@ impl<'a> LoadArguments<'a> {
         for pair in args.chunks(2) {
             let [name, value] = pair else { continue };
             let shown = crate::log::escape(name, 64);
-            if !names().any(|n| n.as_bytes() == *name) {
+            // Names in any case, as `CONFIG` takes them.
+            let Some(name) = names().find(|n| n.as_bytes().eq_ignore_ascii_case(name)) else {
                 return Err(format!("redis-im: unknown setting '{shown}' at load time"));
-            }
-            if pairs.iter().any(|(n, _)| n == name) {
+            };
+            let name = name.as_bytes();
+            if pairs.iter().any(|(n, _)| *n == name) {
                 return Err(format!(
                     "redis-im: setting '{shown}' is given twice among the load arguments"
                 ));
@@ -686,6 +688,11 @@ mod tests {
             .contains("unknown setting 'ack-timout'"));
         let twice = refused(&["ack-timeout", "5", "max-pending", "9", "ack-timeout", "6"]);
         assert!(twice.unwrap().contains("'ack-timeout' is given twice"));
+        let twice = refused(&["ack-timeout", "5", "ACK-Timeout", "6"]);
+        assert!(twice.unwrap().contains("'ACK-Timeout' is given twice"));
+        let given = args(&["ACK-TIMEOUT", "6000"]);
+        let (numbers, ..) = defaults_from(&LoadArguments::parse(&given).unwrap()).unwrap();
+        assert_eq!(numbers[1], 6000);
     }
 
     #[test]
