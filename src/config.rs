@@ -99,6 +99,19 @@ const fn numeric(
     }
 }
 
+/// [`numeric`] for a size.
+const fn size(
+    name: &'static str,
+    value: &'static AtomicI64,
+    default: i64,
+    bounds: (i64, i64),
+) -> Numeric {
+    Numeric {
+        size: true,
+        ..numeric(name, value, default, bounds)
+    }
+}
+
 /// The numeric settings (SPEC §7), in the order they are registered.
 static NUMERIC: [Numeric; 12] = [
     numeric(
@@ -137,30 +150,24 @@ static NUMERIC: [Numeric; 12] = [
         defaults::SWEEP_BUDGET,
         bounds::SWEEP_BUDGET,
     ),
-    Numeric {
-        size: true,
-        ..numeric(
-            "max-stanza-bytes",
-            &MAX_STANZA_BYTES,
-            defaults::MAX_STANZA_BYTES,
-            bounds::MAX_STANZA_BYTES,
-        )
-    },
+    size(
+        "max-stanza-bytes",
+        &MAX_STANZA_BYTES,
+        defaults::MAX_STANZA_BYTES,
+        bounds::MAX_STANZA_BYTES,
+    ),
     numeric(
         "max-messages",
         &MAX_MESSAGES,
         defaults::MAX_MESSAGES,
         bounds::MAX_MESSAGES,
     ),
-    Numeric {
-        size: true,
-        ..numeric(
-            "max-bytes",
-            &MAX_BYTES,
-            defaults::MAX_BYTES,
-            bounds::MAX_BYTES,
-        )
-    },
+    size(
+        "max-bytes",
+        &MAX_BYTES,
+        defaults::MAX_BYTES,
+        bounds::MAX_BYTES,
+    ),
     numeric(
         "retention",
         &RETENTION,
@@ -381,8 +388,8 @@ fn refused(name: &str, why: impl std::fmt::Display) -> String {
 /// `memtoull`: digits and an optional unit `b`, `k` (1000), `kb` (1024),
 /// `m`, `mb`, `g`, `gb`, in any case.
 fn parse_number(v: &[u8], size: bool) -> Option<i64> {
-    let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
     if size {
+        let digits = v.iter().take_while(|b| b.is_ascii_digit()).count();
         let unit = std::str::from_utf8(&v[digits..]).ok()?.to_ascii_lowercase();
         let times: u64 = match unit.as_str() {
             "" | "b" => 1,
@@ -454,20 +461,28 @@ fn flag_from(name: &str, default: bool, args: &LoadArguments) -> Result<bool, St
     }
 }
 
-/// `quota-policy`'s load argument: `reject` or `drop-oldest` in any case.
+/// `quota-policy`'s load argument: one of the policy's names
+/// ([`QuotaPolicy`]'s options, `reject` or `drop-oldest`) in any case.
 fn policy_from(args: &LoadArguments) -> Result<QuotaPolicy, String> {
-    match args.get(QUOTA_POLICY_NAME) {
-        None => Ok(QuotaPolicy::Reject),
-        Some(v) if v.eq_ignore_ascii_case(b"reject") => Ok(QuotaPolicy::Reject),
-        Some(v) if v.eq_ignore_ascii_case(b"drop-oldest") => Ok(QuotaPolicy::DropOldest),
-        Some(v) => Err(refused(
-            QUOTA_POLICY_NAME,
-            format_args!(
-                "the value is reject or drop-oldest, not '{}'",
-                crate::log::escape(v, 64)
-            ),
-        )),
-    }
+    let Some(v) = args.get(QUOTA_POLICY_NAME) else {
+        return Ok(QuotaPolicy::Reject);
+    };
+    let (names, values) = QuotaPolicy::Reject.get_options();
+    names
+        .iter()
+        .zip(values)
+        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(v))
+        .and_then(|(_, value)| QuotaPolicy::try_from(value).ok())
+        .ok_or_else(|| {
+            refused(
+                QUOTA_POLICY_NAME,
+                format_args!(
+                    "the value is {}, not '{}'",
+                    names.join(" or "),
+                    crate::log::escape(v, 64)
+                ),
+            )
+        })
 }
 
 /// Every setting's default as the load arguments make it, in registration
@@ -669,7 +684,7 @@ mod tests {
     }
 
     /// The line a load with these arguments logs; None: it loads.
-    fn refused(words: &[&str]) -> Option<String> {
+    fn refusal(words: &[&str]) -> Option<String> {
         let given = args(words);
         LoadArguments::parse(&given)
             .and_then(|a| defaults_from(&a).map(|_| ()))
@@ -678,17 +693,17 @@ mod tests {
 
     #[test]
     fn load_arguments_are_pairs_of_a_known_name_given_once() {
-        assert_eq!(refused(&[]), None);
-        assert_eq!(refused(&["ack-timeout", "5000", "push-events", "no"]), None);
-        assert!(refused(&["ack-timeout"])
+        assert_eq!(refusal(&[]), None);
+        assert_eq!(refusal(&["ack-timeout", "5000", "push-events", "no"]), None);
+        assert!(refusal(&["ack-timeout"])
             .unwrap()
             .contains("one value is missing"));
-        assert!(refused(&["ack-timout", "5"])
+        assert!(refusal(&["ack-timout", "5"])
             .unwrap()
             .contains("unknown setting 'ack-timout'"));
-        let twice = refused(&["ack-timeout", "5", "max-pending", "9", "ack-timeout", "6"]);
+        let twice = refusal(&["ack-timeout", "5", "max-pending", "9", "ack-timeout", "6"]);
         assert!(twice.unwrap().contains("'ack-timeout' is given twice"));
-        let twice = refused(&["ack-timeout", "5", "ACK-Timeout", "6"]);
+        let twice = refusal(&["ack-timeout", "5", "ACK-Timeout", "6"]);
         assert!(twice.unwrap().contains("'ACK-Timeout' is given twice"));
         let given = args(&["ACK-TIMEOUT", "6000"]);
         let (numbers, ..) = defaults_from(&LoadArguments::parse(&given).unwrap()).unwrap();
@@ -710,7 +725,7 @@ mod tests {
         let (_, _, flags, _) = defaults_from(&LoadArguments::parse(&given).unwrap()).unwrap();
         assert_eq!(flags, [true, false]);
         for bad in ["maybe", "1", "", "no "] {
-            let why = refused(&["archive", bad]).unwrap();
+            let why = refusal(&["archive", bad]).unwrap();
             assert!(why.contains("archive: the value is yes or no"), "{why}");
         }
     }
@@ -761,7 +776,7 @@ mod tests {
             ),
             (["event-prefix", "a\u{0}b"], "event-prefix: "),
         ] {
-            let why = refused(&words).unwrap();
+            let why = refusal(&words).unwrap();
             assert!(
                 why.starts_with("redis-im: at load time, ") && why.contains(line),
                 "{why}"
