@@ -84,31 +84,20 @@ struct Numeric {
     size: bool,
 }
 
+/// A plain number ([`Numeric::size`] false) or a size (true).
 const fn numeric(
     name: &'static str,
     value: &'static AtomicI64,
     default: i64,
     bounds: (i64, i64),
+    size: bool,
 ) -> Numeric {
     Numeric {
         name,
         value,
         default,
         bounds,
-        size: false,
-    }
-}
-
-/// [`numeric`] for a size.
-const fn size(
-    name: &'static str,
-    value: &'static AtomicI64,
-    default: i64,
-    bounds: (i64, i64),
-) -> Numeric {
-    Numeric {
-        size: true,
-        ..numeric(name, value, default, bounds)
+        size,
     }
 }
 
@@ -119,72 +108,84 @@ static NUMERIC: [Numeric; 12] = [
         &RESEND_INTERVAL,
         defaults::RESEND_INTERVAL,
         bounds::RESEND_INTERVAL,
+        false,
     ),
     numeric(
         "ack-timeout",
         &ACK_TIMEOUT,
         defaults::ACK_TIMEOUT,
         bounds::ACK_TIMEOUT,
+        false,
     ),
     numeric(
         "max-pending",
         &MAX_PENDING,
         defaults::MAX_PENDING,
         bounds::MAX_PENDING,
+        false,
     ),
     numeric(
         "sweep-interval",
         &SWEEP_INTERVAL,
         defaults::SWEEP_INTERVAL,
         bounds::SWEEP_INTERVAL,
+        false,
     ),
     numeric(
         "sweep-effort",
         &SWEEP_EFFORT,
         defaults::SWEEP_EFFORT,
         bounds::SWEEP_EFFORT,
+        false,
     ),
     numeric(
         "sweep-budget",
         &SWEEP_BUDGET,
         defaults::SWEEP_BUDGET,
         bounds::SWEEP_BUDGET,
+        false,
     ),
-    size(
+    numeric(
         "max-stanza-bytes",
         &MAX_STANZA_BYTES,
         defaults::MAX_STANZA_BYTES,
         bounds::MAX_STANZA_BYTES,
+        true,
     ),
     numeric(
         "max-messages",
         &MAX_MESSAGES,
         defaults::MAX_MESSAGES,
         bounds::MAX_MESSAGES,
+        false,
     ),
-    size(
+    numeric(
         "max-bytes",
         &MAX_BYTES,
         defaults::MAX_BYTES,
         bounds::MAX_BYTES,
+        true,
     ),
     numeric(
         "retention",
         &RETENTION,
         defaults::RETENTION,
         bounds::RETENTION,
+        false,
     ),
     numeric(
         "mailbox-idle",
         &MAILBOX_IDLE,
         defaults::MAILBOX_IDLE,
         bounds::MAILBOX_IDLE,
+        false,
     ),
     numeric(
         "device-idle",
         &DEVICE_IDLE,
         defaults::DEVICE_IDLE,
         bounds::DEVICE_IDLE,
+        false,
     ),
 ];
 
