@@ -61,10 +61,15 @@ COMMANDS = {
 }
 # Container commands: each subcommand is a dotted command spelled with a
 # space, its key one place further.
+# `help` lists the others (the server's own containers have one, and its
+# error for an unknown subcommand names it).
 CONTAINERS = {
-    "im.offline": ["info", "page"],
-    "im.archive": ["pull", "ack"],
+    "im.offline": ["info", "page", "help"],
+    "im.archive": ["pull", "ack", "help"],
 }
+# A container's HELP: arity, flags, no key, no argument, no more ACL
+# categories, no tips.
+HELP = (2, ["readonly", "loading", "stale", "module"], None, "", [], [])
 INTERNAL = ["im.apply", "im.load"]
 # A call of each keyed command that COMMAND GETKEYS accepts.
 SAMPLE_ARGS = {
@@ -87,6 +92,8 @@ def expected(name):
     """The expectation of a command or subcommand (`im.offline|page`)."""
     if "|" not in name:
         return COMMANDS[name]
+    if name.endswith("|help"):
+        return HELP
     dotted = name.replace("|", ".")
     arity, flags, key, args, acl, tips = COMMANDS[dotted]
     return (arity - 1 if arity < 0 else arity + 1), flags, key, args, acl, tips
@@ -210,6 +217,44 @@ def test_containers_are_described(server, flavor, raw3, container):
     assert texts(info["acl"]) == (["@im"] if has_categories(flavor) else [])
 
 
+def container_syntax(container):
+    """The syntax lines of docs/commands.md's section of `container`
+    (`IM.OFFLINE PAGE user device [AFTER seq] ...`)."""
+    md = (REPO / "docs" / "commands.md").read_text()
+    section = md.split(f"\n## {container.upper()}\n", 1)[1]
+    block = section.split("```", 2)[1]
+    return [ln for ln in block.strip().splitlines()]
+
+
+@pytest.mark.parametrize("container", list(CONTAINERS))
+def test_containers_answer_help(server, container):
+    """HELP lists each subcommand with the syntax docs/commands.md gives
+    it and its summary, then HELP; the server's error for an unknown
+    subcommand points there, and the pointer works."""
+    c = server.raw()
+    lines = texts(c.call(container.upper(), "HELP"))
+    assert lines == texts(c.call(container, "help"))
+    assert lines[0] == f"{container.upper()} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    entries = lines[1:]
+    assert all(ln.startswith("    ") for ln in entries[1::2]), lines
+    syntax = [f"{container.upper()} {ln}" for ln in entries[0::2]]
+    assert syntax == container_syntax(container)
+    assert [s.split()[1].lower() for s in syntax] == CONTAINERS[container]
+    docs = raw3_docs(server, container)
+    for sub, summary in zip(CONTAINERS[container], entries[1::2]):
+        assert summary.strip() == text(docs[f"{container}|{sub}".encode()][b"summary"]) \
+            or (sub == "help" and summary.strip() == "Print this help.")
+    err = c.call(container.upper(), "NOSUCH")
+    assert isinstance(err, RawError), err
+    hint = re.search(r"Try (\S+ \S+)\.", str(err)).group(1)
+    assert texts(c.call(*hint.split())) == lines
+    assert isinstance(c.call(container.upper(), "HELP", "extra"), RawError)
+
+
+def raw3_docs(server, container):
+    return server.raw(protocol=3).call("COMMAND", "DOCS", container)[container.encode()][b"subcommands"]
+
+
 def test_store_lists_its_tokens(raw3):
     """The issue's own example: COMMAND DOCS IM.STORE names ID, DEVICES and FORCE."""
     docs = raw3.call("COMMAND", "DOCS", "IM.STORE")[b"im.store"]
@@ -221,8 +266,8 @@ def test_store_lists_its_tokens(raw3):
 def test_getkeys(raw3, name):
     dotted = name.replace("|", ".")
     words = name.split("|")
-    if COMMANDS[dotted][2] is None:
-        reply = raw3.call("COMMAND", "GETKEYS", *words, *KEYLESS_ARGS[dotted])
+    if expected(name)[2] is None:
+        reply = raw3.call("COMMAND", "GETKEYS", *words, *KEYLESS_ARGS.get(dotted, []))
         assert isinstance(reply, RawError) and "no key arguments" in str(reply), reply
         return
     assert raw3.call("COMMAND", "GETKEYS", *words, "alice@example.com", *SAMPLE_ARGS[dotted]) \

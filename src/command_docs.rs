@@ -190,6 +190,44 @@ pub const LOAD: &[Arg] = &[
     Arg::string(c"blob"),
 ];
 
+/// `args` as a command's syntax line writes them (`docs/commands.md`,
+/// `redis-cli`'s `HELP`): names in lower case, tokens in upper case,
+/// `[optional]`, `name [name ...]` for a repeated one, `(a | b)` for one
+/// of several; `user device [IDS [LIMIT limit]]`.
+pub fn syntax(args: &[Arg]) -> String {
+    args.iter().map(render).collect::<Vec<_>>().join(" ")
+}
+
+fn render(a: &Arg) -> String {
+    let name = a.name.to_string_lossy();
+    let token = a.token.map(|t| t.to_string_lossy());
+    let body = match a.kind {
+        ArgKind::PureToken => token.map_or_else(|| name.to_string(), |t| t.to_string()),
+        ArgKind::OneOf(subs) => {
+            let alts: Vec<String> = subs.iter().map(render).collect();
+            format!("({})", alts.join(" | "))
+        }
+        ArgKind::Block(subs) => match token {
+            Some(t) => format!("{t} {}", syntax(subs)),
+            None => syntax(subs),
+        },
+        ArgKind::Key | ArgKind::String | ArgKind::Integer => match token {
+            Some(t) => format!("{t} {name}"),
+            None => name.to_string(),
+        },
+    };
+    let body = if a.multiple {
+        format!("{body} [{body} ...]")
+    } else {
+        body
+    };
+    if a.optional {
+        format!("[{body}]")
+    } else {
+        body
+    }
+}
+
 /// No command tips.
 pub const NO_TIPS: Option<&CStr> = None;
 /// The keyless commands that act on the node they are sent to, whose
@@ -271,5 +309,22 @@ mod tests {
         assert_eq!(categories(ACL_ADMIN, true), "im admin dangerous");
         assert_eq!(categories(ACL_ADMIN, false), "admin dangerous");
         assert_eq!(categories(ACL_IM, false), "");
+    }
+
+    #[test]
+    fn syntax_lines_read_as_the_command_reference_writes_them() {
+        assert_eq!(syntax(OFFLINE_INFO), "user device [IDS [LIMIT limit]]");
+        assert_eq!(
+            syntax(OFFLINE_PAGE),
+            "user device [AFTER seq] [COUNT count] [DELAY from]"
+        );
+        assert_eq!(syntax(ARCHIVE_ACK), "user seq [seq ...]");
+        assert_eq!(syntax(ARCHIVE_PULL), "[COUNT count] [LEASE ms]");
+        assert_eq!(syntax(ACK), "user device (id [id ...] | UPTO seq)");
+        assert_eq!(
+            syntax(STORE),
+            "user stanza [ID id] [DEVICES numdevices device [device ...]] [FORCE]"
+        );
+        assert_eq!(syntax(&[]), "");
     }
 }

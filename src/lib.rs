@@ -61,7 +61,7 @@ const fn decimal(s: &str) -> i32 {
 mod registration {
     use crate::command_docs::*;
     use crate::commands::{
-        ack, apply, archive_ack, archive_pull, connect, devices, disconnect, doctor, forget,
+        ack, apply, archive_ack, archive_pull, connect, devices, disconnect, doctor, forget, help,
         import, info, load, offline_info, offline_page, store, sweep,
     };
     use crate::wrapper::command::{dispatch, dispatch_subcommand, register_container, CommandInfo};
@@ -263,7 +263,33 @@ mod registration {
                             acl: $acl,
                             flags: $flags,
                         })
-                    }),*];
+                    }),*, {
+                        fn help(_: &Context, _: &[RedisString]) -> crate::reply::Answer {
+                            Ok(help::reply($container, &[$(($sub, $args, $summary)),*]))
+                        }
+                        /// # Safety
+                        /// Called by the server with a command's context and arguments.
+                        unsafe extern "C" fn command(
+                            ctx: *mut raw::RedisModuleCtx,
+                            argv: *mut *mut raw::RedisModuleString,
+                            argc: c_int,
+                        ) -> c_int {
+                            dispatch_subcommand(ctx, argv, argc, help)
+                        }
+                        let f: raw::RedisModuleCmdFunc = Some(command);
+                        let flags = c"readonly allow-loading allow-stale";
+                        (c"help", f, flags, 0, CommandInfo {
+                            arity: 2,
+                            key_flags: NO_KEY,
+                            key_pos: 0,
+                            summary: help::SUMMARY,
+                            complexity: c"O(1)",
+                            args: &[],
+                            tips: NO_TIPS,
+                            acl: ACL_IM,
+                            flags,
+                        })
+                    }];
                     if !register_container(ctx, $container, $about, &subs) {
                         return Status::Err;
                     }

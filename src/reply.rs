@@ -13,6 +13,8 @@ pub enum Reply {
     Array(Vec<Reply>),
     Map(Vec<(&'static str, Reply)>),
     Simple(&'static str),
+    /// A simple string made at run time (`HELP`'s lines).
+    Status(String),
     Error(String),
     /// `ERR wrong number of arguments for '<command>' command`.
     WrongArity,
@@ -66,6 +68,10 @@ pub fn send(context: &redis_module::Context, r: &Reply) {
             }
         }
         Reply::Simple(s) => {
+            let c = resp_line(s);
+            raw::reply_with_simple_string(ctx, c.as_ptr());
+        }
+        Reply::Status(s) => {
             let c = resp_line(s);
             raw::reply_with_simple_string(ctx, c.as_ptr());
         }

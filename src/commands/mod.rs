@@ -12,6 +12,7 @@ pub mod devices;
 pub mod disconnect;
 pub mod doctor;
 pub mod forget;
+pub mod help;
 pub mod import;
 pub mod info;
 pub mod load;
