@@ -778,6 +778,33 @@ def test_a_restored_mailbox_with_times_far_apart_reads_back_and_persists(r, serv
     alive(r)
 
 
+MAX_SEQ = 2**63 - 1
+
+
+def test_a_mailbox_near_the_last_seq_leaves_new_mailboxes_their_seqs(r, raw):
+    """Review: a RESTOREd mailbox whose counter was near the last seq, once
+    it stored a message, made every mailbox created after it on the node
+    start there (its seq was the highest handed out), so that new users'
+    stores were refused ("given every seq up to ...") until a restart from
+    clean data. A new mailbox now starts at most 2^50 seqs beyond the
+    clock's counter, with room for some 2^63 messages."""
+    stanza = b"<message><body>hi</body></message>"
+    r.execute_command("IM.STORE", "template", stanza)
+    now_ms = int(time.time() * 1000)
+    header = varint(MAX_SEQ - 1) + zigzag(now_ms) + varint(0) + varint(0)
+    assert r.restore("far", 0, dump_of(r.dump("template"), [header])) == b"OK"
+    assert r.execute_command("IM.STORE", "far", stanza)[0] == MAX_SEQ - 1
+    assert r.execute_command("IM.STORE", "far", stanza)[0] == MAX_SEQ
+    assert_clean_error(expect_error(raw, "IM.STORE", "far", stanza), "every seq")
+    for user in ("new1", "new2"):
+        if user == "new2":
+            r.execute_command("IM.CONNECT", user, "phone")
+        seq = r.execute_command("IM.STORE", user, stanza)[0]
+        assert now_ms * 1000 <= seq <= (now_ms + 60_000) * 1000 + 2**50, seq
+        assert r.execute_command("IM.STORE", user, stanza)[0] == seq + 1
+    alive(r)
+
+
 def with_crc(body):
     """A DUMP payload's body (everything before its checksum) with the
     checksum DUMP would give it."""

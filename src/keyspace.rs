@@ -34,13 +34,31 @@ pub fn mailbox_type() -> *mut raw::RedisModuleType {
 /// The highest seq this server has handed out or applied, in any mailbox.
 static HIGHEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// How far ahead of the clock's counter (the clock in ms × 1000) a new
+/// mailbox's counter may start: 2^50 seqs, the clock's counter over some
+/// 35 years. A mailbox gets that far ahead only from a `RESTORE` payload
+/// (a counter near the last seq) or a clock set back by decades; without
+/// the bound, one such mailbox's store made every mailbox created after it
+/// start where it was, and near the last seq a new mailbox could take no
+/// message at all.
+pub const MAX_AHEAD: u64 = 1 << 50;
+
 /// The counter a mailbox created at `now` (ms) starts at: the clock in ms
 /// × 1000, and above every seq this server has handed out or applied
-/// since it started, so that a mailbox deleted and created again in the
-/// same millisecond never hands out a seq twice (SPEC §1).
+/// since it started (up to [`MAX_AHEAD`] beyond the clock's counter), so
+/// that a mailbox deleted and created again in the same millisecond never
+/// hands out a seq twice (SPEC §1).
 pub fn new_counter(now: i64) -> u64 {
+    counter_from(now, HIGHEST_SEQ.load(Ordering::Relaxed))
+}
+
+/// [`new_counter`] when the highest seq handed out is `highest`.
+fn counter_from(now: i64, highest: u64) -> u64 {
     let clock = (now.max(0) as u64).saturating_mul(1000);
-    clock.max(HIGHEST_SEQ.load(Ordering::Relaxed).saturating_add(1))
+    let above = highest
+        .saturating_add(1)
+        .min(clock.saturating_add(MAX_AHEAD));
+    clock.max(above)
 }
 
 /// The effect that creates the mailbox when the key is new.
@@ -363,5 +381,23 @@ fn notify(ctx: &Context, event: &CStr, key: &RedisString) {
                 key.inner,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{counter_from, MAX_AHEAD};
+    use crate::mailbox::MAX_SEQ;
+
+    #[test]
+    fn a_new_counter_starts_above_the_clock_and_the_highest_seq_within_bounds() {
+        let now = 1_800_000_000_000;
+        let clock = 1_800_000_000_000_000;
+        assert_eq!(counter_from(now, 0), clock);
+        assert_eq!(counter_from(now, clock + 5), clock + 6);
+        assert_eq!(counter_from(now, MAX_SEQ), clock + MAX_AHEAD);
+        assert_eq!(counter_from(now, u64::MAX), clock + MAX_AHEAD);
+        assert_eq!(counter_from(-5, 7), 8);
+        assert!(MAX_SEQ - counter_from(now, MAX_SEQ) > 1 << 62);
     }
 }
