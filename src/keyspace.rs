@@ -206,11 +206,14 @@ impl<'c> Writer<'c> {
             return;
         };
         let value = Box::into_raw(Box::new(mb));
+        // The server deletes a mailbox the key held before it sets the new
+        // one: the module's own replacement, not a loss.
         // SAFETY: an open writable key and a boxed mailbox of the type;
         // the server owns the value once it accepts it (and frees the old
         // one through the type's `free`).
-        if unsafe { set(self.key.0, mailbox_type(), value.cast()) } == raw::REDISMODULE_OK as c_int
-        {
+        let set =
+            crate::losses::own_delete(|| unsafe { set(self.key.0, mailbox_type(), value.cast()) });
+        if set == raw::REDISMODULE_OK as c_int {
             self.mb = Some(unsafe { &mut *value });
         } else {
             // SAFETY: refused, so still ours.

@@ -384,6 +384,7 @@ mod registration {
             "INFO im",
             || (),
             || {
+                crate::losses::settle();
                 crate::metrics::ARCHIVE_LEASED.store(
                     crate::archive::leased_now() as i64,
                     std::sync::atomic::Ordering::Relaxed,

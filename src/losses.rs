@@ -6,8 +6,15 @@
 //! The server tells the module that a mailbox leaves (the type's `unlink`
 //! callback, with the value still there) before it tells why (the
 //! keyspace notification `evicted`, `expired`, `del`, ... that follows for
-//! the same key): the first is noted, the second decides. A mailbox the
-//! module deletes itself (emptied by a command or the timer) is not noted.
+//! the same key, within the same command): the first is noted, the second
+//! decides. A note no generic notification claims was overwritten: by a
+//! `RENAME` onto its name (which unlinks it, then the renamed key, before
+//! either notification), or by a command of another type's class (`SET`,
+//! `SUNIONSTORE`, ...), whose notifications the module does not subscribe
+//! to; it is counted as deleted by the operator when the next mailbox
+//! leaves, or when the counts are read ([`settle`]). A mailbox the module
+//! deletes or replaces itself (emptied by a command or the timer,
+//! `IM.LOAD`) is not noted.
 
 use crate::mailbox::Mailbox;
 use crate::{log, metrics};
@@ -22,7 +29,9 @@ struct Left {
 }
 
 thread_local! {
-    static LEFT: RefCell<Option<Left>> = const { RefCell::new(None) };
+    /// The mailboxes that left in the current command, their reason still
+    /// to come (two at most: a `RENAME` onto a mailbox).
+    static LEFT: RefCell<Vec<Left>> = const { RefCell::new(Vec::new()) };
     /// The module is deleting an emptied mailbox itself.
     static OWN_DELETE: Cell<bool> = const { Cell::new(false) };
 }
@@ -43,13 +52,19 @@ fn owed(mb: &Mailbox) -> u64 {
         .sum()
 }
 
-/// A mailbox leaves the keyspace (`unlink`), for a reason told next.
+/// A mailbox leaves the keyspace (`unlink`), for a reason told next. A
+/// mailbox noted before it whose reason never came was overwritten
+/// ([`settle`]), unless this is the same command's second unlink: a
+/// `RENAME` onto a mailbox unlinks the overwritten one, then the renamed
+/// one, and only then notifies (`rename_from` claims the second; the
+/// first is an overwrite all the same).
 pub fn unlinked(key: &[u8], db: i32, mb: &Mailbox) {
     if OWN_DELETE.with(Cell::get) {
         return;
     }
+    settle();
     LEFT.with_borrow_mut(|l| {
-        *l = Some(Left {
+        l.push(Left {
             key: key.to_vec(),
             db,
             messages: mb.log.len(),
@@ -58,17 +73,33 @@ pub fn unlinked(key: &[u8], db: i32, mb: &Mailbox) {
     });
 }
 
+/// Counts the noted mailboxes whose reason never came as deleted by the
+/// operator (`deleted_mailboxes`, `deleted_messages`): the server
+/// overwrote them. Called when another mailbox leaves and before the
+/// counts are read (`INFO im`, `IM.DOCTOR`); a notification comes within
+/// the command that unlinked its key, so by then none is on its way.
+pub fn settle() {
+    for left in LEFT.with_borrow_mut(std::mem::take) {
+        metrics::add(&metrics::DELETED, 1);
+        metrics::add(&metrics::DELETED_MESSAGES, left.messages as i64);
+    }
+}
+
 /// Whether a mailbox that just left is noted under `key` in `db`, its
 /// reason still to come.
 pub fn noted(key: &[u8], db: i32) -> bool {
-    LEFT.with_borrow(|l| l.as_ref().is_some_and(|l| l.key == key && l.db == db))
+    LEFT.with_borrow(|l| l.iter().any(|l| l.key == key && l.db == db))
 }
 
 /// The keyspace notification `event` for `key` in `db`: when it tells why
 /// a noted mailbox left, the loss is counted (and logged when the server
 /// threw the mailbox away).
 pub fn notified(event: &[u8], key: &[u8], db: i32) {
-    let Some(left) = LEFT.with_borrow_mut(|l| l.take_if(|l| l.key == key && l.db == db)) else {
+    let taken = LEFT.with_borrow_mut(|l| {
+        let i = l.iter().position(|l| l.key == key && l.db == db)?;
+        Some(l.remove(i))
+    });
+    let Some(left) = taken else {
         return;
     };
     let messages = left.messages as i64;

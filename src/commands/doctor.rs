@@ -19,6 +19,7 @@ pub fn doctor(ctx: &Context, args: &[RedisString]) -> Answer {
         [_, o, ..] => return Err(unknown_option(o.as_slice())),
         _ => return Err(Reply::WrongArity),
     };
+    crate::losses::settle();
     let (offline, queued, complete) = oldest(ctx);
     let (findings, report) = doctor::report(ctx, offline, queued, complete);
     let text = if json {
