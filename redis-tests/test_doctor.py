@@ -230,6 +230,12 @@ def test_replicas_without_min_replicas_to_write_are_warned(make_server):
     assert "replication" in areas(doctor(r)[1])
     r.config_set("min-replicas-to-write", 1)
     assert "replication" not in areas(doctor(r)[1])
+    # A replica's timer waits for its promotion: the text says so, as the
+    # JSON's role does.
+    text, report = doctor(replica.client())
+    assert report["timer"]["role"] == "replica"
+    assert "Timer: on once this replica is promoted," in text, text
+    assert "Timer: on," in doctor(r)[0]
 
 
 def test_the_doctor_sees_a_stalled_timer_and_an_old_backlog(make_server):

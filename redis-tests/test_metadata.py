@@ -310,6 +310,14 @@ def check_tenant_role(server, c):
     assert not isinstance(c.call("IM.STORE", mine, message("m1")), RawError)
     assert not isinstance(c.call("IM.OFFLINE.PAGE", mine, "laptop"), RawError)
     assert not isinstance(c.call("IM.OFFLINE", "PAGE", mine, "laptop"), RawError)
+    # A node is named only where its events may go: the tenant's own
+    # channels (the module publishes a device's resends there).
+    assert not isinstance(c.call("IM.CONNECT", mine, "tablet", "NODE", "tenant1-n1"), RawError)
+    reply = c.call("IM.CONNECT", mine, "tablet", "NODE", "tenant2-n1")
+    assert isinstance(reply, RawError) and str(reply).startswith("NOPERM") \
+        and "im:events:tenant2-n1" in str(reply), reply
+    assert b"tenant2-n1" not in b" ".join(
+        x for d in c.call("IM.DEVICES", mine) for x in d if isinstance(x, bytes))
     assert c.call("IM.ACK", mine, "phone", "m1") == 1
     assert not isinstance(c.call("IM.INFO", mine), RawError)
     for args in (["IM.STORE", theirs, message("m2")], ["IM.INFO", theirs],

@@ -72,6 +72,46 @@ def test_replica_refuses_writes_and_answers_reads(make_server):
     assert_replica_equal(primary, replica)
 
 
+def test_a_writable_replica_refuses_the_modules_writes_too(make_server):
+    """Review: with `replica-read-only no`, IM.STORE on the replica gave its
+    mailbox a message under a seq the primary then gave another one; the
+    primary's message never reached the replica, which kept apart from its
+    primary without a word. Every write a client sends to a replica is now
+    refused (READONLY), in a script too; the primary's changes still apply,
+    a promoted replica takes writes, and a primary's change to a key that
+    holds another type on the replica is logged there."""
+    primary, make_replica = start_pair(make_server, {"sweep-interval": 0})
+    replica = make_replica()
+    p, rc = primary.client(), replica.client()
+    p.execute_command("IM.CONNECT", "alice", "phone")
+    p.execute_command("IM.STORE", "alice", message("m1"))
+    wait_replica_synced(primary, replica)
+    rc.config_set("replica-read-only", "no")
+    raw = replica.raw()
+    for cmd in (["IM.STORE", "alice", message("r1")], ["IM.STORE", "new", message("r2")],
+                ["IM.ACK", "alice", "phone", "m1"], ["IM.CONNECT", "alice", "laptop"],
+                ["IM.DISCONNECT", "alice", "phone"], ["IM.FORGET", "alice", "phone"],
+                ["IM.IMPORT", "alice", "1", "r3", message("r3")], ["IM.ARCHIVE.ACK", "alice", "1"],
+                ["EVAL", "return redis.call('IM.STORE', KEYS[1], ARGV[1])", "1", "alice", message("r4")]):
+        reply = raw.call(*cmd)
+        assert isinstance(reply, RawError) and "READONLY" in str(reply) \
+            and "primary only" in str(reply), (cmd, reply)
+    assert not rc.exists("new")
+    p.execute_command("IM.STORE", "alice", message("m2"))
+    assert_replica_equal(primary, replica)
+    # A writable replica's own SET on a mailbox's name: the primary's next
+    # change to it cannot apply, and the replica says so.
+    rc.set("alice", "a string")
+    p.execute_command("IM.STORE", "alice", message("m3"))
+    wait_replica_synced(primary, replica)
+    wait_for(lambda: "the primary changed mailbox 'alice', which holds another type here"
+             in replica.log(), what="the replica to log the change it could not apply")
+    # Promoted, it takes writes.
+    rc.execute_command("REPLICAOF", "NO", "ONE")
+    assert rc.execute_command("IM.STORE", "bob", message("b1"))[1] == b"b1"
+    assert "panicked" not in replica.log()
+
+
 def test_replica_with_other_local_limits(make_server):
     """The replica applies what the primary decided, whatever its own settings."""
     primary, make_replica = start_pair(

@@ -303,7 +303,11 @@ pub fn text(findings: &[Finding], json: &serde_json::Value) -> String {
     out.push_str(&format!(
         "Backlog: {} pending, {} offline, {} in the archive queue. Timer: {}, lag {} ms, longest run {} µs (budget {} µs).\n",
         b["pending"], b["offline"], b["archive_queue"],
-        if t["enabled"] == true { "on" } else { "off" },
+        match (t["enabled"] == true, t["role"] == "replica") {
+            (false, _) => "off",
+            (true, true) => "on once this replica is promoted",
+            (true, false) => "on",
+        },
         t["lag_ms"], t["longest_sweep_us"], t["sweep_budget_us"]
     ));
     out

@@ -179,6 +179,7 @@ pub enum Propagate<'a> {
 impl<'c> Writer<'c> {
     /// Opens `name` for writing; `WRONGTYPE` when it holds another type.
     pub fn open(ctx: &'c Context, name: &'c RedisString) -> Result<Writer<'c>, Reply> {
+        crate::server::refuse_on_replica(ctx)?;
         let key = Key::open(ctx, name, raw::REDISMODULE_READ | raw::REDISMODULE_WRITE);
         // SAFETY: the value is owned by the keyspace and stays while the
         // key is open; only this writer changes it.

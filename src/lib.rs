@@ -328,6 +328,7 @@ mod registration {
 
     fn init(ctx: &Context, args: &[RedisString]) -> Status {
         crate::log::init(ctx);
+        crate::server::note_role(!crate::server::is_primary(ctx));
         crate::panics::install_hook();
         crate::panics::read_debug_key();
         let given: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();

@@ -4,7 +4,9 @@
 //! panics on a NUL byte; keys, device names and channels are binary-safe
 //! (SPEC §1), so every string made from them is made here, from a slice.
 
+use crate::reply::Reply;
 use redis_module::{raw, Context, RedisString};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The time the module stamps changes with: Unix ms, from the system
 /// clock (0 if the clock is before 1970).
@@ -29,6 +31,75 @@ pub fn flags(ctx: &Context) -> u32 {
 /// True on a primary (a server that is not a replica).
 pub fn is_primary(ctx: &Context) -> bool {
     flags(ctx) & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+}
+
+/// The server was a replica when it last told the module its role (at
+/// load time, and on every role change).
+static REPLICA: AtomicBool = AtomicBool::new(false);
+
+/// Notes the server's role: at load time (from the context's flags) and
+/// on every `REPLICATION_ROLE_CHANGED` event.
+pub fn note_role(replica: bool) {
+    REPLICA.store(replica, Ordering::Relaxed);
+}
+
+/// The error of a client's write on a replica.
+pub const REPLICA_WRITE: &str = "READONLY redis-im takes changes on the primary only, even where the replica is writable (replica-read-only no): a mailbox changed here would no longer take the primary's changes";
+
+/// Refuses a write a client sends to a replica, writable or not (SPEC
+/// §8: a replica's mailbox is the primary's): a change made there gives
+/// the mailbox seqs, messages or devices the primary's later changes do
+/// not fit, and the replica then keeps apart from its primary without a
+/// word. The primary's own changes (`IM.APPLY`, `IM.LOAD`) and the AOF's
+/// pass. On a primary this is one load of a flag; where the flag says
+/// replica, the context's flags decide, so a stale flag never refuses a
+/// primary.
+pub fn refuse_on_replica(ctx: &Context) -> Result<(), Reply> {
+    if !REPLICA.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let f = flags(ctx);
+    if f & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+        || f & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) != 0
+    {
+        return Ok(());
+    }
+    Err(crate::reply::error(REPLICA_WRITE))
+}
+
+/// Whether the user running the command may access pub/sub `channel`
+/// (its ACL `&pattern`s, which `PUBLISH` obeys too;
+/// `RedisModule_ACLCheckChannelPermissions`, Redis 7.0+). True where the
+/// server has no such call, and where the command runs without a user
+/// (the AOF, a primary's link).
+pub fn may_access_channel(ctx: &Context, channel: &[u8]) -> bool {
+    // SAFETY: a command's context; the user name and the user are freed
+    // here, the channel string when dropped.
+    unsafe {
+        let (Some(current), Some(user_of), Some(check), Some(free_user), Some(free_string)) = (
+            raw::RedisModule_GetCurrentUserName,
+            raw::RedisModule_GetModuleUserFromUserName,
+            raw::RedisModule_ACLCheckChannelPermissions,
+            raw::RedisModule_FreeModuleUser,
+            raw::RedisModule_FreeString,
+        ) else {
+            return true;
+        };
+        let name = current(ctx.get_raw());
+        if name.is_null() {
+            return true;
+        }
+        let user = user_of(name);
+        let allowed = user.is_null() || {
+            let ch = string(ctx, channel);
+            let flags = raw::REDISMODULE_CMD_CHANNEL_PUBLISH as std::os::raw::c_int;
+            let ok = check(user, ch.inner, flags) == raw::REDISMODULE_OK as std::os::raw::c_int;
+            free_user(user);
+            ok
+        };
+        free_string(ctx.get_raw(), name);
+        allowed
+    }
 }
 
 /// True while the command comes from the primary or the AOF.

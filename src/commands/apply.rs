@@ -8,6 +8,7 @@ use crate::mailbox::effect;
 use crate::reply::{error, Reply};
 use crate::{log, server};
 use redis_module::{Context, RedisString};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// The error of an internal command sent by a client.
 pub const INTERNAL: &str =
@@ -32,8 +33,33 @@ pub fn apply(ctx: &Context, args: &[RedisString]) -> Answer {
         return Ok(Reply::Simple("OK"));
     };
     let Ok(mut w) = Writer::open(ctx, user) else {
+        other_type_here(user.as_slice());
         return Ok(Reply::Simple("OK"));
     };
     w.commit(now, &effects, Propagate::Verbatim);
     Ok(Reply::Simple("OK"))
+}
+
+/// When a line about a primary's change not applied was last written
+/// (Unix ms).
+static LAST_LOGGED: AtomicI64 = AtomicI64::new(0);
+
+/// The primary changed a mailbox whose key holds another type here (a
+/// writable replica's own `SET`, say): the change cannot apply, and this
+/// replica now differs from its primary. Logged at most once a second
+/// (each change of that mailbox would say it again).
+fn other_type_here(user: &[u8]) {
+    let now = server::now_ms();
+    let last = LAST_LOGGED.load(Ordering::Relaxed);
+    if now.saturating_sub(last) < 1000
+        || LAST_LOGGED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    log::warning(&format!(
+        "redis-im: the primary changed mailbox '{}', which holds another type here: the change is not applied and this replica differs from its primary (a write made on this replica?)",
+        log::escape(user, 128)
+    ));
 }

@@ -22,6 +22,7 @@ pub fn connect(ctx: &Context, args: &[RedisString]) -> Answer {
             .next()
             .ok_or_else(|| error("ERR NODE needs a node name"))?;
         node = node_name(n.as_slice())?;
+        may_name(ctx, node)?;
     }
     let mut w = Writer::open(ctx, user)?;
     mailbox::room_for(w.mailbox(), std::iter::once(device)).map_err(refusal)?;
@@ -49,6 +50,24 @@ pub fn connect(ctx: &Context, args: &[RedisString]) -> Answer {
         events::publish_restore(ctx, user.as_slice(), archived);
     }
     Ok(reply)
+}
+
+/// Refuses a `NODE` whose event channel (`<event-prefix><node>`, SPEC §5)
+/// the command's ACL user may not access: the module publishes the
+/// device's events there (resends with the stanza, kicks), so a user
+/// limited to its own channels (docs/operations.md, "ACL") could
+/// otherwise have its stanzas published on another tenant's channel.
+fn may_name(ctx: &Context, node: &[u8]) -> Result<(), Reply> {
+    let mut channel = crate::config::event_prefix().to_vec();
+    channel.extend_from_slice(node);
+    if server::may_access_channel(ctx, &channel) {
+        return Ok(());
+    }
+    Err(error(format!(
+        "NOPERM this user has no permissions to access the channel '{}', where the events of node '{}' go",
+        crate::log::escape(&channel, 128),
+        crate::log::escape(node, 128)
+    )))
 }
 
 /// The map of `IM.OFFLINE.INFO` (and `IM.CONNECT`): `count`, `bytes`,

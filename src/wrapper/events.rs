@@ -186,6 +186,7 @@ unsafe extern "C" fn on_role_changed(
         || {
             propagation::recheck();
             cluster::invalidate();
+            server::note_role(subevent != raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER);
             if subevent == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER {
                 timer::arm(&ctx);
             } else {
