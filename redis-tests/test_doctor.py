@@ -151,6 +151,41 @@ def test_a_mailbox_overwritten_is_counted_as_deleted(make_server):
     assert alive is not None
 
 
+def test_a_loss_is_counted_once_where_it_happened(make_server):
+    """Review: a restart counted every DEL and flush of the AOF again (and
+    the DEL an eviction or an expiry wrote there, as an operator's
+    deletion), and a replica counted its primary's expiries as deletions.
+    Losses are counted on the primary when they happen: not again while the
+    server loads, and not on a replica, whose losses are its primary's."""
+    primary = make_server(extra_conf=SAFE, name="primary")
+    replica = make_server(extra_conf=SAFE, replicaof=primary, name="replica")
+    wait_replica_synced(primary, replica)
+    r, rc = primary.client(), replica.client()
+
+    def losses(c):
+        info = c.info("im")
+        return {k: info[f"im_{k}"] for k in ("deleted_mailboxes", "deleted_messages",
+                                             "lost_expired_mailboxes", "lost_expired_messages")}
+
+    for i in range(2):
+        r.execute_command("IM.STORE", "gone", message(f"g{i}"))
+    r.delete("gone")
+    r.execute_command("IM.STORE", "temp", message("t"))
+    r.pexpire("temp", 50)
+    wait_for(lambda: losses(r)["lost_expired_mailboxes"] == 1, what="the expiry to be counted")
+    r.execute_command("IM.STORE", "flushed", message("f"))
+    r.flushdb()
+    counted = {"deleted_mailboxes": 2, "deleted_messages": 3,
+               "lost_expired_mailboxes": 1, "lost_expired_messages": 1}
+    assert losses(r) == counted
+    wait_replica_synced(primary, replica)
+    assert set(losses(rc).values()) == {0}, losses(rc)
+    primary.restart()
+    assert set(losses(primary.client()).values()) == {0}
+    replica.restart()
+    assert set(losses(replica.client()).values()) == {0}
+
+
 UNSAFE = {
     "no-persistence": ({"appendonly": "no", "save": ""}, "durability", "nothing persists"),
     "rdb-only": ({"appendonly": "no", "save": "3600 1"}, "durability", "only RDB snapshots"),

@@ -52,6 +52,15 @@ fn owed(mb: &Mailbox) -> u64 {
         .sum()
 }
 
+/// Whether a mailbox leaving counts here: not while the server loads (an
+/// AOF replays the `DEL`s, flushes and evictions it counted when they
+/// happened) and not on a replica (whatever leaves it comes from its
+/// primary, which counted, and logged, the loss itself: a replica's
+/// expiry or eviction is its primary's `DEL`).
+pub fn counted_here() -> bool {
+    !crate::server::loading_noted() && !crate::server::replica_noted()
+}
+
 /// A mailbox leaves the keyspace (`unlink`), for a reason told next. A
 /// mailbox noted before it whose reason never came was overwritten
 /// ([`settle`]), unless this is the same command's second unlink: a
@@ -59,7 +68,7 @@ fn owed(mb: &Mailbox) -> u64 {
 /// one, and only then notifies (`rename_from` claims the second; the
 /// first is an overwrite all the same).
 pub fn unlinked(key: &[u8], db: i32, mb: &Mailbox) {
-    if OWN_DELETE.with(Cell::get) {
+    if OWN_DELETE.with(Cell::get) || !counted_here() {
         return;
     }
     settle();
@@ -136,6 +145,9 @@ fn warn(how: &str, l: &Left) {
 /// A flush is about to empty a db (or all): its mailboxes count as
 /// deleted by the operator.
 pub fn flushed(mailboxes: u64, messages: u64) {
+    if !counted_here() {
+        return;
+    }
     metrics::add(&metrics::DELETED, mailboxes as i64);
     metrics::add(&metrics::DELETED_MESSAGES, messages as i64);
 }

@@ -43,6 +43,26 @@ pub fn note_role(replica: bool) {
     REPLICA.store(replica, Ordering::Relaxed);
 }
 
+/// Whether the server was a replica when it last told the module its role.
+pub fn replica_noted() -> bool {
+    REPLICA.load(Ordering::Relaxed)
+}
+
+/// The server is loading its data (an RDB or the AOF at startup, a
+/// replica's full sync, `DEBUG RELOAD`'s load), as its `LOADING` events
+/// last said.
+static LOADING: AtomicBool = AtomicBool::new(false);
+
+/// Notes that loading started (`true`) or ended or failed (`false`).
+pub fn note_loading(loading: bool) {
+    LOADING.store(loading, Ordering::Relaxed);
+}
+
+/// Whether the server is loading its data, as its events last said.
+pub fn loading_noted() -> bool {
+    LOADING.load(Ordering::Relaxed)
+}
+
 /// The error of a client's write on a replica.
 pub const REPLICA_WRITE: &str = "READONLY redis-im takes changes on the primary only, even where the replica is writable (replica-read-only no): a mailbox changed here would no longer take the primary's changes";
 

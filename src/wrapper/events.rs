@@ -98,6 +98,12 @@ unsafe extern "C" fn on_loading(
     subevent: u64,
     _data: *mut c_void,
 ) {
+    server::note_loading(matches!(
+        subevent,
+        raw::REDISMODULE_SUBEVENT_LOADING_RDB_START
+            | raw::REDISMODULE_SUBEVENT_LOADING_AOF_START
+            | raw::REDISMODULE_SUBEVENT_LOADING_REPL_START
+    ));
     if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
         let ctx = Context::new(ctx);
         guard(
@@ -399,6 +405,9 @@ fn key_arrived(ctx: &Context, key: &[u8]) {
 /// A flush of `db` (-1: every db) is about to empty it: its mailboxes are
 /// counted as deleted by an operator.
 fn flushing(ctx: &Context, db: i32) {
+    if !losses::counted_here() {
+        return;
+    }
     let (mut mailboxes, mut messages) = (0u64, 0u64);
     let mut count = |_: i32, _: &[u8], mb: &crate::mailbox::Mailbox| {
         mailboxes += 1;
