@@ -2,6 +2,7 @@
 //! flat field/value arrays under RESP2) in the order the spec lists them.
 
 use redis_module::raw;
+use std::borrow::Cow;
 use std::ffi::CString;
 use std::os::raw::{c_char, c_long};
 
@@ -12,9 +13,8 @@ pub enum Reply {
     Nil,
     Array(Vec<Reply>),
     Map(Vec<(&'static str, Reply)>),
-    Simple(&'static str),
-    /// A simple string made at run time (`HELP`'s lines).
-    Status(String),
+    /// A simple string: the module's own text (`OK`, `HELP`'s lines).
+    Simple(Cow<'static, str>),
     Error(String),
     /// `ERR wrong number of arguments for '<command>' command`.
     WrongArity,
@@ -68,10 +68,6 @@ pub fn send(context: &redis_module::Context, r: &Reply) {
             }
         }
         Reply::Simple(s) => {
-            let c = resp_line(s);
-            raw::reply_with_simple_string(ctx, c.as_ptr());
-        }
-        Reply::Status(s) => {
             let c = resp_line(s);
             raw::reply_with_simple_string(ctx, c.as_ptr());
         }

@@ -75,7 +75,7 @@ pub const REPLICA_WRITE: &str = "READONLY redis-im takes changes on the primary 
 /// replica, the context's flags decide, so a stale flag never refuses a
 /// primary.
 pub fn refuse_on_replica(ctx: &Context) -> Result<(), Reply> {
-    if !REPLICA.load(Ordering::Relaxed) {
+    if !replica_noted() {
         return Ok(());
     }
     let f = flags(ctx);

@@ -30,14 +30,14 @@ pub fn apply(ctx: &Context, args: &[RedisString]) -> Answer {
     let extra: Vec<&[u8]> = extra.iter().map(|a| a.as_slice()).collect();
     let Some((now, effects)) = effect::decode(blob.as_slice(), &extra) else {
         log::warning("redis-im: IM.APPLY with effects that do not decode");
-        return Ok(Reply::Simple("OK"));
+        return Ok(Reply::Simple("OK".into()));
     };
     let Ok(mut w) = Writer::open(ctx, user) else {
         other_type_here(user.as_slice());
-        return Ok(Reply::Simple("OK"));
+        return Ok(Reply::Simple("OK".into()));
     };
     w.commit(now, &effects, Propagate::Verbatim);
-    Ok(Reply::Simple("OK"))
+    Ok(Reply::Simple("OK".into()))
 }
 
 /// When a line about a primary's change not applied was last written

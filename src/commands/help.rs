@@ -43,7 +43,7 @@ pub fn reply(container: &CStr, subs: &[Sub]) -> Reply {
     Reply::Array(
         lines(container, subs)
             .into_iter()
-            .map(Reply::Status)
+            .map(|line| Reply::Simple(line.into()))
             .collect(),
     )
 }

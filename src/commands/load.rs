@@ -57,5 +57,5 @@ pub fn load(ctx: &Context, args: &[RedisString]) -> Answer {
         crate::archive::scanned(server::selected_db(ctx), user.as_slice(), mb);
     }
     ctx.replicate_verbatim();
-    Ok(Reply::Simple("OK"))
+    Ok(Reply::Simple("OK".into()))
 }
